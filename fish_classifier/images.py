@@ -1,0 +1,104 @@
+"""Decoding any dataset or user image into RGB pixels, the same way everywhere.
+
+`prepare`, training, evaluation and the `Predictor` all read images through this
+module, so a photo is decoded, oriented, converted and resized identically in
+every place that looks at it.
+"""
+
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+# Refuse images above this many pixels before decoding them: a decompression
+# bomb is a tiny file that expands into gigabytes.
+MAX_PIXELS = 50_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message says why."""
+
+
+def is_image_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def open_rgb(source: ImageSource) -> Image.Image:
+    """Decode `source` fully into an 8-bit RGB image with EXIF orientation applied.
+
+    Raises ImageError naming the problem for empty, truncated, non-image,
+    animated or oversized inputs.
+    """
+    image = _open(source)
+    if getattr(image, "n_frames", 1) > 1:
+        raise ImageError(f"animated image with {image.n_frames} frames; upload a single still photo")
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"image is {width}x{height} pixels, over the {MAX_PIXELS:,}-pixel limit")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"image data is corrupt or truncated ({exc})") from exc
+    image = ImageOps.exif_transpose(image)
+    return _to_rgb(image)
+
+
+def load_pixels(source: ImageSource, size: int) -> np.ndarray:
+    """The model's input for one image: uint8 array of shape (size, size, 3), RGB in [0, 255]."""
+    image = open_rgb(source)
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _open(source: ImageSource) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageError("file is empty (0 bytes)")
+        stream = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"no such file: {path}")
+        if path.stat().st_size == 0:
+            raise ImageError("file is empty (0 bytes)")
+        stream = io.BytesIO(path.read_bytes())
+    else:
+        stream = source
+    try:
+        return Image.open(stream)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image is too large to decode safely ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("not a readable image (unknown or corrupt format)") from exc
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)
+        # 16-bit samples span 0..65535; 'I' images decoded from 8-bit data stay within 0..255.
+        scale = 257.0 if image.mode != "F" and pixels.max(initial=0) > 255 else 1.0
+        gray = np.clip(np.rint(pixels / scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent areas become white, as a viewer would show them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
