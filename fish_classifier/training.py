@@ -1,0 +1,249 @@
+"""The training recipe: cached-feature transfer learning for backbones, plain fitting for the custom CNN.
+
+Transfer learning runs in two phases, and neither runs the frozen part of the
+backbone more than once per image:
+
+1. The backbone is cut into a frozen `lower` part and a `upper` part (the top
+   `fine_tune_layers`). Every train and validation image goes through the
+   preprocessing and `lower` once; those activations at the cut are kept.
+2. Phase 1 (head): `upper` and the pooling run once more over the cached
+   activations to give one feature vector per image; the head is fitted on them.
+3. Phase 2 (fine-tuning): `upper` is unfrozen (BatchNorm stays frozen and in
+   inference mode) and trained with the head at a low learning rate, on the
+   cached activations.
+
+The trained layers are then reassembled into one model that takes raw pixels.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from sklearn.utils.class_weight import compute_class_weight
+
+from fish_classifier.images import load_pixels
+from fish_classifier.manifest import read_classes, read_manifest
+from fish_classifier.preprocessing import BackbonePreprocess
+from fish_classifier.zoo import BACKBONES, build_backbone, build_head, build_model, check_model_name, split_for_fine_tuning
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+
+
+@dataclass
+class TrainingData:
+    """Paths and integer labels (indices into `classes`) of the train and validation images."""
+
+    classes: list[dict]
+    train_paths: list[str]
+    train_labels: np.ndarray
+    val_paths: list[str]
+    val_labels: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def load_training_data(manifest: str | Path, augmented_manifest: str | Path | None, classes: str | Path) -> TrainingData:
+    """Train = original train images plus augmented copies; validation = original val images."""
+    class_list = read_classes(classes)
+    frame = read_manifest(manifest)
+    train = frame[frame["split"] == "train"]
+    if augmented_manifest is not None and Path(augmented_manifest).is_file():
+        train = pd.concat([train, read_manifest(augmented_manifest)], ignore_index=True)
+    val = frame[frame["split"] == "val"]
+    return TrainingData(
+        classes=class_list,
+        train_paths=train["path"].tolist(),
+        train_labels=label_indices(train["label"], class_list),
+        val_paths=val["path"].tolist(),
+        val_labels=label_indices(val["label"], class_list),
+    )
+
+
+def label_indices(labels, classes: list[dict]) -> np.ndarray:
+    """Map raw labels to output indices; `classes` order is the one source of truth."""
+    index = {entry["label"]: i for i, entry in enumerate(classes)}
+    unknown = sorted(set(labels) - index.keys())
+    if unknown:
+        raise ValueError(f"labels not in classes.json: {', '.join(unknown)}")
+    return np.array([index[label] for label in labels], dtype=np.int32)
+
+
+def pixel_dataset(paths: list[str], labels: np.ndarray, image_size: int, batch_size: int) -> tf.data.Dataset:
+    """Decode images in parallel through `images.load_pixels` (as inference does), batched and prefetched."""
+
+    def decode(path):
+        return load_pixels(path.decode(), image_size)
+
+    def load(path, label):
+        pixels = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
+        pixels = tf.ensure_shape(pixels, (image_size, image_size, 3))
+        return tf.cast(pixels, tf.float32), label
+
+    data = tf.data.Dataset.from_tensor_slices((list(paths), labels))
+    return data.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def choose_strategy(name: str) -> tf.distribute.Strategy:
+    """`auto` mirrors across GPUs when there are several; `multi_worker` reads the standard TF_CONFIG."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}, expected one of: {', '.join(STRATEGIES)}")
+    if name == "mirrored" or (name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1):
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def configure_precision(mixed: bool) -> None:
+    if mixed and not tf.config.list_physical_devices("GPU"):
+        log.warning("train.mixed_precision is on but no GPU is visible: training in float32")
+        mixed = False
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights ("balanced"), for classes that are still rare after augmentation."""
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    table = dict.fromkeys(range(num_classes), 1.0)
+    table.update({int(c): float(w) for c, w in zip(present, weights)})
+    return table
+
+
+def train_model(name: str, data: TrainingData, train_params: dict, seed: int, callbacks=()) -> keras.Model:
+    """Train model `name` with its own section of `train_params` (params.yaml's `train`)."""
+    check_model_name(name)
+    keras.utils.set_random_seed(seed)
+    configure_precision(train_params.get("mixed_precision", False))
+    strategy = choose_strategy(train_params.get("strategy", "auto"))
+    settings = train_params[name]
+    fit_options = {
+        "batch_size": train_params["batch_size"],
+        "class_weight": class_weights(data.train_labels, data.num_classes) if train_params.get("class_weight") else None,
+        "callbacks": list(callbacks),
+        "verbose": 2,
+    }
+    if name == "cnn":
+        return train_custom_cnn(data, settings, strategy, fit_options)
+    return train_transfer(name, data, settings, strategy, fit_options)
+
+
+def train_custom_cnn(data: TrainingData, settings: dict, strategy, fit_options: dict) -> keras.Model:
+    size, batch_size = settings["image_size"], fit_options["batch_size"]
+    with strategy.scope():
+        model = build_model(
+            "cnn", data.num_classes, image_size=size, filters=tuple(settings["filters"]), dropout=settings["dropout"]
+        )
+        model.compile(optimizer=keras.optimizers.Adam(settings["lr"]), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    train = pixel_dataset(data.train_paths, data.train_labels, size, batch_size).cache()
+    train = train.shuffle(len(data.train_paths), seed=0, reshuffle_each_iteration=True).batch(batch_size)
+    if settings.get("augment"):
+        augmenter = keras.Sequential(
+            [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05), keras.layers.RandomZoom(0.1)]
+        )
+        train = train.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    val = pixel_dataset(data.val_paths, data.val_labels, size, batch_size).cache().batch(batch_size)
+    model.fit(
+        train.prefetch(tf.data.AUTOTUNE),
+        validation_data=val.prefetch(tf.data.AUTOTUNE),
+        epochs=settings["epochs"],
+        callbacks=[*fit_options["callbacks"], _early_stopping(settings["patience"])],
+        class_weight=fit_options["class_weight"],
+        verbose=fit_options["verbose"],
+    )
+    return model
+
+
+def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_options: dict) -> keras.Model:
+    spec = BACKBONES[name]
+    fine_tune = settings["fine_tune_epochs"] > 0 and settings["fine_tune_layers"] > 0
+    with strategy.scope():
+        backbone = build_backbone(name, settings["weights"])
+        backbone.trainable = False
+        head = build_head(data.num_classes, settings["dropout"])
+        pool, head_dropout, dense = head
+        if fine_tune:
+            lower, upper = split_for_fine_tuning(backbone, settings["fine_tune_layers"])
+        else:
+            lower, upper = backbone, None
+
+    # The only pass of the frozen layers over the images.
+    size = backbone.input_shape[1]
+    extractor = _extractor(name, lower, size)
+    train_acts = _run(extractor, data.train_paths, data.train_labels, size, fit_options["batch_size"], "train")
+    val_acts = _run(extractor, data.val_paths, data.val_labels, size, fit_options["batch_size"], "val")
+
+    # Phase 1: the head alone, on one pooled feature vector per image.
+    with strategy.scope():
+        acts_input = keras.Input(train_acts.shape[1:], name="activations")
+        top = upper(acts_input, training=False) if upper is not None else acts_input
+        pooled = keras.Model(acts_input, pool(top), name=f"{name}_pooled")
+    train_features = pooled.predict(train_acts, batch_size=fit_options["batch_size"], verbose=0)
+    val_features = pooled.predict(val_acts, batch_size=fit_options["batch_size"], verbose=0)
+    with strategy.scope():
+        features = keras.Input(train_features.shape[1:], name="features")
+        head_model = keras.Model(features, dense(head_dropout(features)), name=f"{name}_head")
+        head_model.compile(optimizer=keras.optimizers.Adam(settings["head_lr"]),
+                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _fit(head_model, train_features, data.train_labels, val_features, data.val_labels,
+         settings["head_epochs"], settings["patience"], fit_options)
+
+    # Phase 2: unfreeze the top of the backbone, BatchNorm excepted, at a low learning rate.
+    if fine_tune:
+        with strategy.scope():
+            upper.trainable = True
+            for layer in upper.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
+            acts_input = keras.Input(train_acts.shape[1:], name="activations")
+            # training=False keeps BatchNorm on its ImageNet statistics while the weights above it move.
+            x = pool(upper(acts_input, training=False))
+            tuned = keras.Model(acts_input, dense(head_dropout(x)), name=f"{name}_fine_tune")
+            tuned.compile(optimizer=keras.optimizers.Adam(settings["fine_tune_lr"]),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        _fit(tuned, train_acts, data.train_labels, val_acts, data.val_labels,
+             settings["fine_tune_epochs"], settings["patience"], fit_options)
+
+    with strategy.scope():
+        backbone.trainable = False
+        model = build_model(name, data.num_classes, backbone=backbone, head=head)
+    log.info("%s: input %dx%d, preprocessing %s", name, size, size, spec.preprocessing)
+    return model
+
+
+def _extractor(name: str, lower: keras.Model, size: int) -> keras.Model:
+    pixels = keras.Input((size, size, 3), name="pixels")
+    x = BackbonePreprocess(BACKBONES[name].preprocessing, name="preprocess")(pixels)
+    return keras.Model(pixels, lower(x, training=False), name=f"{name}_extractor")
+
+
+def _run(extractor: keras.Model, paths, labels, size: int, batch_size: int, split: str) -> np.ndarray:
+    log.info("computing backbone activations for %d %s images", len(paths), split)
+    images = pixel_dataset(paths, labels, size, batch_size).map(lambda x, y: x).batch(batch_size)
+    return extractor.predict(images.prefetch(tf.data.AUTOTUNE), verbose=1)
+
+
+def _fit(model, x, y, val_x, val_y, epochs: int, patience: int, fit_options: dict) -> None:
+    model.fit(
+        x, y,
+        validation_data=(val_x, val_y),
+        epochs=epochs,
+        batch_size=fit_options["batch_size"],
+        shuffle=True,
+        class_weight=fit_options["class_weight"],
+        callbacks=[*fit_options["callbacks"], _early_stopping(patience)],
+        verbose=fit_options["verbose"],
+    )
+
+
+def _early_stopping(patience: int) -> keras.callbacks.EarlyStopping:
+    return keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)

@@ -1,0 +1,195 @@
+"""The model zoo: the custom CNN and five ImageNet backbones, each with its facts written down once.
+
+Every model built here takes raw RGB pixels in [0, 255] and ends in the same
+three named layers the rest of the project relies on:
+`pool` (GlobalAveragePooling2D over the last feature map), a dropout, and
+`head` (Dense softmax over the classes, in `data/classes.json` order).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+from keras import layers
+
+from fish_classifier.preprocessing import BackbonePreprocess
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """What differs between ImageNet backbones, and nothing else."""
+
+    application: Callable[..., keras.Model]  # the keras.applications constructor
+    preprocess_input: Callable  # keras.applications.<module>.preprocess_input, the reference
+    preprocessing: str  # BackbonePreprocess mode equal to `preprocess_input`
+    input_size: int
+    weights_file: str  # file Keras looks for in $KERAS_HOME/models for weights="imagenet"
+
+
+BACKBONES: dict[str, Backbone] = {
+    "vgg16": Backbone(
+        keras.applications.VGG16,
+        keras.applications.vgg16.preprocess_input,
+        "caffe",
+        224,
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "resnet50": Backbone(
+        keras.applications.ResNet50,
+        keras.applications.resnet50.preprocess_input,
+        "caffe",
+        224,
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "mobilenetv2": Backbone(
+        keras.applications.MobileNetV2,
+        keras.applications.mobilenet_v2.preprocess_input,
+        "tf",
+        224,
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    ),
+    "inceptionv3": Backbone(
+        keras.applications.InceptionV3,
+        keras.applications.inception_v3.preprocess_input,
+        "tf",
+        299,
+        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "efficientnetb0": Backbone(
+        keras.applications.EfficientNetB0,
+        keras.applications.efficientnet.preprocess_input,
+        "none",
+        224,
+        "efficientnetb0_notop.h5",
+    ),
+}
+
+MODEL_NAMES = ("cnn", *BACKBONES)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights could not be loaded; the message says how to provide them."""
+
+
+def check_model_name(name: str) -> str:
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}, expected one of: {', '.join(MODEL_NAMES)}")
+    return name
+
+
+def build_backbone(name: str, weights: str | None = "imagenet", image_size: int | None = None) -> keras.Model:
+    """The headless ImageNet backbone, with `weights` = "imagenet", None/"none", or a weights file path."""
+    spec = BACKBONES[check_model_name(name)] if name != "cnn" else None
+    if spec is None:
+        raise ValueError("the custom CNN has no backbone; use build_model('cnn', ...)")
+    size = image_size or spec.input_size
+    resolved = _resolve_weights(weights)
+    try:
+        backbone = spec.application(include_top=False, weights=resolved, input_shape=(size, size, 3))
+    except Exception as exc:  # Keras raises a bare Exception when the download fails
+        if resolved != "imagenet":
+            raise
+        raise WeightsUnavailableError(
+            f"cannot load ImageNet weights for {name} ({exc}). Either put "
+            f"{spec.weights_file} in a folder <dir>/models/ and set KERAS_HOME=<dir> (a writable folder), "
+            f"or set train.{name}.weights to none in params.yaml."
+        ) from exc
+    backbone.name = f"{name}_backbone"
+    return backbone
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    *,
+    weights: str | None = "imagenet",
+    image_size: int | None = None,
+    dropout: float = 0.3,
+    filters: tuple[int, ...] = (32, 64, 128),
+    backbone: keras.Model | None = None,
+    head: list[keras.layers.Layer] | None = None,
+) -> keras.Model:
+    """A complete classifier taking raw RGB in [0, 255]: preprocessing, features, `pool`, dropout, `head`.
+
+    Pass `backbone` and `head` to assemble a model from layers already trained elsewhere.
+    """
+    check_model_name(name)
+    if num_classes < 2:
+        raise ValueError(f"need at least 2 classes, got {num_classes}")
+    if name == "cnn":
+        return build_custom_cnn(num_classes, image_size=image_size or 128, filters=filters, dropout=dropout)
+    spec = BACKBONES[name]
+    backbone = backbone or build_backbone(name, weights, image_size)
+    size = backbone.input_shape[1]
+    pixels = keras.Input((size, size, 3), name="pixels")
+    x = BackbonePreprocess(spec.preprocessing, name="preprocess")(pixels)
+    x = backbone(x)
+    return _attach_head(pixels, x, head or build_head(num_classes, dropout), name)
+
+
+def build_custom_cnn(
+    num_classes: int, *, image_size: int = 128, filters: tuple[int, ...] = (32, 64, 128), dropout: float = 0.25
+) -> keras.Model:
+    """The from-scratch baseline: conv blocks of Conv2D, BatchNorm, MaxPool and Dropout."""
+    pixels = keras.Input((image_size, image_size, 3), name="pixels")
+    x = BackbonePreprocess("unit", name="preprocess")(pixels)
+    for block, width in enumerate(filters, start=1):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{block}_conv")(x)
+        x = layers.BatchNormalization(name=f"block{block}_bn")(x)
+        x = layers.Activation("relu", name=f"block{block}_relu")(x)
+        x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
+        x = layers.Dropout(dropout, name=f"block{block}_dropout")(x)
+    return _attach_head(pixels, x, build_head(num_classes, dropout), "cnn")
+
+
+def build_head(num_classes: int, dropout: float) -> list[keras.layers.Layer]:
+    """The layers after the feature map, shared by the full model and the cached-feature training models."""
+    return [
+        layers.GlobalAveragePooling2D(name="pool"),
+        layers.Dropout(dropout, name="head_dropout"),
+        # float32 softmax even under mixed precision, for stable probabilities.
+        layers.Dense(num_classes, activation="softmax", dtype="float32", name="head"),
+    ]
+
+
+def _attach_head(pixels, feature_map, head: list[keras.layers.Layer], name: str) -> keras.Model:
+    x = feature_map
+    for layer in head:
+        x = layer(x)
+    return keras.Model(pixels, x, name=name)
+
+
+def split_for_fine_tuning(backbone: keras.Model, top_layers: int) -> tuple[keras.Model, keras.Model]:
+    """Cut `backbone` into (lower, upper) so that `upper` holds at least `top_layers` layers.
+
+    The cut is the shallowest one that still gives `upper` a single input: residual
+    and Inception branches are never split, so `top_layers` rounds up to a whole
+    block. Phase 2 trains `upper` on the cached output of `lower`. The two share
+    their layers (and weights) with `backbone`.
+    """
+    if top_layers < 1:
+        raise ValueError(f"top_layers must be at least 1, got {top_layers}")
+    for index in range(len(backbone.layers) - 1, 0, -1):
+        cut = backbone.layers[index].input
+        if isinstance(cut, (list, tuple)):
+            continue
+        try:
+            upper = keras.Model(cut, backbone.output, name=f"{backbone.name}_top")
+        except ValueError:  # some tensor above the cut comes from below it
+            continue
+        if len(upper.layers) - 1 >= top_layers:  # minus the InputLayer
+            lower = keras.Model(backbone.input, cut, name=f"{backbone.name}_bottom")
+            return lower, upper
+    raise ValueError(f"{backbone.name} has no clean cut with {top_layers} layers above it")
+
+
+def _resolve_weights(weights: str | None) -> str | None:
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise ValueError(f"weights file {weights!r} does not exist; expected imagenet, none or a path to a .h5 file")
+    return str(path)

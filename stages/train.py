@@ -1,0 +1,36 @@
+"""Stage train@<model>: fit one model of the zoo and save it as models/<model>/model.keras.
+
+    python stages/train.py mobilenetv2
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+from dvclive import Live
+from dvclive.keras import DVCLiveCallback
+
+from fish_classifier.params import load_params
+from fish_classifier.training import load_training_data, train_model
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(name: str) -> None:
+    params = load_params()
+    data = load_training_data("data/manifest.csv", "data/augmented/manifest.csv", "data/classes.json")
+    out = Path("models") / name
+    out.mkdir(parents=True, exist_ok=True)
+
+    # DVC runs this stage; DVCLive only writes the curves, it makes no experiment of its own.
+    with Live(str(out / "live"), save_dvc_exp=False, dvcyaml=None) as live:
+        live.log_params({"model": name, **params["train"][name]})
+        model = train_model(name, data, params["train"], params["base"]["seed"], callbacks=[DVCLiveCallback(live=live)])
+    model.save(out / "model.keras")
+    print(f"saved {out / 'model.keras'} ({len(data.classes)} classes, input {model.input_shape[1]}px)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python stages/train.py <model>")
+    main(sys.argv[1])

@@ -1,0 +1,161 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fish_classifier.preprocessing import load_model
+from fish_classifier.training import (
+    TrainingData,
+    class_weights,
+    choose_strategy,
+    label_indices,
+    load_training_data,
+    train_model,
+)
+from fish_classifier.zoo import MODEL_NAMES
+
+# Three classes told apart by colour alone; listed out of alphabetical order on purpose.
+COLOURS = {"zebra red": (220, 30, 30), "alpha green": (30, 200, 40), "mid blue": (30, 40, 220)}
+
+
+def write_colour_images(folder, per_class=6, size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, colour in COLOURS.items():
+        for i in range(per_class):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+            path = folder / f"{label.replace(' ', '_')}_{i}.png"
+            Image.fromarray(pixels).save(path)
+            rows.append((str(path), label))
+    return rows
+
+
+def tiny_train_params(**overrides):
+    backbone = {"weights": "none", "head_epochs": 2, "head_lr": 0.01, "fine_tune_layers": 3,
+                "fine_tune_epochs": 1, "fine_tune_lr": 1e-4, "dropout": 0.1, "patience": 2}
+    params = {"batch_size": 8, "strategy": "default", "mixed_precision": False, "class_weight": False,
+              "cnn": {"image_size": 32, "filters": [8, 16, 16], "dropout": 0.1, "epochs": 25, "lr": 0.01,
+                      "patience": 25, "augment": False}}
+    params.update({name: dict(backbone) for name in MODEL_NAMES if name != "cnn"})
+    params.update(overrides)
+    return params
+
+
+@pytest.fixture(scope="module")
+def colour_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("colours")
+    rows = write_colour_images(folder)
+    classes = [{"label": label, "display": label.title()} for label in sorted(COLOURS)]
+    paths = [path for path, _ in rows]
+    labels = label_indices([label for _, label in rows], classes)
+    return TrainingData(classes, paths, labels, paths, labels)
+
+
+def test_label_indices_follow_classes_order_and_reject_unknown_labels():
+    classes = [{"label": "b"}, {"label": "a"}]
+    assert label_indices(["a", "b", "a"], classes).tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match="labels not in classes.json: c"):
+        label_indices(["a", "c"], classes)
+
+
+def test_class_weights_are_inverse_frequency():
+    # 4 samples, 2 classes: weight = 4 / (2 * count) -> class 0: 4/6, class 1: 4/2; class 2 absent keeps 1.
+    weights = class_weights(np.array([0, 0, 0, 1]), 3)
+    assert weights == pytest.approx({0: 2 / 3, 1: 2.0, 2: 1.0})
+
+
+def test_unknown_strategy_is_rejected():
+    with pytest.raises(ValueError, match="unknown strategy 'tpu', expected one of: auto, default, mirrored"):
+        choose_strategy("tpu")
+
+
+def test_training_data_joins_augmented_rows_to_train(tmp_path):
+    columns = ["path", "split", "label", "sha256", "width", "height", "augmented", "source"]
+    manifest = pd.DataFrame(
+        [["a.jpg", "train", "x", "1", 8, 8, False, ""], ["b.jpg", "val", "y", "2", 8, 8, False, ""],
+         ["c.jpg", "test", "y", "3", 8, 8, False, ""]], columns=columns)
+    augmented = pd.DataFrame([["aug/a0.png", "train", "y", "4", 8, 8, True, "a.jpg"]], columns=columns)
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    augmented.to_csv(tmp_path / "augmented.csv", index=False)
+    (tmp_path / "classes.json").write_text(json.dumps({"classes": [{"label": "x"}, {"label": "y"}]}))
+    data = load_training_data(tmp_path / "manifest.csv", tmp_path / "augmented.csv", tmp_path / "classes.json")
+    assert data.train_paths == ["a.jpg", "aug/a0.png"]
+    assert data.train_labels.tolist() == [0, 1]
+    assert data.val_paths == ["b.jpg"] and data.val_labels.tolist() == [1]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_trains_end_to_end_without_weights(colour_data, name, tmp_path):
+    model = train_model(name, colour_data, tiny_train_params(), seed=1)
+    assert model.output_shape == (None, 3)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = load_model(path)
+    size = reloaded.input_shape[1]
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    probabilities = np.asarray(reloaded(pixels))
+    np.testing.assert_allclose(probabilities, np.asarray(model(pixels)), atol=1e-5)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_saved_model_outputs_follow_classes_json(tmp_path):
+    """Train through the manifest and classes.json; each colour must come out at its classes.json index."""
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = write_colour_images(images, per_class=8)
+    pd.DataFrame(
+        [{"path": p, "split": split, "label": label, "sha256": "", "width": 40, "height": 40,
+          "augmented": False, "source": ""} for p, label in rows for split in ("train", "val")]
+    ).to_csv(tmp_path / "manifest.csv", index=False)
+    classes = [{"label": label, "display": label.title()} for label in sorted(COLOURS)]
+    (tmp_path / "classes.json").write_text(json.dumps({"classes": classes}))
+    data = load_training_data(tmp_path / "manifest.csv", None, tmp_path / "classes.json")
+    model = train_model("cnn", data, tiny_train_params(), seed=3)
+    model.save(tmp_path / "model.keras")
+    model = load_model(tmp_path / "model.keras")
+
+    order = [entry["label"] for entry in json.loads((tmp_path / "classes.json").read_text())["classes"]]
+    for label, colour in COLOURS.items():
+        pixels = np.broadcast_to(np.array(colour, dtype="float32"), (1, 32, 32, 3))
+        assert order[int(np.argmax(model(pixels)))] == label
+
+
+def test_training_steps_run_under_mirrored_strategy_on_two_cpus(tmp_path):
+    """Logical devices must be set before TensorFlow starts, so this runs in a fresh interpreter."""
+    images = tmp_path / "images"
+    images.mkdir()
+    write_colour_images(images, per_class=4)
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import numpy as np, pathlib
+        from fish_classifier.training import TrainingData, train_custom_cnn, train_transfer
+        from tests.test_training import COLOURS, tiny_train_params
+        paths = sorted(str(p) for p in pathlib.Path({str(images)!r}).glob("*.png"))
+        order = sorted(COLOURS)
+        labels = np.array([order.index(next(l for l in COLOURS if p.split("/")[-1].startswith(l.replace(" ", "_"))))
+                           for p in paths], dtype="int32")
+        data = TrainingData([{{"label": l}} for l in order], paths, labels, paths, labels)
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        params = tiny_train_params()
+        options = {{"batch_size": 4, "class_weight": None, "callbacks": [], "verbose": 0}}
+        cnn = train_custom_cnn(data, dict(params["cnn"], epochs=2), strategy, options)
+        net = train_transfer("mobilenetv2", data, params["mobilenetv2"], strategy, options)
+        print("replicas", strategy.num_replicas_in_sync, cnn.output_shape, net.output_shape)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                            cwd=str(pytest_root()))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2 (None, 3) (None, 3)" in result.stdout
+
+
+def pytest_root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1]

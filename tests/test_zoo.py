@@ -1,0 +1,112 @@
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from fish_classifier import zoo
+from fish_classifier.preprocessing import BackbonePreprocess
+
+# Written out here, independently of the zoo's table, so a wrong entry there cannot pass.
+REFERENCE_PREPROCESS = {
+    "vgg16": keras.applications.vgg16.preprocess_input,
+    "resnet50": keras.applications.resnet50.preprocess_input,
+    "mobilenetv2": keras.applications.mobilenet_v2.preprocess_input,
+    "inceptionv3": keras.applications.inception_v3.preprocess_input,
+    "efficientnetb0": keras.applications.efficientnet.preprocess_input,
+}
+
+
+def known_image(size: int) -> np.ndarray:
+    """A deterministic image whose three channels differ, so an RGB/BGR swap shows."""
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    red = np.tile(ramp, (size, 1))
+    green = red.T
+    blue = np.full((size, size), 37.0, dtype=np.float32)
+    return np.stack([red, green, blue], axis=-1)[None]
+
+
+@pytest.fixture(scope="module")
+def built_models():
+    return {name: zoo.build_model(name, 4, weights=None) for name in zoo.BACKBONES}
+
+
+@pytest.mark.parametrize("name", list(zoo.BACKBONES))
+def test_built_in_preprocessing_equals_keras_preprocess_input(built_models, name):
+    model = built_models[name]
+    size = zoo.BACKBONES[name].input_size
+    pixels = known_image(size)
+    inside = keras.Model(model.input, model.get_layer("preprocess").output)(pixels)
+    expected = REFERENCE_PREPROCESS[name](pixels.copy())
+    np.testing.assert_allclose(np.asarray(inside), np.asarray(expected), rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,size", [("vgg16", 224), ("resnet50", 224), ("mobilenetv2", 224),
+                                       ("inceptionv3", 299), ("efficientnetb0", 224)])
+def test_backbone_input_sizes_and_named_layers(built_models, name, size):
+    model = built_models[name]
+    assert model.input_shape == (None, size, size, 3)
+    assert model.output_shape == (None, 4)
+    assert isinstance(model.get_layer("pool"), keras.layers.GlobalAveragePooling2D)
+    assert model.get_layer("head").activation is keras.activations.softmax
+
+
+def test_saved_model_takes_raw_pixels_and_loads_in_safe_mode(built_models, tmp_path):
+    model = built_models["resnet50"]
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)  # safe_mode=True is Keras's default
+    pixels = known_image(224)
+    np.testing.assert_allclose(loaded(pixels), model(pixels), atol=1e-6)
+    assert isinstance(loaded.get_layer("preprocess"), BackbonePreprocess)
+    assert loaded.get_layer("preprocess").mode == "caffe"
+
+
+def test_custom_cnn_has_three_conv_blocks_then_pooling_and_softmax():
+    model = zoo.build_model("cnn", 5, image_size=64)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    for block in (1, 2, 3):
+        names = [f"block{block}_conv", f"block{block}_bn", f"block{block}_pool", f"block{block}_dropout"]
+        types = [type(model.get_layer(n)).__name__ for n in names]
+        assert types == ["Conv2D", "BatchNormalization", "MaxPooling2D", "Dropout"]
+    assert kinds.count("Conv2D") == 3
+    assert isinstance(model.get_layer("pool"), keras.layers.GlobalAveragePooling2D)
+    assert model.output_shape == (None, 5)
+    assert model.get_layer("preprocess").mode == "unit"
+
+
+def test_unknown_model_name_lists_the_choices():
+    with pytest.raises(ValueError, match="unknown model 'resnet', expected one of: cnn, vgg16, resnet50"):
+        zoo.build_model("resnet", 3)
+
+
+def test_missing_weights_file_is_named():
+    with pytest.raises(ValueError, match="weights file 'nowhere.h5' does not exist"):
+        zoo.build_backbone("mobilenetv2", "nowhere.h5")
+
+
+def test_failed_imagenet_download_says_how_to_fix(monkeypatch):
+    def offline(**kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3]")
+
+    monkeypatch.setitem(zoo.BACKBONES, "resnet50", dataclasses.replace(zoo.BACKBONES["resnet50"], application=offline))
+    with pytest.raises(zoo.WeightsUnavailableError) as error:
+        zoo.build_backbone("resnet50", "imagenet")
+    message = str(error.value)
+    assert "KERAS_HOME" in message
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert "train.resnet50.weights to none" in message
+
+
+@pytest.mark.parametrize("name,top", [("mobilenetv2", 10), ("resnet50", 10), ("vgg16", 4), ("inceptionv3", 20)])
+def test_fine_tuning_cut_keeps_the_backbone_function(built_models, name, top):
+    backbone = built_models[name].get_layer(f"{name}_backbone")
+    lower, upper = zoo.split_for_fine_tuning(backbone, top)
+    assert len(upper.layers) - 1 >= top
+    # Every layer sits on exactly one side of the cut.
+    lower_names = {layer.name for layer in lower.layers[1:]}
+    upper_names = {layer.name for layer in upper.layers[1:]}
+    assert not lower_names & upper_names
+    assert len(lower_names | upper_names) == len(backbone.layers) - 1
+    x = np.random.default_rng(0).uniform(-1, 1, (1, *backbone.input_shape[1:])).astype("float32")
+    np.testing.assert_allclose(upper(lower(x)), backbone(x), rtol=1e-4, atol=1e-4)
