@@ -40,7 +40,8 @@ def open_rgb(source: ImageSource) -> Image.Image:
     animated or oversized inputs.
     """
     image = _open(source)
-    if getattr(image, "n_frames", 1) > 1:
+    # Phone cameras save MPO JPEGs whose extra frames are previews or depth maps; the first frame is the photo.
+    if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
         raise ImageError(f"animated image with {image.n_frames} frames; upload a single still photo")
     width, height = image.size
     if width * height > MAX_PIXELS:
@@ -90,8 +91,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return image
     if image.mode in _SIXTEEN_BIT_MODES or image.mode == "F":
         pixels = np.asarray(image, dtype=np.float64)
-        # 16-bit samples span 0..65535; 'I' images decoded from 8-bit data stay within 0..255.
-        scale = 257.0 if image.mode != "F" and pixels.max(initial=0) > 255 else 1.0
+        if image.mode.startswith("I;16"):
+            scale = 257.0  # 16-bit samples span 0..65535, however dark this image happens to be
+        elif image.mode == "I":
+            # 32-bit 'I' images come from 16-bit files or from 8-bit data that stays within 0..255.
+            scale = 257.0 if pixels.max(initial=0) > 255 else 1.0
+        else:
+            scale = 1.0
         gray = np.clip(np.rint(pixels / scale), 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if image.mode == "P":

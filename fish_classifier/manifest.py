@@ -8,12 +8,87 @@ import pandas as pd
 MANIFEST_COLUMNS = ["path", "split", "label", "sha256", "width", "height", "augmented", "source"]
 SPLITS = ("train", "val", "test")
 
+# The dataset's folder names lead with category words ("fish sea_food red_mullet");
+# the species is what follows them.
+GENERIC_WORDS = ("animal", "fish", "sea_food")
+
+
+class DatasetError(ValueError):
+    """A dataset layout the pipeline cannot use; the message names the folder at fault."""
+
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"label": str, "source": str}, keep_default_na=False)
+
+
+def write_manifest(manifest: pd.DataFrame, path: str | Path) -> None:
+    manifest[MANIFEST_COLUMNS].to_csv(path, index=False)
 
 
 def read_classes(path: str | Path) -> list[dict]:
     """Classes in model output order: [{"label": raw folder name, "display": readable name}, ...]."""
     with open(path, encoding="utf-8") as f:
         return json.load(f)["classes"]
+
+
+def write_classes(classes: list[dict], path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"classes": classes}, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def display_name(label: str, overrides: dict[str, str] | None = None) -> str:
+    """A readable name for a raw class folder name.
+
+    The leading category words (animal, fish, sea_food) are dropped unless nothing
+    would be left, underscores become spaces and the first letter is capitalised:
+    `fish sea_food red_mullet` -> `Red mullet`, `animal fish bass` -> `Bass`,
+    `animal fish` -> `Animal fish`. An entry in `overrides` (params
+    `prepare.display_names`) wins over the rule.
+    """
+    if overrides and label in overrides:
+        return overrides[label]
+    words = label.split()
+    species = words
+    while species and species[0].lower() in GENERIC_WORDS:
+        species = species[1:]
+    name = " ".join(species or words).replace("_", " ")
+    name = " ".join(name.split())
+    return name[:1].upper() + name[1:]
+
+
+def find_classes(raw_dir: str | Path, overrides: dict[str, str] | None = None) -> list[dict]:
+    """The class list, from the folders of `raw_dir/train`, sorted by label.
+
+    Raises DatasetError for a class folder found in val/ or test/ but not in train/
+    (the model could never learn it), and for two classes with the same display name.
+    """
+    raw_dir = Path(raw_dir)
+    folders = {split: _class_folders(raw_dir / split) for split in SPLITS}
+    labels = sorted(folders["train"])
+    if not labels:
+        raise DatasetError(f"{raw_dir / 'train'} has no class folders; the class list comes from them")
+    for split in SPLITS[1:]:
+        unknown = sorted(set(folders[split]) - set(labels))
+        if unknown:
+            raise DatasetError(
+                f"class folder {', '.join(map(repr, unknown))} is in {split}/ but not in train/; "
+                f"every class needs training images (train/ has: {', '.join(labels)})"
+            )
+    classes = [{"label": label, "display": display_name(label, overrides)} for label in labels]
+    seen: dict[str, str] = {}
+    for entry in classes:
+        if entry["display"] in seen:
+            raise DatasetError(
+                f"classes {seen[entry['display']]!r} and {entry['label']!r} both get the display name "
+                f"{entry['display']!r}; give one of them its own name in params prepare.display_names"
+            )
+        seen[entry["display"]] = entry["label"]
+    return classes
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    if not split_dir.is_dir():
+        raise DatasetError(f"{split_dir} is missing; the dataset root must hold {', '.join(SPLITS)}")
+    # Hidden folders (.ipynb_checkpoints, ...) are tool litter, not classes.
+    return [d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]

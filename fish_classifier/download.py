@@ -1,0 +1,201 @@
+"""Fetching the dataset zip named by `data.source` and unpacking its train/val/test root into `data/raw`.
+
+A source is one of:
+  gdrive://<folder id>   a public Google Drive folder; its `data.drive_file` is fetched with gdown
+  https://host/file.zip  any http(s) URL to the zip
+  path/to/file.zip       a zip on disk, relative to the repository root
+
+`data/raw` is all or nothing: the zip is unpacked into a temporary folder next to it
+and renamed into place only once the dataset root has been found, so a failed or
+interrupted run never leaves a `data/raw` that `prepare` would trust.
+"""
+
+import hashlib
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import gdown
+import requests
+from tqdm import tqdm
+
+from fish_classifier.manifest import SPLITS
+
+DRIVE_SCHEME = "gdrive://"
+DRIVE_FOLDER_URL = "https://drive.google.com/drive/folders/{}"
+SOURCE_FORMS = "gdrive://<folder id>, https://host/file.zip or path/to/file.zip"
+
+# Offline, connecting is what hangs: give up on it in seconds, but let a slow
+# server stream the zip for as long as it keeps sending bytes.
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 120
+TIMEOUT = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+
+TEMP_PREFIX = ".raw-tmp-"
+# Folders that zip tools add and that never hold the dataset.
+_IGNORED_NAMES = ("__MACOSX",)
+_CHUNK = 1 << 20
+
+
+class DownloadError(Exception):
+    """The dataset could not be fetched or unpacked; the one-line message says how to fix it."""
+
+
+def download_dataset(source: str, *, drive_file: str, raw_dir: str | Path) -> dict:
+    """Fetch the zip named by `source`, unpack its dataset root into `raw_dir`, and return the record
+    for `data/download.json`: source, the zip's sha256 and size, where the root sat inside the zip,
+    and the number of files per split."""
+    raw_dir = Path(raw_dir)
+    remove_stale(raw_dir)
+    raw_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX, dir=raw_dir.parent) as workdir:
+        workdir = Path(workdir)
+        zip_path = fetch_zip(source, drive_file=drive_file, into=workdir)
+        record = {"source": source, "sha256": file_sha256(zip_path), "size_bytes": zip_path.stat().st_size}
+        unpacked = workdir / "unpacked"
+        extract_zip(zip_path, unpacked)
+        root = find_dataset_root(unpacked, zip_name=Path(zip_path).name)
+        record["dataset_root"] = root.relative_to(unpacked).as_posix()
+        record["files"] = {split: sum(1 for p in (root / split).rglob("*") if p.is_file()) for split in SPLITS}
+        # The one step that makes data/raw visible: a rename within one folder is atomic.
+        root.rename(raw_dir)
+    return record
+
+
+def remove_stale(raw_dir: Path) -> None:
+    """Delete an earlier `raw_dir` and the temporary folders of interrupted runs next to it."""
+    if raw_dir.exists():
+        shutil.rmtree(raw_dir)
+    if raw_dir.parent.is_dir():
+        for leftover in raw_dir.parent.glob(TEMP_PREFIX + "*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def fetch_zip(source: str, *, drive_file: str, into: Path) -> Path:
+    """The zip named by `source` on local disk: downloaded into `into`, or the local file itself."""
+    if source.startswith(DRIVE_SCHEME):
+        return fetch_from_drive(source[len(DRIVE_SCHEME):].strip("/"), drive_file=drive_file, into=into)
+    if source.startswith(("https://", "http://")):
+        return fetch_url(source, into=into)
+    if "://" in source:
+        raise DownloadError(f"unsupported data.source {source!r}; expected one of: {SOURCE_FORMS}")
+    path = Path(source)
+    if not path.is_file():
+        where = f" (resolved to {path.resolve()})" if not path.is_absolute() else ""
+        raise DownloadError(
+            f"data.source {source!r} does not exist{where}; point data.source in params.yaml at the dataset zip "
+            "(relative paths start at the repository root)"
+        )
+    return path
+
+
+def fetch_from_drive(folder_id: str, *, drive_file: str, into: Path) -> Path:
+    """Download `drive_file` from the public Drive folder `folder_id` with gdown."""
+    if not folder_id:
+        raise DownloadError(f"data.source 'gdrive://' has no folder id; expected one of: {SOURCE_FORMS}")
+    folder_url = DRIVE_FOLDER_URL.format(folder_id)
+    by_hand = (
+        f"Download {drive_file} by hand from {folder_url}, then set data.source to its path "
+        f"in params.yaml (or run `dvc exp run -S data.source=path/to/{drive_file}`)"
+    )
+    try:
+        listing = gdown.download_folder(id=folder_id, skip_download=True, quiet=True, timeout=TIMEOUT)
+        matches = [entry for entry in listing if Path(entry.path).name == drive_file]
+        if not matches:
+            names = ", ".join(sorted(Path(entry.path).name for entry in listing)) or "nothing"
+            raise DownloadError(
+                f"the Drive folder {folder_url} has no {drive_file!r} (it holds: {names}); "
+                "set data.drive_file in params.yaml to one of those"
+            )
+        target = into / drive_file
+        print(f"Downloading {drive_file} from {folder_url}")
+        gdown.download(id=matches[0].id, output=str(target), quiet=False, timeout=TIMEOUT)
+    except (requests.RequestException, gdown.exceptions.DownloadError) as exc:
+        raise DownloadError(f"cannot download {drive_file} from Google Drive ({_why(exc)}). {by_hand}") from exc
+    if not zipfile.is_zipfile(target):
+        raise DownloadError(f"Google Drive sent a page instead of {drive_file} (download refused). {by_hand}")
+    return target
+
+
+def fetch_url(url: str, *, into: Path) -> Path:
+    """Stream `url` into `into`, with a progress bar."""
+    name = Path(urlparse(url).path).name or "dataset.zip"
+    target = into / name
+    try:
+        with requests.get(url, stream=True, timeout=TIMEOUT) as response:
+            response.raise_for_status()
+            total = int(response.headers.get("Content-Length", 0)) or None
+            with open(target, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=name) as bar:
+                for chunk in response.iter_content(_CHUNK):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    except requests.RequestException as exc:
+        raise DownloadError(
+            f"cannot download {url} ({_why(exc)}). Download the zip by hand, then set data.source to its path "
+            "in params.yaml (or run `dvc exp run -S data.source=path/to/Dataset.zip`)"
+        ) from exc
+    return target
+
+
+def extract_zip(zip_path: Path, into: Path) -> None:
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            # ZipFile.extract strips absolute paths and '..', so no member escapes `into`.
+            for member in tqdm(archive.infolist(), desc="unzip", unit="file"):
+                archive.extract(member, into)
+    except zipfile.BadZipFile as exc:
+        raise DownloadError(
+            f"{zip_path.name} is not a valid zip file ({exc}); point data.source at the dataset zip"
+        ) from exc
+    except OSError as exc:
+        raise DownloadError(f"cannot unpack {zip_path.name}: {exc}") from exc
+
+
+def find_dataset_root(directory: Path, *, zip_name: str = "the zip") -> Path:
+    """The shallowest folder under `directory` (itself included) that holds train/, val/ and test/."""
+    folders = [directory, *(p for p in directory.rglob("*") if p.is_dir())]
+    roots = [f for f in folders if not _is_ignored(f.relative_to(directory)) and all((f / s).is_dir() for s in SPLITS)]
+    if not roots:
+        found = ", ".join(_top_folders(directory)) or "nothing"
+        raise DownloadError(
+            f"{zip_name} has no folder holding {', '.join(s + '/' for s in SPLITS)} at any depth; "
+            f"its top folders are: {found}. Point data.source at the fish dataset zip"
+        )
+    return min(roots, key=lambda f: (len(f.parts), f.as_posix()))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _top_folders(directory: Path) -> list[str]:
+    """What the zip holds at its first level with more than one entry (single wrapper folders are walked through)."""
+    level = directory
+    while True:
+        entries = sorted(e for e in level.iterdir() if not _is_ignored(e.relative_to(directory)))
+        if len(entries) == 1 and entries[0].is_dir():
+            level = entries[0]
+            continue
+        return [e.relative_to(directory).as_posix() + ("/" if e.is_dir() else "") for e in entries]
+
+
+def _is_ignored(relative: Path) -> bool:
+    return any(part in _IGNORED_NAMES for part in relative.parts)
+
+
+def _why(exc: Exception) -> str:
+    """A short reason for a network failure, without the wall of text requests puts in its messages."""
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return "no network connection to the server"
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"the server answered HTTP {exc.response.status_code}"
+    if isinstance(exc, gdown.exceptions.FileURLRetrievalError):
+        return "Drive refused the download, usually because the file is over its download quota"
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return first_line[:200]

@@ -1,0 +1,113 @@
+"""Turning `data/raw` into clean RGB images and the manifest that indexes them.
+
+Every file under raw/<split>/<label>/ is decoded with `images.open_rgb`. Files that
+will not decode are reported with the reason and left out; nothing stops the run.
+Kept images land in prepared/<split>/<label>/: a byte copy when the file already
+decodes to plain RGB, else the normalised RGB pixels as a lossless PNG.
+"""
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from fish_classifier.images import ImageError, open_rgb
+from fish_classifier.leakage import perceptual_hash
+from fish_classifier.manifest import MANIFEST_COLUMNS, SPLITS, DatasetError
+
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass
+class PreparedDataset:
+    manifest: pd.DataFrame  # one row per kept image, MANIFEST_COLUMNS
+    skipped: list[dict]  # {"path", "split", "label", "reason"} per file left out
+    hashes: np.ndarray  # perceptual-hash bits, one row per manifest row
+
+
+def prepare_images(
+    raw_dir: str | Path,
+    prepared_dir: str | Path,
+    labels: list[str],
+    *,
+    hash_size: int,
+    repo_root: str | Path = ".",
+) -> PreparedDataset:
+    """Decode, normalise and copy every image of `raw_dir` into `prepared_dir`.
+
+    `labels` are the class folders (from `manifest.find_classes`); manifest paths are
+    POSIX and relative to `repo_root`. Raises DatasetError when a class is left with
+    no usable training image.
+    """
+    raw_dir, prepared_dir = Path(raw_dir), Path(prepared_dir)
+    known = set(labels)
+    files = [
+        (split, path) for split in SPLITS for path in sorted(p for p in (raw_dir / split).rglob("*") if p.is_file())
+    ]
+    rows, skipped, hashes, taken = [], [], [], set()
+    for split, path in tqdm(files, desc="prepare", unit="image"):
+        inside = path.relative_to(raw_dir / split)
+        label = inside.parts[0] if len(inside.parts) > 1 else None
+        where = {"path": _relative(path, repo_root), "split": split, "label": label or ""}
+        if label not in known:
+            skipped.append({**where, "reason": "not inside a class folder"})
+            continue
+        data = path.read_bytes()
+        try:
+            image = open_rgb(data)
+        except ImageError as exc:
+            skipped.append({**where, "reason": str(exc)})
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        plain = _is_plain_rgb(data)
+        target = _target_path(prepared_dir / split / inside, plain=plain, digest=digest, taken=taken)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if plain:
+            target.write_bytes(data)
+        else:
+            image.save(target, format="PNG")
+        rows.append(
+            {
+                "path": _relative(target, repo_root),
+                "split": split,
+                "label": label,
+                "sha256": digest,
+                "width": image.width,
+                "height": image.height,
+                "augmented": False,
+                "source": "",
+            }
+        )
+        hashes.append(perceptual_hash(image, hash_size))
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    empty = sorted(known - set(manifest.loc[manifest["split"] == "train", "label"]))
+    if empty:
+        raise DatasetError(
+            f"train/{empty[0]} has no usable image (see the skipped files); every class needs training images"
+        )
+    bits = np.array(hashes, dtype=bool).reshape(len(rows), hash_size * hash_size)
+    return PreparedDataset(manifest=manifest, skipped=skipped, hashes=bits)
+
+
+def _is_plain_rgb(data: bytes) -> bool:
+    """Whether the file decodes to its own pixels as-is: 8-bit RGB with no EXIF rotation to apply."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.mode == "RGB" and image.getexif().get(_EXIF_ORIENTATION, 1) == 1
+
+
+def _target_path(wanted: Path, *, plain: bool, digest: str, taken: set) -> Path:
+    target = wanted if plain else wanted.with_suffix(".png")
+    if target in taken:  # e.g. fish.jpg and fish.png, both re-encoded to fish.png
+        target = target.with_name(f"{target.stem}-{digest[:8]}{target.suffix}")
+    taken.add(target)
+    return target
+
+
+def _relative(path: Path, repo_root: str | Path) -> str:
+    return Path(os.path.relpath(path, repo_root)).as_posix()

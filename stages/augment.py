@@ -1,0 +1,39 @@
+"""Stage augment: top up every train class below params `augment.min_per_class` with augmented
+copies, written to data/augmented/<label>/ with their own data/augmented/manifest.csv.
+
+    python stages/augment.py
+"""
+
+import shutil
+from pathlib import Path
+
+from fish_classifier.augment import Augmentation, augment_train
+from fish_classifier.manifest import read_manifest, write_manifest
+from fish_classifier.params import load_params
+
+OUT_DIR = Path("data/augmented")
+
+
+def main() -> None:
+    params = load_params()
+    settings = dict(params["augment"])
+    min_per_class = settings.pop("min_per_class")
+    manifest = read_manifest("data/manifest.csv")
+
+    shutil.rmtree(OUT_DIR, ignore_errors=True)
+    OUT_DIR.mkdir(parents=True)
+    augmented = augment_train(
+        manifest,
+        OUT_DIR,
+        min_per_class=min_per_class,
+        seed=params["base"]["seed"],
+        augmentation=Augmentation(**settings),
+    )
+    write_manifest(augmented, OUT_DIR / "manifest.csv")
+
+    per_class = augmented["label"].value_counts().sort_index()
+    print(f"{len(augmented)} augmented train images" + "".join(f"\n  {label}: +{n}" for label, n in per_class.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Stage download: fetch the dataset zip named by params `data.source` and unpack its
+train/val/test root into data/raw, recording the zip's sha256 in data/download.json.
+
+    python stages/download.py
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from fish_classifier.download import DownloadError, download_dataset
+from fish_classifier.params import load_params
+
+RAW_DIR = Path("data/raw")
+RECORD = Path("data/download.json")
+
+
+def main() -> int:
+    data = load_params()["data"]
+    try:
+        record = download_dataset(data["source"], drive_file=data["drive_file"], raw_dir=RAW_DIR)
+    except DownloadError as exc:
+        # The message says what to do; a traceback would only bury it.
+        print(f"download failed: {exc}", file=sys.stderr)
+        return 1
+    RECORD.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    files = ", ".join(f"{split} {n}" for split, n in record["files"].items())
+    print(f"unpacked {record['dataset_root']} into {RAW_DIR} ({files} files; sha256 {record['sha256'][:12]}...)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny synthetic image trees and dataset zips, built in the test's tmp_path."""
+
+import pytest
+
+from synthetic_images import write_dataset_zip, write_image_tree
+
+
+@pytest.fixture
+def make_image_tree(tmp_path):
+    """make_image_tree(root=tmp_path/"raw", classes=..., counts={"train": 3, ...}, extra={path: bytes}) -> root."""
+
+    def make(root=None, **kwargs):
+        return write_image_tree(root or tmp_path / "raw", **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def make_dataset_zip(tmp_path):
+    """make_dataset_zip(path=tmp_path/"Dataset.zip", classes=..., counts=..., prefix=..., extra=...) -> path."""
+
+    def make(path=None, **kwargs):
+        return write_dataset_zip(path or tmp_path / "Dataset.zip", **kwargs)
+
+    return make
