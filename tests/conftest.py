@@ -1,6 +1,11 @@
 """Shared fixtures: tiny synthetic image trees and dataset zips, built in the test's tmp_path."""
 
+import os
+
 import pytest
+
+# TensorFlow's C++ start-up chatter buries test output; warnings and errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from synthetic_images import write_dataset_zip, write_image_tree
 

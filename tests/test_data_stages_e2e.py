@@ -1,10 +1,6 @@
 """End to end: the real `dvc repro augment` on a tiny dataset zip, in a temporary copy of the repository."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -12,44 +8,14 @@ import pytest
 import yaml
 
 from fish_classifier.manifest import read_classes, read_manifest
+from repo_copy import copy_repo, dvc
 from synthetic_images import dataset_files, image_bytes, truncated_jpeg_bytes
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("animal fish", "animal fish bass", "fish sea_food red_mullet")
 TRAIN = {"animal fish": 4, "animal fish bass": 2, "fish sea_food red_mullet": 4}
 MIN_PER_CLASS = 6
 
 pytestmark = pytest.mark.slow
-
-
-def copy_repo(dest: Path) -> Path:
-    """Copy what git would hand a fresh clone (tracked files plus new, not-ignored ones) into `dest`."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = REPO_ROOT / name
-        if source.is_file():  # tracked files deleted in the working tree are skipped
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
-
-
-def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        # Stage commands say `python`: make it this interpreter, importing the copy's package.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(repo),
-        "DVC_NO_ANALYTICS": "1",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 @pytest.fixture(scope="module")
