@@ -1,0 +1,175 @@
+"""The deploy bundle: the one folder the app, the CLI and the Docker image load.
+
+    models/deploy/
+        model.keras   the selected model (raw RGB in [0, 255] in, softmax out)
+        labels.json   {"classes": [{"label", "display"}, ...]} in model output order
+        bundle.json   model (its name in the zoo), input_size, num_classes, temperature,
+                      threshold, metrics (its test metrics), data_hash, model_sha256, created_at
+"""
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.json"
+INFO_FILE = "bundle.json"
+DEFAULT_BUNDLE_DIR = Path("models/deploy")
+
+_REQUIRED_INFO = ("model", "input_size", "temperature", "threshold")
+_HOW_TO_FIX = "run `dvc repro` to train, evaluate and select a model"
+
+
+class BundleError(Exception):
+    """A deploy bundle that is missing or broken; the message says what and how to get a good one."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    model_path: Path
+    classes: list[dict]
+    info: dict
+
+    @property
+    def model_name(self) -> str:
+        return self.info["model"]
+
+    @property
+    def input_size(self) -> int:
+        return int(self.info["input_size"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.info["temperature"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.info["threshold"])
+
+
+def write_bundle(
+    out_dir,
+    *,
+    model_path,
+    classes: list[dict],
+    model_name: str,
+    temperature: float,
+    threshold: float,
+    metrics: dict,
+    data_hash: str,
+) -> Path:
+    """Copy the model and write its labels and serving settings into `out_dir`; returns `out_dir`."""
+    out_dir, model_path = Path(out_dir), Path(model_path)
+    if not model_path.is_file():
+        raise BundleError(f"model file {model_path} does not exist; {_HOW_TO_FIX}")
+    _check_classes(classes, source="classes")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    input_size, outputs = _model_shape(model_path)
+    if outputs != len(classes):
+        raise BundleError(f"model {model_path} has {outputs} outputs but there are {len(classes)} classes")
+
+    _clear(out_dir)
+    shutil.copyfile(model_path, out_dir / MODEL_FILE)
+    _write_json(out_dir / LABELS_FILE, {"classes": [{"label": c["label"], "display": c["display"]} for c in classes]})
+    _write_json(
+        out_dir / INFO_FILE,
+        {
+            "model": model_name,
+            "input_size": input_size,
+            "num_classes": len(classes),
+            "temperature": float(temperature),
+            "threshold": float(threshold),
+            "metrics": metrics,
+            "data_hash": data_hash,
+            "model_sha256": file_sha256(out_dir / MODEL_FILE),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    return out_dir
+
+
+def read_bundle(path=DEFAULT_BUNDLE_DIR) -> Bundle:
+    """Check and read a bundle folder; raises BundleError naming the missing or broken part."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"no deploy bundle at {path} (folder not found); {_HOW_TO_FIX}")
+    for name in (MODEL_FILE, LABELS_FILE, INFO_FILE):
+        if not (path / name).is_file():
+            raise BundleError(f"deploy bundle {path} is incomplete: {name} is missing; {_HOW_TO_FIX}")
+    info = _read_json(path / INFO_FILE)
+    labels = _read_json(path / LABELS_FILE)
+    missing = [key for key in _REQUIRED_INFO if key not in info]
+    if missing:
+        raise BundleError(f"{path / INFO_FILE} lacks {', '.join(missing)}; {_HOW_TO_FIX}")
+    classes = labels.get("classes") if isinstance(labels, dict) else None
+    _check_classes(classes, source=str(path / LABELS_FILE))
+    if "num_classes" in info and info["num_classes"] != len(classes):
+        raise BundleError(
+            f"{path / INFO_FILE} says {info['num_classes']} classes but {LABELS_FILE} lists {len(classes)}; "
+            + _HOW_TO_FIX
+        )
+    return Bundle(path=path, model_path=path / MODEL_FILE, classes=classes, info=info)
+
+
+def training_data_hash(paths) -> str:
+    """sha256 over the given files' contents (the manifests list every training image with its own sha256)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        digest.update(path.as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() if path.is_file() else b"<absent>")
+    return "sha256:" + digest.hexdigest()
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _model_shape(model_path: Path) -> tuple[int, int]:
+    """(input size, number of outputs), read from the model itself so the bundle cannot disagree with it."""
+    from fish_classifier.preprocessing import load_model
+
+    model = load_model(model_path)
+    return int(model.input_shape[1]), int(model.output_shape[-1])
+
+
+def _check_classes(classes, *, source: str) -> None:
+    if not isinstance(classes, list) or not classes:
+        raise BundleError(f"{source}: expected a non-empty list of classes; {_HOW_TO_FIX}")
+    for entry in classes:
+        if not isinstance(entry, dict) or not {"label", "display"} <= entry.keys():
+            raise BundleError(f"{source}: each class needs 'label' and 'display', got {entry!r}; {_HOW_TO_FIX}")
+
+
+def _clear(out_dir: Path) -> None:
+    # Only ever delete a folder that is empty or already a bundle, never a path given by mistake.
+    if out_dir.exists():
+        if any(out_dir.iterdir()) and not (out_dir / INFO_FILE).is_file():
+            raise BundleError(f"refusing to overwrite {out_dir}: it is not empty and holds no {INFO_FILE}")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+
+
+def _read_json(path: Path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read {path} ({exc}); {_HOW_TO_FIX}") from exc
+
+
+def _write_json(path: Path, data) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")

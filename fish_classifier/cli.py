@@ -1,0 +1,120 @@
+"""The `fish-classifier` command line: `fish-classifier predict PATH... --out predictions.csv`.
+
+Each command is a subparser with a `run(args) -> exit code` function, so a new
+command is one more `_add_<name>` function. Exit codes: 0 when the command ran
+(even if some images were unreadable: they get an `error` row), 2 on usage errors.
+"""
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+from fish_classifier.images import IMAGE_EXTENSIONS, is_image_file
+
+USAGE_ERROR = 2
+PREDICTION_COLUMNS = ["path", "label", "display_name", "confidence", "is_low_confidence", "top_k", "error"]
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fish-classifier", description="Fish-species image classifier.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_predict(commands)
+    return parser
+
+
+def _add_predict(commands) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="classify image files and folders into a CSV",
+        description=f"Classify images (folders are searched recursively for {', '.join(IMAGE_EXTENSIONS)}) "
+        "with the deploy bundle and write one CSV row per image.",
+    )
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    predict.add_argument("--out", default="predictions.csv", help="CSV file to write (default: %(default)s)")
+    predict.add_argument("--bundle", default="models/deploy", help="deploy bundle folder (default: %(default)s)")
+    predict.add_argument("--top-k", type=_positive_int, default=3, help="classes per image (default: %(default)s)")
+    predict.add_argument("--batch-size", type=_positive_int, default=32, help="images per call (default: %(default)s)")
+    predict.add_argument("--threshold", type=float, help="low-confidence threshold (default: the bundle's)")
+    predict.set_defaults(run=run_predict)
+
+
+def run_predict(args) -> int:
+    from fish_classifier.bundle import BundleError, read_bundle
+
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        return _usage_error(f"no such file or folder: {', '.join(missing)}")
+    images = collect_images(args.paths)
+    if not images:
+        return _usage_error(f"no images found in {', '.join(args.paths)} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    try:
+        read_bundle(args.bundle)  # fails fast, before TensorFlow loads
+    except BundleError as exc:
+        return _usage_error(str(exc))
+
+    from tqdm import tqdm
+
+    from fish_classifier.predictor import Predictor
+
+    predictor = Predictor(args.bundle, batch_size=args.batch_size)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    low, failed = 0, 0
+    with open(out, "w", newline="", encoding="utf-8") as f, tqdm(total=len(images), desc="predict", unit="img") as bar:
+        writer = csv.DictWriter(f, fieldnames=PREDICTION_COLUMNS)
+        writer.writeheader()
+        for start in range(0, len(images), args.batch_size):
+            batch = images[start : start + args.batch_size]
+            for prediction in predictor.predict(batch, top_k=args.top_k, threshold=args.threshold):
+                writer.writerow(_row(prediction))
+                low += bool(prediction.is_low_confidence)
+                failed += prediction.error is not None
+            bar.update(len(batch))
+    print(f"wrote {len(images)} predictions to {out} ({low} low-confidence, {failed} unreadable)", file=sys.stderr)
+    return 0
+
+
+def collect_images(paths) -> list[str]:
+    """Files as given, and every image file under each folder (sorted, recursive)."""
+    images = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            images.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and is_image_file(p))
+        else:
+            images.append(str(path))
+    return images
+
+
+def _row(prediction) -> dict:
+    from fish_classifier.metrics import format_top_k
+
+    return {
+        "path": prediction.source,
+        "label": prediction.label or "",
+        "display_name": prediction.display_name or "",
+        "confidence": "" if math.isnan(prediction.confidence) else f"{prediction.confidence:.6f}",
+        "is_low_confidence": prediction.is_low_confidence,
+        "top_k": format_top_k((label, probability) for label, _, probability in prediction.top_k),
+        "error": prediction.error or "",
+    }
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _usage_error(message: str) -> int:
+    print(f"fish-classifier: error: {message}", file=sys.stderr)
+    return USAGE_ERROR

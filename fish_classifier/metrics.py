@@ -1,0 +1,146 @@
+"""Scoring a classifier on a split: scikit-learn's metrics, calibration error, and the plots that show them."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+HEADLINE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+
+
+def classification_report(y_true, y_pred, labels: list[str]) -> dict:
+    """Accuracy, macro precision/recall/F1 and per-class scores for integer class indices.
+
+    `labels[i]` names class index i. Every class counts in the macro average, also one
+    the model never predicts (its precision is 0 rather than undefined).
+    """
+    indices = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=indices, average=None, zero_division=0
+    )
+    macro = precision_recall_fscore_support(y_true, y_pred, labels=indices, average="macro", zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_precision": float(macro[0]),
+        "macro_recall": float(macro[1]),
+        "macro_f1": float(macro[2]),
+        "per_class": {
+            label: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, label in enumerate(labels)
+        },
+    }
+
+
+def confusion(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """Counts with rows = actual class, columns = predicted class."""
+    return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
+
+
+def reliability_table(confidences, correct, bins: int) -> pd.DataFrame:
+    """Per confidence bin (equal width on (0, 1]): mean confidence, accuracy and image count; empty bins left out."""
+    confidences = np.asarray(confidences, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    # Right-closed bins, as in Guo et al. (2017): a confidence of exactly 1.0 lands in the top bin.
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidences, side="left") - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        members = which == b
+        count = int(members.sum())
+        if count:
+            rows.append(
+                {
+                    "bin": b,
+                    "lower": float(edges[b]),
+                    "upper": float(edges[b + 1]),
+                    "confidence": float(confidences[members].mean()),
+                    "accuracy": float(correct[members].mean()),
+                    "count": count,
+                }
+            )
+    return pd.DataFrame(rows, columns=["bin", "lower", "upper", "confidence", "accuracy", "count"])
+
+
+def expected_calibration_error(confidences, correct, bins: int) -> float:
+    """Mean |accuracy - confidence| over the bins, each weighted by its share of the images."""
+    table = reliability_table(confidences, correct, bins)
+    if table.empty:
+        return 0.0
+    weights = table["count"] / table["count"].sum()
+    return float((weights * (table["accuracy"] - table["confidence"]).abs()).sum())
+
+
+def format_top_k(top_k) -> str:
+    """`label:probability` pairs, most likely first, joined by '; ' (labels may hold spaces, never ';')."""
+    return "; ".join(f"{label}:{probability:.4f}" for label, probability in top_k)
+
+
+def predictions_table(paths, y_true, probabilities: np.ndarray, labels: list[str], top_k: int) -> pd.DataFrame:
+    """One row per image: path, true label, predicted label, confidence and the top-k labels."""
+    order = np.argsort(-probabilities, axis=1)[:, :top_k]
+    return pd.DataFrame(
+        {
+            "path": list(paths),
+            "label": [labels[i] for i in y_true],
+            "predicted": [labels[i] for i in order[:, 0]],
+            "confidence": probabilities[np.arange(len(order)), order[:, 0]].round(6),
+            f"top_{top_k}": [
+                format_top_k((labels[k], probabilities[row, k]) for k in ranked) for row, ranked in enumerate(order)
+            ],
+        }
+    )
+
+
+def plot_confusion(matrix: np.ndarray, names: list[str], path: str | Path, title: str) -> None:
+    plt = _pyplot()
+    size = max(6.0, 0.6 * len(names) + 2.0)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("Actual")
+    ax.set_title(title)
+    # Dark text on light cells and light text on dark cells keeps every count readable.
+    half = matrix.max() / 2 if matrix.size else 0
+    for (row, col), count in np.ndenumerate(matrix):
+        ax.text(col, row, str(count), ha="center", va="center", color="white" if count > half else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_reliability(curves: dict[str, pd.DataFrame], path: str | Path, title: str) -> None:
+    """Reliability diagram: accuracy against confidence per bin, one line per curve, with the diagonal."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    for name, table in curves.items():
+        ax.plot(table["confidence"], table["accuracy"], marker="o", label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("Confidence")
+    ax.set_ylabel("Accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _pyplot():
+    # Agg draws to files only: stages run on machines without a display.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

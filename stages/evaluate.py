@@ -1,0 +1,87 @@
+"""Stage `evaluate@<model>`: score one trained model on the test split and calibrate it on the validation split.
+
+Usage: python stages/evaluate.py <model>
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from fish_classifier.calibration import apply_temperature, fit_temperature, negative_log_likelihood
+from fish_classifier.manifest import read_classes, read_manifest
+from fish_classifier.metrics import (
+    classification_report,
+    confusion,
+    expected_calibration_error,
+    plot_confusion,
+    plot_reliability,
+    predictions_table,
+    reliability_table,
+)
+from fish_classifier.params import load_params
+from fish_classifier.predictor import KerasBackend, probabilities_for_files
+from fish_classifier.preprocessing import load_model
+
+name = sys.argv[1]
+params = load_params()["evaluate"]
+bins = params["ece_bins"]
+model_path = Path("models") / name / "model.keras"
+out_dir = Path("metrics") / name
+out_dir.mkdir(parents=True, exist_ok=True)
+
+classes = read_classes("data/classes.json")
+labels = [c["label"] for c in classes]
+displays = [c["display"] for c in classes]
+manifest = read_manifest("data/manifest.csv")
+originals = manifest[~manifest["augmented"].astype(bool)]
+val, test = (originals[originals["split"] == split] for split in ("val", "test"))
+y_val, y_test = (split["label"].map(labels.index).to_numpy() for split in (val, test))
+
+backend = KerasBackend(load_model(model_path))
+batch_size = params["batch_size"]
+val_probs, _ = probabilities_for_files(backend, val["path"], batch_size=batch_size, desc=f"{name} val")
+test_probs, seconds = probabilities_for_files(backend, test["path"], batch_size=batch_size, desc=f"{name} test")
+
+temperature = fit_temperature(val_probs, y_val)
+calibrated = apply_temperature(test_probs, temperature)
+y_pred = test_probs.argmax(axis=1)  # a temperature never changes the top class
+correct = y_pred == y_test
+before = reliability_table(test_probs.max(axis=1), correct, bins)
+after = reliability_table(calibrated.max(axis=1), correct, bins)
+
+report = classification_report(y_test, y_pred, labels)
+report.update(
+    test_images=len(test),
+    input_size=backend.input_size,
+    images_per_second=round(len(test) / seconds, 2),
+    model_size_mb=round(model_path.stat().st_size / 1e6, 2),
+    calibration={
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(test_probs.max(axis=1), correct, bins),
+        "ece_after": expected_calibration_error(calibrated.max(axis=1), correct, bins),
+        "nll_before": negative_log_likelihood(test_probs, y_test),
+        "nll_after": negative_log_likelihood(calibrated, y_test),
+    },
+)
+Path("metrics", f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+predictions_table(test["path"], y_test, calibrated, labels, top_k=3).to_csv(out_dir / "predictions.csv", index=False)
+pd.DataFrame({"actual": [displays[i] for i in y_test], "predicted": [displays[i] for i in y_pred]}).to_csv(
+    out_dir / "confusion.csv", index=False
+)
+plot_confusion(confusion(y_test, y_pred, len(classes)), displays, out_dir / "confusion.png", f"{name}: test split")
+after.to_csv(out_dir / "reliability.csv", index=False)
+plot_reliability(
+    {"before (T=1)": before, f"after (T={temperature:.2f})": after}, out_dir / "reliability.png", f"{name}: test split"
+)
+# `select` sets the low-confidence threshold from these calibrated validation confidences.
+pd.DataFrame({"confidence": apply_temperature(val_probs, temperature).max(axis=1)}).to_csv(
+    out_dir / "val_confidence.csv", index=False
+)
+ece = report["calibration"]
+print(
+    f"{name}: accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}, "
+    f"T {temperature:.3f}, ECE {ece['ece_before']:.4f} -> {ece['ece_after']:.4f}"
+)

@@ -1,0 +1,97 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from fixtures_models import CLASSES, make_bundle, save_tiny_model, tinted_pixels, trained_tiny_model
+
+from fish_classifier.bundle import BundleError, read_bundle, training_data_hash, write_bundle
+from fish_classifier.calibration import apply_temperature
+from fish_classifier.predictor import Predictor
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "deploy", temperature=1.7, threshold=0.42)
+
+
+def test_round_trip_keeps_settings_and_label_order(bundle_dir):
+    bundle = read_bundle(bundle_dir)
+    assert bundle.classes == CLASSES
+    # The fixture's classes are sorted by label, not by display name: the order must survive as written.
+    assert [c["display"] for c in bundle.classes] == ["Mullet", "Bass", "Trout"]
+    assert (bundle.model_name, bundle.input_size, bundle.temperature, bundle.threshold) == ("tiny", 32, 1.7, 0.42)
+    assert bundle.info["metrics"] == {"accuracy": 1.0, "macro_f1": 1.0}
+    assert bundle.info["data_hash"] == "sha256:test"
+    assert bundle.info["created_at"].endswith("+00:00")
+
+
+def test_predictor_on_a_bundle_gives_the_raw_models_labels_and_probabilities(bundle_dir):
+    rng = np.random.default_rng(7)
+    labels = [c["label"] for c in CLASSES for _ in range(3)]
+    pixels = np.stack([tinted_pixels(label, rng) for label in labels])
+    raw = trained_tiny_model()(pixels.astype(np.float32), training=False).numpy()
+
+    images = [Image.fromarray(p) for p in pixels]
+    predictions = Predictor(bundle_dir).predict(images, top_k=len(CLASSES))
+
+    assert [p.label for p in predictions] == labels
+    assert [p.label for p in predictions] == [CLASSES[i]["label"] for i in raw.argmax(axis=1)]
+    expected = apply_temperature(raw, 1.7)
+    for prediction, row in zip(predictions, expected):
+        by_label = {label: probability for label, _, probability in prediction.top_k}
+        assert [by_label[c["label"]] for c in CLASSES] == pytest.approx(row.tolist(), abs=1e-5)
+        assert prediction.confidence == pytest.approx(row.max(), abs=1e-5)
+        assert prediction.display_name == next(c["display"] for c in CLASSES if c["label"] == prediction.label)
+
+
+def test_missing_bundle_tells_the_user_to_run_the_pipeline(tmp_path):
+    with pytest.raises(BundleError, match=r"no deploy bundle at .*nowhere.*run `dvc repro`"):
+        read_bundle(tmp_path / "nowhere")
+
+
+def test_incomplete_or_broken_bundles_name_the_bad_part(tmp_path, bundle_dir):
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle_dir, broken)
+    (broken / "labels.json").unlink()
+    with pytest.raises(BundleError, match="labels.json is missing"):
+        read_bundle(broken)
+
+    (broken / "labels.json").write_text("{not json")
+    with pytest.raises(BundleError, match="cannot read .*labels.json"):
+        read_bundle(broken)
+
+    (broken / "labels.json").write_text(json.dumps({"classes": CLASSES[:2]}))
+    with pytest.raises(BundleError, match="says 3 classes but labels.json lists 2"):
+        read_bundle(broken)
+
+
+def test_write_bundle_checks_the_model_against_the_classes(tmp_path):
+    model_path = save_tiny_model(tmp_path / "model.keras")
+    with pytest.raises(BundleError, match="has 3 outputs but there are 2 classes"):
+        write_bundle(tmp_path / "deploy", model_path=model_path, classes=CLASSES[:2], model_name="tiny",
+                     temperature=1.0, threshold=0.5, metrics={}, data_hash="x")
+    with pytest.raises(ValueError, match="threshold must be within"):
+        write_bundle(tmp_path / "deploy", model_path=model_path, classes=CLASSES, model_name="tiny",
+                     temperature=1.0, threshold=1.5, metrics={}, data_hash="x")
+
+
+def test_write_bundle_never_deletes_a_folder_that_is_not_a_bundle(tmp_path):
+    model_path = save_tiny_model(tmp_path / "src" / "model.keras")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(BundleError, match="refusing to overwrite"):
+        write_bundle(precious, model_path=model_path, classes=CLASSES, model_name="tiny",
+                     temperature=1.0, threshold=0.5, metrics={}, data_hash="x")
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_training_data_hash_follows_the_manifest_contents(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,split\na.jpg,train\n")
+    first = training_data_hash([manifest, tmp_path / "absent.csv"])
+    assert first == training_data_hash([manifest, tmp_path / "absent.csv"])
+    manifest.write_text("path,split\nb.jpg,train\n")
+    assert training_data_hash([manifest, tmp_path / "absent.csv"]) != first

@@ -1,0 +1,140 @@
+import io
+import math
+
+import numpy as np
+import pytest
+from fixtures_models import CLASSES, make_bundle, tinted_image
+
+from fish_classifier.predictor import Prediction, Predictor
+
+RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    # A high temperature keeps confidences below 1.0, so thresholds around them are testable.
+    return Predictor(make_bundle(tmp_path_factory.mktemp("bundle") / "deploy", temperature=8.0, threshold=0.5))
+
+
+def _png_bytes(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_exposes_the_bundle_settings(predictor):
+    assert predictor.classes == CLASSES
+    assert (predictor.model_name, predictor.input_size, predictor.threshold) == ("tiny", 32, 0.5)
+    assert predictor.info["temperature"] == 8.0
+
+
+def test_paths_bytes_file_likes_and_pil_images_give_the_same_answer(predictor, tmp_path):
+    image = tinted_image(GREEN, seed=3)
+    path = tmp_path / "green.png"
+    image.save(path)
+    upload = io.BytesIO(_png_bytes(image))
+    upload.name = "upload.png"
+
+    results = predictor.predict([str(path), path, _png_bytes(image), upload, image])
+
+    assert [r.source for r in results] == [str(path), str(path), "image 3", "upload.png", "image 5"]
+    assert {r.label for r in results} == {GREEN}
+    assert {r.display_name for r in results} == {"Bass"}
+    assert [r.confidence for r in results] == pytest.approx([results[0].confidence] * 5)
+    assert all(r.error is None for r in results)
+
+
+def test_a_single_image_needs_no_list(predictor):
+    [result] = predictor.predict(tinted_image(BLUE, seed=4))
+    assert result.label == BLUE and result.display_name == "Mullet"
+
+
+def test_an_unreadable_item_gets_an_error_and_the_others_are_still_predicted(predictor, tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    truncated = _png_bytes(tinted_image(RED, seed=5))[:60]
+
+    results = predictor.predict(
+        [tinted_image(RED, seed=1), empty, text, truncated, tmp_path / "missing.png", tinted_image(BLUE, seed=2)]
+    )
+
+    assert [r.label for r in results] == [RED, None, None, None, None, BLUE]
+    assert results[1].error == "file is empty (0 bytes)"
+    assert results[2].error == "not a readable image (unknown or corrupt format)"
+    assert results[3].error.startswith("image data is corrupt or truncated")
+    assert results[4].error.startswith("no such file")
+    for failed in results[1:5]:
+        assert failed.display_name is None and math.isnan(failed.confidence) and failed.top_k == []
+        assert not failed.is_low_confidence
+    assert results[0].error is None and results[5].error is None
+
+
+def test_errors_and_predictions_keep_input_order_across_batches(tmp_path):
+    small_batches = Predictor(make_bundle(tmp_path / "deploy"), batch_size=2)
+    images = [tinted_image(RED, 1), b"junk", tinted_image(GREEN, 2), tinted_image(BLUE, 3), b"", tinted_image(RED, 4)]
+    assert [r.label for r in small_batches.predict(images)] == [RED, None, GREEN, BLUE, None, RED]
+
+
+def test_top_k_is_sorted_and_capped_at_the_number_of_classes(predictor):
+    [result] = predictor.predict([tinted_image(RED, seed=6)], top_k=10)
+    assert len(result.top_k) == len(CLASSES)
+    assert result.top_k[0] == (RED, "Trout", result.confidence)
+    probabilities = [p for _, _, p in result.top_k]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+    [two] = predictor.predict([tinted_image(RED, seed=6)], top_k=2)
+    assert [label for label, _, _ in two.top_k] == [label for label, _, _ in result.top_k[:2]]
+    with pytest.raises(ValueError, match="top_k must be at least 1, got 0"):
+        predictor.predict([tinted_image(RED, seed=6)], top_k=0)
+
+
+def test_low_confidence_follows_the_bundle_threshold_or_an_override(predictor):
+    image = tinted_image(GREEN, seed=8)
+    [result] = predictor.predict(image)
+    assert 0.5 < result.confidence < 1.0
+    assert not result.is_low_confidence
+    [strict] = predictor.predict(image, threshold=result.confidence + 1e-6)
+    assert strict.is_low_confidence
+    [lenient] = predictor.predict(image, threshold=result.confidence)
+    assert not lenient.is_low_confidence  # flagged only when strictly below the threshold
+
+
+def test_rejects_inputs_that_are_not_images(predictor):
+    with pytest.raises(TypeError, match="got int"):
+        predictor.predict([tinted_image(RED, 1), 42])
+
+
+def test_class_activation_map_is_a_normalised_map_over_the_feature_grid(predictor):
+    cam = predictor.class_activation_map(tinted_image(RED, seed=9))
+    assert cam.dtype == np.float32
+    assert cam.shape == (16, 16)  # the tiny model pools once: 32 -> 16
+    assert cam.min() >= 0.0 and cam.max() == pytest.approx(1.0)
+    other = predictor.class_activation_map(tinted_image(RED, seed=9), class_index=0)
+    assert other.shape == (16, 16) and 0.0 <= other.min() and other.max() <= 1.0
+    with pytest.raises(ValueError, match=r"class_index must be in 0..2, got 3"):
+        predictor.class_activation_map(tinted_image(RED, seed=9), class_index=3)
+
+
+def test_prediction_is_a_plain_dataclass():
+    prediction = Prediction(source="x", label="a", display_name="A", confidence=0.9)
+    assert prediction.top_k == [] and prediction.error is None and not prediction.is_low_confidence
+
+
+@pytest.mark.parametrize("name, size, grid", [("cnn", 32, 4), ("mobilenetv2", 64, 2)])
+def test_works_on_the_zoo_models_including_a_nested_backbone(tmp_path, name, size, grid):
+    from fish_classifier.bundle import write_bundle
+    from fish_classifier.zoo import build_model
+
+    model = build_model(name, len(CLASSES), weights=None, image_size=size)
+    model.save(tmp_path / "model.keras")
+    write_bundle(tmp_path / "deploy", model_path=tmp_path / "model.keras", classes=CLASSES, model_name=name,
+                 temperature=1.0, threshold=0.5, metrics={}, data_hash="x")
+    predictor = Predictor(tmp_path / "deploy")
+
+    [result] = predictor.predict(tinted_image(RED, seed=1))
+    assert result.error is None and result.label in {c["label"] for c in CLASSES}
+    cam = predictor.class_activation_map(tinted_image(RED, seed=1))
+    assert cam.shape == (grid, grid) and cam.dtype == np.float32
+    assert 0.0 <= cam.min() and cam.max() <= 1.0
