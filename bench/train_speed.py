@@ -96,10 +96,10 @@ def train_usual_recipe(data, epochs: int, batch_size: int, seed: int):
     keras.utils.set_random_seed(seed)
     augment = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05),
                                 keras.layers.RandomZoom(0.1)])
-    train = pixel_dataset(data.train_paths, data.train_labels, 224, batch_size)
+    train = pixel_dataset(data.train_paths, data.train_labels, 224)
     train = train.shuffle(len(data.train_paths), seed=seed).batch(batch_size)
     train = train.map(lambda x, y: (augment(x, training=True) / 255.0, y)).prefetch(tf.data.AUTOTUNE)
-    val = pixel_dataset(data.val_paths, data.val_labels, 224, batch_size).batch(batch_size)
+    val = pixel_dataset(data.val_paths, data.val_labels, 224).batch(batch_size)
     val = val.map(lambda x, y: (x / 255.0, y)).prefetch(tf.data.AUTOTUNE)
 
     backbone = keras.applications.MobileNetV2(include_top=False, weights="imagenet", input_shape=(224, 224, 3))

@@ -1,4 +1,7 @@
-"""The `fish-classifier` command line: `fish-classifier predict PATH... --out predictions.csv`.
+"""The `fish-classifier` command line.
+
+    fish-classifier predict PATH... --out predictions.csv
+    fish-classifier repro --jobs 2
 
 Each command is a subparser with a `run(args) -> exit code` function, so a new
 command is one more `_add_<name>` function. Exit codes: 0 when the command ran
@@ -27,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fish-classifier", description="Fish-species image classifier.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_predict(commands)
+    _add_repro(commands)
     return parser
 
 
@@ -80,6 +84,28 @@ def run_predict(args) -> int:
                 failed += prediction.error is not None
             bar.update(len(batch))
     print(f"wrote {len(images)} predictions to {out} ({low} low-confidence, {failed} unreadable)", file=sys.stderr)
+    return 0
+
+
+def _add_repro(commands) -> None:
+    repro = commands.add_parser(
+        "repro",
+        help="dvc repro, training independent models N at a time",
+        description="Bring the DVC pipeline up to date like `dvc repro`, running the out-of-date train@<model> "
+        "stages N at a time, each with its share of the CPU threads.",
+    )
+    repro.add_argument("--jobs", "-j", type=_positive_int, default=2, help="models trained at once (default: %(default)s)")
+    repro.set_defaults(run=run_repro)
+
+
+def run_repro(args) -> int:
+    from fish_classifier.concurrent_repro import ReproError, repro
+
+    try:
+        repro(args.jobs)
+    except ReproError as exc:
+        print(f"fish-classifier repro: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -76,19 +76,24 @@ def label_indices(labels, classes: list[dict]) -> np.ndarray:
     return np.array([index[label] for label in labels], dtype=np.int32)
 
 
-def pixel_dataset(paths: list[str], labels: np.ndarray, image_size: int, batch_size: int) -> tf.data.Dataset:
-    """Decode images in parallel through `images.load_pixels` (as inference does), batched and prefetched."""
+def pixel_dataset(paths: list[str], labels: np.ndarray | None, image_size: int) -> tf.data.Dataset:
+    """Images decoded in parallel through `images.load_pixels`, exactly as inference reads them.
+
+    Yields float32 pixels of shape (image_size, image_size, 3), paired with their label when `labels` is given.
+    """
 
     def decode(path):
         return load_pixels(path.decode(), image_size)
 
-    def load(path, label):
+    def load(path):
         pixels = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
-        pixels = tf.ensure_shape(pixels, (image_size, image_size, 3))
-        return tf.cast(pixels, tf.float32), label
+        return tf.cast(tf.ensure_shape(pixels, (image_size, image_size, 3)), tf.float32)
 
-    data = tf.data.Dataset.from_tensor_slices((list(paths), labels))
-    return data.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    images = tf.data.Dataset.from_tensor_slices(list(paths))
+    images = images.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if labels is None:
+        return images
+    return tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(labels))
 
 
 def choose_strategy(name: str) -> tf.distribute.Strategy:
@@ -144,14 +149,14 @@ def train_custom_cnn(data: TrainingData, settings: dict, strategy, fit_options: 
         )
         model.compile(optimizer=keras.optimizers.Adam(settings["lr"]), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
-    train = pixel_dataset(data.train_paths, data.train_labels, size, batch_size).cache()
+    train = pixel_dataset(data.train_paths, data.train_labels, size).cache()
     train = train.shuffle(len(data.train_paths), seed=0, reshuffle_each_iteration=True).batch(batch_size)
     if settings.get("augment"):
         augmenter = keras.Sequential(
             [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05), keras.layers.RandomZoom(0.1)]
         )
         train = train.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    val = pixel_dataset(data.val_paths, data.val_labels, size, batch_size).cache().batch(batch_size)
+    val = pixel_dataset(data.val_paths, data.val_labels, size).cache().batch(batch_size)
     model.fit(
         train.prefetch(tf.data.AUTOTUNE),
         validation_data=val.prefetch(tf.data.AUTOTUNE),
@@ -179,8 +184,15 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
     # The only pass of the frozen layers over the images.
     size = backbone.input_shape[1]
     extractor = _extractor(name, lower, size)
-    train_acts = _run(extractor, data.train_paths, data.train_labels, size, fit_options["batch_size"], "train")
-    val_acts = _run(extractor, data.val_paths, data.val_labels, size, fit_options["batch_size"], "val")
+    batch_size = fit_options["batch_size"]
+    train_acts = _run(extractor, data.train_paths, size, batch_size, "train")
+    train_labels = data.train_labels
+    if settings.get("mirror_train"):
+        # Cached features rule out on-the-fly augmentation; a mirrored copy of each image is the cheap substitute.
+        mirrored = _run(extractor, data.train_paths, size, batch_size, "train, mirrored", mirror=True)
+        train_acts = np.concatenate([train_acts, mirrored])
+        train_labels = np.concatenate([train_labels, train_labels])
+    val_acts = _run(extractor, data.val_paths, size, batch_size, "val")
 
     # Phase 1: the head alone, on one pooled feature vector per image.
     with strategy.scope():
@@ -194,7 +206,7 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
         head_model = keras.Model(features, dense(head_dropout(features)), name=f"{name}_head")
         head_model.compile(optimizer=keras.optimizers.Adam(settings["head_lr"]),
                            loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    _fit(head_model, train_features, data.train_labels, val_features, data.val_labels,
+    _fit(head_model, train_features, train_labels, val_features, data.val_labels,
          settings["head_epochs"], settings["patience"], fit_options)
 
     # Phase 2: unfreeze the top of the backbone, BatchNorm excepted, at a low learning rate.
@@ -210,7 +222,7 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
             tuned = keras.Model(acts_input, dense(head_dropout(x)), name=f"{name}_fine_tune")
             tuned.compile(optimizer=keras.optimizers.Adam(settings["fine_tune_lr"]),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        _fit(tuned, train_acts, data.train_labels, val_acts, data.val_labels,
+        _fit(tuned, train_acts, train_labels, val_acts, data.val_labels,
              settings["fine_tune_epochs"], settings["patience"], fit_options)
 
     with strategy.scope():
@@ -226,9 +238,12 @@ def _extractor(name: str, lower: keras.Model, size: int) -> keras.Model:
     return keras.Model(pixels, lower(x, training=False), name=f"{name}_extractor")
 
 
-def _run(extractor: keras.Model, paths, labels, size: int, batch_size: int, split: str) -> np.ndarray:
+def _run(extractor: keras.Model, paths, size: int, batch_size: int, split: str, mirror: bool = False) -> np.ndarray:
     log.info("computing backbone activations for %d %s images", len(paths), split)
-    images = pixel_dataset(paths, labels, size, batch_size).map(lambda x, y: x).batch(batch_size)
+    images = pixel_dataset(paths, None, size)
+    if mirror:
+        images = images.map(tf.image.flip_left_right)
+    images = images.batch(batch_size)
     return extractor.predict(images.prefetch(tf.data.AUTOTUNE), verbose=1)
 
 

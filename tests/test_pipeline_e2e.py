@@ -1,0 +1,65 @@
+"""End to end: the whole `dvc repro` (six models, evaluation, selection) on a tiny zip and tiny params."""
+
+import json
+
+import pytest
+import yaml
+
+from fish_classifier.manifest import read_classes
+from fish_classifier.zoo import MODEL_NAMES
+from repo_copy import TINY_CLASSES as CLASSES, dvc, ran_stages, tiny_pipeline_repo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = tiny_pipeline_repo(tmp_path_factory.mktemp("pipeline"))
+    first = dvc(repo, "repro")
+    expected = {"download", "prepare", "augment", "select"}
+    expected |= {f"{stage}@{name}" for stage in ("train", "evaluate") for name in MODEL_NAMES}
+    assert ran_stages(first.stdout) == expected
+    return repo
+
+
+def test_every_model_is_trained_and_evaluated(repo):
+    for name in MODEL_NAMES:
+        assert (repo / "models" / name / "model.keras").stat().st_size > 0
+        metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        assert 0.0 <= metrics["accuracy"] <= 1.0
+        assert set(metrics["per_class"]) == set(CLASSES)
+        assert (repo / "models" / name / "live" / "plots" / "metrics").is_dir()
+
+
+def test_deploy_bundle_keeps_the_class_order_of_the_data(repo):
+    deploy = repo / "models" / "deploy"
+    bundle = json.loads((deploy / "bundle.json").read_text())
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert bundle["model"] in MODEL_NAMES
+    assert (deploy / "model.keras").is_file()
+    labels = json.loads((deploy / "labels.json").read_text())["classes"]
+    assert labels == read_classes(repo / "data" / "classes.json")
+    assert "| Model |" in (repo / "metrics" / "summary.md").read_text()
+    assert summary  # the ranking that chose the bundle's model
+    assert bundle["model"] in json.dumps(summary)
+
+
+def test_metrics_show_reads_every_model(repo):
+    shown = dvc(repo, "metrics", "show", "--json").stdout
+    for name in MODEL_NAMES:
+        assert f"metrics/{name}.json" in shown
+
+
+def test_nothing_changed_means_nothing_runs(repo):
+    again = dvc(repo, "repro")
+    assert ran_stages(again.stdout) == set()
+    assert "Data and pipelines are up to date" in again.stdout
+
+
+def test_one_models_params_retrain_only_that_model(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["vgg16"]["head_lr"] = 0.005
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = dvc(repo, "repro")
+    assert ran_stages(rerun.stdout) == {"train@vgg16", "evaluate@vgg16", "select"}
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
