@@ -1,0 +1,227 @@
+"""Fish species from photos: upload, predict, explain.
+
+Run from the repo root with `streamlit run app/app.py`. The deploy bundle comes
+from $FISH_BUNDLE (default models/deploy, which `dvc repro` produces); a relative
+path is taken from the repo root. Every class name comes from the bundle.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+from matplotlib import colormaps
+from PIL import Image
+
+from fish_classifier.bundle import BundleError
+from fish_classifier.images import IMAGE_EXTENSIONS, open_rgb
+from fish_classifier.predictor import Prediction, Predictor
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BUNDLE = "models/deploy"
+TOP_K = 5
+DISPLAY_SIZE = 480  # longest side of the photo sent to the browser, in pixels
+HEATMAP_OPACITY = 0.6  # at the hottest spot
+SHOWN_METRICS = {
+    "accuracy": "Accuracy",
+    "macro_f1": "Macro F1",
+    "macro_precision": "Macro precision",
+    "macro_recall": "Macro recall",
+}
+
+
+def bundle_dir() -> Path:
+    path = Path(os.environ.get("FISH_BUNDLE") or DEFAULT_BUNDLE)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def bundle_version(directory: Path) -> int:
+    """The newest modification time in the bundle, so that a rebuilt bundle gets a fresh cache entry."""
+    paths = [directory, *directory.iterdir()] if directory.is_dir() else []
+    return max((path.stat().st_mtime_ns for path in paths), default=0)
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=1)
+def load_predictor(directory: str, version: int) -> Predictor:
+    # `version` only keys the cache: one loaded model, replaced when the bundle changes.
+    return Predictor(directory)
+
+
+@st.cache_data(show_spinner=False, max_entries=500)
+def predict_upload(_predictor: Predictor, bundle_key: str, data: bytes, threshold: float) -> Prediction:
+    # Cached so that moving a widget does not re-run the model on every photo.
+    return _predictor.predict([data], top_k=TOP_K, threshold=threshold)[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=200)
+def result_images(
+    _predictor: Predictor, bundle_key: str, data: bytes, with_heatmap: bool
+) -> tuple[Image.Image, Image.Image | None]:
+    """The photo scaled for display, and (if asked) the same photo under the predicted class's activation map."""
+    photo = open_rgb(data)
+    photo.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE))
+    if not with_heatmap:
+        return photo, None
+    return photo, heatmap_overlay(photo, _predictor.class_activation_map(data))
+
+
+def heatmap_overlay(photo: Image.Image, cam: np.ndarray, opacity: float = HEATMAP_OPACITY) -> Image.Image:
+    """Colour `photo` where a class activation map in [0, 1] is high (hot = red); cold areas stay as they are."""
+    cam_image = Image.fromarray(np.uint8(np.clip(cam, 0.0, 1.0) * 255)).resize(photo.size, Image.Resampling.BILINEAR)
+    level = np.asarray(cam_image, dtype=np.float64) / 255.0
+    heat = Image.fromarray(np.uint8(colormaps["jet"](level)[..., :3] * 255))
+    return Image.composite(heat, photo.convert("RGB"), Image.fromarray(np.uint8(level * opacity * 255)))
+
+
+def results_table(results: list[tuple[str, Prediction]]) -> pd.DataFrame:
+    """One row per uploaded file: the prediction, its top-k, or why the file could not be read."""
+    rows = []
+    for name, prediction in results:
+        row = {
+            "file": name,
+            "species": prediction.display_name,
+            "label": prediction.label,
+            "confidence": prediction.confidence,
+            "low_confidence": None if prediction.error else prediction.is_low_confidence,
+            "error": prediction.error or "",
+        }
+        for rank, (_, display, probability) in enumerate(prediction.top_k, start=1):
+            row[f"top{rank}_species"] = display
+            row[f"top{rank}_probability"] = probability
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def literal(text: str) -> str:
+    """`text` escaped so that Streamlit's markdown shows it as typed (file names may hold * _ $ ...)."""
+    return re.sub(r"([\\`*_\[\]<>#|~$])", r"\\\1", text)
+
+
+def load_or_explain(directory: Path, version: int) -> Predictor | None:
+    """The predictor, or None after telling the user how to produce a bundle."""
+    try:
+        return load_predictor(str(directory), version)
+    except BundleError as exc:
+        problem = str(exc)
+    except Exception as exc:  # a bundle that is there but does not load: explain it, no traceback
+        problem = f"the deploy bundle in {directory} could not be loaded ({type(exc).__name__}: {exc})"
+    st.error(f"No usable model: {literal(problem)}")
+    st.info(
+        "Produce the deploy bundle by running `dvc repro` in the repository root "
+        "(or point the FISH_BUNDLE environment variable at a bundle folder), then reload this page."
+    )
+    return None
+
+
+def show_model_card(predictor: Predictor) -> float:
+    """The sidebar: which model, how it did on the test split, the species it knows. Returns the threshold."""
+    sidebar = st.sidebar
+    sidebar.header("Model card")
+    sidebar.markdown(f"**Model:** {literal(predictor.model_name)}")
+    metrics = test_metrics(predictor.info)
+    if metrics:
+        sidebar.markdown("**Test-set results**")
+        sidebar.table(pd.DataFrame({"metric": list(metrics), "value": [f"{v:.1%}" for v in metrics.values()]}))
+    threshold = sidebar.slider(
+        "Confidence threshold",
+        min_value=0.0,
+        max_value=1.0,
+        value=float(predictor.threshold),
+        step=0.001,
+        format="%.3f",
+        help="Photos whose calibrated confidence is below this get a warning. "
+        f"The bundle's default is {predictor.threshold:.3f}.",
+    )
+    sidebar.markdown(f"**The {len(predictor.classes)} known species**")
+    sidebar.markdown("\n".join(f"- {literal(c['display'])}" for c in predictor.classes))
+    return threshold
+
+
+def test_metrics(info: dict) -> dict[str, float]:
+    """The headline test metrics present in bundle.json, by readable name."""
+    metrics = info.get("metrics") or {}
+    return {name: float(metrics[key]) for key, name in SHOWN_METRICS.items() if key in metrics}
+
+
+def show_result(
+    name: str, prediction: Prediction, photo: Image.Image, heatmap: Image.Image | None, n_classes: int
+) -> None:
+    """One photo: itself (and where the model looked), its species, confidence and top-k."""
+    with st.container(border=True):
+        columns = st.columns([1, 1, 1.3] if heatmap is not None else [1, 1.3])
+        columns[0].image(photo, caption=name, width="stretch")
+        if heatmap is not None:
+            columns[1].image(heatmap, caption="Where the model looked", width="stretch")
+        verdict = columns[-1]
+        verdict.subheader(literal(prediction.display_name))
+        verdict.metric("Confidence (calibrated)", f"{prediction.confidence:.1%}")
+        if prediction.is_low_confidence:
+            verdict.warning(
+                f"Low confidence: this photo may not be one of the {n_classes} known species. Check it by eye."
+            )
+        verdict.altair_chart(top_k_chart(prediction), width="stretch", height=40 * len(prediction.top_k) + 60)
+
+
+def top_k_chart(prediction: Prediction) -> alt.Chart:
+    """Horizontal bars of the top-k probabilities, most likely first, on a fixed 0-100 % axis."""
+    top = pd.DataFrame(
+        {"species": [display for _, display, _ in prediction.top_k],
+         "probability": [probability for _, _, probability in prediction.top_k]}
+    )  # fmt: skip
+    return (
+        alt.Chart(top, title=f"Top {len(top)}")
+        .mark_bar()
+        .encode(
+            x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title=None)),
+            y=alt.Y("species:N", sort="-x", title=None),
+            tooltip=["species", alt.Tooltip("probability:Q", format=".1%")],
+        )
+    )
+
+
+def main() -> None:
+    st.set_page_config(page_title="Fish species classifier", page_icon="🐟", layout="wide")
+    st.title("Fish species classifier")
+    directory = bundle_dir()
+    version = bundle_version(directory)
+    predictor = load_or_explain(directory, version)
+    if predictor is None:
+        return
+    bundle_key = f"{directory}@{version}"
+    threshold = show_model_card(predictor)
+    n_classes = len(predictor.classes)
+    # With a global-average-pooled dense head, Grad-CAM is exactly the class activation map the Predictor computes.
+    with_heatmap = st.toggle("Show where the model looked (Grad-CAM heatmap)", value=True)
+    uploads = st.file_uploader(
+        f"Photos of fish, to identify among the {n_classes} known species",
+        type=[extension.lstrip(".") for extension in IMAGE_EXTENSIONS],
+        accept_multiple_files=True,
+    )
+    if not uploads:
+        st.info(f"Upload one or more photos ({', '.join(IMAGE_EXTENSIONS)}).")
+        return
+
+    with st.spinner("Identifying…"):
+        results = []
+        for upload in uploads:
+            data = upload.getvalue()
+            results.append((upload.name, data, predict_upload(predictor, bundle_key, data, threshold)))
+    st.download_button(
+        f"Download the {len(results)} results as CSV",
+        results_table([(name, prediction) for name, _, prediction in results]).to_csv(index=False),
+        file_name="fish_predictions.csv",
+        mime="text/csv",
+    )
+    for name, data, prediction in results:
+        if prediction.error:
+            st.error(f"**{literal(name)}**: {literal(prediction.error)}")
+        else:
+            photo, heatmap = result_images(predictor, bundle_key, data, with_heatmap)
+            show_result(name, prediction, photo, heatmap, n_classes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Small deploy bundles for the app's tests and benchmark, trained in seconds.
+
+`build_colour_bundle`: synthetic photos where each class is one colour, on a
+tiny CNN that follows the model contract (raw RGB in, `pool`, `head`).
+`build_real_photo_bundle`: a few real species from ../shared/data/fish-dev.zip
+on a frozen ImageNet MobileNetV2 (weights from ../shared/keras), for checks that
+a real photo gets its real name.
+"""
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fish_classifier.bundle import write_bundle
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+DEV_ZIP = SHARED / "data" / "fish-dev.zip"
+MOBILENET_WEIGHTS = SHARED / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+# Deliberately not the dataset's names: the app must show whatever the bundle says.
+COLOUR_CLASSES = [
+    {"label": "test crimson", "display": "Crimson testfish"},
+    {"label": "test emerald", "display": "Emerald testfish"},
+    {"label": "test cobalt", "display": "Cobalt testfish"},
+]
+COLOURS = [(210, 40, 50), (40, 190, 70), (40, 70, 210)]
+COLOUR_METRICS = {"accuracy": 0.97, "macro_f1": 0.96, "macro_precision": 0.95, "macro_recall": 0.94}
+
+
+def colour_photo(class_index: int, size: int = 64, seed: int = 0) -> Image.Image:
+    """A noisy square of class `class_index`'s colour with a darker blob, as an 8-bit RGB image."""
+    rng = np.random.default_rng(seed)
+    pixels = np.array(COLOURS[class_index], dtype=np.float64) + rng.normal(0, 18, (size, size, 3))
+    centre = rng.integers(size // 4, 3 * size // 4, 2)
+    yy, xx = np.mgrid[:size, :size]
+    pixels[(yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < (size // 6) ** 2] *= 0.6
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def build_colour_bundle(out_dir, *, classes=COLOUR_CLASSES, threshold: float = 0.5, image_size: int = 32) -> Path:
+    import keras
+
+    from fish_classifier.preprocessing import BackbonePreprocess
+
+    keras.utils.set_random_seed(0)
+    n = len(classes)
+    x = np.stack([np.asarray(colour_photo(i % n, image_size, seed=i)) for i in range(30 * n)]).astype("float32")
+    y = np.arange(30 * n) % n
+    pixels = keras.Input((image_size, image_size, 3))
+    features = BackbonePreprocess("unit")(pixels)
+    features = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(features)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    model = keras.Model(pixels, keras.layers.Dense(n, activation="softmax", name="head")(pooled))
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=40, batch_size=30, verbose=0)
+    return _bundle_from_model(model, out_dir, classes, "colour-test-cnn", threshold, COLOUR_METRICS)
+
+
+def real_photos(classes: list[str], split: str, per_class: int) -> list[tuple[str, bytes]]:
+    """(label, JPEG bytes) of the first `per_class` photos of each class in `split` of the dev zip."""
+    photos = []
+    with zipfile.ZipFile(DEV_ZIP) as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith(".jpg"))
+        for label in classes:
+            folder = f"/data/{split}/{label}/"
+            picked = [n for n in names if folder in n][:per_class]
+            photos += [(label, archive.read(n)) for n in picked]
+    return photos
+
+
+def build_real_photo_bundle(out_dir, labels: list[str], *, per_class: int = 30, image_size: int = 128) -> Path:
+    """A frozen MobileNetV2 with a head fitted on `per_class` train photos of each of `labels`."""
+    import keras
+
+    from fish_classifier.images import load_pixels
+    from fish_classifier.zoo import build_model
+
+    keras.utils.set_random_seed(0)
+    photos = real_photos(labels, "train", per_class)
+    x = np.stack([load_pixels(data, image_size) for _, data in photos]).astype("float32")
+    y = np.array([labels.index(label) for label, _ in photos])
+    model = build_model("mobilenetv2", len(labels), weights=str(MOBILENET_WEIGHTS), image_size=image_size)
+    for layer in model.layers:
+        layer.trainable = layer.name == "head"
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=8, batch_size=32, verbose=0, shuffle=True)
+    held_out = real_photos(labels, "val", 10)
+    probs = model.predict(np.stack([load_pixels(data, image_size) for _, data in held_out]), verbose=0)
+    accuracy = float(np.mean([labels[k] == label for k, (label, _) in zip(probs.argmax(1), held_out)]))
+    classes = [{"label": label, "display": display_name(label)} for label in labels]
+    return _bundle_from_model(model, out_dir, classes, "mobilenetv2", 0.5, {"accuracy": accuracy})
+
+
+def display_name(label: str) -> str:
+    """'fish sea_food red_mullet' -> 'Red mullet' (for the test bundle only)."""
+    words = label.replace("fish sea_food ", "").replace("_", " ")
+    return words[:1].upper() + words[1:]
+
+
+def jpeg_bytes(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+def _bundle_from_model(model, out_dir, classes, model_name, threshold, metrics) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir.parent / f"{out_dir.name}-model.keras"
+    model.save(model_path)
+    return write_bundle(
+        out_dir,
+        model_path=model_path,
+        classes=classes,
+        model_name=model_name,
+        temperature=1.0,
+        threshold=threshold,
+        metrics=metrics,
+        data_hash="sha256:test",
+    )
