@@ -32,7 +32,7 @@ from fish_classifier.zoo import BACKBONES, build_backbone, build_head, build_mod
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+STRATEGIES = ("auto", "default", "mirrored")
 
 
 @dataclass
@@ -97,13 +97,15 @@ def pixel_dataset(paths: list[str], labels: np.ndarray | None, image_size: int) 
 
 
 def choose_strategy(name: str) -> tf.distribute.Strategy:
-    """`auto` mirrors across GPUs when there are several; `multi_worker` reads the standard TF_CONFIG."""
+    """`auto` mirrors across GPUs when there are several, `mirrored` always, `default` never."""
+    if name == "multi_worker":
+        # Keras 3's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+        raise ValueError("strategy 'multi_worker' is not supported yet: Keras 3 cannot fit() under "
+                         "MultiWorkerMirroredStrategy; use auto, default or mirrored")
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}, expected one of: {', '.join(STRATEGIES)}")
     if name == "mirrored" or (name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1):
         return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
 
@@ -199,8 +201,8 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
         acts_input = keras.Input(train_acts.shape[1:], name="activations")
         top = upper(acts_input, training=False) if upper is not None else acts_input
         pooled = keras.Model(acts_input, pool(top), name=f"{name}_pooled")
-    train_features = pooled.predict(train_acts, batch_size=fit_options["batch_size"], verbose=0)
-    val_features = pooled.predict(val_acts, batch_size=fit_options["batch_size"], verbose=0)
+    train_features = pooled.predict(_batches(train_acts, batch_size=batch_size), verbose=0)
+    val_features = pooled.predict(_batches(val_acts, batch_size=batch_size), verbose=0)
     with strategy.scope():
         features = keras.Input(train_features.shape[1:], name="features")
         head_model = keras.Model(features, dense(head_dropout(features)), name=f"{name}_head")
@@ -248,16 +250,23 @@ def _run(extractor: keras.Model, paths, size: int, batch_size: int, split: str, 
 
 
 def _fit(model, x, y, val_x, val_y, epochs: int, patience: int, fit_options: dict) -> None:
+    batch_size = fit_options["batch_size"]
     model.fit(
-        x, y,
-        validation_data=(val_x, val_y),
+        _batches(x, y, batch_size=batch_size, shuffle=True),
+        validation_data=_batches(val_x, val_y, batch_size=batch_size),
         epochs=epochs,
-        batch_size=fit_options["batch_size"],
-        shuffle=True,
         class_weight=fit_options["class_weight"],
         callbacks=[*fit_options["callbacks"], _early_stopping(patience)],
         verbose=fit_options["verbose"],
     )
+
+
+def _batches(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int, shuffle: bool = False) -> tf.data.Dataset:
+    """Cached arrays (features or activations) as shuffled, prefetched batches."""
+    data = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
+    if shuffle:
+        data = data.shuffle(len(x), reshuffle_each_iteration=True)
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _early_stopping(patience: int) -> keras.callbacks.EarlyStopping:
