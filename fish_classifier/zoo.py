@@ -136,7 +136,8 @@ def build_custom_cnn(
     x = BackbonePreprocess("unit", name="preprocess")(pixels)
     for block, width in enumerate(filters, start=1):
         x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{block}_conv")(x)
-        x = layers.BatchNormalization(name=f"block{block}_bn")(x)
+        # momentum 0.9: running statistics settle within a few short epochs of training from scratch
+        x = layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn")(x)
         x = layers.Activation("relu", name=f"block{block}_relu")(x)
         x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
         x = layers.Dropout(dropout, name=f"block{block}_dropout")(x)

@@ -1,6 +1,7 @@
 """End to end: the whole `dvc repro` (six models, evaluation, selection) on a tiny zip and tiny params."""
 
 import json
+import subprocess
 
 import pytest
 import yaml
@@ -63,3 +64,21 @@ def test_one_models_params_retrain_only_that_model(repo):
     rerun = dvc(repo, "repro")
     assert ran_stages(rerun.stdout) == {"train@vgg16", "evaluate@vgg16", "select"}
     assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+
+
+def test_push_then_pull_gives_a_fresh_clone_the_bundle_with_nothing_to_rerun(repo, tmp_path):
+    dvc(repo, "remote", "add", "--default", "team", str(tmp_path / "remote"))
+    dvc(repo, "push")
+    git = ["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost"]
+    subprocess.run(git + ["add", "-A"], cwd=repo, check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "trained"], cwd=repo, check=True)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    assert not (clone / "models" / "deploy").exists()
+
+    dvc(clone, "pull")
+    bundle = json.loads((clone / "models" / "deploy" / "bundle.json").read_text())
+    assert bundle == json.loads((repo / "models" / "deploy" / "bundle.json").read_text())
+    assert (clone / "metrics" / "summary.json").is_file()
+    assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
+    assert ran_stages(dvc(clone, "repro").stdout) == set()
