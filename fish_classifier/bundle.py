@@ -2,9 +2,13 @@
 
     models/deploy/
         model.keras   the selected model (raw RGB in [0, 255] in, softmax out)
+        model.tflite  the same model exported for serving without TensorFlow (fish_classifier.serving)
         labels.json   {"classes": [{"label", "display"}, ...]} in model output order
         bundle.json   model (its name in the zoo), input_size, num_classes, temperature,
-                      threshold, metrics (its test metrics), data_hash, model_sha256, created_at
+                      threshold, metrics (its test metrics), data_hash, model_sha256, created_at,
+                      and serving (the export's file, sha256 and parity with model.keras)
+
+A bundle needs at least one of the two models: the Docker image carries model.tflite only.
 """
 
 import hashlib
@@ -15,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 MODEL_FILE = "model.keras"
+SERVING_MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.json"
 INFO_FILE = "bundle.json"
 DEFAULT_BUNDLE_DIR = Path("models/deploy")
@@ -30,9 +35,10 @@ class BundleError(Exception):
 @dataclass(frozen=True)
 class Bundle:
     path: Path
-    model_path: Path
+    model_path: Path | None  # model.keras, when the bundle has it
     classes: list[dict]
     info: dict
+    serving_model_path: Path | None = None  # model.tflite, when the bundle has it
 
     @property
     def model_name(self) -> str:
@@ -100,9 +106,14 @@ def read_bundle(path=DEFAULT_BUNDLE_DIR) -> Bundle:
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"no deploy bundle at {path} (folder not found); {_HOW_TO_FIX}")
-    for name in (MODEL_FILE, LABELS_FILE, INFO_FILE):
+    for name in (LABELS_FILE, INFO_FILE):
         if not (path / name).is_file():
             raise BundleError(f"deploy bundle {path} is incomplete: {name} is missing; {_HOW_TO_FIX}")
+    model_path, serving_model_path = (path / MODEL_FILE, path / SERVING_MODEL_FILE)
+    if not model_path.is_file() and not serving_model_path.is_file():
+        raise BundleError(
+            f"deploy bundle {path} is incomplete: it has neither {SERVING_MODEL_FILE} nor {MODEL_FILE}; {_HOW_TO_FIX}"
+        )
     info = _read_json(path / INFO_FILE)
     labels = _read_json(path / LABELS_FILE)
     missing = [key for key in _REQUIRED_INFO if key not in info]
@@ -115,7 +126,21 @@ def read_bundle(path=DEFAULT_BUNDLE_DIR) -> Bundle:
             f"{path / INFO_FILE} says {info['num_classes']} classes but {LABELS_FILE} lists {len(classes)}; "
             + _HOW_TO_FIX
         )
-    return Bundle(path=path, model_path=path / MODEL_FILE, classes=classes, info=info)
+    return Bundle(
+        path=path,
+        model_path=model_path if model_path.is_file() else None,
+        classes=classes,
+        info=info,
+        serving_model_path=serving_model_path if serving_model_path.is_file() else None,
+    )
+
+
+def update_info(path, **entries) -> dict:
+    """Add or replace top-level `entries` in a bundle's bundle.json; returns the new contents."""
+    info_path = Path(path) / INFO_FILE
+    info = {**_read_json(info_path), **entries}
+    _write_json(info_path, info)
+    return info
 
 
 def training_data_hash(paths) -> str:

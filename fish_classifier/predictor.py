@@ -3,6 +3,10 @@
 The app, the batch CLI and the tests all go through it. It reads images with
 `fish_classifier.images.load_pixels`, the very function training and evaluation
 use, and it never imports training code.
+
+It runs the bundle's `model.tflite` with LiteRT when the bundle has one, else its
+`model.keras`. Importing this module needs neither TensorFlow nor Keras: only the
+Keras backend imports them, so the Docker image can leave them out.
 """
 
 import math
@@ -15,13 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fish_classifier import preprocessing
-from fish_classifier.bundle import DEFAULT_BUNDLE_DIR, BundleError, read_bundle
+from fish_classifier.bundle import DEFAULT_BUNDLE_DIR, MODEL_FILE, SERVING_MODEL_FILE, BundleError, read_bundle
 from fish_classifier.calibration import apply_temperature
 from fish_classifier.images import ImageError, load_pixels
+from fish_classifier.serving import CLASS_MAPS, PROBABILITIES, LiteRTBackend, serving_model
 
-FEATURE_LAYER = "pool"  # its input is the last convolutional feature map
-HEAD_LAYER = "head"  # the final Dense softmax; its kernel weighs the pooled features per class
+BACKENDS = ("auto", "litert", "keras")  # auto: LiteRT when the bundle has model.tflite, else Keras
 
 
 @dataclass
@@ -40,7 +43,8 @@ class KerasBackend:
 
     A compiled graph called on the whole batch, not `model.predict` per image,
     keeps a single photo well under 30 ms on a laptop CPU. Another serving
-    format only needs a class with the same `__call__` and `features_and_probs`.
+    format only needs a class with the same `__call__` and `class_maps_and_probs`
+    (see `fish_classifier.serving.LiteRTBackend`).
     """
 
     def __init__(self, model):
@@ -52,30 +56,21 @@ class KerasBackend:
         # One signature with a free batch size: no retracing whatever the batch holds.
         self._probs = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         self._spec = spec
-        self._features = None
+        self._both = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities (n, classes) for uint8 or float pixels (n, S, S, 3)."""
         return self._probs(np.asarray(batch, dtype=np.float32)).numpy().astype(np.float32)
 
-    def features_and_probs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(last feature map (n, h, w, channels), probabilities (n, classes))."""
-        if self._features is None:
-            import keras
+    def class_maps_and_probs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(class maps (n, h, w, classes), probabilities (n, classes)): the serving model's two outputs."""
+        if self._both is None:
             import tensorflow as tf
 
-            both = keras.Model(
-                self.model.inputs,
-                [self.model.get_layer(FEATURE_LAYER).input, self.model.get_layer(HEAD_LAYER).output],
-            )
-            self._features = tf.function(lambda x: both(x, training=False), input_signature=[self._spec])
-        features, probs = self._features(np.asarray(batch, dtype=np.float32))
-        return features.numpy().astype(np.float32), probs.numpy().astype(np.float32)
-
-    @property
-    def head_weights(self) -> np.ndarray:
-        """The head's kernel, (channels, classes)."""
-        return np.asarray(self.model.get_layer(HEAD_LAYER).kernel, dtype=np.float32)
+            both = serving_model(self.model)
+            self._both = tf.function(lambda x: both(x, training=False), input_signature=[self._spec])
+        outputs = self._both(np.asarray(batch, dtype=np.float32))
+        return outputs[CLASS_MAPS].numpy().astype(np.float32), outputs[PROBABILITIES].numpy().astype(np.float32)
 
 
 def probabilities_for_files(backend, paths, *, batch_size: int, desc: str = "images") -> tuple[np.ndarray, float]:
@@ -114,7 +109,15 @@ def probabilities_for_files(backend, paths, *, batch_size: int, desc: str = "ima
 class Predictor:
     """Classifies fish photos with a deploy bundle; see `predict` and `class_activation_map`."""
 
-    def __init__(self, bundle_dir=DEFAULT_BUNDLE_DIR, *, batch_size: int = 32):
+    def __init__(
+        self,
+        bundle_dir=DEFAULT_BUNDLE_DIR,
+        *,
+        batch_size: int = 32,
+        backend: str = "auto",
+        num_threads: int | None = None,
+    ):
+        """`backend`: one of BACKENDS; `num_threads`: LiteRT's CPU threads (default: every usable CPU)."""
         bundle = read_bundle(bundle_dir)
         self.bundle = bundle
         self.info = bundle.info
@@ -124,7 +127,7 @@ class Predictor:
         self.temperature = bundle.temperature
         self.threshold = bundle.threshold
         self.batch_size = batch_size
-        self._backend = _load_backend(bundle)
+        self.backend, self._backend = _load_backend(bundle, backend, num_threads)
         if self._backend.input_size != self.input_size:
             raise BundleError(
                 f"{bundle.path}: bundle.json says input size {self.input_size} but the model takes "
@@ -151,19 +154,13 @@ class Predictor:
 
     def class_activation_map(self, image, class_index: int | None = None) -> np.ndarray:
         """Where the model looked: a (h, w) float32 map in [0, 1] for `class_index` (default: the predicted class)."""
+        if class_index is not None and not 0 <= class_index < len(self.classes):
+            raise ValueError(f"class_index must be in 0..{len(self.classes) - 1}, got {class_index}")
         pixels = load_pixels(image, self.input_size)[np.newaxis]
-        features, probs = self._backend.features_and_probs(pixels)
+        class_maps, probs = self._backend.class_maps_and_probs(pixels)
         if class_index is None:
             class_index = int(np.argmax(probs[0]))
-        if not 0 <= class_index < len(self.classes):
-            raise ValueError(f"class_index must be in 0..{len(self.classes) - 1}, got {class_index}")
-        weights = self._backend.head_weights
-        if weights.shape[0] != features.shape[-1]:
-            raise ValueError(
-                f"head takes {weights.shape[0]} features but the '{FEATURE_LAYER}' input has "
-                f"{features.shape[-1]} channels"
-            )
-        cam = np.maximum(features[0] @ weights[:, class_index], 0.0)
+        cam = np.maximum(class_maps[0, :, :, class_index], 0.0)
         peak = cam.max()
         return (cam / peak if peak > 0 else np.zeros_like(cam)).astype(np.float32)
 
@@ -196,8 +193,21 @@ class Predictor:
         return results
 
 
-def _load_backend(bundle) -> KerasBackend:
-    return KerasBackend(preprocessing.load_model(bundle.model_path))
+def _load_backend(bundle, backend: str, num_threads: int | None):
+    """(the backend's name, the backend) for a bundle."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}, expected one of: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        backend = "litert" if bundle.serving_model_path else "keras"
+    if backend == "litert":
+        if bundle.serving_model_path is None:
+            raise BundleError(f"deploy bundle {bundle.path} has no {SERVING_MODEL_FILE}; run `dvc repro` to export it")
+        return backend, LiteRTBackend(bundle.serving_model_path, num_threads=num_threads)
+    if bundle.model_path is None:
+        raise BundleError(f"deploy bundle {bundle.path} has no {MODEL_FILE}; run `dvc repro` to produce it")
+    from fish_classifier.preprocessing import load_model  # imports Keras: only for this backend
+
+    return backend, KerasBackend(load_model(bundle.model_path))
 
 
 def _as_list(images) -> list:

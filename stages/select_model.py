@@ -1,5 +1,7 @@
 """Stage `select`: rank the evaluated models, write the comparison, and bundle the best one for deployment.
 
+The bundle gets the Keras model and its LiteRT export for serving, checked against each other on test images.
+
 Named select_model.py because a stages/select.py would shadow the standard library's `select` module
 for every script in this folder.
 """
@@ -10,9 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from fish_classifier.bundle import training_data_hash, write_bundle
-from fish_classifier.manifest import read_classes
+from fish_classifier.manifest import read_classes, read_manifest
 from fish_classifier.params import load_params
 from fish_classifier.selection import choose_threshold, rank_models, summary, summary_markdown
+from fish_classifier.serving import evenly_spaced, export_for_serving
 
 params = load_params()
 names = params["train"]["models"]
@@ -46,3 +49,9 @@ write_bundle(
 flagged = (val_confidence < threshold).mean()
 print(f"selected {best} ({select['metric']} {metrics[best][select['metric']]:.4f}); "
       f"threshold {threshold:.4f} flags {flagged:.1%} of validation images")
+
+manifest = read_manifest("data/manifest.csv")
+test_images = manifest.loc[manifest["split"] == "test", "path"]
+parity = export_for_serving("models/deploy", evenly_spaced(test_images, select["serving_parity_images"]))
+print(f"exported models/deploy/model.tflite: largest probability difference {parity['max_abs_diff']:.1e} "
+      f"on {parity['images']} test images, every top label the same")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from fixtures_models import CLASSES, save_tiny_model
+from fixtures_models import CLASSES, save_tiny_model, write_tinted_images
 
 from fish_classifier.selection import choose_threshold, rank_models, summary, summary_markdown
 
@@ -94,7 +94,10 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data" / "augmented").mkdir(parents=True)
     (tmp_path / "data" / "classes.json").write_text(json.dumps({"classes": CLASSES}))
-    (tmp_path / "data" / "manifest.csv").write_text("path,split,label\n")
+    # Test images for the check of the LiteRT export against the Keras model.
+    tests = write_tinted_images(tmp_path / "data" / "prepared" / "test", per_class=2)
+    rows = [f"{Path(path).relative_to(tmp_path).as_posix()},test,{CLASSES[k]['label']}" for path, k in tests]
+    (tmp_path / "data" / "manifest.csv").write_text("path,split,label\n" + "\n".join(rows) + "\n")
     (tmp_path / "data" / "augmented" / "manifest.csv").write_text("path,split,label\n")
     # cnn and mobilenetv2 tie on macro F1 and accuracy; mobilenetv2 is faster. vgg16 is more accurate but worse on F1.
     crafted = {"cnn": _scores(0.9, 0.95, 50), "vgg16": _scores(0.85, 0.99, 900), "mobilenetv2": _scores(0.9, 0.95, 60)}
@@ -126,3 +129,6 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     assert info["data_hash"].startswith("sha256:") and info["created_at"]
     assert json.loads((deploy / "labels.json").read_text())["classes"] == CLASSES
     assert (deploy / "model.keras").read_bytes() == (tmp_path / "models" / "mobilenetv2" / "model.keras").read_bytes()
+    assert (deploy / "model.tflite").is_file()
+    assert info["serving"]["parity"]["images"] == 6 and info["serving"]["parity"]["labels_agree"] == 6
+    assert info["serving"]["parity"]["max_abs_diff"] <= 1e-4

@@ -1,0 +1,53 @@
+# The app's serving image: Streamlit and the LiteRT runtime, no TensorFlow, no DVC.
+#
+#   dvc repro                                   # writes models/deploy, with model.tflite
+#   docker build -t fish-classifier-app .
+#   docker run -p 8501:8501 fish-classifier-app # then open http://localhost:8501
+#
+# Build arguments:
+#   BASE_IMAGE  a Debian-style image with Python 3.11 and its venv module. CI builds one from
+#               Debian's packages with mmdebstrap (.ci/docker.sh), as Docker Hub is out of its reach.
+#   WHEELHOUSE  a folder inside the build context holding the wheels of app/requirements.txt; pip then
+#               installs from it alone and never reaches an index (air-gapped builds). Empty: PyPI.
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS build
+ARG WHEELHOUSE=
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+COPY app/requirements.txt /build/requirements.txt
+# Without a wheelhouse this copies the requirements file a second time: harmless, and one COPY serves both.
+COPY ${WHEELHOUSE:-app/requirements.txt} /build/wheels/
+# Never used here, and about 100 MB of the 800 MB budget: the packages' test suites, pyarrow's C++ headers,
+# and pydeck's Jupyter widget bundle (Streamlit draws maps with its own).
+RUN python3 -m venv /venv \
+ && if [ -n "$WHEELHOUSE" ]; then \
+        /venv/bin/pip install --no-index --find-links /build/wheels -r /build/requirements.txt; \
+    else \
+        /venv/bin/pip install -r /build/requirements.txt; \
+    fi \
+ && /venv/bin/pip uninstall --yes pip setuptools \
+ && find /venv -type d -name tests -prune -exec rm -rf {} + \
+ && rm -rf /venv/lib/python3*/site-packages/pyarrow/include /venv/lib/python3*/site-packages/pydeck/nbextension/static
+
+FROM ${BASE_IMAGE}
+# An explicit PATH: an image made by `docker import` has none to extend.
+ENV PATH=/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONPATH=/srv/fish \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/fish fish
+COPY --from=build /venv /venv
+WORKDIR /srv/fish
+# Owned by root and read-only to the app's user. .streamlit/config.toml bounds the upload size and keeps XSRF on.
+COPY .streamlit/ .streamlit/
+COPY fish_classifier/ fish_classifier/
+COPY app/ app/
+COPY models/deploy/ models/deploy/
+RUN test -f models/deploy/model.tflite \
+ || { echo "models/deploy/model.tflite is missing: run dvc repro (its select stage exports it)" >&2; exit 1; }
+
+USER fish
+EXPOSE 8501
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4)"]
+CMD ["streamlit", "run", "app/app.py", "--server.port=8501", "--server.address=0.0.0.0", "--server.fileWatcherType=none"]
