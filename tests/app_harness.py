@@ -53,17 +53,22 @@ def streamlit_server(bundle_dir, log_path, *, timeout: float = 120) -> Iterator[
             server.wait()
 
 
+def is_healthy(url: str) -> bool:
+    """Whether Streamlit at `url` answers its health endpoint."""
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def _wait_until_healthy(url: str, server: subprocess.Popen, timeout: float, log_path: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"streamlit exited with code {server.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
+        if is_healthy(url):
+            return
         time.sleep(0.25)
     raise TimeoutError(f"streamlit not healthy at {url} after {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
 

@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from app_bundles import (
     jpeg_bytes,
     real_photos,
 )
-from app_harness import ARTIFACTS, CHROMIUM, headless_chromium, page_state, upload, wait_for_results
+from app_harness import ARTIFACTS, CHROMIUM, headless_chromium, is_healthy, page_state, upload, wait_for_results
 from repo_copy import copy_repo
 
 pytestmark = [
@@ -159,12 +158,8 @@ def container(image, browser):
 def wait_until_serving(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
+        if is_healthy(url):
+            return
         time.sleep(0.1)
     raise AssertionError(f"the container did not answer {url}/_stcore/health within {timeout:.0f} s")
 
