@@ -55,9 +55,9 @@ def run_recipe(recipe: str, epochs: int, fine_tune_epochs: int) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
     from fish_classifier.images import load_pixels
-    from fish_classifier.manifest import read_manifest
+    from fish_classifier.manifest import label_indices, read_manifest
     from fish_classifier.params import load_params
-    from fish_classifier.training import label_indices, load_training_data, train_model
+    from fish_classifier.training import load_training_data, train_model
 
     data = load_training_data(MANIFEST, "data/augmented/manifest.csv", "data/classes.json")
     params = load_params()

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from fish_classifier.manifest import file_sha256
+
 MODEL_FILE = "model.keras"
 SERVING_MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.json"
@@ -151,14 +153,6 @@ def training_data_hash(paths) -> str:
         digest.update(path.as_posix().encode() + b"\0")
         digest.update(path.read_bytes() if path.is_file() else b"<absent>")
     return "sha256:" + digest.hexdigest()
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _model_shape(model_path: Path) -> tuple[int, int]:

@@ -10,7 +10,6 @@ and renamed into place only once the dataset root has been found, so a failed or
 interrupted run never leaves a `data/raw` that `prepare` would trust.
 """
 
-import hashlib
 import shutil
 import tempfile
 import zipfile
@@ -21,7 +20,7 @@ import gdown
 import requests
 from tqdm import tqdm
 
-from fish_classifier.manifest import SPLITS
+from fish_classifier.manifest import SPLITS, file_sha256
 
 DRIVE_SCHEME = "gdrive://"
 DRIVE_FOLDER_URL = "https://drive.google.com/drive/folders/{}"
@@ -164,14 +163,6 @@ def find_dataset_root(directory: Path, *, zip_name: str = "the zip") -> Path:
             f"its top folders are: {found}. Point data.source at the fish dataset zip"
         )
     return min(roots, key=lambda f: (len(f.parts), f.as_posix()))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _top_folders(directory: Path) -> list[str]:

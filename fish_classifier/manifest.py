@@ -1,8 +1,10 @@
 """The dataset manifest: one row per usable image, and the class list taken from the train folders."""
 
+import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 MANIFEST_COLUMNS = ["path", "split", "label", "sha256", "width", "height", "augmented", "source"]
@@ -29,6 +31,24 @@ def read_classes(path: str | Path) -> list[dict]:
     """Classes in model output order: [{"label": raw folder name, "display": readable name}, ...]."""
     with open(path, encoding="utf-8") as f:
         return json.load(f)["classes"]
+
+
+def label_indices(labels, classes: list[dict]) -> np.ndarray:
+    """Map raw labels to model output indices; the order of `classes` is the one source of truth."""
+    index = {entry["label"]: i for i, entry in enumerate(classes)}
+    unknown = sorted(set(labels) - index.keys())
+    if unknown:
+        raise ValueError(f"labels not in classes.json: {', '.join(unknown)}")
+    return np.array([index[label] for label in labels], dtype=np.int32)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_classes(classes: list[dict], path: str | Path) -> None:

@@ -210,12 +210,16 @@ def _load_backend(bundle, backend: str, num_threads: int | None):
     return backend, KerasBackend(load_model(bundle.model_path))
 
 
+def _is_image(item) -> bool:
+    return isinstance(item, (str, os.PathLike, bytes, bytearray, Image.Image)) or hasattr(item, "read")
+
+
 def _as_list(images) -> list:
-    if isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image)) or hasattr(images, "read"):
+    if _is_image(images):
         return [images]
     images = list(images)
     for image in images:
-        if not (isinstance(image, (str, os.PathLike, bytes, bytearray, Image.Image)) or hasattr(image, "read")):
+        if not _is_image(image):
             raise TypeError(f"expected image paths, bytes, file-likes or PIL images, got {type(image).__name__}")
     return images
 

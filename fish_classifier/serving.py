@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fish_classifier.bundle import SERVING_MODEL_FILE, BundleError, file_sha256, read_bundle, update_info
+from fish_classifier.bundle import SERVING_MODEL_FILE, BundleError, read_bundle, update_info
+from fish_classifier.manifest import file_sha256
 from fish_classifier.images import load_pixels
 
 FEATURE_LAYER = "pool"  # its input is the last convolutional feature map

@@ -26,7 +26,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from fish_classifier.images import load_pixels
-from fish_classifier.manifest import read_classes, read_manifest
+from fish_classifier.manifest import label_indices, read_classes, read_manifest
 from fish_classifier.preprocessing import BackbonePreprocess
 from fish_classifier.zoo import BACKBONES, build_backbone, build_head, build_model, check_model_name, split_for_fine_tuning
 
@@ -65,15 +65,6 @@ def load_training_data(manifest: str | Path, augmented_manifest: str | Path | No
         val_paths=val["path"].tolist(),
         val_labels=label_indices(val["label"], class_list),
     )
-
-
-def label_indices(labels, classes: list[dict]) -> np.ndarray:
-    """Map raw labels to output indices; `classes` order is the one source of truth."""
-    index = {entry["label"]: i for i, entry in enumerate(classes)}
-    unknown = sorted(set(labels) - index.keys())
-    if unknown:
-        raise ValueError(f"labels not in classes.json: {', '.join(unknown)}")
-    return np.array([index[label] for label in labels], dtype=np.int32)
 
 
 def pixel_dataset(paths: list[str], labels: np.ndarray | None, image_size: int) -> tf.data.Dataset:

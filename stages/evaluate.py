@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from fish_classifier.calibration import apply_temperature, fit_temperature, negative_log_likelihood
-from fish_classifier.manifest import read_classes, read_manifest
+from fish_classifier.manifest import label_indices, read_classes, read_manifest
 from fish_classifier.metrics import (
     classification_report,
     confusion,
@@ -37,7 +37,7 @@ displays = [c["display"] for c in classes]
 manifest = read_manifest("data/manifest.csv")
 originals = manifest[~manifest["augmented"].astype(bool)]
 val, test = (originals[originals["split"] == split] for split in ("val", "test"))
-y_val, y_test = (split["label"].map(labels.index).to_numpy() for split in (val, test))
+y_val, y_test = (label_indices(split["label"], classes) for split in (val, test))
 
 backend = KerasBackend(load_model(model_path))
 batch_size = params["batch_size"]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from fixtures_models import CLASSES, make_bundle, tinted_image, trained_tiny_model
 
-from fish_classifier.bundle import BundleError, file_sha256, read_bundle
+from fish_classifier.bundle import BundleError, read_bundle
+from fish_classifier.manifest import file_sha256
 from fish_classifier.predictor import KerasBackend, Predictor
 from fish_classifier.serving import (
     CLASS_MAPS,

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fish_classifier.manifest import label_indices
 from fish_classifier.preprocessing import load_model
 from fish_classifier.training import (
     TrainingData,
     class_weights,
     choose_strategy,
-    label_indices,
     load_training_data,
     train_model,
 )
