@@ -27,12 +27,13 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from fish_classifier.images import load_pixels
 from fish_classifier.manifest import label_indices, read_classes, read_manifest
+from fish_classifier.multi_worker import fit_across_workers, is_multi_worker, tf_config, worker_slice
 from fish_classifier.preprocessing import BackbonePreprocess
 from fish_classifier.zoo import BACKBONES, build_backbone, build_head, build_model, check_model_name, split_for_fine_tuning
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "default", "mirrored")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
 
 @dataclass
@@ -88,13 +89,13 @@ def pixel_dataset(paths: list[str], labels: np.ndarray | None, image_size: int) 
 
 
 def choose_strategy(name: str) -> tf.distribute.Strategy:
-    """`auto` mirrors across GPUs when there are several, `mirrored` always, `default` never."""
-    if name == "multi_worker":
-        # Keras 3's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585).
-        raise ValueError("strategy 'multi_worker' is not supported yet: Keras 3 cannot fit() under "
-                         "MultiWorkerMirroredStrategy; use auto, default or mirrored")
+    """`auto` mirrors across GPUs when there are several, `mirrored` always, `default` never;
+    `multi_worker` spans the machines named in TF_CONFIG."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}, expected one of: {', '.join(STRATEGIES)}")
+    if name == "multi_worker":
+        tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored" or (name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -119,9 +120,10 @@ def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
 def train_model(name: str, data: TrainingData, train_params: dict, seed: int, callbacks=()) -> keras.Model:
     """Train model `name` with its own section of `train_params` (params.yaml's `train`)."""
     check_model_name(name)
+    # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
+    strategy = choose_strategy(train_params.get("strategy", "auto"))
     keras.utils.set_random_seed(seed)
     configure_precision(train_params.get("mixed_precision", False))
-    strategy = choose_strategy(train_params.get("strategy", "auto"))
     settings = train_params[name]
     fit_options = {
         "batch_size": train_params["batch_size"],
@@ -135,29 +137,27 @@ def train_model(name: str, data: TrainingData, train_params: dict, seed: int, ca
 
 
 def train_custom_cnn(data: TrainingData, settings: dict, strategy, fit_options: dict) -> keras.Model:
-    size, batch_size = settings["image_size"], fit_options["batch_size"]
+    size = settings["image_size"]
     with strategy.scope():
         model = build_model(
             "cnn", data.num_classes, image_size=size, filters=tuple(settings["filters"]), dropout=settings["dropout"]
         )
         model.compile(optimizer=keras.optimizers.Adam(settings["lr"]), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
-    train = pixel_dataset(data.train_paths, data.train_labels, size).cache()
-    train = train.shuffle(len(data.train_paths), seed=0, reshuffle_each_iteration=True).batch(batch_size)
+    mine = worker_slice(strategy)
+    train = pixel_dataset(data.train_paths[mine], data.train_labels[mine], size).cache()
+    augment = None
     if settings.get("augment"):
         augmenter = keras.Sequential(
             [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05), keras.layers.RandomZoom(0.1)]
         )
-        train = train.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    val = pixel_dataset(data.val_paths, data.val_labels, size).cache().batch(batch_size)
-    model.fit(
-        train.prefetch(tf.data.AUTOTUNE),
-        validation_data=val.prefetch(tf.data.AUTOTUNE),
-        epochs=settings["epochs"],
-        callbacks=[*fit_options["callbacks"], _early_stopping(settings["patience"])],
-        class_weight=fit_options["class_weight"],
-        verbose=fit_options["verbose"],
-    )
+
+        def augment(x, y):
+            return augmenter(x, training=True), y
+
+    val = pixel_dataset(data.val_paths, data.val_labels, size).cache()
+    _fit(model, train, val, len(data.train_paths), settings["epochs"], settings["patience"], strategy, fit_options,
+         batch_transform=augment)
     return model
 
 
@@ -178,20 +178,24 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
     size = backbone.input_shape[1]
     extractor = _extractor(name, lower, size)
     batch_size = fit_options["batch_size"]
-    train_acts = _run(extractor, data.train_paths, size, batch_size, "train")
-    train_labels = data.train_labels
+    # Under multi_worker each worker extracts, and trains on, its own slice of the train images.
+    mine = worker_slice(strategy)
+    train_paths, train_labels = data.train_paths[mine], data.train_labels[mine]
+    train_acts = _run(extractor, train_paths, size, batch_size, "train")
+    train_size = len(data.train_paths)
     if settings.get("mirror_train"):
         # Cached features rule out on-the-fly augmentation; a mirrored copy of each image is the cheap substitute.
-        mirrored = _run(extractor, data.train_paths, size, batch_size, "train, mirrored", mirror=True)
+        mirrored = _run(extractor, train_paths, size, batch_size, "train, mirrored", mirror=True)
         train_acts = np.concatenate([train_acts, mirrored])
         train_labels = np.concatenate([train_labels, train_labels])
+        train_size *= 2
     val_acts = _run(extractor, data.val_paths, size, batch_size, "val")
 
-    # Phase 1: the head alone, on one pooled feature vector per image.
-    with strategy.scope():
-        acts_input = keras.Input(train_acts.shape[1:], name="activations")
-        top = upper(acts_input, training=False) if upper is not None else acts_input
-        pooled = keras.Model(acts_input, pool(top), name=f"{name}_pooled")
+    # Phase 1: the head alone, on one pooled feature vector per image. Built outside the strategy's scope
+    # (it adds no weights), so predict() runs locally on every worker.
+    acts_input = keras.Input(train_acts.shape[1:], name="activations")
+    top = upper(acts_input, training=False) if upper is not None else acts_input
+    pooled = keras.Model(acts_input, pool(top), name=f"{name}_pooled")
     train_features = pooled.predict(_batches(train_acts, batch_size=batch_size), verbose=0)
     val_features = pooled.predict(_batches(val_acts, batch_size=batch_size), verbose=0)
     with strategy.scope():
@@ -199,8 +203,8 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
         head_model = keras.Model(features, dense(head_dropout(features)), name=f"{name}_head")
         head_model.compile(optimizer=keras.optimizers.Adam(settings["head_lr"]),
                            loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    _fit(head_model, train_features, train_labels, val_features, data.val_labels,
-         settings["head_epochs"], settings["patience"], fit_options)
+    _fit(head_model, _pairs(train_features, train_labels), _pairs(val_features, data.val_labels), train_size,
+         settings["head_epochs"], settings["patience"], strategy, fit_options)
 
     # Phase 2: unfreeze the top of the backbone, BatchNorm excepted, at a low learning rate.
     if fine_tune:
@@ -215,8 +219,8 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
             tuned = keras.Model(acts_input, dense(head_dropout(x)), name=f"{name}_fine_tune")
             tuned.compile(optimizer=keras.optimizers.Adam(settings["fine_tune_lr"]),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        _fit(tuned, train_acts, train_labels, val_acts, data.val_labels,
-             settings["fine_tune_epochs"], settings["patience"], fit_options)
+        _fit(tuned, _pairs(train_acts, train_labels), _pairs(val_acts, data.val_labels), train_size,
+             settings["fine_tune_epochs"], settings["patience"], strategy, fit_options)
 
     with strategy.scope():
         backbone.trainable = False
@@ -240,24 +244,39 @@ def _run(extractor: keras.Model, paths, size: int, batch_size: int, split: str, 
     return extractor.predict(images.prefetch(tf.data.AUTOTUNE), verbose=1)
 
 
-def _fit(model, x, y, val_x, val_y, epochs: int, patience: int, fit_options: dict) -> None:
+def _fit(model, train: tf.data.Dataset, val: tf.data.Dataset, train_size: int, epochs: int, patience: int,
+         strategy: tf.distribute.Strategy, fit_options: dict, batch_transform=None) -> None:
+    """Fit on unbatched (x, label) pairs, early-stopping on validation loss and restoring the best weights.
+
+    `train_size` counts the training pairs of all workers together (`train` holds this worker's slice).
+    """
     batch_size = fit_options["batch_size"]
+    callbacks = [*fit_options["callbacks"], _early_stopping(patience)]
+    if is_multi_worker(strategy):
+        fit_across_workers(model, strategy, train, val, train_size=train_size, epochs=epochs, batch_size=batch_size,
+                           class_weight=fit_options["class_weight"], callbacks=callbacks,
+                           batch_transform=batch_transform)
+        return
+    batches = train.shuffle(train_size, reshuffle_each_iteration=True).batch(batch_size)
+    if batch_transform is not None:
+        batches = batches.map(batch_transform, num_parallel_calls=tf.data.AUTOTUNE)
     model.fit(
-        _batches(x, y, batch_size=batch_size, shuffle=True),
-        validation_data=_batches(val_x, val_y, batch_size=batch_size),
+        batches.prefetch(tf.data.AUTOTUNE),
+        validation_data=val.batch(batch_size).prefetch(tf.data.AUTOTUNE),
         epochs=epochs,
         class_weight=fit_options["class_weight"],
-        callbacks=[*fit_options["callbacks"], _early_stopping(patience)],
+        callbacks=callbacks,
         verbose=fit_options["verbose"],
     )
 
 
-def _batches(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int, shuffle: bool = False) -> tf.data.Dataset:
-    """Cached arrays (features or activations) as shuffled, prefetched batches."""
-    data = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
-    if shuffle:
-        data = data.shuffle(len(x), reshuffle_each_iteration=True)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+def _pairs(x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices((x, y))
+
+
+def _batches(x: np.ndarray, *, batch_size: int) -> tf.data.Dataset:
+    """Cached arrays (features or activations) as prefetched batches."""
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _early_stopping(patience: int) -> keras.callbacks.EarlyStopping:

@@ -5,11 +5,13 @@
 
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
+from fish_classifier.multi_worker import is_chief
 from fish_classifier.params import load_params
 from fish_classifier.training import load_training_data, train_model
 
@@ -19,7 +21,8 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 def main(name: str) -> None:
     params = load_params()
     data = load_training_data("data/manifest.csv", "data/augmented/manifest.csv", "data/classes.json")
-    out = Path("models") / name
+    # Under train.strategy multi_worker only the chief writes outputs; the other workers keep theirs in a scratch folder.
+    out = Path("models") / name if is_chief() else Path(tempfile.mkdtemp(prefix=f"fish-worker-{name}-"))
     out.mkdir(parents=True, exist_ok=True)
 
     # DVC runs this stage; DVCLive only writes the curves, it makes no experiment of its own.
@@ -27,7 +30,8 @@ def main(name: str) -> None:
         live.log_params({"model": name, **params["train"][name]})
         model = train_model(name, data, params["train"], params["base"]["seed"], callbacks=[DVCLiveCallback(live=live)])
     model.save(out / "model.keras")
-    print(f"saved {out / 'model.keras'} ({len(data.classes)} classes, input {model.input_shape[1]}px)")
+    role = "" if is_chief() else f"; a worker's copy, the chief writes models/{name}/model.keras"
+    print(f"saved {out / 'model.keras'} ({len(data.classes)} classes, input {model.input_shape[1]}px{role})")
 
 
 if __name__ == "__main__":
