@@ -82,3 +82,19 @@ def test_push_then_pull_gives_a_fresh_clone_the_bundle_with_nothing_to_rerun(rep
     assert (clone / "metrics" / "summary.json").is_file()
     assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
     assert ran_stages(dvc(clone, "repro").stdout) == set()
+
+
+def test_exp_run_with_one_learning_rate_shows_in_metrics_diff(repo):
+    subprocess.run(["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost", "commit", "-qam", "baseline"],
+                   cwd=repo, check=False)  # nothing to commit when an earlier test already did
+    # `3e-05` is how `dvc exp run -S` writes 0.00003; the stages must read it as a number.
+    run = dvc(repo, "exp", "run", "-S", "train.cnn.lr=0.00003")
+    assert ran_stages(run.stdout) == {"train@cnn", "evaluate@cnn", "select"}
+    assert "lr: 3e-05" in (repo / "params.yaml").read_text()
+
+    diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
+    assert "metrics/cnn.json" in diff
+    assert not {f"metrics/{name}.json" for name in MODEL_NAMES if name != "cnn"} & set(diff)
+    params_diff = json.loads(dvc(repo, "params", "diff", "--json").stdout)
+    lr = params_diff["params.yaml"]["train.cnn.lr"]
+    assert (lr["old"], lr["new"]) == (0.001, 3e-05)
