@@ -5,7 +5,9 @@ backbone more than once per image:
 
 1. The backbone is cut into a frozen `lower` part and a `upper` part (the top
    `fine_tune_layers`). Every train and validation image goes through the
-   preprocessing and `lower` once; those activations at the cut are kept.
+   preprocessing and `lower` once; those activations at the cut are kept. On a
+   CPU that one pass runs in LiteRT (see `FrozenPass`), which is several times
+   faster there than TensorFlow for the same float32 arithmetic.
 2. Phase 1 (head): `upper` and the pooling run once more over the cached
    activations to give one feature vector per image; the head is fitted on them.
 3. Phase 2 (fine-tuning): `upper` is unfrozen (BatchNorm stays frozen and in
@@ -16,6 +18,8 @@ The trained layers are then reassembled into one model that takes raw pixels.
 """
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from fish_classifier.zoo import BACKBONES, build_backbone, build_head, build_mod
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+FROZEN_PASS_RUNTIMES = ("auto", "litert", "keras")  # auto: LiteRT on a CPU, Keras when a GPU is visible
 
 
 @dataclass
@@ -130,6 +135,7 @@ def train_model(name: str, data: TrainingData, train_params: dict, seed: int, ca
         "class_weight": class_weights(data.train_labels, data.num_classes) if train_params.get("class_weight") else None,
         "callbacks": list(callbacks),
         "verbose": 2,
+        "frozen_pass": train_params.get("frozen_pass", "auto"),
     }
     if name == "cnn":
         return train_custom_cnn(data, settings, strategy, fit_options)
@@ -176,20 +182,21 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
 
     # The only pass of the frozen layers over the images.
     size = backbone.input_shape[1]
-    extractor = _extractor(name, lower, size)
     batch_size = fit_options["batch_size"]
+    runtime = choose_frozen_pass_runtime(fit_options.get("frozen_pass", "auto"))
+    frozen_pass = FrozenPass(_extractor(name, lower, size), runtime, batch_size)
     # Under multi_worker each worker extracts, and trains on, its own slice of the train images.
     mine = worker_slice(strategy)
     train_paths, train_labels = data.train_paths[mine], data.train_labels[mine]
-    train_acts = _run(extractor, train_paths, size, batch_size, "train")
+    train_acts = frozen_pass(train_paths, "train")
     train_size = len(data.train_paths)
     if settings.get("mirror_train"):
         # Cached features rule out on-the-fly augmentation; a mirrored copy of each image is the cheap substitute.
-        mirrored = _run(extractor, train_paths, size, batch_size, "train, mirrored", mirror=True)
+        mirrored = frozen_pass(train_paths, "train, mirrored", mirror=True)
         train_acts = np.concatenate([train_acts, mirrored])
         train_labels = np.concatenate([train_labels, train_labels])
         train_size *= 2
-    val_acts = _run(extractor, data.val_paths, size, batch_size, "val")
+    val_acts = frozen_pass(data.val_paths, "val")
 
     # Phase 1: the head alone, on one pooled feature vector per image. Built outside the strategy's scope
     # (it adds no weights), so predict() runs locally on every worker.
@@ -235,13 +242,81 @@ def _extractor(name: str, lower: keras.Model, size: int) -> keras.Model:
     return keras.Model(pixels, lower(x, training=False), name=f"{name}_extractor")
 
 
-def _run(extractor: keras.Model, paths, size: int, batch_size: int, split: str, mirror: bool = False) -> np.ndarray:
-    log.info("computing backbone activations for %d %s images", len(paths), split)
-    images = pixel_dataset(paths, None, size)
-    if mirror:
-        images = images.map(tf.image.flip_left_right)
-    images = images.batch(batch_size)
-    return extractor.predict(images.prefetch(tf.data.AUTOTUNE), verbose=1)
+class FrozenPass:
+    """Runs the frozen `extractor` (preprocessing and `lower`) once over images, in LiteRT or in Keras.
+
+    Both compute the same float32 function (activations agree to about 1e-5 relative). On a
+    CPU, LiteRT's XNNPACK kernels run it 1.3x (ResNet50) to 6x (MobileNetV2) faster than
+    TensorFlow (`python bench/frozen_pass.py`), for a one-off export of 4 to 25 s.
+    """
+
+    def __init__(self, extractor: keras.Model, runtime: str, batch_size: int, progress: bool = True):
+        if runtime not in ("litert", "keras"):
+            raise ValueError(f"unknown frozen-pass runtime {runtime!r}, expected litert or keras")
+        self.extractor = extractor
+        self.runtime = runtime
+        self.batch_size = batch_size
+        self.progress = progress  # a progress bar per pass
+        self.size = int(extractor.input_shape[1])
+        self._runner = _litert_runner(extractor) if runtime == "litert" else None
+
+    def __call__(self, paths, split: str, mirror: bool = False) -> np.ndarray:
+        """Activations at the cut, one row per path, in order; `mirror` flips each image left-right first."""
+        log.info("computing backbone activations for %d %s images (%s)", len(paths), split, self.runtime)
+        images = pixel_dataset(paths, None, self.size)
+        if mirror:
+            images = images.map(tf.image.flip_left_right)
+        if self._runner is None:
+            batches = images.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
+            return self.extractor.predict(batches, verbose=1 if self.progress else 0)
+        # One image per invoke: XNNPACK gains nothing from batches on a CPU, and the input never re-allocates.
+        rows = []
+        progress = keras.utils.Progbar(len(paths), unit_name="image", verbose=1 if self.progress else 0)
+        for pixels in images.batch(1).prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+            rows.append(self._runner(pixels)[0])
+            progress.add(1)
+        return np.stack(rows) if rows else np.zeros((0, *self.extractor.output_shape[1:]), np.float32)
+
+
+def choose_frozen_pass_runtime(name: str) -> str:
+    """`auto` is LiteRT on a CPU and Keras when a GPU is visible (LiteRT's Python runtime has no GPU path)."""
+    if name not in FROZEN_PASS_RUNTIMES:
+        raise ValueError(f"unknown train.frozen_pass {name!r}, expected one of: {', '.join(FROZEN_PASS_RUNTIMES)}")
+    if name == "auto":
+        return "keras" if tf.config.list_logical_devices("GPU") else "litert"
+    return name
+
+
+def _litert_runner(extractor: keras.Model):
+    """`extractor` exported to LiteRT, as a function from a (1, S, S, 3) float32 batch to its activations."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with tempfile.TemporaryDirectory(prefix="fish-frozen-pass-") as work:
+        path = Path(work) / "frozen.tflite"
+        extractor.export(str(path), format="litert", verbose=False)
+        content = path.read_bytes()
+    interpreter = Interpreter(model_content=content, num_threads=_cpu_threads())
+    interpreter.allocate_tensors()
+    [source] = interpreter.get_input_details()
+    [target] = interpreter.get_output_details()
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(source["index"], np.ascontiguousarray(pixels, dtype=np.float32))
+        interpreter.invoke()
+        return interpreter.get_tensor(target["index"])
+
+    return run
+
+
+def _cpu_threads() -> int:
+    """CPU threads for LiteRT: the limit `fish-classifier repro --jobs N` gives each job, else every usable CPU."""
+    limit = os.environ.get("TF_NUM_INTRAOP_THREADS")
+    if limit:
+        return int(limit)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _fit(model, train: tf.data.Dataset, val: tf.data.Dataset, train_size: int, epochs: int, patience: int,

@@ -11,13 +11,16 @@ from PIL import Image
 from fish_classifier.manifest import label_indices
 from fish_classifier.preprocessing import load_model
 from fish_classifier.training import (
+    FrozenPass,
     TrainingData,
+    _extractor,
+    choose_frozen_pass_runtime,
     class_weights,
     choose_strategy,
     load_training_data,
     train_model,
 )
-from fish_classifier.zoo import MODEL_NAMES
+from fish_classifier.zoo import MODEL_NAMES, build_backbone, split_for_fine_tuning
 
 # Three classes told apart by colour alone; listed out of alphabetical order on purpose.
 COLOURS = {"zebra red": (220, 30, 30), "alpha green": (30, 200, 40), "mid blue": (30, 40, 220)}
@@ -72,6 +75,35 @@ def test_class_weights_are_inverse_frequency():
 def test_unknown_strategy_is_rejected():
     with pytest.raises(ValueError, match="unknown strategy 'tpu', expected one of: auto, default, mirrored, multi_worker"):
         choose_strategy("tpu")
+
+
+def test_frozen_pass_runtime_is_checked_and_auto_follows_the_hardware():
+    import tensorflow as tf
+
+    with pytest.raises(ValueError, match="unknown train.frozen_pass 'onnx', expected one of: auto, litert, keras"):
+        choose_frozen_pass_runtime("onnx")
+    assert choose_frozen_pass_runtime("keras") == "keras"
+    assert choose_frozen_pass_runtime("auto") == ("keras" if tf.config.list_logical_devices("GPU") else "litert")
+
+
+# Between them, the two preprocessing modes "tf" and "caffe", and a cut inside a residual network.
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnet50"])
+def test_litert_frozen_pass_gives_the_keras_activations_row_for_row(colour_data, name):
+    """Same images, same order, same numbers (to float32 rounding), mirrored copies included."""
+    backbone = build_backbone(name, None, image_size=64)
+    lower, _ = split_for_fine_tuning(backbone, 3)
+    extractor = _extractor(name, lower, 64)
+    paths = colour_data.train_paths
+    keras_pass, litert_pass = FrozenPass(extractor, "keras", 8), FrozenPass(extractor, "litert", 8)
+    for mirror in (False, True):
+        expected = keras_pass(paths, "train", mirror=mirror)
+        got = litert_pass(paths, "train", mirror=mirror)
+        assert got.shape == expected.shape == (len(paths), *extractor.output_shape[1:])
+        scale = np.abs(expected).max()
+        assert scale > 0
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * scale)
+    # Mirroring changes the activations, so the check above compared something real.
+    assert np.abs(litert_pass(paths, "train", mirror=True) - litert_pass(paths, "train")).max() > 1e-3 * scale
 
 
 def test_training_data_joins_augmented_rows_to_train(tmp_path):
