@@ -1,0 +1,67 @@
+"""Does train-val leakage spoil the temperature? Calibrate on all validation photos, then on those with no
+exact or near duplicate in train, and compare the test split's ECE.
+
+Validation photos that nearly copy a train photo are easier than test photos, so a temperature fitted
+on them could sharpen too much. This refits the `evaluate` stage's temperature both ways on the
+trained model and prints, for each: validation photos used, their errors, the temperature, and the
+test split's ECE and NLL. Reads the pipeline's outputs; run it after `dvc repro` (from the repo root):
+
+    python bench/calibration_leakage.py [--model mobilenetv2]
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fish_classifier.calibration import apply_temperature, fit_temperature, negative_log_likelihood
+from fish_classifier.manifest import label_indices, read_classes, read_manifest
+from fish_classifier.metrics import expected_calibration_error
+from fish_classifier.params import load_params
+from fish_classifier.predictor import KerasBackend, probabilities_for_files
+from fish_classifier.preprocessing import load_model
+
+
+def leaked_val_paths(report_path: Path) -> set[str]:
+    """Validation photos with an exact or near duplicate in train, from the prepare stage's leakage report."""
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    pairs = report["exact_duplicate_pairs"]["train-val"] + report["near_duplicate_pairs"]["train-val"]
+    return {pair["val"] for pair in pairs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mobilenetv2")
+    args = parser.parse_args()
+    model_path = Path("models") / args.model / "model.keras"
+    if not model_path.is_file():
+        sys.exit(f"{model_path} is missing: run `dvc repro` first")
+    bins = load_params()["evaluate"]["ece_bins"]
+    classes = read_classes("data/classes.json")
+    manifest = read_manifest("data/manifest.csv")
+    originals = manifest[~manifest["augmented"].astype(bool)]
+    val, test = (originals[originals["split"] == split] for split in ("val", "test"))
+    y_val, y_test = (label_indices(split["label"], classes) for split in (val, test))
+
+    backend = KerasBackend(load_model(model_path))
+    val_probs, _ = probabilities_for_files(backend, val["path"], batch_size=32, desc="val")
+    test_probs, _ = probabilities_for_files(backend, test["path"], batch_size=32, desc="test")
+    correct = test_probs.argmax(axis=1) == y_test
+    clean = ~val["path"].isin(leaked_val_paths(Path("data/prepare_report.json"))).to_numpy()
+
+    print(f"{args.model}: test accuracy {correct.mean():.4f} on {len(test)} photos, "
+          f"ECE at T=1 {expected_calibration_error(test_probs.max(axis=1), correct, bins):.4f}")
+    print(f"{'calibrated on':<28}{'photos':>7}{'errors':>7}{'T':>8}{'test ECE':>10}{'test NLL':>10}")
+    for name, rows in (("all validation", np.ones(len(val), bool)), ("validation without leaks", clean)):
+        temperature = fit_temperature(val_probs[rows], y_val[rows])
+        calibrated = apply_temperature(test_probs, temperature)
+        errors = int((val_probs[rows].argmax(axis=1) != y_val[rows]).sum())
+        ece = expected_calibration_error(calibrated.max(axis=1), correct, bins)
+        print(f"{name:<28}{rows.sum():>7}{errors:>7}{temperature:>8.3f}{ece:>10.4f}"
+              f"{negative_log_likelihood(calibrated, y_test):>10.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The frozen pass of each backbone in Keras against LiteRT: time per photo, export cost, and agreement.
+
+For each backbone, the part that training runs once over every photo (preprocessing and the
+layers below the fine-tuning cut, with `train.<model>.fine_tune_layers` from params.yaml) is
+run over the same dev photos by `FrozenPass` in both runtimes, one after the other in this
+process. Weights are left random (`weights=None`): the arithmetic, and so the time, is the
+same as with ImageNet weights. Prints ms per photo in each runtime, their ratio, LiteRT's
+one-off export time, and the largest activation difference relative to the largest activation.
+
+Usage (from the repo root):
+    python bench/frozen_pass.py [--photos 64] [--models mobilenetv2 vgg16 ...]
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the dev-zip path the app's tests use
+
+from app_bundles import DEV_ZIP  # noqa: E402
+
+from fish_classifier.params import load_params  # noqa: E402
+from fish_classifier.training import FrozenPass, _cpu_threads, _extractor  # noqa: E402
+from fish_classifier.zoo import BACKBONES, build_backbone, split_for_fine_tuning  # noqa: E402
+
+
+def dev_photos(folder: Path, count: int) -> list[str]:
+    """`count` dev test photos, written to `folder` (the frozen pass reads files, as training does)."""
+    if not DEV_ZIP.is_file():
+        sys.exit(f"needs the dev zip {DEV_ZIP}; not present")
+    with zipfile.ZipFile(DEV_ZIP) as archive:
+        names = sorted(n for n in archive.namelist() if "/data/test/" in n and n.endswith(".jpg"))[:count]
+        paths = []
+        for i, name in enumerate(names):
+            path = folder / f"{i:04d}.jpg"
+            path.write_bytes(archive.read(name))
+            paths.append(str(path))
+    return paths
+
+
+def timed(call):
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=64)
+    parser.add_argument("--models", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
+    args = parser.parse_args()
+    train = load_params()["train"]
+    with tempfile.TemporaryDirectory() as work:
+        paths = dev_photos(Path(work), args.photos)
+        print(f"{len(paths)} dev photos, {_cpu_threads()} CPU threads, batch {train['batch_size']} for Keras")
+        print(f"{'backbone':<16}{'keras ms':>9}{'litert ms':>10}{'speed-up':>9}{'export s':>9}{'max rel diff':>13}")
+        for name in args.models:
+            backbone = build_backbone(name, None)
+            lower, _ = split_for_fine_tuning(backbone, train[name]["fine_tune_layers"])
+            extractor = _extractor(name, lower, backbone.input_shape[1])
+            keras_pass = FrozenPass(extractor, "keras", train["batch_size"], progress=False)
+            keras_pass(paths[:8], "warm-up")
+            expected, keras_s = timed(lambda: keras_pass(paths, "bench"))
+            litert_pass, export_s = timed(lambda: FrozenPass(extractor, "litert", train["batch_size"], progress=False))
+            litert_pass(paths[:8], "warm-up")
+            got, litert_s = timed(lambda: litert_pass(paths, "bench"))
+            diff = np.abs(got - expected).max() / np.abs(expected).max()
+            keras_ms, litert_ms = keras_s / len(paths) * 1000, litert_s / len(paths) * 1000
+            print(f"{name:<16}{keras_ms:>9.1f}{litert_ms:>10.1f}{keras_ms / litert_ms:>8.1f}x{export_s:>9.1f}"
+                  f"{diff:>13.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

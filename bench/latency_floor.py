@@ -1,0 +1,157 @@
+"""How fast can this CPU run the deploy model at all? The floor under the Predictor's single-image latency.
+
+Measured side by side, interleaved round by round so machine noise hits every row alike:
+
+1. `bundle model`: the deploy bundle's `model.tflite` alone (one invoke on pixels already in memory).
+2. `stock export`: `keras.applications.<same backbone>` with a plain softmax head, exported to LiteRT
+   the usual way (`model.export(format="litert")`) and run the same way; it shows whether the
+   project's export (preprocessing inside, class-map output) costs anything.
+3. `Predictor`: `Predictor.predict(one photo's JPEG bytes)`, as the app calls it (decode, resize,
+   model, temperature, top-k).
+
+Then it prints the model's multiply-adds (counted from its layers), this machine's float32 matrix
+multiply throughput (NumPy's BLAS on all usable CPUs), and the latency that throughput implies for
+the model: no float32 runtime can beat it by much, since convolutions are matrix multiplies at best.
+
+Usage (from the repo root, after `dvc repro`):
+    python bench/latency_floor.py [--bundle models/deploy] [--rounds 20] [--calls 20]
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the dev-zip path the app's tests use
+
+from app_bundles import DEV_ZIP, colour_photo, jpeg_bytes  # noqa: E402
+
+from fish_classifier.bundle import BundleError  # noqa: E402
+from fish_classifier.images import load_pixels  # noqa: E402
+from fish_classifier.predictor import Predictor  # noqa: E402
+from fish_classifier.serving import LiteRTBackend, usable_cpus  # noqa: E402
+
+
+def first_test_photo() -> bytes:
+    if DEV_ZIP.is_file():
+        with zipfile.ZipFile(DEV_ZIP) as archive:
+            return archive.read(sorted(n for n in archive.namelist() if "/data/test/" in n and n.endswith(".jpg"))[0])
+    return jpeg_bytes(colour_photo(0, 256))
+
+
+def stock_litert(model_name: str, size: int, classes: int, work: Path) -> LiteRTBackend:
+    """The backbone as `keras.applications` builds it, with a pooled softmax head, exported with Keras's defaults."""
+    import keras
+
+    from fish_classifier.zoo import BACKBONES
+
+    backbone = BACKBONES[model_name].application(include_top=False, weights=None, input_shape=(size, size, 3))
+    x = keras.layers.GlobalAveragePooling2D()(backbone.output)
+    model = keras.Model(backbone.input, keras.layers.Dense(classes, activation="softmax")(x))
+    path = work / "stock.tflite"
+    model.export(str(path), format="litert", verbose=False)
+    return StockRunner(path)
+
+
+class StockRunner:
+    """A LiteRT model with any outputs, run like `LiteRTBackend` runs the bundle's (one signature runner call)."""
+
+    def __init__(self, path: Path):
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(path), num_threads=usable_cpus())
+        [key] = interpreter.get_signature_list()
+        self._runner = interpreter.get_signature_runner(key)
+        [self._input] = interpreter.get_signature_list()[key]["inputs"]
+
+    def __call__(self, pixels: np.ndarray):
+        return self._runner(**{self._input: pixels})
+
+
+def multiply_adds(model_name: str, size: int) -> int:
+    """Multiply-adds of one image through the backbone (Conv2D, DepthwiseConv2D, Dense), from layer shapes."""
+    import keras
+
+    from fish_classifier.zoo import BACKBONES
+
+    backbone = BACKBONES[model_name].application(include_top=False, weights=None, input_shape=(size, size, 3))
+    total = 0
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, h, w, c = layer.output.shape
+            total += h * w * c * int(np.prod(layer.kernel_size))
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c = layer.output.shape
+            total += h * w * c * int(np.prod(layer.kernel_size)) * layer.input.shape[-1]
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return total
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Best float32 GEMM throughput of NumPy's BLAS here, in GFLOP/s (2 n^3 flops per product)."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _seconds(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=Path("models/deploy"))
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
+    parser.add_argument("--calls", type=int, default=20, help="timed calls of each row per round")
+    args = parser.parse_args()
+
+    try:
+        predictor = Predictor(args.bundle, backend="litert")
+    except BundleError as exc:
+        sys.exit(f"{exc} (or pass --bundle DIR)")
+    size, classes = predictor.input_size, len(predictor.classes)
+    photo = first_test_photo()
+    pixels = load_pixels(photo, size)[np.newaxis].astype(np.float32)
+    bundle_model = LiteRTBackend(predictor.bundle.serving_model_path)
+    with tempfile.TemporaryDirectory() as work:
+        stock = stock_litert(predictor.model_name, size, classes, Path(work))
+        rows = {
+            "bundle model": lambda: bundle_model(pixels),
+            "stock export": lambda: stock(pixels),
+            "Predictor": lambda: predictor.predict([photo]),
+        }
+        times = {name: [] for name in rows}
+        for call in rows.values():  # warm-up
+            for _ in range(10):
+                call()
+        for _ in range(args.rounds):
+            for name, call in rows.items():
+                times[name].extend(_seconds(call) * 1000 for _ in range(args.calls))
+
+    macs = multiply_adds(predictor.model_name, size)
+    gflops = matmul_gflops()
+    floor_ms = 2 * macs / (gflops * 1e9) * 1000
+    print(f"{predictor.model_name} at {size} px, {usable_cpus()} CPUs, {args.rounds} x {args.calls} calls per row")
+    print(f"{'row':<14}{'p50 ms':>8}{'p95 ms':>8}")
+    for name, samples in times.items():
+        print(f"{name:<14}{statistics.median(samples):>8.2f}{np.percentile(samples, 95):>8.2f}")
+    bundle_p50 = statistics.median(times["bundle model"])
+    print(f"model: {macs / 1e6:.0f} M multiply-adds = {2 * macs / 1e9:.2f} GFLOP per image")
+    print(f"float32 matrix multiply here: {gflops:.0f} GFLOP/s, so the model needs at least {floor_ms:.2f} ms")
+    print(f"the bundle model runs at {2 * macs / (bundle_p50 / 1000) / 1e9:.0f} GFLOP/s "
+          f"({2 * macs / (bundle_p50 / 1000) / 1e9 / gflops:.0%} of that)")
+
+
+if __name__ == "__main__":
+    main()
