@@ -6,7 +6,9 @@ Measured side by side, interleaved round by round so machine noise hits every ro
 2. `stock export`: `keras.applications.<same backbone>` with a plain softmax head, exported to LiteRT
    the usual way (`model.export(format="litert")`) and run the same way; it shows whether the
    project's export (preprocessing inside, class-map output) costs anything.
-3. `Predictor`: `Predictor.predict(one photo's JPEG bytes)`, as the app calls it (decode, resize,
+3. `JPEG to pixels`: `images.load_pixels(JPEG bytes, size)`, the decoding and resizing that training
+   and the Predictor share.
+4. `Predictor`: `Predictor.predict(one photo's JPEG bytes)`, as the app calls it (decode, resize,
    model, temperature, top-k).
 
 Then it prints the model's multiply-adds (counted from its layers), this machine's float32 matrix
@@ -129,6 +131,7 @@ def main() -> None:
         rows = {
             "bundle model": lambda: bundle_model(pixels),
             "stock export": lambda: stock(pixels),
+            "JPEG to pixels": lambda: load_pixels(photo, size),
             "Predictor": lambda: predictor.predict([photo]),
         }
         times = {name: [] for name in rows}
