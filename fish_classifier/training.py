@@ -6,8 +6,8 @@ backbone more than once per image:
 1. The backbone is cut into a frozen `lower` part and a `upper` part (the top
    `fine_tune_layers`). Every train and validation image goes through the
    preprocessing and `lower` once; those activations at the cut are kept. On a
-   CPU that one pass runs in LiteRT (see `FrozenPass`), which is several times
-   faster there than TensorFlow for the same float32 arithmetic.
+   CPU that one pass runs in LiteRT (see `FrozenPass`): the same float32
+   arithmetic, up to 4x faster there than TensorFlow.
 2. Phase 1 (head): `upper` and the pooling run once more over the cached
    activations to give one feature vector per image; the head is fitted on them.
 3. Phase 2 (fine-tuning): `upper` is unfrozen (BatchNorm stays frozen and in
