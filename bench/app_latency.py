@@ -29,7 +29,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the app harness and photo makers the app's tests use
 
-from app_bundles import DEV_ZIP, colour_photo, jpeg_bytes  # noqa: E402
+from app_bundles import sample_photo  # noqa: E402
 from app_harness import CHROMIUM, headless_chromium, streamlit_server, upload, wait_for_results  # noqa: E402
 
 from fish_classifier.bundle import BundleError  # noqa: E402
@@ -37,13 +37,7 @@ from fish_classifier.predictor import BACKENDS, Predictor  # noqa: E402
 
 
 def bench_photo(image: Path | None) -> tuple[str, bytes]:
-    if image is not None:
-        return image.name, image.read_bytes()
-    if DEV_ZIP.is_file():
-        with zipfile.ZipFile(DEV_ZIP) as archive:
-            first = sorted(n for n in archive.namelist() if "/data/test/" in n and n.endswith(".jpg"))[0]
-            return Path(first).name, archive.read(first)
-    return "synthetic.jpg", jpeg_bytes(colour_photo(0, 256))
+    return (image.name, image.read_bytes()) if image is not None else sample_photo()
 
 
 def warm_latency_ms(predictor: Predictor, photo: bytes, calls: int, warmup: int) -> dict:

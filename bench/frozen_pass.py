@@ -15,7 +15,6 @@ import argparse
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,24 +22,21 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the dev-zip path the app's tests use
 
-from app_bundles import DEV_ZIP  # noqa: E402
+from app_bundles import DEV_ZIP, dev_photos  # noqa: E402
 
 from fish_classifier.params import load_params  # noqa: E402
-from fish_classifier.training import FrozenPass, _cpu_threads, _extractor  # noqa: E402
+from fish_classifier.training import FrozenPass, cpu_threads, frozen_extractor  # noqa: E402
 from fish_classifier.zoo import BACKBONES, build_backbone, split_for_fine_tuning  # noqa: E402
 
 
-def dev_photos(folder: Path, count: int) -> list[str]:
+def write_dev_photos(folder: Path, count: int) -> list[str]:
     """`count` dev test photos, written to `folder` (the frozen pass reads files, as training does)."""
     if not DEV_ZIP.is_file():
         sys.exit(f"needs the dev zip {DEV_ZIP}; not present")
-    with zipfile.ZipFile(DEV_ZIP) as archive:
-        names = sorted(n for n in archive.namelist() if "/data/test/" in n and n.endswith(".jpg"))[:count]
-        paths = []
-        for i, name in enumerate(names):
-            path = folder / f"{i:04d}.jpg"
-            path.write_bytes(archive.read(name))
-            paths.append(str(path))
+    paths = []
+    for name, photo in dev_photos("test", count):
+        (folder / name).write_bytes(photo)
+        paths.append(str(folder / name))
     return paths
 
 
@@ -57,13 +53,13 @@ def main() -> None:
     args = parser.parse_args()
     train = load_params()["train"]
     with tempfile.TemporaryDirectory() as work:
-        paths = dev_photos(Path(work), args.photos)
-        print(f"{len(paths)} dev photos, {_cpu_threads()} CPU threads, batch {train['batch_size']} for Keras")
+        paths = write_dev_photos(Path(work), args.photos)
+        print(f"{len(paths)} dev photos, {cpu_threads()} CPU threads, batch {train['batch_size']} for Keras")
         print(f"{'backbone':<16}{'keras ms':>9}{'litert ms':>10}{'speed-up':>9}{'export s':>9}{'max rel diff':>13}")
         for name in args.models:
             backbone = build_backbone(name, None)
             lower, _ = split_for_fine_tuning(backbone, train[name]["fine_tune_layers"])
-            extractor = _extractor(name, lower, backbone.input_shape[1])
+            extractor = frozen_extractor(name, lower, backbone.input_shape[1])
             keras_pass = FrozenPass(extractor, "keras", train["batch_size"], progress=False)
             keras_pass(paths[:8], "warm-up")
             expected, keras_s = timed(lambda: keras_pass(paths, "bench"))

@@ -11,7 +11,7 @@ Measured side by side, interleaved round by round so machine noise hits every ro
 4. `Predictor`: `Predictor.predict(one photo's JPEG bytes)`, as the app calls it (decode, resize,
    model, temperature, top-k).
 
-Then it prints the model's multiply-adds (counted from its layers), this machine's float32 matrix
+Then it prints the deploy model's multiply-adds (counted from the layers of its `model.keras`), this machine's float32 matrix
 multiply throughput (NumPy's BLAS on all usable CPUs), and the latency that throughput implies for
 the model: no float32 runtime can beat it by much, since convolutions are matrix multiplies at best.
 
@@ -24,36 +24,27 @@ import statistics
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the dev-zip path the app's tests use
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the dev-zip photos the app's tests use
 
-from app_bundles import DEV_ZIP, colour_photo, jpeg_bytes  # noqa: E402
+from app_bundles import sample_photo  # noqa: E402
 
 from fish_classifier.bundle import BundleError  # noqa: E402
 from fish_classifier.images import load_pixels  # noqa: E402
 from fish_classifier.predictor import Predictor  # noqa: E402
 from fish_classifier.serving import LiteRTBackend, usable_cpus  # noqa: E402
+from fish_classifier.zoo import build_backbone  # noqa: E402
 
 
-def first_test_photo() -> bytes:
-    if DEV_ZIP.is_file():
-        with zipfile.ZipFile(DEV_ZIP) as archive:
-            return archive.read(sorted(n for n in archive.namelist() if "/data/test/" in n and n.endswith(".jpg"))[0])
-    return jpeg_bytes(colour_photo(0, 256))
-
-
-def stock_litert(model_name: str, size: int, classes: int, work: Path) -> LiteRTBackend:
+def stock_litert(model_name: str, size: int, classes: int, work: Path) -> "StockRunner":
     """The backbone as `keras.applications` builds it, with a pooled softmax head, exported with Keras's defaults."""
     import keras
 
-    from fish_classifier.zoo import BACKBONES
-
-    backbone = BACKBONES[model_name].application(include_top=False, weights=None, input_shape=(size, size, 3))
+    backbone = build_backbone(model_name, None, size)
     x = keras.layers.GlobalAveragePooling2D()(backbone.output)
     model = keras.Model(backbone.input, keras.layers.Dense(classes, activation="softmax")(x))
     path = work / "stock.tflite"
@@ -62,30 +53,29 @@ def stock_litert(model_name: str, size: int, classes: int, work: Path) -> LiteRT
 
 
 class StockRunner:
-    """A LiteRT model with any outputs, run like `LiteRTBackend` runs the bundle's (one signature runner call)."""
+    """A LiteRT model with one input, run as `LiteRTBackend` runs the bundle's (one signature-runner call)."""
 
     def __init__(self, path: Path):
         from ai_edge_litert.interpreter import Interpreter
 
         interpreter = Interpreter(model_path=str(path), num_threads=usable_cpus())
-        [key] = interpreter.get_signature_list()
+        [(key, signature)] = interpreter.get_signature_list().items()
         self._runner = interpreter.get_signature_runner(key)
-        [self._input] = interpreter.get_signature_list()[key]["inputs"]
+        [self._input] = signature["inputs"]
 
     def __call__(self, pixels: np.ndarray):
         return self._runner(**{self._input: pixels})
 
 
-def multiply_adds(model_name: str, size: int) -> int:
-    """Multiply-adds of one image through the backbone (Conv2D, DepthwiseConv2D, Dense), from layer shapes."""
+def multiply_adds(model) -> int:
+    """Multiply-adds of one image through a Keras model and the models nested in it, from layer shapes."""
     import keras
 
-    from fish_classifier.zoo import BACKBONES
-
-    backbone = BACKBONES[model_name].application(include_top=False, weights=None, input_shape=(size, size, 3))
     total = 0
-    for layer in backbone.layers:
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += multiply_adds(layer)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
             _, h, w, c = layer.output.shape
             total += h * w * c * int(np.prod(layer.kernel_size))
         elif isinstance(layer, keras.layers.Conv2D):
@@ -123,17 +113,16 @@ def main() -> None:
     except BundleError as exc:
         sys.exit(f"{exc} (or pass --bundle DIR)")
     size, classes = predictor.input_size, len(predictor.classes)
-    photo = first_test_photo()
+    _, photo = sample_photo()
     pixels = load_pixels(photo, size)[np.newaxis].astype(np.float32)
     bundle_model = LiteRTBackend(predictor.bundle.serving_model_path)
     with tempfile.TemporaryDirectory() as work:
-        stock = stock_litert(predictor.model_name, size, classes, Path(work))
-        rows = {
-            "bundle model": lambda: bundle_model(pixels),
-            "stock export": lambda: stock(pixels),
-            "JPEG to pixels": lambda: load_pixels(photo, size),
-            "Predictor": lambda: predictor.predict([photo]),
-        }
+        rows = {"bundle model": lambda: bundle_model(pixels)}
+        if predictor.model_name != "cnn":  # keras.applications has no stock version of the custom CNN
+            stock = stock_litert(predictor.model_name, size, classes, Path(work))
+            rows["stock export"] = lambda: stock(pixels)
+        rows["JPEG to pixels"] = lambda: load_pixels(photo, size)
+        rows["Predictor"] = lambda: predictor.predict([photo])
         times = {name: [] for name in rows}
         for call in rows.values():  # warm-up
             for _ in range(10):
@@ -142,7 +131,9 @@ def main() -> None:
             for name, call in rows.items():
                 times[name].extend(_seconds(call) * 1000 for _ in range(args.calls))
 
-    macs = multiply_adds(predictor.model_name, size)
+    from fish_classifier.preprocessing import load_model
+
+    macs = multiply_adds(load_model(predictor.bundle.model_path))
     gflops = matmul_gflops()
     floor_ms = 2 * macs / (gflops * 1e9) * 1000
     print(f"{predictor.model_name} at {size} px, {usable_cpus()} CPUs, {args.rounds} x {args.calls} calls per row")

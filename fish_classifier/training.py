@@ -135,11 +135,10 @@ def train_model(name: str, data: TrainingData, train_params: dict, seed: int, ca
         "class_weight": class_weights(data.train_labels, data.num_classes) if train_params.get("class_weight") else None,
         "callbacks": list(callbacks),
         "verbose": 2,
-        "frozen_pass": train_params.get("frozen_pass", "auto"),
     }
     if name == "cnn":
         return train_custom_cnn(data, settings, strategy, fit_options)
-    return train_transfer(name, data, settings, strategy, fit_options)
+    return train_transfer(name, data, settings, strategy, fit_options, train_params.get("frozen_pass", "auto"))
 
 
 def train_custom_cnn(data: TrainingData, settings: dict, strategy, fit_options: dict) -> keras.Model:
@@ -167,7 +166,9 @@ def train_custom_cnn(data: TrainingData, settings: dict, strategy, fit_options: 
     return model
 
 
-def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_options: dict) -> keras.Model:
+def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_options: dict,
+                   frozen_pass: str = "auto") -> keras.Model:
+    """Two-phase transfer learning on cached activations; `frozen_pass` is params' `train.frozen_pass`."""
     spec = BACKBONES[name]
     fine_tune = settings["fine_tune_epochs"] > 0 and settings["fine_tune_layers"] > 0
     with strategy.scope():
@@ -183,20 +184,20 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
     # The only pass of the frozen layers over the images.
     size = backbone.input_shape[1]
     batch_size = fit_options["batch_size"]
-    runtime = choose_frozen_pass_runtime(fit_options.get("frozen_pass", "auto"))
-    frozen_pass = FrozenPass(_extractor(name, lower, size), runtime, batch_size)
+    runtime = choose_frozen_pass_runtime(frozen_pass)
+    frozen = FrozenPass(frozen_extractor(name, lower, size), runtime, batch_size)
     # Under multi_worker each worker extracts, and trains on, its own slice of the train images.
     mine = worker_slice(strategy)
     train_paths, train_labels = data.train_paths[mine], data.train_labels[mine]
-    train_acts = frozen_pass(train_paths, "train")
+    train_acts = frozen(train_paths, "train")
     train_size = len(data.train_paths)
     if settings.get("mirror_train"):
         # Cached features rule out on-the-fly augmentation; a mirrored copy of each image is the cheap substitute.
-        mirrored = frozen_pass(train_paths, "train, mirrored", mirror=True)
+        mirrored = frozen(train_paths, "train, mirrored", mirror=True)
         train_acts = np.concatenate([train_acts, mirrored])
         train_labels = np.concatenate([train_labels, train_labels])
         train_size *= 2
-    val_acts = frozen_pass(data.val_paths, "val")
+    val_acts = frozen(data.val_paths, "val")
 
     # Phase 1: the head alone, on one pooled feature vector per image. Built outside the strategy's scope
     # (it adds no weights), so predict() runs locally on every worker.
@@ -236,7 +237,8 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
     return model
 
 
-def _extractor(name: str, lower: keras.Model, size: int) -> keras.Model:
+def frozen_extractor(name: str, lower: keras.Model, size: int) -> keras.Model:
+    """The part training runs once per image: raw pixels through the backbone's preprocessing and `lower`."""
     pixels = keras.Input((size, size, 3), name="pixels")
     x = BackbonePreprocess(BACKBONES[name].preprocessing, name="preprocess")(pixels)
     return keras.Model(pixels, lower(x, training=False), name=f"{name}_extractor")
@@ -296,7 +298,7 @@ def _litert_runner(extractor: keras.Model):
         path = Path(work) / "frozen.tflite"
         extractor.export(str(path), format="litert", verbose=False)
         content = path.read_bytes()
-    interpreter = Interpreter(model_content=content, num_threads=_cpu_threads())
+    interpreter = Interpreter(model_content=content, num_threads=cpu_threads())
     interpreter.allocate_tensors()
     [source] = interpreter.get_input_details()
     [target] = interpreter.get_output_details()
@@ -309,7 +311,7 @@ def _litert_runner(extractor: keras.Model):
     return run
 
 
-def _cpu_threads() -> int:
+def cpu_threads() -> int:
     """CPU threads for LiteRT: the limit `fish-classifier repro --jobs N` gives each job, else every usable CPU."""
     limit = os.environ.get("TF_NUM_INTRAOP_THREADS")
     if limit:

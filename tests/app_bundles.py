@@ -72,6 +72,20 @@ def real_photos(classes: list[str], split: str, per_class: int) -> list[tuple[st
     return photos
 
 
+def dev_photos(split: str, count: int) -> list[tuple[str, bytes]]:
+    """(file name, JPEG bytes) of the first `count` photos of `split` in the dev zip, in path order."""
+    with zipfile.ZipFile(DEV_ZIP) as archive:
+        names = sorted(n for n in archive.namelist() if f"/data/{split}/" in n and n.endswith(".jpg"))[:count]
+        return [(Path(n).name, archive.read(n)) for n in names]
+
+
+def sample_photo() -> tuple[str, bytes]:
+    """The first dev test photo, or a synthetic JPEG where the dev zip is absent: a photo for timing."""
+    if DEV_ZIP.is_file():
+        return dev_photos("test", 1)[0]
+    return "synthetic.jpg", jpeg_bytes(colour_photo(0, 256))
+
+
 def build_real_photo_bundle(out_dir, labels: list[str], *, per_class: int = 30, image_size: int = 128) -> Path:
     """A frozen MobileNetV2 with a head fitted on `per_class` train photos of each of `labels`."""
     import keras

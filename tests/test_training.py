@@ -13,8 +13,8 @@ from fish_classifier.preprocessing import load_model
 from fish_classifier.training import (
     FrozenPass,
     TrainingData,
-    _extractor,
     choose_frozen_pass_runtime,
+    frozen_extractor,
     class_weights,
     choose_strategy,
     load_training_data,
@@ -92,7 +92,7 @@ def test_litert_frozen_pass_gives_the_keras_activations_row_for_row(colour_data,
     """Same images, same order, same numbers (to float32 rounding), mirrored copies included."""
     backbone = build_backbone(name, None, image_size=64)
     lower, _ = split_for_fine_tuning(backbone, 3)
-    extractor = _extractor(name, lower, 64)
+    extractor = frozen_extractor(name, lower, 64)
     paths = colour_data.train_paths
     keras_pass, litert_pass = FrozenPass(extractor, "keras", 8), FrozenPass(extractor, "litert", 8)
     for mirror in (False, True):
