@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fish_classifier.calibration import apply_temperature, fit_temperature, negative_log_likelihood
+from fish_classifier.calibration import apply_temperature, count_errors, fit_temperature, negative_log_likelihood
 from fish_classifier.manifest import label_indices, read_classes, read_manifest
 from fish_classifier.metrics import expected_calibration_error
 from fish_classifier.params import load_params
@@ -57,7 +57,7 @@ def main() -> None:
     for name, rows in (("all validation", np.ones(len(val), bool)), ("validation without leaks", clean)):
         temperature = fit_temperature(val_probs[rows], y_val[rows])
         calibrated = apply_temperature(test_probs, temperature)
-        errors = int((val_probs[rows].argmax(axis=1) != y_val[rows]).sum())
+        errors = count_errors(val_probs[rows], y_val[rows])
         ece = expected_calibration_error(calibrated.max(axis=1), correct, bins)
         print(f"{name:<28}{rows.sum():>7}{errors:>7}{temperature:>8.3f}{ece:>10.4f}"
               f"{negative_log_likelihood(calibrated, y_test):>10.4f}")

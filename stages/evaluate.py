@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fish_classifier.calibration import apply_temperature, fit_temperature, negative_log_likelihood
+from fish_classifier.calibration import apply_temperature, count_errors, fit_temperature, negative_log_likelihood
 from fish_classifier.manifest import label_indices, read_classes, read_manifest
 from fish_classifier.metrics import (
     classification_report,
@@ -59,6 +59,7 @@ report.update(
     model_size_mb=round(model_path.stat().st_size / 1e6, 2),
     calibration={
         "temperature": temperature,
+        "val_errors": count_errors(val_probs, y_val),  # with none, the temperature stays 1
         "ece_before": expected_calibration_error(test_probs.max(axis=1), correct, bins),
         "ece_after": expected_calibration_error(calibrated.max(axis=1), correct, bins),
         "nll_before": negative_log_likelihood(test_probs, y_test),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fish_classifier.calibration import apply_temperature, fit_temperature, negative_log_likelihood
+from fish_classifier.calibration import apply_temperature, count_errors, fit_temperature, negative_log_likelihood
 
 
 def _softmax(logits):
@@ -52,3 +52,27 @@ def test_rejects_a_non_positive_temperature():
 def test_rejects_fitting_on_no_images():
     with pytest.raises(ValueError, match="zero images"):
         fit_temperature(np.empty((0, 3)), np.empty(0, dtype=int))
+
+
+def test_no_errors_to_learn_from_leaves_the_temperature_at_one(caplog):
+    # Every top class right: the likelihood keeps rising as T -> 0, so it has no minimum to fit.
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]])
+    with caplog.at_level("WARNING", logger="fish_classifier.calibration"):
+        assert fit_temperature(probs, [0, 1, 2]) == 1.0
+    assert "no errors among the 3 calibration images: the temperature stays 1" in caplog.text
+
+
+def test_one_error_is_enough_for_a_temperature_inside_the_bounds():
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
+    temperature = fit_temperature(probs, [0, 1, 2, 1])
+    assert 0.06 < temperature < 19.0
+    # Fitted, not defaulted: it beats T = 1 on the likelihood.
+    assert negative_log_likelihood(apply_temperature(probs, temperature), [0, 1, 2, 1]) < negative_log_likelihood(
+        probs, [0, 1, 2, 1]
+    )
+
+
+def test_count_errors_counts_wrong_and_tied_top_classes():
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.45, 0.45, 0.1]])
+    assert count_errors(probs, [0, 0, 1]) == 2  # the second is wrong, the third a tie
+    assert count_errors(probs[:2], [0, 1]) == 0

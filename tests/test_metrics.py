@@ -149,8 +149,10 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     assert report["per_class"][CLASSES[-1]["label"]]["precision"] == pytest.approx(3 / 4)
     assert report["input_size"] == 32
     assert report["images_per_second"] > 0 and report["model_size_mb"] > 0
-    assert report["calibration"]["temperature"] > 0
-    assert 0 <= report["calibration"]["ece_after"] <= 1
+    # The tiny model names every validation tint right: nothing to fit a temperature on, so it stays 1.
+    assert report["calibration"]["val_errors"] == 0
+    assert report["calibration"]["temperature"] == 1.0
+    assert report["calibration"]["ece_after"] == pytest.approx(report["calibration"]["ece_before"])
 
     predictions = pd.read_csv(tmp_path / "metrics" / "tiny" / "predictions.csv")
     assert len(predictions) == 12 and predictions.columns.tolist()[:4] == ["path", "label", "predicted", "confidence"]
