@@ -54,6 +54,7 @@ def run_recipe(recipe: str, epochs: int, fine_tune_epochs: int) -> dict:
     import numpy as np
     from sklearn.metrics import accuracy_score, f1_score
 
+    from fish_classifier.augment import Augmentation
     from fish_classifier.images import load_pixels
     from fish_classifier.manifest import label_indices, read_manifest
     from fish_classifier.params import load_params
@@ -67,7 +68,8 @@ def run_recipe(recipe: str, epochs: int, fine_tune_epochs: int) -> dict:
         # patience = epochs: both recipes run every epoch they are given.
         train_params["mobilenetv2"] = dict(train_params["mobilenetv2"], head_epochs=epochs - fine_tune_epochs,
                                            fine_tune_epochs=fine_tune_epochs, patience=epochs)
-        model = train_model("mobilenetv2", data, train_params, params["base"]["seed"])
+        model = train_model("mobilenetv2", data, train_params, params["base"]["seed"],
+                            augmentation=Augmentation.from_params(params["augment"]))
         scale = 1.0
     else:
         model = train_usual_recipe(data, epochs, params["train"]["batch_size"], params["base"]["seed"])

@@ -41,6 +41,11 @@ class Augmentation:
             if not 0 <= value < 1:
                 raise ValueError(f"augment.{name} must be within [0, 1), got {value}")
 
+    @classmethod
+    def from_params(cls, augment_params: dict) -> "Augmentation":
+        """The ranges in params.yaml's `augment` section; `min_per_class` is about the class, not the image."""
+        return cls(**{name: value for name, value in augment_params.items() if name != "min_per_class"})
+
     def apply(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         """One random variant of `image`. Always draws the same five numbers, so streams stay aligned."""
         flip = rng.random() < 0.5

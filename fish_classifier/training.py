@@ -5,7 +5,8 @@ backbone more than once per image:
 
 1. The backbone is cut into a frozen `lower` part and a `upper` part (the top
    `fine_tune_layers`). Every train and validation image goes through the
-   preprocessing and `lower` once; those activations at the cut are kept. On a
+   preprocessing and `lower` once (train images also mirrored and in
+   `augmented_views` random variants, if asked); those activations at the cut are kept. On a
    CPU that one pass runs in LiteRT (see `FrozenPass`): the same float32
    arithmetic, up to 4x faster there than TensorFlow.
 2. Phase 1 (head): `upper` and the pooling run once more over the cached
@@ -29,7 +30,8 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from fish_classifier.images import load_pixels
+from fish_classifier.augment import Augmentation
+from fish_classifier.images import load_pixels, open_rgb
 from fish_classifier.manifest import label_indices, read_classes, read_manifest
 from fish_classifier.multi_worker import fit_across_workers, is_multi_worker, tf_config, worker_slice
 from fish_classifier.preprocessing import BackbonePreprocess
@@ -73,20 +75,26 @@ def load_training_data(manifest: str | Path, augmented_manifest: str | Path | No
     )
 
 
-def pixel_dataset(paths: list[str], labels: np.ndarray | None, image_size: int) -> tf.data.Dataset:
+def pixel_dataset(paths: list[str], labels: np.ndarray | None, image_size: int,
+                  augmentation: Augmentation | None = None, seed: tuple[int, ...] = ()) -> tf.data.Dataset:
     """Images decoded in parallel through `images.load_pixels`, exactly as inference reads them.
 
     Yields float32 pixels of shape (image_size, image_size, 3), paired with their label when `labels` is given.
+    With `augmentation`, each image is first randomly changed by it, image i drawing from a generator
+    seeded by (*seed, i): the same pixels whatever order the parallel decoding finishes in.
     """
 
-    def decode(path):
-        return load_pixels(path.decode(), image_size)
+    def decode(index, path):
+        image = open_rgb(path.decode())
+        if augmentation is not None:
+            image = augmentation.apply(image, np.random.default_rng([*seed, int(index)]))
+        return load_pixels(image, image_size)
 
-    def load(path):
-        pixels = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
+    def load(index, path):
+        pixels = tf.numpy_function(decode, [index, path], tf.uint8, stateful=False)
         return tf.cast(tf.ensure_shape(pixels, (image_size, image_size, 3)), tf.float32)
 
-    images = tf.data.Dataset.from_tensor_slices(list(paths))
+    images = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), list(paths)))
     images = images.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if labels is None:
         return images
@@ -122,8 +130,12 @@ def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     return table
 
 
-def train_model(name: str, data: TrainingData, train_params: dict, seed: int, callbacks=()) -> keras.Model:
-    """Train model `name` with its own section of `train_params` (params.yaml's `train`)."""
+def train_model(name: str, data: TrainingData, train_params: dict, seed: int, callbacks=(),
+                augmentation: Augmentation | None = None) -> keras.Model:
+    """Train model `name` with its own section of `train_params` (params.yaml's `train`).
+
+    `augmentation` (params.yaml's `augment` ranges) makes a backbone's `augmented_views`.
+    """
     check_model_name(name)
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
     strategy = choose_strategy(train_params.get("strategy", "auto"))
@@ -138,7 +150,8 @@ def train_model(name: str, data: TrainingData, train_params: dict, seed: int, ca
     }
     if name == "cnn":
         return train_custom_cnn(data, settings, strategy, fit_options)
-    return train_transfer(name, data, settings, strategy, fit_options, train_params.get("frozen_pass", "auto"))
+    return train_transfer(name, data, settings, strategy, fit_options, train_params.get("frozen_pass", "auto"),
+                          augmentation=augmentation, seed=seed)
 
 
 def train_custom_cnn(data: TrainingData, settings: dict, strategy, fit_options: dict) -> keras.Model:
@@ -167,10 +180,13 @@ def train_custom_cnn(data: TrainingData, settings: dict, strategy, fit_options: 
 
 
 def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_options: dict,
-                   frozen_pass: str = "auto") -> keras.Model:
+                   frozen_pass: str = "auto", augmentation: Augmentation | None = None, seed: int = 0) -> keras.Model:
     """Two-phase transfer learning on cached activations; `frozen_pass` is params' `train.frozen_pass`."""
     spec = BACKBONES[name]
     fine_tune = settings["fine_tune_epochs"] > 0 and settings["fine_tune_layers"] > 0
+    views = settings.get("augmented_views", 0)
+    if views and augmentation is None:
+        raise ValueError(f"train.{name}.augmented_views is {views} but no augmentation ranges were given")
     with strategy.scope():
         backbone = build_backbone(name, settings["weights"])
         backbone.trainable = False
@@ -191,12 +207,17 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
     train_paths, train_labels = data.train_paths[mine], data.train_labels[mine]
     train_acts = frozen(train_paths, "train")
     train_size = len(data.train_paths)
+    # Cached activations rule out on-the-fly augmentation. Instead each train image also goes through the frozen
+    # layers mirrored, and `augmented_views` times randomly changed, once each: copies fixed for every epoch.
+    copies = []
     if settings.get("mirror_train"):
-        # Cached features rule out on-the-fly augmentation; a mirrored copy of each image is the cheap substitute.
-        mirrored = frozen(train_paths, "train, mirrored", mirror=True)
-        train_acts = np.concatenate([train_acts, mirrored])
-        train_labels = np.concatenate([train_labels, train_labels])
-        train_size *= 2
+        copies.append(frozen(train_paths, "train, mirrored", mirror=True))
+    for view in range(views):
+        copies.append(frozen(train_paths, f"train, augmented view {view + 1} of {views}",
+                             augmentation=augmentation, seed=(seed, view)))
+    train_acts = np.concatenate([train_acts, *copies])
+    train_labels = np.tile(train_labels, 1 + len(copies))
+    train_size *= 1 + len(copies)
     val_acts = frozen(data.val_paths, "val")
 
     # Phase 1: the head alone, on one pooled feature vector per image. Built outside the strategy's scope
@@ -263,10 +284,12 @@ class FrozenPass:
         self.size = int(extractor.input_shape[1])
         self._runner = _litert_runner(extractor) if runtime == "litert" else None
 
-    def __call__(self, paths, split: str, mirror: bool = False) -> np.ndarray:
-        """Activations at the cut, one row per path, in order; `mirror` flips each image left-right first."""
+    def __call__(self, paths, split: str, mirror: bool = False, augmentation: Augmentation | None = None,
+                 seed: tuple[int, ...] = ()) -> np.ndarray:
+        """Activations at the cut, one row per path, in order; `mirror` flips each image left-right first,
+        `augmentation` changes it at random (see `pixel_dataset`)."""
         log.info("computing backbone activations for %d %s images (%s)", len(paths), split, self.runtime)
-        images = pixel_dataset(paths, None, self.size)
+        images = pixel_dataset(paths, None, self.size, augmentation, seed)
         if mirror:
             images = images.map(tf.image.flip_left_right)
         if self._runner is None:

@@ -16,8 +16,6 @@ OUT_DIR = Path("data/augmented")
 
 def main() -> None:
     params = load_params()
-    settings = dict(params["augment"])
-    min_per_class = settings.pop("min_per_class")
     manifest = read_manifest("data/manifest.csv")
 
     shutil.rmtree(OUT_DIR, ignore_errors=True)
@@ -25,9 +23,9 @@ def main() -> None:
     augmented = augment_train(
         manifest,
         OUT_DIR,
-        min_per_class=min_per_class,
+        min_per_class=params["augment"]["min_per_class"],
         seed=params["base"]["seed"],
-        augmentation=Augmentation(**settings),
+        augmentation=Augmentation.from_params(params["augment"]),
     )
     write_manifest(augmented, OUT_DIR / "manifest.csv")
 

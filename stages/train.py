@@ -11,6 +11,7 @@ from pathlib import Path
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
+from fish_classifier.augment import Augmentation
 from fish_classifier.multi_worker import is_chief
 from fish_classifier.params import load_params
 from fish_classifier.training import load_training_data, train_model
@@ -28,7 +29,8 @@ def main(name: str) -> None:
     # DVC runs this stage; DVCLive only writes the curves, it makes no experiment of its own.
     with Live(str(out / "live"), save_dvc_exp=False, dvcyaml=None) as live:
         live.log_params({"model": name, **params["train"][name]})
-        model = train_model(name, data, params["train"], params["base"]["seed"], callbacks=[DVCLiveCallback(live=live)])
+        model = train_model(name, data, params["train"], params["base"]["seed"], callbacks=[DVCLiveCallback(live=live)],
+                            augmentation=Augmentation.from_params(params["augment"]))
     model.save(out / "model.keras")
     role = "" if is_chief() else f"; a worker's copy, the chief writes models/{name}/model.keras"
     print(f"saved {out / 'model.keras'} ({len(data.classes)} classes, input {model.input_shape[1]}px{role})")

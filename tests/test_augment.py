@@ -112,3 +112,11 @@ def test_out_of_range_settings_are_refused(settings, message):
 def test_negative_minimum_is_refused(manifest):
     with pytest.raises(ValueError, match="min_per_class must be >= 0, got -3"):
         copies_needed(manifest, -3)
+
+
+def test_ranges_come_from_the_augment_params_and_a_misspelt_one_is_refused():
+    augmentation = Augmentation.from_params(
+        {"min_per_class": 200, "max_rotation": 10, "max_zoom": 0.1, "brightness": 0.3, "contrast": 0.05})
+    assert augmentation == Augmentation(max_rotation=10, max_zoom=0.1, brightness=0.3, contrast=0.05)
+    with pytest.raises(TypeError, match="max_rotaton"):
+        Augmentation.from_params({"min_per_class": 200, "max_rotaton": 10})

@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fish_classifier.augment import Augmentation
+from fish_classifier.images import load_pixels, open_rgb
 from fish_classifier.manifest import label_indices
 from fish_classifier.preprocessing import load_model
 from fish_classifier.training import (
@@ -18,6 +20,7 @@ from fish_classifier.training import (
     class_weights,
     choose_strategy,
     load_training_data,
+    pixel_dataset,
     train_model,
 )
 from fish_classifier.zoo import MODEL_NAMES, build_backbone, split_for_fine_tuning
@@ -104,6 +107,54 @@ def test_litert_frozen_pass_gives_the_keras_activations_row_for_row(colour_data,
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * scale)
     # Mirroring changes the activations, so the check above compared something real.
     assert np.abs(litert_pass(paths, "train", mirror=True) - litert_pass(paths, "train")).max() > 1e-3 * scale
+
+
+def test_augmented_pixels_are_fixed_by_the_seed_and_the_image_index(colour_data):
+    """Image i is changed with the generator seeded (*seed, i), whatever order parallel decoding finishes in."""
+    augmentation = Augmentation(max_rotation=30, max_zoom=0.3, brightness=0.4, contrast=0.4)
+    paths = colour_data.train_paths[:6]
+
+    def pixels(seed):
+        return np.stack(list(pixel_dataset(paths, None, 32, augmentation, seed).as_numpy_iterator()))
+
+    view = pixels((7, 0))
+    for i, path in enumerate(paths):
+        expected = load_pixels(augmentation.apply(open_rgb(path), np.random.default_rng([7, 0, i])), 32)
+        np.testing.assert_array_equal(view[i], expected)
+    np.testing.assert_array_equal(pixels((7, 0)), view)
+    assert np.abs(pixels((7, 1)) - view).max() > 10  # another view, other changes
+    plain = np.stack(list(pixel_dataset(paths, None, 32).as_numpy_iterator()))
+    assert np.abs(plain - view).max() > 10
+
+
+def test_augmented_views_each_take_one_frozen_pass_over_the_train_images(colour_data, monkeypatch):
+    passes = []
+    original = FrozenPass.__call__
+
+    def recording(self, paths, split, mirror=False, augmentation=None, seed=()):
+        passes.append((split, len(paths), mirror, augmentation is not None, tuple(seed)))
+        return original(self, paths, split, mirror, augmentation, seed)
+
+    monkeypatch.setattr(FrozenPass, "__call__", recording)
+    params = tiny_train_params()
+    params["mobilenetv2"] = dict(params["mobilenetv2"], mirror_train=True, augmented_views=2)
+    model = train_model("mobilenetv2", colour_data, params, seed=5, augmentation=Augmentation())
+    n = len(colour_data.train_paths)
+    assert passes == [
+        ("train", n, False, False, ()),
+        ("train, mirrored", n, True, False, ()),
+        ("train, augmented view 1 of 2", n, False, True, (5, 0)),
+        ("train, augmented view 2 of 2", n, False, True, (5, 1)),
+        ("val", len(colour_data.val_paths), False, False, ()),
+    ]
+    assert model.output_shape == (None, 3)
+
+
+def test_augmented_views_need_the_augmentation_ranges(colour_data):
+    params = tiny_train_params()
+    params["vgg16"] = dict(params["vgg16"], augmented_views=1)
+    with pytest.raises(ValueError, match="train.vgg16.augmented_views is 1 but no augmentation ranges were given"):
+        train_model("vgg16", colour_data, params, seed=0)
 
 
 def test_training_data_joins_augmented_rows_to_train(tmp_path):

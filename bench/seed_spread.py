@@ -1,0 +1,90 @@
+"""How far does the seed alone move a model's test scores? Train it several times on the same data and
+params, changing only the seed, and score each run the way the `evaluate` stage does.
+
+On 408 test photos one photo is 0.25% of accuracy, and an ECE rests on a handful of errors. This
+shows how many photos the seed alone moves, so a single run's score, or a target such as 0.99, can
+be read against that spread. Prints per seed: test accuracy, macro F1, errors on validation and on
+test, the temperature fitted on validation, and the test ECE before and after it; then min, mean
+and max. Needs the dev data prepared and the model's weights (README: "Offline, from the dev zip").
+From the repo root:
+
+    python bench/seed_spread.py --model mobilenetv2 --seeds 42 1 2 3 4
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = Path("data/manifest.csv")
+COLUMNS = ("accuracy", "macro_f1", "val_errors", "test_errors", "temperature", "ece_before", "ece_after")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mobilenetv2")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
+    args = parser.parse_args()
+    if not MANIFEST.is_file():
+        sys.exit(f"{MANIFEST} is missing: prepare the dev data first (README: 'Offline, from the dev zip')")
+
+    rows = []
+    for seed in args.seeds:
+        start = time.perf_counter()
+        row = train_and_score(args.model, seed)
+        rows.append(row)
+        print(f"seed {seed}: " + ", ".join(f"{k} {row[k]:.4g}" for k in COLUMNS)
+              + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    print(f"\n{args.model}, params.yaml as it is, {len(rows)} seeds, dev zip test split")
+    print(f"{'seed':>6}" + "".join(f"{c:>13}" for c in COLUMNS))
+    for seed, row in zip(args.seeds, rows):
+        print(f"{seed:>6}" + "".join(f"{row[c]:>13.4f}" for c in COLUMNS))
+    for name, reduce in (("min", np.min), ("mean", np.mean), ("max", np.max)):
+        print(f"{name:>6}" + "".join(f"{reduce([r[c] for r in rows]):>13.4f}" for c in COLUMNS))
+
+
+def train_and_score(name: str, seed: int) -> dict:
+    """Train `name` with `seed` as `train@<name>` would, then score it as `evaluate@<name>` does."""
+    import keras
+
+    from fish_classifier.augment import Augmentation
+    from fish_classifier.calibration import apply_temperature, count_errors, fit_temperature
+    from fish_classifier.manifest import label_indices, read_manifest
+    from fish_classifier.metrics import classification_report, expected_calibration_error
+    from fish_classifier.params import load_params
+    from fish_classifier.predictor import KerasBackend, probabilities_for_files
+    from fish_classifier.training import load_training_data, train_model
+
+    keras.backend.clear_session()
+    params = load_params()
+    data = load_training_data(MANIFEST, "data/augmented/manifest.csv", "data/classes.json")
+    model = train_model(name, data, params["train"], seed, augmentation=Augmentation.from_params(params["augment"]))
+
+    manifest = read_manifest(MANIFEST)
+    originals = manifest[~manifest["augmented"].astype(bool)]
+    val, test = (originals[originals["split"] == split] for split in ("val", "test"))
+    y_val, y_test = (label_indices(split["label"], data.classes) for split in (val, test))
+    backend = KerasBackend(model)
+    batch_size, bins = params["evaluate"]["batch_size"], params["evaluate"]["ece_bins"]
+    val_probs, _ = probabilities_for_files(backend, val["path"], batch_size=batch_size, desc=f"seed {seed} val")
+    test_probs, _ = probabilities_for_files(backend, test["path"], batch_size=batch_size, desc=f"seed {seed} test")
+
+    temperature = fit_temperature(val_probs, y_val)
+    correct = test_probs.argmax(axis=1) == y_test
+    report = classification_report(y_test, test_probs.argmax(axis=1), [c["label"] for c in data.classes])
+    return {
+        "accuracy": report["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "val_errors": count_errors(val_probs, y_val),
+        "test_errors": int((~correct).sum()),
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(test_probs.max(axis=1), correct, bins),
+        "ece_after": expected_calibration_error(apply_temperature(test_probs, temperature).max(axis=1), correct, bins),
+    }
+
+
+if __name__ == "__main__":
+    main()
