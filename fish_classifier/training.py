@@ -85,9 +85,9 @@ def pixel_dataset(paths: list[str], labels: np.ndarray | None, image_size: int,
     """
 
     def decode(index, path):
-        image = open_rgb(path.decode())
-        if augmentation is not None:
-            image = augmentation.apply(image, np.random.default_rng([*seed, int(index)]))
+        if augmentation is None:
+            return load_pixels(path.decode(), image_size)
+        image = augmentation.apply(open_rgb(path.decode()), np.random.default_rng([*seed, int(index)]))
         return load_pixels(image, image_size)
 
     def load(index, path):
