@@ -21,7 +21,6 @@ import statistics
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fish_classifier.calibration import apply_temperature, count_errors, fit_temperature, negative_log_likelihood
-from fish_classifier.manifest import label_indices, read_classes, read_manifest
-from fish_classifier.metrics import expected_calibration_error
+from fish_classifier.manifest import label_indices, read_classes, read_manifest, scored_split
+from fish_classifier.metrics import calibration_report
 from fish_classifier.params import load_params
 from fish_classifier.predictor import KerasBackend, probabilities_for_files
 from fish_classifier.preprocessing import load_model
@@ -41,27 +40,20 @@ def main() -> None:
     bins = load_params()["evaluate"]["ece_bins"]
     classes = read_classes("data/classes.json")
     manifest = read_manifest("data/manifest.csv")
-    originals = manifest[~manifest["augmented"].astype(bool)]
-    val, test = (originals[originals["split"] == split] for split in ("val", "test"))
+    val, test = scored_split(manifest, "val"), scored_split(manifest, "test")
     y_val, y_test = (label_indices(split["label"], classes) for split in (val, test))
 
     backend = KerasBackend(load_model(model_path))
     val_probs, _ = probabilities_for_files(backend, val["path"], batch_size=32, desc="val")
     test_probs, _ = probabilities_for_files(backend, test["path"], batch_size=32, desc="test")
-    correct = test_probs.argmax(axis=1) == y_test
     clean = ~val["path"].isin(leaked_val_paths(Path("data/prepare_report.json"))).to_numpy()
 
-    print(f"{args.model}: test accuracy {correct.mean():.4f} on {len(test)} photos, "
-          f"ECE at T=1 {expected_calibration_error(test_probs.max(axis=1), correct, bins):.4f}")
-    print(f"{'calibrated on':<28}{'photos':>7}{'errors':>7}{'T':>8}{'test ECE':>10}{'test NLL':>10}")
+    print(f"{args.model}: test accuracy {(test_probs.argmax(axis=1) == y_test).mean():.4f} on {len(test)} photos")
+    print(f"{'calibrated on':<28}{'photos':>7}{'errors':>7}{'T':>8}{'test ECE':>10}{'test NLL':>10}{'ECE at T=1':>12}")
     for name, rows in (("all validation", np.ones(len(val), bool)), ("validation without leaks", clean)):
-        temperature = fit_temperature(val_probs[rows], y_val[rows])
-        calibrated = apply_temperature(test_probs, temperature)
-        errors = count_errors(val_probs[rows], y_val[rows])
-        ece = expected_calibration_error(calibrated.max(axis=1), correct, bins)
-        print(f"{name:<28}{rows.sum():>7}{errors:>7}{temperature:>8.3f}{ece:>10.4f}"
-              f"{negative_log_likelihood(calibrated, y_test):>10.4f}")
-
+        fit = calibration_report(val_probs[rows], y_val[rows], test_probs, y_test, bins)
+        print(f"{name:<28}{rows.sum():>7}{fit['val_errors']:>7}{fit['temperature']:>8.3f}{fit['ece_after']:>10.4f}"
+              f"{fit['nll_after']:>10.4f}{fit['ece_before']:>12.4f}")
 
 if __name__ == "__main__":
     main()

@@ -51,9 +51,8 @@ def train_and_score(name: str, seed: int) -> dict:
     import keras
 
     from fish_classifier.augment import Augmentation
-    from fish_classifier.calibration import apply_temperature, count_errors, fit_temperature
-    from fish_classifier.manifest import label_indices, read_manifest
-    from fish_classifier.metrics import classification_report, expected_calibration_error
+    from fish_classifier.manifest import label_indices, read_manifest, scored_split
+    from fish_classifier.metrics import calibration_report, classification_report
     from fish_classifier.params import load_params
     from fish_classifier.predictor import KerasBackend, probabilities_for_files
     from fish_classifier.training import load_training_data, train_model
@@ -64,25 +63,20 @@ def train_and_score(name: str, seed: int) -> dict:
     model = train_model(name, data, params["train"], seed, augmentation=Augmentation.from_params(params["augment"]))
 
     manifest = read_manifest(MANIFEST)
-    originals = manifest[~manifest["augmented"].astype(bool)]
-    val, test = (originals[originals["split"] == split] for split in ("val", "test"))
+    val, test = scored_split(manifest, "val"), scored_split(manifest, "test")
     y_val, y_test = (label_indices(split["label"], data.classes) for split in (val, test))
     backend = KerasBackend(model)
     batch_size, bins = params["evaluate"]["batch_size"], params["evaluate"]["ece_bins"]
     val_probs, _ = probabilities_for_files(backend, val["path"], batch_size=batch_size, desc=f"seed {seed} val")
     test_probs, _ = probabilities_for_files(backend, test["path"], batch_size=batch_size, desc=f"seed {seed} test")
 
-    temperature = fit_temperature(val_probs, y_val)
-    correct = test_probs.argmax(axis=1) == y_test
     report = classification_report(y_test, test_probs.argmax(axis=1), [c["label"] for c in data.classes])
+    calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins)
     return {
         "accuracy": report["accuracy"],
         "macro_f1": report["macro_f1"],
-        "val_errors": count_errors(val_probs, y_val),
-        "test_errors": int((~correct).sum()),
-        "temperature": temperature,
-        "ece_before": expected_calibration_error(test_probs.max(axis=1), correct, bins),
-        "ece_after": expected_calibration_error(apply_temperature(test_probs, temperature).max(axis=1), correct, bins),
+        "test_errors": int((test_probs.argmax(axis=1) != y_test).sum()),
+        **{key: calibration[key] for key in ("val_errors", "temperature", "ece_before", "ece_after")},
     }
 
 

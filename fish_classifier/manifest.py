@@ -27,6 +27,11 @@ def write_manifest(manifest: pd.DataFrame, path: str | Path) -> None:
     manifest[MANIFEST_COLUMNS].to_csv(path, index=False)
 
 
+def scored_split(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of `split` that scores are computed on: its original images, never the augmented copies."""
+    return manifest[(manifest["split"] == split) & ~manifest["augmented"].astype(bool)]
+
+
 def read_classes(path: str | Path) -> list[dict]:
     """Classes in model output order: [{"label": raw folder name, "display": readable name}, ...]."""
     with open(path, encoding="utf-8") as f:

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from fish_classifier.calibration import apply_temperature, count_errors, fit_temperature, negative_log_likelihood
+
 HEADLINE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
 
 
@@ -76,6 +78,22 @@ def expected_calibration_error(confidences, correct, bins: int) -> float:
         return 0.0
     weights = table["count"] / table["count"].sum()
     return float((weights * (table["accuracy"] - table["confidence"]).abs()).sum())
+
+
+def calibration_report(val_probs, y_val, test_probs, y_test, bins: int) -> dict:
+    """One temperature fitted on the validation split, and the test split's ECE and NLL before and after it."""
+    temperature = fit_temperature(val_probs, y_val)
+    calibrated = apply_temperature(test_probs, temperature)
+    test_probs = np.asarray(test_probs)
+    correct = test_probs.argmax(axis=1) == np.asarray(y_test)  # a temperature never changes the top class
+    return {
+        "temperature": temperature,
+        "val_errors": count_errors(val_probs, y_val),  # with none, the temperature stays 1
+        "ece_before": expected_calibration_error(test_probs.max(axis=1), correct, bins),
+        "ece_after": expected_calibration_error(calibrated.max(axis=1), correct, bins),
+        "nll_before": negative_log_likelihood(test_probs, y_test),
+        "nll_after": negative_log_likelihood(calibrated, y_test),
+    }
 
 
 def format_top_k(top_k) -> str:

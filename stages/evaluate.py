@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from fish_classifier.calibration import apply_temperature, count_errors, fit_temperature, negative_log_likelihood
-from fish_classifier.manifest import label_indices, read_classes, read_manifest
+from fish_classifier.calibration import apply_temperature
+from fish_classifier.manifest import label_indices, read_classes, read_manifest, scored_split
 from fish_classifier.metrics import (
+    calibration_report,
     classification_report,
     confusion,
-    expected_calibration_error,
     plot_confusion,
     plot_reliability,
     predictions_table,
@@ -35,8 +35,7 @@ classes = read_classes("data/classes.json")
 labels = [c["label"] for c in classes]
 displays = [c["display"] for c in classes]
 manifest = read_manifest("data/manifest.csv")
-originals = manifest[~manifest["augmented"].astype(bool)]
-val, test = (originals[originals["split"] == split] for split in ("val", "test"))
+val, test = scored_split(manifest, "val"), scored_split(manifest, "test")
 y_val, y_test = (label_indices(split["label"], classes) for split in (val, test))
 
 backend = KerasBackend(load_model(model_path))
@@ -44,7 +43,8 @@ batch_size = params["batch_size"]
 val_probs, _ = probabilities_for_files(backend, val["path"], batch_size=batch_size, desc=f"{name} val")
 test_probs, seconds = probabilities_for_files(backend, test["path"], batch_size=batch_size, desc=f"{name} test")
 
-temperature = fit_temperature(val_probs, y_val)
+calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins)
+temperature = calibration["temperature"]
 calibrated = apply_temperature(test_probs, temperature)
 y_pred = test_probs.argmax(axis=1)  # a temperature never changes the top class
 correct = y_pred == y_test
@@ -57,14 +57,7 @@ report.update(
     input_size=backend.input_size,
     images_per_second=round(len(test) / seconds, 2),
     model_size_mb=round(model_path.stat().st_size / 1e6, 2),
-    calibration={
-        "temperature": temperature,
-        "val_errors": count_errors(val_probs, y_val),  # with none, the temperature stays 1
-        "ece_before": expected_calibration_error(test_probs.max(axis=1), correct, bins),
-        "ece_after": expected_calibration_error(calibrated.max(axis=1), correct, bins),
-        "nll_before": negative_log_likelihood(test_probs, y_test),
-        "nll_after": negative_log_likelihood(calibrated, y_test),
-    },
+    calibration=calibration,
 )
 Path("metrics", f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 

@@ -8,6 +8,7 @@ from fish_classifier.manifest import (
     find_classes,
     read_classes,
     read_manifest,
+    scored_split,
     write_classes,
     write_manifest,
 )
@@ -95,3 +96,10 @@ def test_manifest_and_classes_round_trip(tmp_path):
     classes = [{"label": "animal fish", "display": "Animal fish"}]
     write_classes(classes, tmp_path / "classes.json")
     assert read_classes(tmp_path / "classes.json") == classes
+
+
+def test_scores_are_computed_on_a_split_s_original_images_only():
+    manifest = pd.DataFrame({"path": ["a", "b", "c", "d"], "split": ["val", "val", "test", "val"],
+                             "augmented": [False, True, False, False]})
+    assert scored_split(manifest, "val")["path"].tolist() == ["a", "d"]
+    assert scored_split(manifest, "test")["path"].tolist() == ["c"]

@@ -12,6 +12,7 @@ import yaml
 from fixtures_models import CLASSES, save_tiny_model, write_tinted_images
 
 from fish_classifier.metrics import (
+    calibration_report,
     classification_report,
     confusion,
     expected_calibration_error,
@@ -163,3 +164,16 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     assert len(pd.read_csv(tmp_path / "metrics" / "tiny" / "val_confidence.csv")) == 15
     for png in ("confusion.png", "reliability.png"):
         assert (tmp_path / "metrics" / "tiny" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibration_report_fits_on_validation_and_scores_test():
+    # Validation: one confident error in four, so the fitted temperature softens (T > 1).
+    val = np.array([[0.95, 0.05], [0.05, 0.95], [0.95, 0.05], [0.9, 0.1]])
+    test = np.array([[0.97, 0.03], [0.15, 0.85], [0.96, 0.04], [0.25, 0.75]])
+    report = calibration_report(val, [0, 1, 0, 1], test, [0, 1, 1, 1], bins=10)
+    assert report["val_errors"] == 1
+    assert report["temperature"] > 1
+    assert report["nll_after"] < report["nll_before"]
+    # By hand, at T = 1: bin [0.9, 1] holds 0.97 (right) and 0.96 (wrong): |0.5 - 0.965| * 2/4 = 0.2325;
+    # bin [0.8, 0.9) holds 0.85 (right): 0.15 * 1/4; bin [0.7, 0.8) holds 0.75 (right): 0.25 * 1/4.
+    assert report["ece_before"] == pytest.approx(0.2325 + 0.0375 + 0.0625)
