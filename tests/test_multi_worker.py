@@ -43,7 +43,9 @@ def stage_folder(tmp_path, strategy_params):
     ).to_csv(tmp_path / "data" / "manifest.csv", index=False)
     classes = [{"label": label, "display": label.title()} for label in sorted(COLOURS)]
     (tmp_path / "data" / "classes.json").write_text(json.dumps({"classes": classes}))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"base": {"seed": 7}, "train": strategy_params}))
+    augment = yaml.safe_load((REPO / "params.yaml").read_text())["augment"]  # the stage reads its ranges
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"base": {"seed": 7}, "augment": augment, "train": strategy_params}))
     return tmp_path
 
 
