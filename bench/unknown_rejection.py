@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fish_classifier.manifest import read_manifest
+from fish_classifier.manifest import read_manifest, scored_split
 from fish_classifier.metrics import expected_calibration_error
 from fish_classifier.params import load_params
 from fish_classifier.predictor import Predictor
@@ -80,7 +80,7 @@ def main() -> None:
     predictor = Predictor(args.bundle)
     bins = load_params()["evaluate"]["ece_bins"]
     manifest = read_manifest(args.manifest)
-    test = manifest[(manifest["split"] == "test") & ~manifest["augmented"].astype(bool)]
+    test = scored_split(manifest, "test")
     fish = predictor.predict(list(test["path"]), top_k=1)
     readable = [(p, label) for p, label in zip(fish, test["label"]) if p.error is None]
     confidence = np.array([p.confidence for p, _ in readable])
