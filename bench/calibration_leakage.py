@@ -37,7 +37,8 @@ def main() -> None:
     model_path = Path("models") / args.model / "model.keras"
     if not model_path.is_file():
         sys.exit(f"{model_path} is missing: run `dvc repro` first")
-    bins = load_params()["evaluate"]["ece_bins"]
+    params = load_params()["evaluate"]
+    bins, prior_sigma = params["ece_bins"], params["temperature_prior_sigma"]
     classes = read_classes("data/classes.json")
     manifest = read_manifest("data/manifest.csv")
     val, test = scored_split(manifest, "val"), scored_split(manifest, "test")
@@ -51,7 +52,7 @@ def main() -> None:
     print(f"{args.model}: test accuracy {(test_probs.argmax(axis=1) == y_test).mean():.4f} on {len(test)} photos")
     print(f"{'calibrated on':<28}{'photos':>7}{'errors':>7}{'T':>8}{'test ECE':>10}{'test NLL':>10}{'ECE at T=1':>12}")
     for name, rows in (("all validation", np.ones(len(val), bool)), ("validation without leaks", clean)):
-        fit = calibration_report(val_probs[rows], y_val[rows], test_probs, y_test, bins)
+        fit = calibration_report(val_probs[rows], y_val[rows], test_probs, y_test, bins, prior_sigma)
         print(f"{name:<28}{rows.sum():>7}{fit['val_errors']:>7}{fit['temperature']:>8.3f}{fit['ece_after']:>10.4f}"
               f"{fit['nll_after']:>10.4f}{fit['ece_before']:>12.4f}")
 

@@ -71,7 +71,8 @@ def train_and_score(name: str, seed: int) -> dict:
     test_probs, _ = probabilities_for_files(backend, test["path"], batch_size=batch_size, desc=f"seed {seed} test")
 
     report = classification_report(y_test, test_probs.argmax(axis=1), [c["label"] for c in data.classes])
-    calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins)
+    calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins,
+                                     params["evaluate"]["temperature_prior_sigma"])
     return {
         "accuracy": report["accuracy"],
         "macro_f1": report["macro_f1"],

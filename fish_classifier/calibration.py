@@ -4,11 +4,7 @@ The models end in a softmax, so log(p) is the logit vector up to a constant per
 image, and softmax(log(p) / T) is exactly temperature scaling of the logits.
 """
 
-import logging
-
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 # Wide enough for any model seen in practice (T < 1 sharpens, T > 1 softens);
 # the bounds only keep the search away from degenerate zeros and infinities.
@@ -32,29 +28,32 @@ def negative_log_likelihood(probabilities, y_true) -> float:
     return float(-np.log(np.clip(picked, _TINY, 1.0)).mean())
 
 
-def fit_temperature(probabilities, y_true) -> float:
-    """The temperature that minimises the negative log-likelihood of the true classes.
+def fit_temperature(probabilities, y_true, prior_sigma: float = 1.0) -> float:
+    """The most probable temperature given the images: it minimises the summed negative log-likelihood
+    of the true classes plus a log-normal prior, log T ~ Normal(0, prior_sigma²), centred on T = 1.
 
-    When the top class is right on every image, that likelihood only grows as T falls
-    towards 0, so it has no minimum: such images show the model ranks well, not how sharp
-    its confidence should be. The temperature is then 1 (confidence left as it is) rather
-    than the search's lower bound, which would turn every confidence into 100%.
+    Over many images the likelihood outweighs the prior, and this is the plain maximum-likelihood fit.
+    The prior matters when the images hold few errors, as a good model's validation split does. With
+    no error at all the likelihood alone only grows as T falls towards 0 and has no minimum; the prior
+    stops the sharpening where one more step costs more belief than the images give back.
     """
     from scipy.optimize import minimize_scalar
 
+    if not prior_sigma > 0:
+        raise ValueError(f"prior_sigma must be positive, got {prior_sigma}")
     probabilities = np.asarray(probabilities, dtype=np.float64)
     y_true = np.asarray(y_true)
     if len(probabilities) == 0:
         raise ValueError("cannot fit a temperature on zero images")
-    if not count_errors(probabilities, y_true):
-        log.warning("no errors among the %d calibration images: the temperature stays 1", len(probabilities))
-        return 1.0
+    count = len(probabilities)
+
+    def negative_log_posterior(log_t: float) -> float:
+        likelihood = count * negative_log_likelihood(apply_temperature(probabilities, np.exp(log_t)), y_true)
+        return likelihood + log_t**2 / (2 * prior_sigma**2)
+
     # Searching log T keeps the steps even between sharpening and softening.
     result = minimize_scalar(
-        lambda log_t: negative_log_likelihood(apply_temperature(probabilities, np.exp(log_t)), y_true),
-        bounds=tuple(np.log(TEMPERATURE_BOUNDS)),
-        method="bounded",
-        options={"xatol": 1e-5},
+        negative_log_posterior, bounds=tuple(np.log(TEMPERATURE_BOUNDS)), method="bounded", options={"xatol": 1e-5}
     )
     return float(np.exp(result.x))
 

@@ -80,15 +80,16 @@ def expected_calibration_error(confidences, correct, bins: int) -> float:
     return float((weights * (table["accuracy"] - table["confidence"]).abs()).sum())
 
 
-def calibration_report(val_probs, y_val, test_probs, y_test, bins: int) -> dict:
-    """One temperature fitted on the validation split, and the test split's ECE and NLL before and after it."""
-    temperature = fit_temperature(val_probs, y_val)
+def calibration_report(val_probs, y_val, test_probs, y_test, bins: int, prior_sigma: float) -> dict:
+    """One temperature fitted on the validation split (`calibration.fit_temperature`, its prior on log T
+    of width `prior_sigma`), and the test split's ECE and NLL before and after it."""
+    temperature = fit_temperature(val_probs, y_val, prior_sigma)
     calibrated = apply_temperature(test_probs, temperature)
     test_probs = np.asarray(test_probs)
     correct = test_probs.argmax(axis=1) == np.asarray(y_test)  # a temperature never changes the top class
     return {
         "temperature": temperature,
-        "val_errors": count_errors(val_probs, y_val),  # with none, the temperature stays 1
+        "val_errors": count_errors(val_probs, y_val),  # the fewer, the more the prior decides the temperature
         "ece_before": expected_calibration_error(test_probs.max(axis=1), correct, bins),
         "ece_after": expected_calibration_error(calibrated.max(axis=1), correct, bins),
         "nll_before": negative_log_likelihood(test_probs, y_test),

@@ -71,7 +71,8 @@ def fit_across_workers(model: keras.Model, strategy: tf.distribute.Strategy, tra
     `train` is this worker's slice of (x, label) pairs, unbatched; `val` the whole validation split.
     `train_size` counts the training examples of all workers together: every worker takes
     `ceil(train_size / batch_size)` steps per epoch, so no worker waits on a collective the others skipped.
-    `batch_size` is global, as in `fit`. `model` must be compiled (its optimizer is used) in `strategy.scope()`.
+    `batch_size` is global, as in `fit`. `model` must be compiled in `strategy.scope()`: its optimizer
+    and its loss (a `training.training_loss`) are used.
     """
     steps = max(1, math.ceil(train_size / batch_size))
     local = train.shuffle(max(1, train_size), reshuffle_each_iteration=True).repeat()
@@ -90,7 +91,8 @@ def fit_across_workers(model: keras.Model, strategy: tf.distribute.Strategy, tra
         y = tf.cast(y, tf.int32)
         with tf.GradientTape() as tape:
             probabilities = model(x, training=True)
-            per_example = keras.losses.sparse_categorical_crossentropy(y, probabilities) * tf.gather(weights, y)
+            # The compiled loss, unreduced: cross-entropy against one-hot labels (smoothed if the model asks).
+            per_example = model.loss.call(tf.one_hot(y, num_classes), probabilities) * tf.gather(weights, y)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=batch_size)
             scaled = model.optimizer.scale_loss(loss)  # a no-op unless mixed precision wrapped the optimizer
         gradients = tape.gradient(scaled, model.trainable_variables)
@@ -147,7 +149,8 @@ def _score(model: keras.Model, val: tf.data.Dataset, batch_size: int) -> dict:
     total_loss, correct, count = 0.0, 0, 0
     for x, y in val.batch(batch_size):
         probabilities = model(x, training=False)
-        total_loss += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, probabilities)))
+        one_hot = tf.one_hot(tf.cast(y, tf.int32), probabilities.shape[-1])
+        total_loss += float(tf.reduce_sum(model.loss.call(one_hot, probabilities)))
         correct += int(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1), tf.cast(y, tf.int64)), tf.int32)))
         count += int(tf.shape(y)[0])
     return {"val_loss": total_loss / max(count, 1), "val_accuracy": correct / max(count, 1)}

@@ -160,7 +160,7 @@ def train_custom_cnn(data: TrainingData, settings: dict, strategy, fit_options: 
         model = build_model(
             "cnn", data.num_classes, image_size=size, filters=tuple(settings["filters"]), dropout=settings["dropout"]
         )
-        model.compile(optimizer=keras.optimizers.Adam(settings["lr"]), loss="sparse_categorical_crossentropy",
+        model.compile(optimizer=keras.optimizers.Adam(settings["lr"]), loss=training_loss(settings),
                       metrics=["accuracy"])
     mine = worker_slice(strategy)
     train = pixel_dataset(data.train_paths[mine], data.train_labels[mine], size).cache()
@@ -230,8 +230,8 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
     with strategy.scope():
         features = keras.Input(train_features.shape[1:], name="features")
         head_model = keras.Model(features, dense(head_dropout(features)), name=f"{name}_head")
-        head_model.compile(optimizer=keras.optimizers.Adam(settings["head_lr"]),
-                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        head_model.compile(optimizer=keras.optimizers.Adam(settings["head_lr"]), loss=training_loss(settings),
+                           metrics=["accuracy"])
     _fit(head_model, _pairs(train_features, train_labels), _pairs(val_features, data.val_labels), train_size,
          settings["head_epochs"], settings["patience"], strategy, fit_options)
 
@@ -246,8 +246,8 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
             # training=False keeps BatchNorm on its ImageNet statistics while the weights above it move.
             x = pool(upper(acts_input, training=False))
             tuned = keras.Model(acts_input, dense(head_dropout(x)), name=f"{name}_fine_tune")
-            tuned.compile(optimizer=keras.optimizers.Adam(settings["fine_tune_lr"]),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            tuned.compile(optimizer=keras.optimizers.Adam(settings["fine_tune_lr"]), loss=training_loss(settings),
+                          metrics=["accuracy"])
         _fit(tuned, _pairs(train_acts, train_labels), _pairs(val_acts, data.val_labels), train_size,
              settings["fine_tune_epochs"], settings["patience"], strategy, fit_options)
 
@@ -345,11 +345,24 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+def training_loss(settings: dict) -> keras.losses.Loss:
+    """Cross-entropy against one-hot labels, smoothed by the model's `label_smoothing` (0 = plain).
+
+    Smoothing keeps the head from driving its confidences to 1 on the training images; the
+    temperature fitted on validation then sharpens them back to what the model earns.
+    """
+    smoothing = float(settings.get("label_smoothing", 0.0))
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}")
+    return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+
+
 def _fit(model, train: tf.data.Dataset, val: tf.data.Dataset, train_size: int, epochs: int, patience: int,
          strategy: tf.distribute.Strategy, fit_options: dict, batch_transform=None) -> None:
     """Fit on unbatched (x, label) pairs, early-stopping on validation loss and restoring the best weights.
 
     `train_size` counts the training pairs of all workers together (`train` holds this worker's slice).
+    Labels are class indices; `model.fit` gets them one-hot, as `training_loss` expects.
     """
     batch_size = fit_options["batch_size"]
     callbacks = [*fit_options["callbacks"], _early_stopping(patience)]
@@ -358,12 +371,17 @@ def _fit(model, train: tf.data.Dataset, val: tf.data.Dataset, train_size: int, e
                            class_weight=fit_options["class_weight"], callbacks=callbacks,
                            batch_transform=batch_transform)
         return
+    num_classes = model.output_shape[-1]
+
+    def one_hot(x, y):
+        return x, tf.one_hot(y, num_classes)
+
     batches = train.shuffle(train_size, reshuffle_each_iteration=True).batch(batch_size)
     if batch_transform is not None:
         batches = batches.map(batch_transform, num_parallel_calls=tf.data.AUTOTUNE)
     model.fit(
-        batches.prefetch(tf.data.AUTOTUNE),
-        validation_data=val.batch(batch_size).prefetch(tf.data.AUTOTUNE),
+        batches.map(one_hot).prefetch(tf.data.AUTOTUNE),
+        validation_data=val.batch(batch_size).map(one_hot).prefetch(tf.data.AUTOTUNE),
         epochs=epochs,
         class_weight=fit_options["class_weight"],
         callbacks=callbacks,

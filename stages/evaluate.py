@@ -43,7 +43,7 @@ batch_size = params["batch_size"]
 val_probs, _ = probabilities_for_files(backend, val["path"], batch_size=batch_size, desc=f"{name} val")
 test_probs, seconds = probabilities_for_files(backend, test["path"], batch_size=batch_size, desc=f"{name} test")
 
-calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins)
+calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins, params["temperature_prior_sigma"])
 temperature = calibration["temperature"]
 calibrated = apply_temperature(test_probs, temperature)
 y_pred = test_probs.argmax(axis=1)  # a temperature never changes the top class

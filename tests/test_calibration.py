@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from fish_classifier.calibration import apply_temperature, count_errors, fit_temperature, negative_log_likelihood
+from fish_classifier.calibration import (
+    TEMPERATURE_BOUNDS,
+    apply_temperature,
+    count_errors,
+    fit_temperature,
+    negative_log_likelihood,
+)
 
 
 def _softmax(logits):
@@ -54,19 +60,42 @@ def test_rejects_fitting_on_no_images():
         fit_temperature(np.empty((0, 3)), np.empty(0, dtype=int))
 
 
-def test_no_errors_to_learn_from_leaves_the_temperature_at_one(caplog):
-    # Every top class right: the likelihood keeps rising as T -> 0, so it has no minimum to fit.
+def _negative_log_posterior(probs, labels, temperature, prior_sigma=1.0):
+    return len(probs) * negative_log_likelihood(apply_temperature(probs, temperature), labels) + np.log(
+        temperature
+    ) ** 2 / (2 * prior_sigma**2)
+
+
+def test_no_errors_the_prior_stops_the_sharpening_inside_the_bounds():
+    # Every top class right: the likelihood alone keeps rising as T -> 0. The prior on log T gives a minimum.
     probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]])
-    with caplog.at_level("WARNING", logger="fish_classifier.calibration"):
-        assert fit_temperature(probs, [0, 1, 2]) == 1.0
-    assert "no errors among the 3 calibration images: the temperature stays 1" in caplog.text
+    temperature = fit_temperature(probs, [0, 1, 2])
+    assert TEMPERATURE_BOUNDS[0] * 1.01 < temperature < 1.0
+    # It is that minimum: a step either way raises likelihood plus prior.
+    best = _negative_log_posterior(probs, [0, 1, 2], temperature)
+    assert best < _negative_log_posterior(probs, [0, 1, 2], temperature * 1.02)
+    assert best < _negative_log_posterior(probs, [0, 1, 2], temperature / 1.02)
+
+
+def test_more_error_free_images_outweigh_the_prior_more():
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]])
+    few = fit_temperature(probs, [0, 1, 2])
+    many = fit_temperature(np.tile(probs, (100, 1)), [0, 1, 2] * 100)
+    assert many < few
+    # A tighter prior holds T nearer 1.
+    assert few < fit_temperature(probs, [0, 1, 2], prior_sigma=0.2) < 1.0
+
+
+def test_rejects_a_non_positive_prior_width():
+    with pytest.raises(ValueError, match="prior_sigma must be positive, got 0"):
+        fit_temperature(np.array([[0.6, 0.4]]), [0], prior_sigma=0)
 
 
 def test_one_error_is_enough_for_a_temperature_inside_the_bounds():
     probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
     temperature = fit_temperature(probs, [0, 1, 2, 1])
     assert 0.06 < temperature < 19.0
-    # Fitted, not defaulted: it beats T = 1 on the likelihood.
+    # The data move it off the prior's centre: it beats T = 1 on the likelihood.
     assert negative_log_likelihood(apply_temperature(probs, temperature), [0, 1, 2, 1]) < negative_log_likelihood(
         probs, [0, 1, 2, 1]
     )

@@ -22,6 +22,7 @@ from fish_classifier.training import (
     load_training_data,
     pixel_dataset,
     train_model,
+    training_loss,
 )
 from fish_classifier.zoo import MODEL_NAMES, build_backbone, split_for_fine_tuning
 
@@ -43,7 +44,7 @@ def write_colour_images(folder, per_class=6, size=40, seed=0):
 
 def tiny_train_params(**overrides):
     backbone = {"weights": "none", "head_epochs": 2, "head_lr": 0.01, "fine_tune_layers": 3,
-                "fine_tune_epochs": 1, "fine_tune_lr": 1e-4, "dropout": 0.1, "patience": 2}
+                "fine_tune_epochs": 1, "fine_tune_lr": 1e-4, "dropout": 0.1, "patience": 2, "label_smoothing": 0.1}
     params = {"batch_size": 8, "strategy": "default", "mixed_precision": False, "class_weight": False,
               "cnn": {"image_size": 32, "filters": [8, 16, 16], "dropout": 0.1, "epochs": 25, "lr": 0.01,
                       "patience": 25, "augment": False}}
@@ -73,6 +74,21 @@ def test_class_weights_are_inverse_frequency():
     # 4 samples, 2 classes: weight = 4 / (2 * count) -> class 0: 4/6, class 1: 4/2; class 2 absent keeps 1.
     weights = class_weights(np.array([0, 0, 0, 1]), 3)
     assert weights == pytest.approx({0: 2 / 3, 1: 2.0, 2: 1.0})
+
+
+def test_training_loss_is_cross_entropy_against_smoothed_one_hot_labels():
+    probabilities = np.array([[0.9, 0.1]], dtype="float32")
+    plain = training_loss({})(np.array([[1.0, 0.0]]), probabilities)
+    assert float(plain) == pytest.approx(-np.log(0.9), rel=1e-5)
+    # Smoothing 0.1 over two classes makes the target [0.95, 0.05]: -(0.95 ln 0.9 + 0.05 ln 0.1) = 0.215221.
+    smoothed = training_loss({"label_smoothing": 0.1})(np.array([[1.0, 0.0]]), probabilities)
+    assert float(smoothed) == pytest.approx(0.215221, rel=1e-5)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0])
+def test_label_smoothing_outside_zero_to_one_is_rejected(value):
+    with pytest.raises(ValueError, match=rf"label_smoothing must be in \[0, 1\), got {value}"):
+        training_loss({"label_smoothing": value})
 
 
 def test_unknown_strategy_is_rejected():
