@@ -3,6 +3,10 @@
 A saved model therefore takes raw RGB pixels in [0, 255], and nobody can feed it
 the wrong scaling later: the mistake that sank ResNet50 and EfficientNetB0 in
 the project this one replaces.
+
+`MirrorPair` and `MirrorMean` are the model's optional test-time mirror averaging: each
+image also goes through the network flipped left-right, and the two answers are averaged
+(a fish facing left is the same species facing right).
 """
 
 import keras
@@ -43,6 +47,44 @@ class BackbonePreprocess(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="fish_classifier")
+class MirrorPair(keras.layers.Layer):
+    """(n, h, w, c) images -> (2n, h, w, c): the n images, then the same n mirrored left-right."""
+
+    def call(self, inputs):
+        return ops.concatenate([inputs, ops.flip(inputs, axis=2)], axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="fish_classifier")
+class MirrorMean(keras.layers.Layer):
+    """Folds the 2n results of a `MirrorPair` batch back to n: the mean of each image's two results.
+
+    With `maps=True` the results are (2n, h, w, k) maps, and the mirrored half is flipped back
+    first so that both halves line up with the original image.
+    """
+
+    def __init__(self, maps: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.maps = maps
+
+    def call(self, inputs):
+        # (2n, ...) -> (2, n, ...): reshape, not a split, so the batch size may stay unknown.
+        pairs = ops.reshape(inputs, (2, -1, *inputs.shape[1:]))
+        original, mirrored = pairs[0], pairs[1]
+        if self.maps:
+            mirrored = ops.flip(mirrored, axis=2)
+        return (original + mirrored) / 2
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "maps": self.maps}
 
 
 def load_model(path):

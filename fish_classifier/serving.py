@@ -3,7 +3,8 @@
 The export has two named outputs:
     probabilities   (n, classes)        the softmax, exactly what the Keras model outputs
     class_maps      (n, h, w, classes)  the last feature map (the input of `pool`) weighed by the
-                                        `head` kernel: class k's activation map before ReLU
+                                        `head` kernel: class k's activation map before ReLU (for a
+                                        mirror-averaging model, the mean over the photo and its mirror)
 
 so the app's heatmap needs nothing but the LiteRT runtime. It is float32 with no quantisation:
 `export_for_serving` refuses an export whose probabilities differ from the Keras model's by more
@@ -42,10 +43,16 @@ def serving_model(model):
     """
     import keras
 
+    from fish_classifier.preprocessing import MirrorMean
+
     kernel = np.asarray(model.get_layer(HEAD_LAYER).kernel, dtype=np.float32)
-    weigh = keras.layers.Conv2D(kernel.shape[1], 1, use_bias=False, dtype="float32", name=CLASS_MAPS)
+    mirrored = any(isinstance(layer, MirrorMean) for layer in model.layers)
+    weigh = keras.layers.Conv2D(kernel.shape[1], 1, use_bias=False, dtype="float32",
+                                name=f"{CLASS_MAPS}_both" if mirrored else CLASS_MAPS)
     class_maps = weigh(model.get_layer(FEATURE_LAYER).input)
     weigh.set_weights([kernel[np.newaxis, np.newaxis]])
+    if mirrored:  # a mirror-averaging model: each photo's maps, and its mirror's flipped back, averaged
+        class_maps = MirrorMean(maps=True, name=CLASS_MAPS)(class_maps)
     outputs = {PROBABILITIES: model.output, CLASS_MAPS: class_maps}
     return keras.Model(model.inputs, outputs, name=f"{model.name}_serving")
 

@@ -15,7 +15,8 @@ backbone more than once per image:
    inference mode) and trained with the head at a low learning rate, on the
    cached activations.
 
-The trained layers are then reassembled into one model that takes raw pixels.
+The trained layers are then reassembled into one model that takes raw pixels (and, with
+`mirror_average`, averages each photo's softmax with its mirror image's).
 """
 
 import logging
@@ -253,7 +254,8 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
 
     with strategy.scope():
         backbone.trainable = False
-        model = build_model(name, data.num_classes, backbone=backbone, head=head)
+        model = build_model(name, data.num_classes, backbone=backbone, head=head,
+                            mirror_average=settings.get("mirror_average", False))
     log.info("%s: input %dx%d, preprocessing %s", name, size, size, spec.preprocessing)
     return model
 

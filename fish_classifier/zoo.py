@@ -13,7 +13,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from fish_classifier.preprocessing import BackbonePreprocess
+from fish_classifier.preprocessing import BackbonePreprocess, MirrorMean, MirrorPair
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 MODEL_NAMES = ("cnn", *BACKBONES)
+MIRROR_MEAN = "mirror_mean"  # the last layer of a model built with mirror_average
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -109,23 +110,32 @@ def build_model(
     filters: tuple[int, ...] = (32, 64, 128),
     backbone: keras.Model | None = None,
     head: list[keras.layers.Layer] | None = None,
+    mirror_average: bool = False,
 ) -> keras.Model:
     """A complete classifier taking raw RGB in [0, 255]: preprocessing, features, `pool`, dropout, `head`.
 
-    Pass `backbone` and `head` to assemble a model from layers already trained elsewhere.
+    Pass `backbone` and `head` to assemble a model from layers already trained elsewhere. With
+    `mirror_average` (backbones only) each image also runs mirrored, and the model outputs the mean of
+    the two softmaxes: twice the inference work.
     """
     check_model_name(name)
     if num_classes < 2:
         raise ValueError(f"need at least 2 classes, got {num_classes}")
     if name == "cnn":
+        if mirror_average:
+            raise ValueError("mirror_average is for the backbones; the custom CNN trains on flips instead")
         return build_custom_cnn(num_classes, image_size=image_size or 128, filters=filters, dropout=dropout)
     spec = BACKBONES[name]
     backbone = backbone or build_backbone(name, weights, image_size)
     size = backbone.input_shape[1]
     pixels = keras.Input((size, size, 3), name="pixels")
-    x = BackbonePreprocess(spec.preprocessing, name="preprocess")(pixels)
+    x = MirrorPair(name="mirror_pair")(pixels) if mirror_average else pixels
+    x = BackbonePreprocess(spec.preprocessing, name="preprocess")(x)
     x = backbone(x)
-    return _attach_head(pixels, x, head or build_head(num_classes, dropout), name)
+    head = head or build_head(num_classes, dropout)
+    if mirror_average:
+        head = [*head, MirrorMean(name=MIRROR_MEAN)]
+    return _attach_head(pixels, x, head, name)
 
 
 def build_custom_cnn(

@@ -212,3 +212,26 @@ def test_parity_on_real_dev_test_photos(tmp_path):
 
     assert report["images"] == 45 and report["labels_agree"] == 45
     assert report["max_abs_diff"] <= PARITY_TOLERANCE
+
+
+def test_a_mirror_averaging_model_exports_with_its_maps_folded_back_to_one_per_photo(tmp_path):
+    import keras
+
+    from fish_classifier.preprocessing import load_model
+    from fish_classifier.zoo import build_backbone, build_head, build_model
+
+    backbone, head = build_backbone("mobilenetv2", None, image_size=64), build_head(3, 0.1)
+    build_model("mobilenetv2", 3, backbone=backbone, head=head).save(tmp_path / "plain.keras")
+    build_model("mobilenetv2", 3, backbone=backbone, head=head, mirror_average=True).save(tmp_path / "mirrored.keras")
+    keras.backend.clear_session()
+    plain = KerasBackend(load_model(tmp_path / "plain.keras"))
+    litert = LiteRTBackend(export_litert(load_model(tmp_path / "mirrored.keras"), tmp_path / "m.tflite"), num_threads=1)
+
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    maps, probs = litert.class_maps_and_probs(pixels)
+    plain_maps, plain_probs = plain.class_maps_and_probs(pixels)
+    mirror_maps, mirror_probs = plain.class_maps_and_probs(pixels[:, :, ::-1])
+    assert maps.shape == plain_maps.shape == (2, 2, 2, 3)
+    np.testing.assert_allclose(probs, (plain_probs + mirror_probs) / 2, atol=PARITY_TOLERANCE)
+    # The mirror's maps, flipped back, line up with the photo's own before they are averaged.
+    np.testing.assert_allclose(maps, (plain_maps + mirror_maps[:, :, ::-1]) / 2, rtol=1e-4, atol=1e-4)

@@ -11,7 +11,7 @@ from PIL import Image
 from fish_classifier.augment import Augmentation
 from fish_classifier.images import load_pixels, open_rgb
 from fish_classifier.manifest import label_indices
-from fish_classifier.preprocessing import load_model
+from fish_classifier.preprocessing import MirrorMean, MirrorPair, load_model
 from fish_classifier.training import (
     FrozenPass,
     TrainingData,
@@ -200,6 +200,16 @@ def test_every_model_trains_end_to_end_without_weights(colour_data, name, tmp_pa
     probabilities = np.asarray(reloaded(pixels))
     np.testing.assert_allclose(probabilities, np.asarray(model(pixels)), atol=1e-5)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_mirror_average_is_built_into_the_trained_model(colour_data):
+    params = tiny_train_params()
+    params["mobilenetv2"] = dict(params["mobilenetv2"], mirror_average=True)
+    model = train_model("mobilenetv2", colour_data, params, seed=1)
+    assert isinstance(model.get_layer("mirror_pair"), MirrorPair) and isinstance(model.layers[-1], MirrorMean)
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    # A left-right mirror of the photo gets the very same answer: the model averages both views.
+    np.testing.assert_allclose(np.asarray(model(pixels)), np.asarray(model(pixels[:, :, ::-1])), atol=1e-6)
 
 
 def test_saved_model_outputs_follow_classes_json(tmp_path):

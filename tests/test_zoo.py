@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fish_classifier import zoo
-from fish_classifier.preprocessing import BackbonePreprocess
+from fish_classifier.preprocessing import BackbonePreprocess, MirrorMean, MirrorPair, load_model
 
 # Written out here, independently of the zoo's table, so a wrong entry there cannot pass.
 REFERENCE_PREPROCESS = {
@@ -110,3 +110,35 @@ def test_fine_tuning_cut_keeps_the_backbone_function(built_models, name, top):
     assert len(lower_names | upper_names) == len(backbone.layers) - 1
     x = np.random.default_rng(0).uniform(-1, 1, (1, *backbone.input_shape[1:])).astype("float32")
     np.testing.assert_allclose(upper(lower(x)), backbone(x), rtol=1e-4, atol=1e-4)
+
+
+def _mirror_pair_of_models(tmp_path, size=64):
+    """The same trained-free weights as a plain model and as a mirror-averaging one, both saved and reloaded."""
+    backbone, head = zoo.build_backbone("mobilenetv2", None, image_size=size), zoo.build_head(3, 0.1)
+    plain = zoo.build_model("mobilenetv2", 3, backbone=backbone, head=head)
+    mirrored = zoo.build_model("mobilenetv2", 3, backbone=backbone, head=head, mirror_average=True)
+    plain.save(tmp_path / "plain.keras")
+    mirrored.save(tmp_path / "mirrored.keras")
+    return load_model(tmp_path / "plain.keras"), load_model(tmp_path / "mirrored.keras")
+
+
+def test_mirror_average_outputs_the_mean_of_a_photo_and_its_mirror(tmp_path):
+    plain, mirrored = _mirror_pair_of_models(tmp_path)
+    pixels = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype("float32")
+    expected = (np.asarray(plain(pixels)) + np.asarray(plain(pixels[:, :, ::-1]))) / 2
+    np.testing.assert_allclose(np.asarray(mirrored(pixels)), expected, atol=1e-6)
+    assert mirrored.output_shape == (None, 3)
+    assert isinstance(mirrored.get_layer("mirror_pair"), MirrorPair)
+    assert isinstance(mirrored.layers[-1], MirrorMean)
+
+
+def test_mirror_mean_flips_mirrored_maps_back_before_averaging():
+    maps = np.arange(12, dtype="float32").reshape(2, 2, 3, 1)  # (2n, h, w, k) with n = 1
+    folded = np.asarray(MirrorMean(maps=True)(maps))
+    np.testing.assert_array_equal(folded, (maps[:1] + maps[1:, :, ::-1]) / 2)
+    np.testing.assert_array_equal(np.asarray(MirrorMean()(maps)), (maps[:1] + maps[1:]) / 2)
+
+
+def test_the_custom_cnn_refuses_mirror_average():
+    with pytest.raises(ValueError, match="mirror_average is for the backbones"):
+        zoo.build_model("cnn", 3, image_size=32, mirror_average=True)
