@@ -28,7 +28,7 @@ def negative_log_likelihood(probabilities, y_true) -> float:
     return float(-np.log(np.clip(picked, _TINY, 1.0)).mean())
 
 
-def fit_temperature(probabilities, y_true, prior_sigma: float = 1.0) -> float:
+def fit_temperature(probabilities, y_true, prior_sigma: float) -> float:
     """The most probable temperature given the images: it minimises the summed negative log-likelihood
     of the true classes plus a log-normal prior, log T ~ Normal(0, prior_sigma²), centred on T = 1.
 

@@ -10,6 +10,9 @@ from fish_classifier.calibration import (
 )
 
 
+SIGMA = 1.0  # params.yaml's evaluate.temperature_prior_sigma
+
+
 def _softmax(logits):
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exp / exp.sum(axis=1, keepdims=True)
@@ -27,12 +30,12 @@ def _miscalibrated_model(true_temperature, n=20_000, classes=5, seed=0):
 @pytest.mark.parametrize("true_temperature", [2.5, 0.6])
 def test_fit_recovers_a_known_temperature(true_temperature):
     model_probs, labels, _ = _miscalibrated_model(true_temperature)
-    assert fit_temperature(model_probs, labels) == pytest.approx(true_temperature, rel=0.05)
+    assert fit_temperature(model_probs, labels, SIGMA) == pytest.approx(true_temperature, rel=0.05)
 
 
 def test_fitted_temperature_lowers_the_negative_log_likelihood():
     model_probs, labels, _ = _miscalibrated_model(2.5)
-    fitted = apply_temperature(model_probs, fit_temperature(model_probs, labels))
+    fitted = apply_temperature(model_probs, fit_temperature(model_probs, labels, SIGMA))
     assert negative_log_likelihood(fitted, labels) < negative_log_likelihood(model_probs, labels) - 0.05
 
 
@@ -57,10 +60,10 @@ def test_rejects_a_non_positive_temperature():
 
 def test_rejects_fitting_on_no_images():
     with pytest.raises(ValueError, match="zero images"):
-        fit_temperature(np.empty((0, 3)), np.empty(0, dtype=int))
+        fit_temperature(np.empty((0, 3)), np.empty(0, dtype=int), SIGMA)
 
 
-def _negative_log_posterior(probs, labels, temperature, prior_sigma=1.0):
+def _negative_log_posterior(probs, labels, temperature, prior_sigma=SIGMA):
     return len(probs) * negative_log_likelihood(apply_temperature(probs, temperature), labels) + np.log(
         temperature
     ) ** 2 / (2 * prior_sigma**2)
@@ -69,7 +72,7 @@ def _negative_log_posterior(probs, labels, temperature, prior_sigma=1.0):
 def test_no_errors_the_prior_stops_the_sharpening_inside_the_bounds():
     # Every top class right: the likelihood alone keeps rising as T -> 0. The prior on log T gives a minimum.
     probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]])
-    temperature = fit_temperature(probs, [0, 1, 2])
+    temperature = fit_temperature(probs, [0, 1, 2], SIGMA)
     assert TEMPERATURE_BOUNDS[0] * 1.01 < temperature < 1.0
     # It is that minimum: a step either way raises likelihood plus prior.
     best = _negative_log_posterior(probs, [0, 1, 2], temperature)
@@ -79,8 +82,8 @@ def test_no_errors_the_prior_stops_the_sharpening_inside_the_bounds():
 
 def test_more_error_free_images_outweigh_the_prior_more():
     probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]])
-    few = fit_temperature(probs, [0, 1, 2])
-    many = fit_temperature(np.tile(probs, (100, 1)), [0, 1, 2] * 100)
+    few = fit_temperature(probs, [0, 1, 2], SIGMA)
+    many = fit_temperature(np.tile(probs, (100, 1)), [0, 1, 2] * 100, SIGMA)
     assert many < few
     # A tighter prior holds T nearer 1.
     assert few < fit_temperature(probs, [0, 1, 2], prior_sigma=0.2) < 1.0
@@ -93,7 +96,7 @@ def test_rejects_a_non_positive_prior_width():
 
 def test_one_error_is_enough_for_a_temperature_inside_the_bounds():
     probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
-    temperature = fit_temperature(probs, [0, 1, 2, 1])
+    temperature = fit_temperature(probs, [0, 1, 2, 1], SIGMA)
     assert 0.06 < temperature < 19.0
     # The data move it off the prior's centre: it beats T = 1 on the likelihood.
     assert negative_log_likelihood(apply_temperature(probs, temperature), [0, 1, 2, 1]) < negative_log_likelihood(
