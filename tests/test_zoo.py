@@ -113,7 +113,7 @@ def test_fine_tuning_cut_keeps_the_backbone_function(built_models, name, top):
 
 
 def _mirror_pair_of_models(tmp_path, size=64):
-    """The same trained-free weights as a plain model and as a mirror-averaging one, both saved and reloaded."""
+    """One set of untrained weights, built as a plain model and as a mirror-averaging one, both saved and reloaded."""
     backbone, head = zoo.build_backbone("mobilenetv2", None, image_size=size), zoo.build_head(3, 0.1)
     plain = zoo.build_model("mobilenetv2", 3, backbone=backbone, head=head)
     mirrored = zoo.build_model("mobilenetv2", 3, backbone=backbone, head=head, mirror_average=True)
