@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fish_classifier.manifest import label_indices, read_classes, read_manifest, scored_split
-from fish_classifier.metrics import calibration_report
+from fish_classifier.manifest import read_classes, read_manifest
+from fish_classifier.metrics import calibration_report, predict_split
 from fish_classifier.params import load_params
-from fish_classifier.predictor import KerasBackend, probabilities_for_files
+from fish_classifier.predictor import KerasBackend
 from fish_classifier.preprocessing import load_model
 
 
@@ -41,17 +41,16 @@ def main() -> None:
     bins, prior_sigma = params["ece_bins"], params["temperature_prior_sigma"]
     classes = read_classes("data/classes.json")
     manifest = read_manifest("data/manifest.csv")
-    val, test = scored_split(manifest, "val"), scored_split(manifest, "test")
-    y_val, y_test = (label_indices(split["label"], classes) for split in (val, test))
-
     backend = KerasBackend(load_model(model_path))
-    val_probs, _ = probabilities_for_files(backend, val["path"], batch_size=32, desc="val")
-    test_probs, _ = probabilities_for_files(backend, test["path"], batch_size=32, desc="test")
-    clean = ~val["path"].isin(leaked_val_paths(Path("data/prepare_report.json"))).to_numpy()
+    val, test = (predict_split(backend, manifest, split, classes, batch_size=params["batch_size"], desc=split)
+                 for split in ("val", "test"))
+    y_val, y_test = val.y_true, test.y_true
+    val_probs, test_probs = val.probabilities, test.probabilities
+    clean = ~val.rows["path"].isin(leaked_val_paths(Path("data/prepare_report.json"))).to_numpy()
 
-    print(f"{args.model}: test accuracy {(test_probs.argmax(axis=1) == y_test).mean():.4f} on {len(test)} photos")
+    print(f"{args.model}: test accuracy {(test_probs.argmax(axis=1) == y_test).mean():.4f} on {len(y_test)} photos")
     print(f"{'calibrated on':<28}{'photos':>7}{'errors':>7}{'T':>8}{'test ECE':>10}{'test NLL':>10}{'ECE at T=1':>12}")
-    for name, rows in (("all validation", np.ones(len(val), bool)), ("validation without leaks", clean)):
+    for name, rows in (("all validation", np.ones(len(y_val), bool)), ("validation without leaks", clean)):
         fit = calibration_report(val_probs[rows], y_val[rows], test_probs, y_test, bins, prior_sigma)
         print(f"{name:<28}{rows.sum():>7}{fit['val_errors']:>7}{fit['temperature']:>8.3f}{fit['ece_after']:>10.4f}"
               f"{fit['nll_after']:>10.4f}{fit['ece_before']:>12.4f}")

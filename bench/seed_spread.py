@@ -51,10 +51,10 @@ def train_and_score(name: str, seed: int) -> dict:
     import keras
 
     from fish_classifier.augment import Augmentation
-    from fish_classifier.manifest import label_indices, read_manifest, scored_split
-    from fish_classifier.metrics import calibration_report, classification_report
+    from fish_classifier.manifest import read_manifest
+    from fish_classifier.metrics import calibration_report, classification_report, predict_split
     from fish_classifier.params import load_params
-    from fish_classifier.predictor import KerasBackend, probabilities_for_files
+    from fish_classifier.predictor import KerasBackend
     from fish_classifier.training import load_training_data, train_model
 
     keras.backend.clear_session()
@@ -63,12 +63,14 @@ def train_and_score(name: str, seed: int) -> dict:
     model = train_model(name, data, params["train"], seed, augmentation=Augmentation.from_params(params["augment"]))
 
     manifest = read_manifest(MANIFEST)
-    val, test = scored_split(manifest, "val"), scored_split(manifest, "test")
-    y_val, y_test = (label_indices(split["label"], data.classes) for split in (val, test))
     backend = KerasBackend(model)
     batch_size, bins = params["evaluate"]["batch_size"], params["evaluate"]["ece_bins"]
-    val_probs, _ = probabilities_for_files(backend, val["path"], batch_size=batch_size, desc=f"seed {seed} val")
-    test_probs, _ = probabilities_for_files(backend, test["path"], batch_size=batch_size, desc=f"seed {seed} test")
+    val, test = (
+        predict_split(backend, manifest, split, data.classes, batch_size=batch_size, desc=f"seed {seed} {split}")
+        for split in ("val", "test")
+    )
+    y_val, y_test = val.y_true, test.y_true
+    val_probs, test_probs = val.probabilities, test.probabilities
 
     report = classification_report(y_test, test_probs.argmax(axis=1), [c["label"] for c in data.classes])
     calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins,

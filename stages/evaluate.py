@@ -10,18 +10,19 @@ from pathlib import Path
 import pandas as pd
 
 from fish_classifier.calibration import apply_temperature
-from fish_classifier.manifest import label_indices, read_classes, read_manifest, scored_split
+from fish_classifier.manifest import read_classes, read_manifest
 from fish_classifier.metrics import (
     calibration_report,
     classification_report,
     confusion,
     plot_confusion,
     plot_reliability,
+    predict_split,
     predictions_table,
     reliability_table,
 )
 from fish_classifier.params import load_params
-from fish_classifier.predictor import KerasBackend, probabilities_for_files
+from fish_classifier.predictor import KerasBackend
 from fish_classifier.preprocessing import load_model
 
 name = sys.argv[1]
@@ -35,13 +36,13 @@ classes = read_classes("data/classes.json")
 labels = [c["label"] for c in classes]
 displays = [c["display"] for c in classes]
 manifest = read_manifest("data/manifest.csv")
-val, test = scored_split(manifest, "val"), scored_split(manifest, "test")
-y_val, y_test = (label_indices(split["label"], classes) for split in (val, test))
-
 backend = KerasBackend(load_model(model_path))
-batch_size = params["batch_size"]
-val_probs, _ = probabilities_for_files(backend, val["path"], batch_size=batch_size, desc=f"{name} val")
-test_probs, seconds = probabilities_for_files(backend, test["path"], batch_size=batch_size, desc=f"{name} test")
+val, test = (
+    predict_split(backend, manifest, split, classes, batch_size=params["batch_size"], desc=f"{name} {split}")
+    for split in ("val", "test")
+)
+y_val, y_test = val.y_true, test.y_true
+val_probs, test_probs = val.probabilities, test.probabilities
 
 calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins, params["temperature_prior_sigma"])
 temperature = calibration["temperature"]
@@ -53,15 +54,17 @@ after = reliability_table(calibrated.max(axis=1), correct, bins)
 
 report = classification_report(y_test, y_pred, labels)
 report.update(
-    test_images=len(test),
+    test_images=len(y_test),
     input_size=backend.input_size,
-    images_per_second=round(len(test) / seconds, 2),
+    images_per_second=round(len(y_test) / test.seconds, 2),
     model_size_mb=round(model_path.stat().st_size / 1e6, 2),
     calibration=calibration,
 )
 Path("metrics", f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
-predictions_table(test["path"], y_test, calibrated, labels, top_k=3).to_csv(out_dir / "predictions.csv", index=False)
+predictions_table(test.rows["path"], y_test, calibrated, labels, top_k=3).to_csv(
+    out_dir / "predictions.csv", index=False
+)
 pd.DataFrame({"actual": [displays[i] for i in y_test], "predicted": [displays[i] for i in y_pred]}).to_csv(
     out_dir / "confusion.csv", index=False
 )

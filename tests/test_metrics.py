@@ -17,6 +17,7 @@ from fish_classifier.metrics import (
     classification_report,
     confusion,
     expected_calibration_error,
+    predict_split,
     predictions_table,
     reliability_table,
 )
@@ -178,3 +179,34 @@ def test_calibration_report_fits_on_validation_and_scores_test():
     # By hand, at T = 1: bin [0.9, 1] holds 0.97 (right) and 0.96 (wrong): |0.5 - 0.965| * 2/4 = 0.2325;
     # bin [0.8, 0.9) holds 0.85 (right): 0.15 * 1/4; bin [0.7, 0.8) holds 0.75 (right): 0.25 * 1/4.
     assert report["ece_before"] == pytest.approx(0.2325 + 0.0375 + 0.0625)
+
+
+class TintBackend:
+    """Answers with the image's mean colour as probabilities over (blue, green, red): CLASSES' order."""
+
+    input_size = 16
+
+    def __call__(self, batch):
+        means = np.asarray(batch, dtype=np.float64).mean(axis=(1, 2))[:, ::-1]  # RGB -> blue, green, red
+        return means / means.sum(axis=1, keepdims=True)
+
+
+def test_predict_split_scores_the_split_originals_with_labels_in_classes_order(tmp_path):
+    written = write_tinted_images(tmp_path, per_class=2)
+    manifest = pd.DataFrame(
+        {
+            "path": [path for path, _ in written],
+            "label": [CLASSES[index]["label"] for _, index in written],
+            "split": ["test", "val"] * 3,
+            "augmented": [False, False, False, False, True, False],
+        }
+    )
+
+    test = predict_split(TintBackend(), manifest, "test", CLASSES, batch_size=1, desc="test")
+
+    # Rows 0 and 2 (blue, green); row 4 (red) is an augmented copy and never scored.
+    assert test.rows["path"].tolist() == [written[0][0], written[2][0]]
+    assert test.y_true.tolist() == [0, 1]
+    assert test.probabilities.shape == (2, 3)
+    assert test.probabilities.argmax(axis=1).tolist() == [0, 1]
+    assert test.seconds > 0
