@@ -68,21 +68,28 @@ class StockRunner:
 
 
 def multiply_adds(model) -> int:
-    """Multiply-adds of one image through a Keras model and the models nested in it, from layer shapes."""
+    """Multiply-adds of one image through a Keras model and the models nested in it, from layer shapes.
+
+    After a `MirrorPair` layer (a model built with `mirror_average`) every layer runs on the photo and its mirror.
+    """
     import keras
 
-    total = 0
+    from fish_classifier.preprocessing import MirrorPair
+
+    total, images = 0, 1
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += multiply_adds(layer)
+        if isinstance(layer, MirrorPair):
+            images = 2
+        elif isinstance(layer, keras.Model):
+            total += images * multiply_adds(layer)
         elif isinstance(layer, keras.layers.DepthwiseConv2D):
             _, h, w, c = layer.output.shape
-            total += h * w * c * int(np.prod(layer.kernel_size))
+            total += images * h * w * c * int(np.prod(layer.kernel_size))
         elif isinstance(layer, keras.layers.Conv2D):
             _, h, w, c = layer.output.shape
-            total += h * w * c * int(np.prod(layer.kernel_size)) * layer.input.shape[-1]
+            total += images * h * w * c * int(np.prod(layer.kernel_size)) * layer.input.shape[-1]
         elif isinstance(layer, keras.layers.Dense):
-            total += int(np.prod(layer.kernel.shape))
+            total += images * int(np.prod(layer.kernel.shape))
     return total
 
 
