@@ -89,7 +89,6 @@ def run_recipe(recipe: str, epochs: int | None) -> dict:
 
     data = load_training_data(MANIFEST, "data/augmented/manifest.csv", "data/classes.json")
     params = load_params()
-    counted = {}
     start = time.perf_counter()
     if recipe == "project":
         epoch_count = EpochCount()
