@@ -36,7 +36,6 @@ from fish_classifier.images import load_pixels, open_rgb
 from fish_classifier.manifest import label_indices, read_classes, read_manifest
 from fish_classifier.multi_worker import fit_across_workers, is_multi_worker, tf_config, worker_slice
 from fish_classifier.preprocessing import BackbonePreprocess
-from fish_classifier.serving import usable_cpus
 from fish_classifier.zoo import BACKBONES, build_backbone, build_head, build_model, check_model_name, split_for_fine_tuning
 
 log = logging.getLogger(__name__)
@@ -340,7 +339,12 @@ def _litert_runner(extractor: keras.Model):
 def cpu_threads() -> int:
     """CPU threads for LiteRT: the limit `fish-classifier repro --jobs N` gives each job, else every usable CPU."""
     limit = os.environ.get("TF_NUM_INTRAOP_THREADS")
-    return int(limit) if limit else usable_cpus()
+    if limit:
+        return int(limit)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def training_loss(settings: dict) -> keras.losses.Loss:
