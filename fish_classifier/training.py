@@ -239,10 +239,10 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
     # Phase 2: unfreeze the top of the backbone, BatchNorm excepted, at a low learning rate.
     if fine_tune:
         with strategy.scope():
-            upper.trainable = True
+            # Layer by layer: `upper` shares its layers with the frozen backbone, and setting `upper.trainable`
+            # does not reach them (their weights stayed frozen until this was set per layer).
             for layer in upper.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False
+                layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
             acts_input = keras.Input(train_acts.shape[1:], name="activations")
             # training=False keeps BatchNorm on its ImageNet statistics while the weights above it move.
             x = pool(upper(acts_input, training=False))

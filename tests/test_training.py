@@ -212,6 +212,33 @@ def test_mirror_average_is_built_into_the_trained_model(colour_data):
     np.testing.assert_allclose(np.asarray(model(pixels)), np.asarray(model(pixels[:, :, ::-1])), atol=1e-6)
 
 
+def test_fine_tuning_trains_the_layers_above_the_cut_but_not_their_batchnorm(colour_data):
+    import keras
+
+    class Snapshots(keras.callbacks.Callback):
+        """Every weight of the model being fitted, by path, when each fit starts and ends."""
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_train_begin(self, logs=None):
+            self.seen.append({w.path: np.array(w) for w in self.model.weights})
+
+        def on_train_end(self, logs=None):
+            self.seen.append({w.path: np.array(w) for w in self.model.weights})
+
+    snapshots = Snapshots()
+    train_model("mobilenetv2", colour_data, tiny_train_params(), seed=1, callbacks=[snapshots])
+    assert len(snapshots.seen) == 4  # the head phase, then fine-tuning
+    start, end = snapshots.seen[2:]
+    moved = {path for path in start if not np.array_equal(start[path], end[path])}
+    # fine_tune_layers 3 cuts MobileNetV2 above block_16: Conv_1, Conv_1_bn and out_relu.
+    assert any("Conv_1/kernel" in path for path in moved)
+    assert not any("Conv_1_bn" in path for path in moved)  # BatchNorm stays on its statistics and scale
+    assert any(path.startswith("head/") for path in moved)
+
+
 def test_saved_model_outputs_follow_classes_json(tmp_path):
     """Train through the manifest and classes.json; each colour must come out at its classes.json index."""
     images = tmp_path / "images"
