@@ -12,8 +12,8 @@ backbone more than once per image:
 2. Phase 1 (head): `upper` and the pooling run once more over the cached
    activations to give one feature vector per image; the head is fitted on them.
 3. Phase 2 (fine-tuning): `upper` is unfrozen (BatchNorm stays frozen and in
-   inference mode) and trained with the head at a low learning rate, on the
-   cached activations.
+   inference mode) and trained with the head at a low learning rate (held, or
+   cosine-decayed to 0), on the cached activations.
 
 The trained layers are then reassembled into one model that takes raw pixels (and, with
 `mirror_average`, averages each photo's softmax with its mirror image's).
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 FROZEN_PASS_RUNTIMES = ("auto", "litert", "keras")  # auto: LiteRT on a CPU, Keras when a GPU is visible
+FINE_TUNE_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -188,6 +189,8 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
     views = settings.get("augmented_views", 0)
     if views and augmentation is None:
         raise ValueError(f"train.{name}.augmented_views is {views} but no augmentation ranges were given")
+    if fine_tune:
+        fine_tune_learning_rate(settings, steps=1)  # a bad fine_tune_schedule fails here, not after the frozen pass
     with strategy.scope():
         backbone = build_backbone(name, settings["weights"])
         backbone.trainable = False
@@ -247,8 +250,9 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
             # training=False keeps BatchNorm on its ImageNet statistics while the weights above it move.
             x = pool(upper(acts_input, training=False))
             tuned = keras.Model(acts_input, dense(head_dropout(x)), name=f"{name}_fine_tune")
-            tuned.compile(optimizer=keras.optimizers.Adam(settings["fine_tune_lr"]), loss=training_loss(settings),
-                          metrics=["accuracy"])
+            steps = settings["fine_tune_epochs"] * -(-train_size // batch_size)
+            tuned.compile(optimizer=keras.optimizers.Adam(fine_tune_learning_rate(settings, steps)),
+                          loss=training_loss(settings), metrics=["accuracy"])
         _fit(tuned, _pairs(train_acts, train_labels), _pairs(val_acts, data.val_labels), train_size,
              settings["fine_tune_epochs"], settings["patience"], strategy, fit_options)
 
@@ -345,6 +349,21 @@ def cpu_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def fine_tune_learning_rate(settings: dict, steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """Phase 2's learning rate: `fine_tune_lr` held (`constant`), or decayed along a half cosine from
+    `fine_tune_lr` to 0 over the `steps` of all `fine_tune_epochs` (`cosine`, `fine_tune_schedule`).
+
+    The decay lets a short phase 2 start at a higher rate and still end on small steps, so the
+    weights it stops with do not jump from one epoch to the next.
+    """
+    schedule = settings.get("fine_tune_schedule", "constant")
+    if schedule not in FINE_TUNE_SCHEDULES:
+        raise ValueError(f"unknown fine_tune_schedule {schedule!r}, expected one of: {', '.join(FINE_TUNE_SCHEDULES)}")
+    if schedule == "constant":
+        return settings["fine_tune_lr"]
+    return keras.optimizers.schedules.CosineDecay(settings["fine_tune_lr"], decay_steps=max(steps, 1))
 
 
 def training_loss(settings: dict) -> keras.losses.Loss:

@@ -19,6 +19,7 @@ from fish_classifier.training import (
     frozen_extractor,
     class_weights,
     choose_strategy,
+    fine_tune_learning_rate,
     load_training_data,
     pixel_dataset,
     train_model,
@@ -237,6 +238,47 @@ def test_fine_tuning_trains_the_layers_above_the_cut_but_not_their_batchnorm(col
     assert any("Conv_1/kernel" in path for path in moved)
     assert not any("Conv_1_bn" in path for path in moved)  # BatchNorm stays on its statistics and scale
     assert any(path.startswith("head/") for path in moved)
+
+
+def test_fine_tune_rate_is_held_or_decayed_along_a_cosine_to_zero():
+    settings = {"fine_tune_lr": 3e-4}
+    assert fine_tune_learning_rate(settings, steps=100) == 3e-4  # constant when not given
+    assert fine_tune_learning_rate(dict(settings, fine_tune_schedule="constant"), steps=100) == 3e-4
+    cosine = fine_tune_learning_rate(dict(settings, fine_tune_schedule="cosine"), steps=100)
+    rates = [float(cosine(step)) for step in (0, 50, 100, 150)]
+    np.testing.assert_allclose(rates, [3e-4, 1.5e-4, 0.0, 0.0], atol=1e-10)
+
+
+def test_unknown_fine_tune_schedule_fails_before_the_frozen_pass(colour_data, monkeypatch):
+    def no_frozen_pass(*args, **kwargs):
+        raise AssertionError("the frozen pass ran before the settings were checked")
+
+    monkeypatch.setattr(FrozenPass, "__call__", no_frozen_pass)
+    params = tiny_train_params()
+    params["mobilenetv2"] = dict(params["mobilenetv2"], fine_tune_schedule="linear")
+    with pytest.raises(ValueError, match="unknown fine_tune_schedule 'linear', expected one of: constant, cosine"):
+        train_model("mobilenetv2", colour_data, params, seed=0)
+
+
+def test_cosine_schedule_spans_exactly_the_steps_of_phase_2(colour_data):
+    import keras
+
+    class EpochRates(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.rates = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.rates.append(float(self.model.optimizer.learning_rate))
+
+    rates = EpochRates()
+    params = tiny_train_params()
+    params["mobilenetv2"] = dict(params["mobilenetv2"], fine_tune_schedule="cosine", head_epochs=2, fine_tune_epochs=2,
+                                 fine_tune_lr=4e-4, patience=5, mirror_train=True)
+    train_model("mobilenetv2", colour_data, params, seed=1, callbacks=[rates])
+    # Two head epochs at head_lr, then the cosine over both fine-tuning epochs' steps (train and mirror images):
+    # half-way down after the first, at zero after the second.
+    np.testing.assert_allclose(rates.rates, [0.01, 0.01, 2e-4, 0.0], rtol=1e-5, atol=1e-10)
 
 
 def test_saved_model_outputs_follow_classes_json(tmp_path):
