@@ -87,10 +87,7 @@ def pixel_dataset(paths: list[str], labels: np.ndarray | None, image_size: int,
     """
 
     def decode(index, path):
-        if augmentation is None:
-            return load_pixels(path.decode(), image_size)
-        image = augmentation.apply(open_rgb(path.decode()), np.random.default_rng([*seed, int(index)]))
-        return load_pixels(image, image_size)
+        return decode_pixels(path.decode(), image_size, augmentation, (*seed, int(index)))
 
     def load(index, path):
         pixels = tf.numpy_function(decode, [index, path], tf.uint8, stateful=False)
@@ -101,6 +98,15 @@ def pixel_dataset(paths: list[str], labels: np.ndarray | None, image_size: int,
     if labels is None:
         return images
     return tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(labels))
+
+
+def decode_pixels(path: str, image_size: int, augmentation: Augmentation | None = None,
+                  seed: tuple[int, ...] = ()) -> np.ndarray:
+    """One image's uint8 pixels (image_size, image_size, 3) as `pixel_dataset` yields them: through
+    `images.load_pixels`, after `augmentation` (with a generator seeded by `seed`) when given."""
+    if augmentation is None:
+        return load_pixels(path, image_size)
+    return load_pixels(augmentation.apply(open_rgb(path), np.random.default_rng(list(seed))), image_size)
 
 
 def choose_strategy(name: str) -> tf.distribute.Strategy:
@@ -295,17 +301,22 @@ class FrozenPass:
         """Activations at the cut, one row per path, in order; `mirror` flips each image left-right first,
         `augmentation` changes it at random (see `pixel_dataset`)."""
         log.info("computing backbone activations for %d %s images (%s)", len(paths), split, self.runtime)
-        images = pixel_dataset(paths, None, self.size, augmentation, seed)
-        if mirror:
-            images = images.map(tf.image.flip_left_right)
         if self._runner is None:
+            images = pixel_dataset(paths, None, self.size, augmentation, seed)
+            if mirror:
+                images = images.map(tf.image.flip_left_right)
             batches = images.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
             return self.extractor.predict(batches, verbose=1 if self.progress else 0)
+        # One image at a time, decoded and then run, in this thread alone. Decoding threads running beside
+        # the interpreter's own threads made the pass take up to twice as long on 2 cores, at random.
         # One image per invoke: XNNPACK gains nothing from batches on a CPU, and the input never re-allocates.
         rows = []
         progress = keras.utils.Progbar(len(paths), unit_name="image", verbose=1 if self.progress else 0)
-        for pixels in images.batch(1).prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-            rows.append(self._runner(pixels)[0])
+        for index, path in enumerate(paths):
+            pixels = decode_pixels(str(path), self.size, augmentation, (*seed, index))
+            if mirror:
+                pixels = pixels[:, ::-1]
+            rows.append(self._runner(pixels[np.newaxis].astype(np.float32))[0])
             progress.add(1)
         return np.stack(rows) if rows else np.zeros((0, *self.extractor.output_shape[1:]), np.float32)
 

@@ -109,15 +109,16 @@ def test_frozen_pass_runtime_is_checked_and_auto_follows_the_hardware():
 # Between them, the two preprocessing modes "tf" and "caffe", and a cut inside a residual network.
 @pytest.mark.parametrize("name", ["mobilenetv2", "resnet50"])
 def test_litert_frozen_pass_gives_the_keras_activations_row_for_row(colour_data, name):
-    """Same images, same order, same numbers (to float32 rounding), mirrored copies included."""
+    """Same images, same order, same numbers (to float32 rounding), mirrored and augmented copies included."""
     backbone = build_backbone(name, None, image_size=64)
     lower, _ = split_for_fine_tuning(backbone, 3)
     extractor = frozen_extractor(name, lower, 64)
     paths = colour_data.train_paths
     keras_pass, litert_pass = FrozenPass(extractor, "keras", 8), FrozenPass(extractor, "litert", 8)
-    for mirror in (False, True):
-        expected = keras_pass(paths, "train", mirror=mirror)
-        got = litert_pass(paths, "train", mirror=mirror)
+    augmentation = Augmentation(max_rotation=30, max_zoom=0.3, brightness=0.4, contrast=0.4)
+    for options in ({}, {"mirror": True}, {"augmentation": augmentation, "seed": (3, 1)}):
+        expected = keras_pass(paths, "train", **options)
+        got = litert_pass(paths, "train", **options)
         assert got.shape == expected.shape == (len(paths), *extractor.output_shape[1:])
         scale = np.abs(expected).max()
         assert scale > 0
