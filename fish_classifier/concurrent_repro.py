@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,8 +29,15 @@ class ReproError(RuntimeError):
     """A stage failed; the message names it and ends with its output."""
 
 
+_SAY_LOCK = threading.Lock()
+
+
 def say(message: str) -> None:
-    print(message, flush=True)  # flushed, so it interleaves rightly with the dvc subprocesses' output
+    # One thread at a time: print() writes the message and its newline separately, so two training threads
+    # starting together could merge their "running" lines into one. Flushed, so it interleaves rightly with
+    # the dvc subprocesses' output.
+    with _SAY_LOCK:
+        print(message, flush=True)
 
 
 def repro(jobs: int, root: str | Path = ".", log=say) -> list[str]:
