@@ -14,11 +14,17 @@ import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# Pillow's names for those formats, and the only ones it may try: a file named .jpg can hold any of its
+# forty-odd formats, and their rarely used readers fail on corrupt headers in ways nobody expects.
+# MPO is what phone cameras write into their .jpg files.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "MPO")
 
 # Refuse images above this many pixels before decoding them: a decompression
 # bomb is a tiny file that expands into gigabytes.
 MAX_PIXELS = 50_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Refuse files above this size before reading them: an uncompressed 32-bit BMP at MAX_PIXELS is 200 MB.
+MAX_FILE_BYTES = 256 * 2**20
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
@@ -37,21 +43,15 @@ def open_rgb(source: ImageSource) -> Image.Image:
     """Decode `source` fully into an 8-bit RGB image with EXIF orientation applied.
 
     Raises ImageError naming the problem for empty, truncated, non-image,
-    animated or oversized inputs.
+    animated or oversized inputs, and for images in formats other than IMAGE_FORMATS.
     """
     image = _open(source)
-    # Phone cameras save MPO JPEGs whose extra frames are previews or depth maps; the first frame is the photo.
-    if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
-        raise ImageError(f"animated image with {image.n_frames} frames; upload a single still photo")
-    width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise ImageError(f"image is {width}x{height} pixels, over the {MAX_PIXELS:,}-pixel limit")
     try:
-        image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"image data is corrupt or truncated ({exc})") from exc
-    image = ImageOps.exif_transpose(image)
-    return _to_rgb(image)
+        return _decode(image)
+    except ImageError:
+        raise
+    except Exception as exc:  # Pillow's readers meet corrupt data with any exception (TypeError, struct.error, ...)
+        raise ImageError(f"image data is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
 
 
 def load_pixels(source: ImageSource, size: int) -> np.ndarray:
@@ -62,6 +62,34 @@ def load_pixels(source: ImageSource, size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of the image file at `path`, refused with ImageError if missing, empty, too big or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"no such file: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageError("file is empty (0 bytes)")
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"file is {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read the file ({exc.strerror or exc})") from exc
+
+
+def _decode(image: Image.Image) -> Image.Image:
+    # Phone cameras save MPO JPEGs whose extra frames are previews or depth maps; the first frame is the photo.
+    if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
+        raise ImageError(f"animated image with {image.n_frames} frames; upload a single still photo")
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"image is {width}x{height} pixels, over the {MAX_PIXELS:,}-pixel limit")
+    image.load()
+    image = ImageOps.exif_transpose(image)
+    return _to_rgb(image)
+
+
 def _open(source: ImageSource) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
@@ -70,20 +98,15 @@ def _open(source: ImageSource) -> Image.Image:
             raise ImageError("file is empty (0 bytes)")
         stream = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise ImageError(f"no such file: {path}")
-        if path.stat().st_size == 0:
-            raise ImageError("file is empty (0 bytes)")
-        stream = io.BytesIO(path.read_bytes())
+        stream = io.BytesIO(read_image_file(source))
     else:
         stream = source
     try:
-        return Image.open(stream)
+        return Image.open(stream, formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image is too large to decode safely ({exc})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError("not a readable image (unknown or corrupt format)") from exc
+    except Exception as exc:  # as in open_rgb: a corrupt header can raise anything
+        raise ImageError(f"not a readable image (corrupt, or not one of {', '.join(IMAGE_FORMATS)})") from exc
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

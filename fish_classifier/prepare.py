@@ -17,7 +17,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from fish_classifier.images import ImageError, open_rgb
+from fish_classifier.images import IMAGE_FORMATS, ImageError, open_rgb, read_image_file
 from fish_classifier.leakage import perceptual_hash
 from fish_classifier.manifest import MANIFEST_COLUMNS, SPLITS, DatasetError
 
@@ -58,8 +58,8 @@ def prepare_images(
         if label not in known:
             skipped.append({**where, "reason": "not inside a class folder"})
             continue
-        data = path.read_bytes()
         try:
+            data = read_image_file(path)
             image = open_rgb(data)
         except ImageError as exc:
             skipped.append({**where, "reason": str(exc)})
@@ -97,7 +97,7 @@ def prepare_images(
 
 def _is_plain_rgb(data: bytes) -> bool:
     """Whether the file decodes to its own pixels as-is: 8-bit RGB with no EXIF rotation to apply."""
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
         return image.mode == "RGB" and image.getexif().get(_EXIF_ORIENTATION, 1) == 1
 
 

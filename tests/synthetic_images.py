@@ -5,6 +5,7 @@ perceptual hashes are about 32 bits apart) and the same seed gives the same byte
 """
 
 import io
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -57,6 +58,45 @@ def truncated_jpeg_bytes(size=(64, 64), seed=0) -> bytes:
     """A JPEG cut off halfway: the header reads, the pixels do not."""
     data = image_bytes(size=size, seed=seed)
     return data[: len(data) // 2]
+
+
+def tiff_without_dimensions() -> bytes:
+    """A two-frame TIFF whose second frame has no width or height: Pillow opens it, then raises
+    TypeError('Missing dimensions') when asked how many frames it has. (Issue 18's photo.jpg.)"""
+
+    def directory(entries, next_offset):
+        packed = b"".join(struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in entries)
+        return struct.pack("<H", len(entries)) + packed + struct.pack("<I", next_offset)
+
+    # A 1x1 8-bit grey frame (width, length, bits, compression, photometric, strip offset, samples,
+    # rows per strip, strip bytes), then a frame with only bits, compression and photometric.
+    first = [(256, 4, 1), (257, 4, 1), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 0), (277, 3, 1),
+             (278, 4, 1), (279, 4, 1)]  # fmt: skip
+    second_offset = 8 + len(directory(first, 0))
+    second = [(258, 3, 8), (259, 3, 1), (262, 3, 1)]
+    return b"II*\x00" + struct.pack("<I", 8) + directory(first, second_offset) + directory(second, 0)
+
+
+def byte_flips(data: bytes, count: int, seed: int) -> list[bytes]:
+    """`count` corrupted copies of `data`, each with 1 to 8 bytes at seeded random places set to random values."""
+    rng = np.random.default_rng(seed)
+    copies = []
+    for _ in range(count):
+        mutated = bytearray(data)
+        for position in rng.integers(0, len(data), rng.integers(1, 9)):
+            mutated[position] = rng.integers(0, 256)
+        copies.append(bytes(mutated))
+    return copies
+
+
+def fuzz_originals() -> dict[str, bytes]:
+    """Small, header-heavy files to corrupt: a JPEG with EXIF, a PNG, a TIFF and a WebP with alpha."""
+    return {
+        "jpg": image_bytes(size=(16, 16), seed=1, orientation=6),
+        "png": image_bytes("RGBA", size=(16, 16), seed=2),
+        "tif": image_bytes("RGBA", size=(16, 16), seed=3, format="TIFF"),
+        "webp": image_bytes("RGBA", size=(16, 16), seed=4, format="WEBP"),
+    }
 
 
 def write_image(path, mode="RGB", **kwargs) -> Path:

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_bundles import COLOUR_CLASSES, REPO_ROOT, build_colour_bundle, colour_photo, jpeg_bytes
 from fish_classifier.predictor import Prediction
+from synthetic_images import tiff_without_dimensions
 
 APP = REPO_ROOT / "app" / "app.py"
 THRESHOLD = 0.437  # not a round number, so the slider's default provably comes from the bundle
@@ -70,14 +71,16 @@ BAD_FILES = {
     "bomb.png": decompression_bomb,
     "renamed-animation.jpg": lambda: animated("GIF"),
     "animated.webp": lambda: animated("WEBP"),
+    "photo.jpg": tiff_without_dimensions,
 }
 EXPECTED_REASONS = {
     "notes.jpg": "not a readable image",
     "truncated.jpg": "truncated",
     "empty.png": "empty",
     "bomb.png": "too large",
-    "renamed-animation.jpg": "animated",
+    "renamed-animation.jpg": "not one of JPEG, PNG",  # a GIF: not a format the app takes, whatever its name
     "animated.webp": "animated",
+    "photo.jpg": "not one of JPEG, PNG",
 }
 
 

@@ -43,7 +43,7 @@ def test_predicts_a_folder_recursively_into_a_csv(bundle, photos, tmp_path, caps
     ]
     assert table["label"].tolist() == [RED, GREEN, "", BLUE]
     assert table["display_name"].tolist() == ["Trout", "Bass", "", "Mullet"]
-    assert table["error"].tolist()[2] == "not a readable image (unknown or corrupt format)"
+    assert table["error"].tolist()[2] == "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
     assert table["top_k"][0].startswith(f"{RED}:") and table["top_k"][0].count(";") == 1
     assert table["confidence"][2] == ""
     assert "wrote 4 predictions" in capsys.readouterr().err

@@ -1,12 +1,23 @@
 import io
+import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from fish_classifier import images
-from fish_classifier.images import ImageError, is_image_file, load_pixels, open_rgb
-from synthetic_images import image_bytes, noise_image, truncated_jpeg_bytes
+from fish_classifier.images import IMAGE_EXTENSIONS, IMAGE_FORMATS, ImageError, is_image_file, load_pixels, open_rgb
+from synthetic_images import (
+    byte_flips,
+    fuzz_originals,
+    image_bytes,
+    noise_image,
+    tiff_without_dimensions,
+    truncated_jpeg_bytes,
+)
+
+NOT_ACCEPTED = "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
 
 
 def _png(image: Image.Image) -> bytes:
@@ -102,12 +113,69 @@ def test_truncated_jpeg_is_refused():
         open_rgb(truncated_jpeg_bytes())
 
 
-def test_animated_gif_is_refused():
+def test_animated_webp_is_refused():
     buffer = io.BytesIO()
     frames = [Image.new("RGB", (8, 8), colour) for colour in ("red", "blue")]
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    frames[0].save(buffer, format="WEBP", save_all=True, append_images=frames[1:])
     with pytest.raises(ImageError, match="animated image with 2 frames"):
         open_rgb(buffer.getvalue())
+
+
+def test_the_accepted_formats_are_pillows_names_for_the_image_extensions():
+    by_extension = Image.registered_extensions()
+    assert {by_extension[extension] for extension in IMAGE_EXTENSIONS} | {"MPO"} == set(IMAGE_FORMATS)
+
+
+def test_issue_18s_tiff_named_photo_jpg_is_refused_by_its_format(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(tiff_without_dimensions())
+    with pytest.raises(ImageError) as caught:
+        load_pixels(photo, 16)
+    assert str(caught.value) == NOT_ACCEPTED
+
+
+@pytest.mark.parametrize("format_", ["TIFF", "QOI", "GIF", "PCX"])
+def test_valid_images_of_other_formats_are_refused_whatever_their_name(format_):
+    buffer = io.BytesIO()
+    noise_image().save(buffer, format=format_)
+    with pytest.raises(ImageError) as caught:
+        open_rgb(buffer.getvalue())
+    assert str(caught.value) == NOT_ACCEPTED
+
+
+def test_any_exception_while_decoding_becomes_an_image_error(monkeypatch):
+    def broken_exif(image):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(images.ImageOps, "exif_transpose", broken_exif)
+    with pytest.raises(ImageError, match=r"^image data is corrupt or truncated \(error: unpack requires a buffer"):
+        open_rgb(image_bytes())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL.*")  # Pillow's notes on the corrupt EXIF it was fed
+def test_corrupted_files_raise_nothing_but_image_errors(monkeypatch):
+    # Byte flips in a header can claim a huge image: keep decodes small so this takes a second.
+    monkeypatch.setattr(images, "MAX_PIXELS", 256 * 256)
+    outcomes = {"decoded": 0, "refused": 0}
+    for extension, original in fuzz_originals().items():
+        for corrupted in byte_flips(original, 300, seed=len(extension)):
+            try:
+                assert load_pixels(corrupted, 8).shape == (8, 8, 3)
+                outcomes["decoded"] += 1
+            except ImageError as exc:
+                assert str(exc) and "\n" not in str(exc)
+                outcomes["refused"] += 1
+    assert sum(outcomes.values()) == 1200
+    assert outcomes["refused"] > 200 and outcomes["decoded"] > 200  # both paths were exercised
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(monkeypatch, tmp_path):
+    path = tmp_path / "huge.jpg"
+    path.write_bytes(image_bytes())
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the whole file was read"))
+    with pytest.raises(ImageError, match=rf"^file is {path.stat().st_size:,} bytes, over the 100-byte limit$"):
+        open_rgb(path)
 
 
 def test_oversized_image_is_refused_before_decoding(monkeypatch):

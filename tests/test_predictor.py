@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from fixtures_models import CLASSES, make_bundle, tinted_image
 
+from fish_classifier import images
 from fish_classifier.predictor import Prediction, Predictor
+from synthetic_images import byte_flips, fuzz_originals, tiff_without_dimensions
 
 RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
 
@@ -62,13 +64,31 @@ def test_an_unreadable_item_gets_an_error_and_the_others_are_still_predicted(pre
 
     assert [r.label for r in results] == [RED, None, None, None, None, BLUE]
     assert results[1].error == "file is empty (0 bytes)"
-    assert results[2].error == "not a readable image (unknown or corrupt format)"
+    assert results[2].error == "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
     assert results[3].error.startswith("image data is corrupt or truncated")
     assert results[4].error.startswith("no such file")
     for failed in results[1:5]:
         assert failed.display_name is None and math.isnan(failed.confidence) and failed.top_k == []
         assert not failed.is_low_confidence
     assert results[0].error is None and results[5].error is None
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL.*")  # Pillow's notes on the corrupt EXIF it was fed
+def test_corrupted_files_get_error_rows_and_never_stop_the_batch(predictor, tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 256 * 256)  # a flipped header may claim a huge image
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(tiff_without_dimensions())
+    corrupted = [data for original in fuzz_originals().values() for data in byte_flips(original, 12, seed=5)]
+
+    results = predictor.predict([tinted_image(RED, seed=1), photo, *corrupted])
+
+    assert len(results) == 2 + len(corrupted)
+    assert (results[0].label, results[0].error) == (RED, None)
+    assert results[1].error == "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
+    labels = {c["label"] for c in CLASSES}
+    for result in results[2:]:
+        assert (result.label in labels and result.error is None) or (result.label is None and result.error)
+    assert sum(result.error is not None for result in results) > 10
 
 
 def test_errors_and_predictions_keep_input_order_across_batches(tmp_path):

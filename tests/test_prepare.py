@@ -3,9 +3,10 @@ import hashlib
 import pytest
 from PIL import Image
 
+from fish_classifier import images
 from fish_classifier.manifest import MANIFEST_COLUMNS, DatasetError
 from fish_classifier.prepare import prepare_images
-from synthetic_images import image_bytes, truncated_jpeg_bytes
+from synthetic_images import byte_flips, fuzz_originals, image_bytes, tiff_without_dimensions, truncated_jpeg_bytes
 
 LABELS = ["animal fish", "fish sea_food red_mullet"]
 ANIMAL_FISH_TRAIN = "train/animal fish"
@@ -15,6 +16,7 @@ BAD_FILES = {
     f"{ANIMAL_FISH_TRAIN}/truncated.jpg": (truncated_jpeg_bytes(), "corrupt or truncated"),
     f"{ANIMAL_FISH_TRAIN}/notes.jpg": (b"these are not pixels\n", "not a readable image"),
     f"{ANIMAL_FISH_TRAIN}/empty.jpg": (b"", "empty (0 bytes)"),
+    f"{ANIMAL_FISH_TRAIN}/photo.jpg": (tiff_without_dimensions(), "not one of JPEG, PNG, WEBP, BMP, MPO"),
     "val/readme.txt": (b"a file outside any class folder", "not inside a class folder"),
 }
 # Files that must be kept, converted to RGB.
@@ -97,3 +99,31 @@ def test_a_class_with_no_usable_train_image_is_an_error(make_image_tree, tmp_pat
     (raw / "train" / "fish sea_food shrimp" / "broken.jpg").write_bytes(truncated_jpeg_bytes())
     with pytest.raises(DatasetError, match="train/fish sea_food shrimp has no usable image"):
         prepare_images(raw, tmp_path / "prepared", ["animal fish", "fish sea_food shrimp"], hash_size=8)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL.*")  # Pillow's notes on the corrupt EXIF it was fed
+def test_corrupted_files_are_skipped_and_never_stop_the_run(make_image_tree, tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 256 * 256)  # a flipped header may claim a huge image
+    extra = {
+        f"{ANIMAL_FISH_TRAIN}/{extension}-{i:02d}.{extension}": corrupted
+        for extension, original in fuzz_originals().items()
+        for i, corrupted in enumerate(byte_flips(original, 50, seed=11))
+    }
+    raw = make_image_tree(classes=LABELS, counts={"train": 1, "val": 1, "test": 1}, extra=extra)
+
+    prepared = prepare_images(raw, tmp_path / "prepared", LABELS, hash_size=8, repo_root=tmp_path)
+
+    assert len(prepared.manifest) + len(prepared.skipped) == 6 + len(extra)
+    assert len(prepared.skipped) > 50
+    assert all(row["reason"] and "\n" not in row["reason"] for row in prepared.skipped)
+
+
+def test_a_file_over_the_size_limit_is_skipped(make_image_tree, tmp_path, monkeypatch):
+    raw = make_image_tree(classes=LABELS, counts={"train": 1, "val": 1, "test": 1})
+    (raw / ANIMAL_FISH_TRAIN / "huge.bmp").write_bytes(b"BM" + bytes(20_000))
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 20_000)
+    prepared = prepare_images(raw, tmp_path / "prepared", LABELS, hash_size=8, repo_root=tmp_path)
+    assert prepared.skipped == [
+        {"path": f"raw/{ANIMAL_FISH_TRAIN}/huge.bmp", "split": "train", "label": "animal fish",
+         "reason": "file is 20,002 bytes, over the 20,000-byte limit"}
+    ]  # fmt: skip
