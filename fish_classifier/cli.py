@@ -5,25 +5,32 @@
 
 Each command is a subparser with a `run(args) -> exit code` function, so a new
 command is one more `_add_<name>` function. Exit codes: 0 when the command ran
-(even if some images were unreadable: they get an `error` row), 2 on usage errors.
+(even if some images were unreadable: they get an `error` row), 2 on usage errors, 130 on Ctrl-C.
 """
 
 import argparse
+import contextlib
 import csv
 import math
+import os
 import sys
 from pathlib import Path
 
 from fish_classifier.images import IMAGE_EXTENSIONS, is_image_file
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # what shells report for a command stopped by Ctrl-C
 PREDICTION_COLUMNS = ["path", "label", "display_name", "confidence", "is_low_confidence", "top_k", "error"]
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("fish-classifier: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,14 +46,15 @@ def _add_predict(commands) -> None:
         "predict",
         help="classify image files and folders into a CSV",
         description=f"Classify images (folders are searched recursively for {', '.join(IMAGE_EXTENSIONS)}) "
-        "with the deploy bundle and write one CSV row per image.",
+        "with the deploy bundle and write one CSV row per image. The CSV appears (or replaces the old one) "
+        "only once every image is done.",
     )
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     predict.add_argument("--out", default="predictions.csv", help="CSV file to write (default: %(default)s)")
     predict.add_argument("--bundle", default="models/deploy", help="deploy bundle folder (default: %(default)s)")
     predict.add_argument("--top-k", type=_positive_int, default=3, help="classes per image (default: %(default)s)")
     predict.add_argument("--batch-size", type=_positive_int, default=32, help="images per call (default: %(default)s)")
-    predict.add_argument("--threshold", type=float, help="low-confidence threshold (default: the bundle's)")
+    predict.add_argument("--threshold", type=_probability, help="low-confidence threshold (default: the bundle's)")
     predict.set_defaults(run=run_predict)
 
 
@@ -59,6 +67,11 @@ def run_predict(args) -> int:
     images = collect_images(args.paths)
     if not images:
         return _usage_error(f"no images found in {', '.join(args.paths)} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    out = Path(args.out)
+    if out.is_dir():
+        return _usage_error(f"--out {args.out} is a folder; give the CSV file to write, e.g. {out / 'predictions.csv'}")
+    if out.resolve() in {Path(image).resolve() for image in images}:
+        return _usage_error(f"--out {args.out} is one of the input images; write the CSV elsewhere")
     try:
         read_bundle(args.bundle)  # fails fast, before TensorFlow loads
     except BundleError as exc:
@@ -70,10 +83,8 @@ def run_predict(args) -> int:
 
     predictor = Predictor(args.bundle, batch_size=args.batch_size)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     low, failed = 0, 0
-    with open(out, "w", newline="", encoding="utf-8") as f, tqdm(total=len(images), desc="predict", unit="img") as bar:
+    with _written_when_complete(out) as f, tqdm(total=len(images), desc="predict", unit="img") as bar:
         writer = csv.DictWriter(f, fieldnames=PREDICTION_COLUMNS)
         writer.writeheader()
         for start in range(0, len(images), args.batch_size):
@@ -85,6 +96,20 @@ def run_predict(args) -> int:
             bar.update(len(batch))
     print(f"wrote {len(images)} predictions to {out} ({low} low-confidence, {failed} unreadable)", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _written_when_complete(path: Path):
+    """A text file that replaces `path` only once the block ends without error, so that an
+    interrupted run leaves the old file (or none), never a partial one that looks complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "w", newline="", encoding="utf-8") as f:
+            yield f
+        os.replace(partial, path)  # atomic within one folder
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _add_repro(commands) -> None:
@@ -138,6 +163,16 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
+    if not 0 <= value <= 1:  # NaN fails this comparison too
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 

@@ -83,6 +83,78 @@ def test_bad_arguments_exit_through_argparse(capsys):
     assert "must be at least 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("out", ["photos/a_red.png", "photos/nested/deeper/c_blue.PNG", "photos/nested/../b_green.jpg"])
+def test_an_out_that_is_one_of_the_input_images_is_refused_untouched(bundle, photos, tmp_path, capsys, out):
+    before = (tmp_path / out).read_bytes()
+    assert main(["predict", str(photos), "--out", str(tmp_path / out), "--bundle", bundle]) == 2
+    err = capsys.readouterr().err
+    assert err == f"fish-classifier: error: --out {tmp_path / out} is one of the input images; write the CSV elsewhere\n"
+    assert (tmp_path / out).read_bytes() == before
+
+
+def test_an_out_that_is_a_folder_is_refused(bundle, photos, tmp_path, capsys):
+    assert main(["predict", str(photos / "a_red.png"), "--out", str(tmp_path), "--bundle", bundle]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"fish-classifier: error: --out {tmp_path} is a folder; give the CSV file to write, "
+        f"e.g. {tmp_path / 'predictions.csv'}\n"
+    )
+
+
+def test_an_interrupted_run_leaves_the_old_csv_and_no_partial_file(bundle, photos, tmp_path, capsys, monkeypatch):
+    from fish_classifier.predictor import Predictor
+
+    out = tmp_path / "results" / "predictions.csv"
+    out.parent.mkdir()
+    out.write_text("the previous run's predictions\n")
+    original_predict, calls = Predictor.predict, []
+
+    def ctrl_c_on_the_second_batch(self, images, **kwargs):
+        calls.append(images)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original_predict(self, images, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict", ctrl_c_on_the_second_batch)
+    code = main(["predict", str(photos), "--out", str(out), "--bundle", bundle, "--batch-size", "1"])
+
+    assert code == 130
+    assert capsys.readouterr().err.endswith("fish-classifier: interrupted\n")
+    assert len(calls) == 2
+    assert out.read_text() == "the previous run's predictions\n"
+    assert [p.name for p in out.parent.iterdir()] == ["predictions.csv"]
+
+
+def test_a_finished_run_replaces_the_old_csv_and_leaves_no_partial_file(bundle, photos, tmp_path):
+    out = tmp_path / "predictions.csv"
+    out.write_text("the previous run's predictions\n")
+    assert main(["predict", str(photos / "a_red.png"), "--out", str(out), "--bundle", bundle]) == 0
+    assert pd.read_csv(out)["label"].tolist() == [RED]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "predictions.csv"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("1.5", "must be between 0 and 1, got 1.5"), ("-0.1", "must be between 0 and 1, got -0.1"),
+     ("nan", "must be between 0 and 1, got nan"), ("high", "must be a number between 0 and 1, got 'high'")],
+)  # fmt: skip
+def test_a_threshold_outside_0_to_1_is_refused_by_argparse(value, message, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["predict", "x.jpg", "--threshold", value])
+    assert caught.value.code == 2
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line == f"fish-classifier predict: error: argument --threshold: {message}"
+
+
+def test_thresholds_at_the_ends_of_0_to_1_are_accepted(bundle, photos, tmp_path):
+    out = tmp_path / "predictions.csv"
+    for threshold in (0.0, 1.0):
+        assert main(["predict", str(photos / "a_red.png"), "--out", str(out), "--bundle", bundle,
+                     "--threshold", str(threshold)]) == 0  # fmt: skip
+        [row] = pd.read_csv(out).to_dict("records")
+        assert row["is_low_confidence"] == (row["confidence"] < threshold)
+
+
 @pytest.mark.slow
 def test_python_dash_m_runs_the_same_command(bundle, photos, tmp_path):
     out = tmp_path / "predictions.csv"
