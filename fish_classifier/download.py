@@ -7,12 +7,16 @@ A source is one of:
 
 `data/raw` is all or nothing: the zip is unpacked into a temporary folder next to it
 and renamed into place only once the dataset root has been found, so a failed or
-interrupted run never leaves a `data/raw` that `prepare` would trust.
+interrupted run never leaves a `data/raw` that `prepare` would trust. Before anything is
+unpacked, the zip's directory is checked: encrypted members and compression methods Python
+lacks are refused by name, and so is a zip over `data.max_unpacked_mb` or with a member
+compressed beyond `data.max_compression_ratio` (a zip bomb).
 """
 
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -36,13 +40,55 @@ TEMP_PREFIX = ".raw-tmp-"
 # Folders that zip tools add and that never hold the dataset.
 _IGNORED_NAMES = ("__MACOSX",)
 _CHUNK = 1 << 20
+# Members smaller than this cannot expand into much, however well they compress (a blank BMP does 1000:1).
+_RATIO_CHECKED_FROM_BYTES = 1 << 20
+_UNPACKABLE_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+_ENCRYPTED_FLAG = 0x1
 
 
 class DownloadError(Exception):
     """The dataset could not be fetched or unpacked; the one-line message says how to fix it."""
 
 
-def download_dataset(source: str, *, drive_file: str, raw_dir: str | Path) -> dict:
+@dataclass(frozen=True)
+class UnpackLimits:
+    """How much a dataset zip may unpack to: params.yaml's `data.max_unpacked_mb` and `data.max_compression_ratio`."""
+
+    max_unpacked_mb: float
+    max_compression_ratio: float
+
+    @classmethod
+    def from_params(cls, data_params: dict) -> "UnpackLimits":
+        return cls(data_params["max_unpacked_mb"], data_params["max_compression_ratio"])
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"data.{name} must be a number above 0, got {value!r}")
+
+    def check(self, members: list[zipfile.ZipInfo], zip_name: str) -> None:
+        """Refuse a zip whose central directory declares more than the limits allow, before unpacking any of it.
+
+        zipfile never reads a member past the size declared there (it checks the CRC at that point instead),
+        so these declared sizes also bound what the unpacking writes.
+        """
+        total_mb = sum(member.file_size for member in members) / 2**20
+        if total_mb > self.max_unpacked_mb:
+            raise DownloadError(
+                f"{zip_name} would unpack to {total_mb:,.1f} MB, over data.max_unpacked_mb "
+                f"({self.max_unpacked_mb:,} MB); raise it in params.yaml if this really is the dataset"
+            )
+        for member in members:
+            ratio = member.file_size / max(member.compress_size, 1)
+            if member.file_size >= _RATIO_CHECKED_FROM_BYTES and ratio > self.max_compression_ratio:
+                raise DownloadError(
+                    f"{member.filename!r} in {zip_name} is compressed {ratio:,.0f} to 1, over "
+                    f"data.max_compression_ratio ({self.max_compression_ratio:,}): photos barely compress, "
+                    "so this looks like a zip bomb; raise the limit in params.yaml if this really is the dataset"
+                )
+
+
+def download_dataset(source: str, *, drive_file: str, raw_dir: str | Path, limits: UnpackLimits) -> dict:
     """Fetch the zip named by `source`, unpack its dataset root into `raw_dir`, and return the record
     for `data/download.json`: source, the zip's sha256 and size, where the root sat inside the zip,
     and the number of files per split."""
@@ -54,7 +100,7 @@ def download_dataset(source: str, *, drive_file: str, raw_dir: str | Path) -> di
         zip_path = fetch_zip(source, drive_file=drive_file, into=workdir)
         record = {"source": source, "sha256": file_sha256(zip_path), "size_bytes": zip_path.stat().st_size}
         unpacked = workdir / "unpacked"
-        extract_zip(zip_path, unpacked)
+        extract_zip(zip_path, unpacked, limits)
         root = find_dataset_root(unpacked, zip_name=Path(zip_path).name)
         record["dataset_root"] = root.relative_to(unpacked).as_posix()
         record["files"] = {split: sum(1 for p in (root / split).rglob("*") if p.is_file()) for split in SPLITS}
@@ -138,18 +184,50 @@ def fetch_url(url: str, *, into: Path) -> Path:
     return target
 
 
-def extract_zip(zip_path: Path, into: Path) -> None:
+def extract_zip(zip_path: Path, into: Path, limits: UnpackLimits) -> None:
     try:
         with zipfile.ZipFile(zip_path) as archive:
+            members = archive.infolist()
+            for member in members:
+                _check_unpackable(member, zip_path.name)
+            limits.check(members, zip_path.name)
             # ZipFile.extract strips absolute paths and '..', so no member escapes `into`.
-            for member in tqdm(archive.infolist(), desc="unzip", unit="file"):
-                archive.extract(member, into)
+            for member in tqdm(members, desc="unzip", unit="file"):
+                _extract_member(archive, member, into, zip_path.name)
     except zipfile.BadZipFile as exc:
         raise DownloadError(
             f"{zip_path.name} is not a valid zip file ({exc}); point data.source at the dataset zip"
         ) from exc
     except OSError as exc:
         raise DownloadError(f"cannot unpack {zip_path.name}: {exc}") from exc
+
+
+def _check_unpackable(member: zipfile.ZipInfo, zip_name: str) -> None:
+    if member.flag_bits & _ENCRYPTED_FLAG:
+        raise DownloadError(
+            f"{member.filename!r} in {zip_name} is encrypted; unzip it with its password and zip the dataset again "
+            "without one"
+        )
+    if member.compress_type not in _UNPACKABLE_METHODS:
+        method = zipfile.compressor_names.get(member.compress_type, f"method {member.compress_type}")
+        allowed = ", ".join(zipfile.compressor_names[m] for m in _UNPACKABLE_METHODS)
+        raise DownloadError(
+            f"{member.filename!r} in {zip_name} is compressed with {method}, which Python cannot unpack "
+            f"(it can: {allowed}); zip the dataset again with plain deflate"
+        )
+
+
+def _extract_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, into: Path, zip_name: str) -> None:
+    try:
+        archive.extract(member, into)
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # the disk, not the zip: extract_zip reports it for the whole zip
+        # Corrupt data surfaces as zlib.error, BadZipFile, EOFError, LZMAError, or (bz2) an OSError without errno.
+        raise DownloadError(
+            f"cannot unpack {member.filename!r} from {zip_name}: its data is corrupt ({exc or type(exc).__name__}); "
+            "download the zip again"
+        ) from exc
 
 
 def find_dataset_root(directory: Path, *, zip_name: str = "the zip") -> Path:

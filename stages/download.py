@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from fish_classifier.download import DownloadError, download_dataset
+from fish_classifier.download import DownloadError, UnpackLimits, download_dataset
 from fish_classifier.params import load_params
 
 RAW_DIR = Path("data/raw")
@@ -18,7 +18,9 @@ RECORD = Path("data/download.json")
 def main() -> int:
     data = load_params()["data"]
     try:
-        record = download_dataset(data["source"], drive_file=data["drive_file"], raw_dir=RAW_DIR)
+        record = download_dataset(
+            data["source"], drive_file=data["drive_file"], raw_dir=RAW_DIR, limits=UnpackLimits.from_params(data)
+        )
     except DownloadError as exc:
         # The message says what to do; a traceback would only bury it.
         print(f"download failed: {exc}", file=sys.stderr)
