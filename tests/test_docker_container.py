@@ -207,10 +207,12 @@ def test_the_app_runs_as_a_user_without_tensorflow_and_with_bounded_uploads(cont
     # The settings Streamlit runs with in the image, read from its working directory's .streamlit/config.toml.
     options = (
         "from streamlit import config; config.get_config_options(); "
-        "print(config.get_option('server.enableXsrfProtection'), config.get_option('server.maxUploadSize'))"
+        "print(config.get_option('server.enableXsrfProtection'), config.get_option('server.maxUploadSize'), "
+        "config.get_option('client.showErrorDetails'))"
     )
-    xsrf, upload_mb = docker("exec", container["name"], "python", "-c", options).stdout.split()
+    xsrf, upload_mb, error_details = docker("exec", container["name"], "python", "-c", options).stdout.split()
     assert xsrf == "True" and 0 < int(upload_mb) <= 50
+    assert error_details == "none"  # users get a short notice, the container's log the traceback
 
 
 def test_memory_at_rest_and_after_20_predictions(container, browser, photos, figures):
