@@ -1,7 +1,8 @@
 """Turning `data/raw` into clean RGB images and the manifest that indexes them.
 
 Every file under raw/<split>/<label>/ is decoded with `images.open_rgb`. Files that
-will not decode are reported with the reason and left out; nothing stops the run.
+will not decode are reported with the reason and left out; nothing stops the run. A class
+that val or test has no usable image of gets a warning.
 Kept images land in prepared/<split>/<label>/: a byte copy when the file already
 decodes to plain RGB, else the normalised RGB pixels as a lossless PNG.
 """
@@ -29,6 +30,7 @@ class PreparedDataset:
     manifest: pd.DataFrame  # one row per kept image, MANIFEST_COLUMNS
     skipped: list[dict]  # {"path", "split", "label", "reason"} per file left out
     hashes: np.ndarray  # perceptual-hash bits, one row per manifest row
+    warnings: list[str]  # one line per class that val or test has no usable image of
 
 
 def prepare_images(
@@ -92,7 +94,22 @@ def prepare_images(
             f"train/{empty[0]} has no usable image (see the skipped files); every class needs training images"
         )
     bits = np.array(hashes, dtype=bool).reshape(len(rows), hash_size * hash_size)
-    return PreparedDataset(manifest=manifest, skipped=skipped, hashes=bits)
+    warnings = _unscored_classes(manifest, labels)
+    return PreparedDataset(manifest=manifest, skipped=skipped, hashes=bits, warnings=warnings)
+
+
+def _unscored_classes(manifest: pd.DataFrame, labels: list[str]) -> list[str]:
+    """A warning per class with no usable image in val or test: the model learns it, but nothing measures it there."""
+    present = set(zip(manifest["split"], manifest["label"]))
+    warnings = []
+    for label in labels:
+        missing = [split for split in SPLITS[1:] if (split, label) not in present]
+        if missing:
+            warnings.append(
+                f"class {label!r} has no usable image in {' or '.join(s + '/' for s in missing)}, "
+                f"so no {' or '.join(missing)} score covers it"
+            )
+    return warnings
 
 
 def _is_plain_rgb(data: bytes) -> bool:

@@ -44,6 +44,7 @@ def main() -> int:
         "skipped_files": len(prepared.skipped),
         "exact_duplicates": leaks["exact_duplicates"],
         "near_duplicates": leaks["near_duplicates"],
+        "warnings": prepared.warnings,
         "skipped": prepared.skipped,
         "exact_duplicate_pairs": leaks["exact_duplicate_pairs"],
         "near_duplicate_pairs": leaks["near_duplicate_pairs"],
@@ -52,6 +53,8 @@ def main() -> int:
 
     print(f"{len(manifest)} images in {len(classes)} classes {report['images']}, {len(prepared.skipped)} skipped")
     print(f"leakage: exact {leaks['exact_duplicates']}, near {leaks['near_duplicates']}")
+    for warning in prepared.warnings:
+        print(f"warning: {warning}")
     return 0
 
 

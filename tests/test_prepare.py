@@ -1,4 +1,9 @@
 import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -8,6 +13,7 @@ from fish_classifier.manifest import MANIFEST_COLUMNS, DatasetError
 from fish_classifier.prepare import prepare_images
 from synthetic_images import byte_flips, fuzz_originals, image_bytes, tiff_without_dimensions, truncated_jpeg_bytes
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["animal fish", "fish sea_food red_mullet"]
 ANIMAL_FISH_TRAIN = "train/animal fish"
 
@@ -127,3 +133,33 @@ def test_a_file_over_the_size_limit_is_skipped(make_image_tree, tmp_path, monkey
         {"path": f"raw/{ANIMAL_FISH_TRAIN}/huge.bmp", "split": "train", "label": "animal fish",
          "reason": "file is 20,002 bytes, over the 20,000-byte limit"}
     ]  # fmt: skip
+
+
+def test_classes_missing_from_val_or_test_get_a_warning(make_image_tree, tmp_path):
+    labels = [*LABELS, "fish sea_food trout"]
+    counts = {"train": 1, "val": {"animal fish": 1, "fish sea_food red_mullet": 1}, "test": {"animal fish": 1}}
+    raw = make_image_tree(classes=labels, counts=counts)
+    prepared = prepare_images(raw, tmp_path / "prepared", labels, hash_size=8)
+    assert prepared.warnings == [
+        "class 'fish sea_food red_mullet' has no usable image in test/, so no test score covers it",
+        "class 'fish sea_food trout' has no usable image in val/ or test/, so no val or test score covers it",
+    ]
+
+
+def test_every_class_in_every_split_gives_no_warning(prepared):
+    assert prepared.warnings == []
+
+
+def test_stage_prints_the_warnings_and_records_them_in_the_report(make_image_tree, tmp_path):
+    counts = {"train": 1, "val": {"animal fish": 1}, "test": {"animal fish": 1}}
+    make_image_tree(tmp_path / "data" / "raw", classes=LABELS, counts=counts)
+    (tmp_path / "params.yaml").write_text("prepare:\n  near_duplicate_distance: 4\n  hash_size: 8\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "stages" / "prepare.py")],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    warning = "class 'fish sea_food red_mullet' has no usable image in val/ or test/, so no val or test score covers it"
+    assert f"warning: {warning}" in result.stdout.splitlines()
+    report = json.loads((tmp_path / "data" / "prepare_report.json").read_text())
+    assert report["warnings"] == [warning]
