@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -85,11 +86,14 @@ def display_name(label: str, overrides: dict[str, str] | None = None) -> str:
 def find_classes(raw_dir: str | Path, overrides: dict[str, str] | None = None) -> list[dict]:
     """The class list, from the folders of `raw_dir/train`, sorted by label.
 
-    Raises DatasetError for a class folder found in val/ or test/ but not in train/
+    Raises DatasetError for two folders of a split whose names differ only in Unicode form
+    (one class, two spellings), for a class folder found in val/ or test/ but not in train/
     (the model could never learn it), and for two classes with the same display name.
     """
     raw_dir = Path(raw_dir)
     folders = {split: _class_folders(raw_dir / split) for split in SPLITS}
+    for split, names in folders.items():
+        _refuse_lookalike_names(raw_dir / split, names)
     labels = sorted(folders["train"])
     if not labels:
         raise DatasetError(f"{raw_dir / 'train'} has no class folders; the class list comes from them")
@@ -110,6 +114,19 @@ def find_classes(raw_dir: str | Path, overrides: dict[str, str] | None = None) -
             )
         seen[entry["display"]] = entry["label"]
     return classes
+
+
+def _refuse_lookalike_names(split_dir: Path, names: list[str]) -> None:
+    # macOS and some zip tools write 'é' as e plus a combining accent (NFD): it looks the same, but is another folder.
+    seen: dict[str, str] = {}
+    for name in sorted(names):
+        key = unicodedata.normalize("NFC", name)
+        if key in seen:
+            raise DatasetError(
+                f"class folders {ascii(seen[key])} and {ascii(name)} in {split_dir} are one name in two Unicode forms; "
+                "rename or merge them so that the class has one folder"
+            )
+        seen[key] = name
 
 
 def _class_folders(split_dir: Path) -> list[str]:

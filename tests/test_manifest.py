@@ -56,6 +56,17 @@ def test_classes_come_sorted_from_the_train_folders(make_image_tree, tmp_path):
     ]
 
 
+def test_folders_equal_after_unicode_normalisation_are_an_error_naming_both(make_image_tree, tmp_path):
+    composed, decomposed = "fish sea_food dor\u00e9e", "fish sea_food dore\u0301e"  # both show as 'dorée'
+    raw = make_image_tree(classes=[composed, decomposed])
+    with pytest.raises(DatasetError) as caught:
+        find_classes(raw)
+    assert str(caught.value) == (
+        f"class folders 'fish sea_food dore\\u0301e' and 'fish sea_food dor\\xe9e' in {raw / 'train'} are one name "
+        "in two Unicode forms; rename or merge them so that the class has one folder"
+    )
+
+
 def test_a_class_only_in_test_is_an_error_naming_it(make_image_tree):
     raw = make_image_tree(classes=["animal fish"])
     (raw / "test" / "fish sea_food shrimp").mkdir()
