@@ -5,11 +5,13 @@
 #   docker run -p 8501:8501 fish-classifier-app # then open http://localhost:8501
 #
 # Build arguments:
-#   BASE_IMAGE  a Debian-style image with Python 3.11 and its venv module. CI builds one from
-#               Debian's packages with mmdebstrap (.ci/docker.sh), as Docker Hub is out of its reach.
+#   BASE_IMAGE  a Debian-style image with Python 3.11 and its venv module. By default Docker Hub's
+#               python:3.11-slim, pinned by digest so that a rebuild starts from the same bytes; to move
+#               to a newer one on purpose, take the digest from `docker buildx imagetools inspect python:3.11-slim`.
+#               CI builds one from Debian's packages with mmdebstrap (.ci/docker.sh), as Docker Hub is out of its reach.
 #   WHEELHOUSE  a folder inside the build context holding the wheels of app/requirements.txt; pip then
 #               installs from it alone and never reaches an index (air-gapped builds). Empty: PyPI.
-ARG BASE_IMAGE=python:3.11-slim
+ARG BASE_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 FROM ${BASE_IMAGE} AS build
 ARG WHEELHOUSE=
