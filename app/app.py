@@ -86,6 +86,8 @@ def results_table(results: list[tuple[str, Prediction]]) -> pd.DataFrame:
             "label": prediction.label,
             "confidence": prediction.confidence,
             "low_confidence": None if prediction.error else prediction.is_low_confidence,
+            "unknown": None if prediction.error else prediction.is_unknown,
+            "unknown_score": prediction.unknown_score,
             "error": prediction.error or "",
         }
         for rank, (_, display, probability) in enumerate(prediction.top_k, start=1):
@@ -135,6 +137,13 @@ def show_model_card(predictor: Predictor) -> float:
         help="Photos whose calibrated confidence is below this get a warning. "
         f"The bundle's default is {predictor.threshold:.3f}.",
     )
+    unknown = predictor.info.get("unknown") or {}
+    if unknown.get("figures"):
+        flagged = unknown["figures"]["flagged"]
+        sidebar.markdown(
+            "**Unknown-photo check:** photos unlike every species are flagged, not named. "
+            + "; ".join(f"{literal(group)}: {share:.1%} flagged" for group, share in flagged.items())
+        )
     sidebar.markdown(f"**The {len(predictor.classes)} known species**")
     sidebar.markdown("\n".join(f"- {literal(c['display'])}" for c in predictor.classes))
     return threshold
@@ -147,9 +156,15 @@ def test_metrics(info: dict) -> dict[str, float]:
 
 
 def show_result(
-    name: str, prediction: Prediction, photo: Image.Image, heatmap: Image.Image | None, n_classes: int
+    name: str, prediction: Prediction, photo: Image.Image, heatmap: Image.Image | None, n_classes: int,
+    unknown_threshold: float | None = None,
 ) -> None:
-    """One photo: itself (and where the model looked), its species, confidence and top-k."""
+    """One photo: itself (and where the model looked), its species, confidence and top-k.
+
+    An unknown photo gets no species: a plain message, and the closest species muted, for reference only."""
+    if prediction.is_unknown:
+        show_unknown(name, prediction, photo, n_classes, unknown_threshold)
+        return
     with st.container(border=True):
         columns = st.columns([1, 1, 1.3] if heatmap is not None else [1, 1.3])
         columns[0].image(photo, caption=name, width="stretch")
@@ -163,6 +178,23 @@ def show_result(
                 f"Low confidence: this photo may not be one of the {n_classes} known species. Check it by eye."
             )
         verdict.altair_chart(top_k_chart(prediction), width="stretch", height=40 * len(prediction.top_k) + 60)
+
+
+def show_unknown(name: str, prediction: Prediction, photo: Image.Image, n_classes: int,
+                 threshold: float | None) -> None:
+    with st.container(border=True):
+        columns = st.columns([1, 1.3])
+        columns[0].image(photo, caption=name, width="stretch")
+        verdict = columns[1]
+        verdict.subheader("Not a known fish")
+        limit = "" if threshold is None else f", above the threshold of {threshold:.4g}"
+        verdict.warning(
+            f"This photo does not look like any of the {n_classes} species this model knows "
+            f"(unknown-photo score {prediction.unknown_score:.4g}{limit}), so it gets no species. "
+            "If it is a fish, it is probably one the model was not trained on."
+        )
+        closest = ", ".join(f"{literal(display)} {probability:.0%}" for _, display, probability in prediction.top_k[:3])
+        verdict.caption(f"Closest species, not an answer: {closest}")
 
 
 def top_k_chart(prediction: Prediction) -> alt.Chart:
@@ -193,8 +225,8 @@ def main() -> None:
     bundle_key = f"{directory}@{version}"
     threshold = show_model_card(predictor)
     n_classes = len(predictor.classes)
-    # With a global-average-pooled dense head, Grad-CAM is exactly the class activation map the Predictor computes.
-    with_heatmap = st.toggle("Show where the model looked (Grad-CAM heatmap)", value=True)
+    unknown_threshold = None if predictor.detector is None else predictor.detector.threshold
+    with_heatmap = st.toggle("Show where the model looked (class activation map)", value=True)
     uploads = st.file_uploader(
         f"Photos of fish, to identify among the {n_classes} known species",
         type=[extension.lstrip(".") for extension in IMAGE_EXTENSIONS],
@@ -219,8 +251,8 @@ def main() -> None:
         if prediction.error:
             st.error(f"**{literal(name)}**: {literal(prediction.error)}")
         else:
-            photo, heatmap = result_images(predictor, bundle_key, data, with_heatmap)
-            show_result(name, prediction, photo, heatmap, n_classes)
+            photo, heatmap = result_images(predictor, bundle_key, data, with_heatmap and not prediction.is_unknown)
+            show_result(name, prediction, photo, heatmap, n_classes, unknown_threshold)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@
     models/deploy/
         model.keras   the selected model (raw RGB in [0, 255] in, softmax out)
         model.tflite  the same model exported for serving without TensorFlow (fish_classifier.serving)
+        unknown.npz   the unknown-photo detector fitted on the model's embeddings (fish_classifier.unknown)
         labels.json   {"classes": [{"label", "display"}, ...]} in model output order
         bundle.json   model (its name in the zoo), input_size, num_classes, temperature,
-                      threshold, metrics (its test metrics), data_hash, model_sha256, created_at,
-                      and serving (the export's file, sha256 and parity with model.keras)
+                      threshold, metrics (its scores), data_hash, created_at, files (the sha256
+                      of every other file), serving (the export's parity with model.keras) and
+                      unknown (the detector's method, threshold and figures)
 
 A bundle needs at least one of the two models: the Docker image carries model.tflite only.
+`read_bundle` checks every file against its sha256, so a changed or corrupt file is refused at load.
 """
 
 import hashlib
@@ -22,12 +25,14 @@ from fish_classifier.manifest import file_sha256
 
 MODEL_FILE = "model.keras"
 SERVING_MODEL_FILE = "model.tflite"
+UNKNOWN_FILE = "unknown.npz"
 LABELS_FILE = "labels.json"
 INFO_FILE = "bundle.json"
 DEFAULT_BUNDLE_DIR = Path("models/deploy")
 
 _REQUIRED_INFO = ("model", "input_size", "temperature", "threshold")
 _HOW_TO_FIX = "run `dvc repro` to train, evaluate and select a model"
+_HOW_TO_REBUILD = "rebuild the bundle with `dvc repro select`"
 
 
 class BundleError(Exception):
@@ -57,6 +62,11 @@ class Bundle:
     @property
     def threshold(self) -> float:
         return float(self.info["threshold"])
+
+    @property
+    def unknown_path(self) -> Path | None:
+        """The unknown-photo detector's file, when the bundle has one."""
+        return self.path / UNKNOWN_FILE if "unknown" in self.info else None
 
 
 def write_bundle(
@@ -96,11 +106,25 @@ def write_bundle(
             "threshold": float(threshold),
             "metrics": metrics,
             "data_hash": data_hash,
-            "model_sha256": file_sha256(out_dir / MODEL_FILE),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "files": {name: file_sha256(out_dir / name) for name in (MODEL_FILE, LABELS_FILE)},
         },
     )
     return out_dir
+
+
+def add_file(path, name: str, **entries) -> dict:
+    """Record a file just written into a bundle: its sha256 under `files`, and `entries` at the top level."""
+    info = _read_json(Path(path) / INFO_FILE)
+    files = {**info.get("files", {}), name: file_sha256(Path(path) / name)}
+    return update_info(path, files=files, **entries)
+
+
+def add_unknown_detector(path, detector, **details) -> dict:
+    """Save an `unknown.UnknownDetector` into a bundle, hashed like the models, with its settings and `details`."""
+    detector.save(Path(path) / UNKNOWN_FILE)
+    return add_file(path, UNKNOWN_FILE, unknown={"file": UNKNOWN_FILE, "method": detector.method,
+                                                 "threshold": detector.threshold, **details})
 
 
 def read_bundle(path=DEFAULT_BUNDLE_DIR) -> Bundle:
@@ -128,6 +152,7 @@ def read_bundle(path=DEFAULT_BUNDLE_DIR) -> Bundle:
             f"{path / INFO_FILE} says {info['num_classes']} classes but {LABELS_FILE} lists {len(classes)}; "
             + _HOW_TO_FIX
         )
+    _check_files(path, info)
     return Bundle(
         path=path,
         model_path=model_path if model_path.is_file() else None,
@@ -161,6 +186,26 @@ def _model_shape(model_path: Path) -> tuple[int, int]:
 
     model = load_model(model_path)
     return int(model.input_shape[1]), int(model.output_shape[-1])
+
+
+def _check_files(path: Path, info: dict) -> None:
+    """Every file bundle.json lists must match its sha256; only model.keras may be left out (the Docker image)."""
+    files = info.get("files")
+    if not isinstance(files, dict):
+        raise BundleError(f"{path / INFO_FILE} lists no file hashes (a bundle from an older version); {_HOW_TO_REBUILD}")
+    if "unknown" in info and UNKNOWN_FILE not in files:
+        raise BundleError(f"{path / INFO_FILE} has an unknown-photo detector but no hash for it; {_HOW_TO_REBUILD}")
+    for name, expected in files.items():
+        file = path / name
+        if not file.is_file():
+            if name == MODEL_FILE:
+                continue
+            raise BundleError(f"deploy bundle {path} is incomplete: {name} is missing; {_HOW_TO_REBUILD}")
+        if file_sha256(file) != expected:
+            raise BundleError(
+                f"{file} does not match the sha256 in {INFO_FILE} (changed or corrupt since the bundle was made); "
+                + _HOW_TO_REBUILD
+            )
 
 
 def _check_classes(classes, *, source: str) -> None:

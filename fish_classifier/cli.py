@@ -20,7 +20,8 @@ from fish_classifier.images import IMAGE_EXTENSIONS, is_image_file
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # what shells report for a command stopped by Ctrl-C
-PREDICTION_COLUMNS = ["path", "label", "display_name", "confidence", "is_low_confidence", "top_k", "error"]
+PREDICTION_COLUMNS = ["path", "label", "display_name", "confidence", "is_low_confidence", "is_unknown", "unknown_score",
+                      "top_k", "error"]
 
 
 def main(argv=None) -> int:
@@ -83,7 +84,7 @@ def run_predict(args) -> int:
 
     predictor = Predictor(args.bundle, batch_size=args.batch_size)
 
-    low, failed = 0, 0
+    low, unknown, failed = 0, 0, 0
     with _written_when_complete(out) as f, tqdm(total=len(images), desc="predict", unit="img") as bar:
         writer = csv.DictWriter(f, fieldnames=PREDICTION_COLUMNS)
         writer.writeheader()
@@ -92,9 +93,11 @@ def run_predict(args) -> int:
             for prediction in predictor.predict(batch, top_k=args.top_k, threshold=args.threshold):
                 writer.writerow(_row(prediction))
                 low += bool(prediction.is_low_confidence)
+                unknown += prediction.is_unknown
                 failed += prediction.error is not None
             bar.update(len(batch))
-    print(f"wrote {len(images)} predictions to {out} ({low} low-confidence, {failed} unreadable)", file=sys.stderr)
+    print(f"wrote {len(images)} predictions to {out} ({unknown} unknown, {low} low-confidence, {failed} unreadable)",
+          file=sys.stderr)
     return 0
 
 
@@ -154,6 +157,8 @@ def _row(prediction) -> dict:
         "display_name": prediction.display_name or "",
         "confidence": "" if math.isnan(prediction.confidence) else f"{prediction.confidence:.6f}",
         "is_low_confidence": prediction.is_low_confidence,
+        "is_unknown": prediction.is_unknown,
+        "unknown_score": "" if math.isnan(prediction.unknown_score) else f"{prediction.unknown_score:.6g}",
         "top_k": format_top_k((label, probability) for label, _, probability in prediction.top_k),
         "error": prediction.error or "",
     }

@@ -81,3 +81,10 @@ def _near_pairs(manifest, hashes, a, b, first, second, max_distance) -> list[dic
             if sha[row] != sha[col]:  # byte-identical files are counted as exact duplicates
                 found.append({first: paths[row], second: paths[col], "distance": int(distance)})
     return sorted(found, key=lambda pair: (pair[first], pair[second]))
+
+
+def duplicated_from_train(report: dict, split: str) -> set[str]:
+    """Paths of `split` that have an exact or near duplicate in train, read from prepare's report."""
+    pair = f"train-{split}"
+    found = report["exact_duplicate_pairs"].get(pair, []) + report["near_duplicate_pairs"].get(pair, [])
+    return {entry[split] for entry in found}

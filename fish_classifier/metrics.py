@@ -60,6 +60,12 @@ def classification_report(y_true, y_pred, labels: list[str]) -> dict:
     }
 
 
+def headline(y_true, y_pred, num_classes: int) -> dict:
+    """The four headline scores of `classification_report`, without the per-class table."""
+    report = classification_report(y_true, y_pred, [str(i) for i in range(num_classes)])
+    return {key: report[key] for key in HEADLINE_METRICS}
+
+
 def confusion(y_true, y_pred, num_classes: int) -> np.ndarray:
     """Counts with rows = actual class, columns = predicted class."""
     return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
@@ -171,6 +177,40 @@ def plot_reliability(curves: dict[str, pd.DataFrame], path: str | Path, title: s
     ax.set_ylabel("Accuracy")
     ax.set_title(title)
     ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_unknown_scores(histogram: pd.DataFrame, threshold: float, path: str | Path, title: str) -> None:
+    """Step histograms of the unknown score, one per group of photos (shares of the group), and the threshold."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for group in histogram.columns.drop("score"):
+        ax.step(histogram["score"], histogram[group], where="mid", label=group)
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("Unknown-photo score (higher = less like the training fish)")
+    ax.set_ylabel("Share of the group's photos")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_flag_tradeoff(tradeoff: pd.DataFrame, x: str, y: str, marked: tuple[float, float], path: str | Path,
+                       title: str) -> None:
+    """The share of `y` photos flagged against the share of `x` photos flagged as the threshold moves."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.plot(tradeoff[x], tradeoff[y])
+    ax.plot(*marked, marker="o", color="black", label="the bundle's threshold")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel(f"{x} flagged")
+    ax.set_ylabel(f"{y} flagged")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

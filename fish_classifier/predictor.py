@@ -22,7 +22,8 @@ from PIL import Image
 from fish_classifier.bundle import DEFAULT_BUNDLE_DIR, MODEL_FILE, SERVING_MODEL_FILE, BundleError, read_bundle
 from fish_classifier.calibration import apply_temperature
 from fish_classifier.images import ImageError, load_pixels
-from fish_classifier.serving import CLASS_MAPS, PROBABILITIES, LiteRTBackend, serving_model
+from fish_classifier.serving import CLASS_MAPS, EMBEDDING, PROBABILITIES, LiteRTBackend, serving_model
+from fish_classifier.unknown import UnknownDetector
 
 BACKENDS = ("auto", "litert", "keras")  # auto: LiteRT when the bundle has model.tflite, else Keras
 
@@ -36,6 +37,9 @@ class Prediction:
     top_k: list[tuple[str, str, float]] = field(default_factory=list)
     is_low_confidence: bool = False
     error: str | None = None
+    # Unlike anything the model was trained on (fish_classifier.unknown); its label is then not an answer.
+    is_unknown: bool = False
+    unknown_score: float = math.nan
 
 
 class KerasBackend:
@@ -63,18 +67,39 @@ class KerasBackend:
         return self._probs(np.asarray(batch, dtype=np.float32)).numpy().astype(np.float32)
 
     def class_maps_and_probs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(class maps (n, h, w, classes), probabilities (n, classes)): the serving model's two outputs."""
+        """(class maps (n, h, w, classes), probabilities (n, classes)): two of the serving model's outputs."""
+        outputs = self.outputs(batch)
+        return outputs[CLASS_MAPS], outputs[PROBABILITIES]
+
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The serving model's outputs by name: probabilities, class maps and the embedding."""
         if self._both is None:
             import tensorflow as tf
 
             both = serving_model(self.model)
             self._both = tf.function(lambda x: both(x, training=False), input_signature=[self._spec])
         outputs = self._both(np.asarray(batch, dtype=np.float32))
-        return outputs[CLASS_MAPS].numpy().astype(np.float32), outputs[PROBABILITIES].numpy().astype(np.float32)
+        return {name: tensor.numpy().astype(np.float32) for name, tensor in outputs.items()}
 
 
 def probabilities_for_files(backend, paths, *, batch_size: int, desc: str = "images") -> tuple[np.ndarray, float]:
-    """Run `backend` over image files in batches; returns (probabilities, seconds spent in the model).
+    """Run `backend` over image files in batches; returns (probabilities, seconds spent in the model)."""
+    return _over_files(backend, backend, paths, batch_size=batch_size, desc=desc)
+
+
+def outputs_for_files(backend, paths, *, batch_size: int, desc: str = "images") -> dict[str, np.ndarray]:
+    """The serving model's probabilities and embedding (what the unknown-photo detector scores) per image file."""
+
+    def run(batch):
+        outputs = backend.outputs(batch)
+        return {name: outputs[name] for name in (PROBABILITIES, EMBEDDING)}
+
+    return _over_files(backend, run, paths, batch_size=batch_size, desc=desc)[0]
+
+
+def _over_files(backend, run, paths, *, batch_size: int, desc: str) -> tuple[np.ndarray, float]:
+    """`run` over image files in batches at `backend`'s input size; returns (its outputs, seconds spent in it).
+    `run` returns an array, or a dict of arrays (concatenated name by name).
 
     A worker thread decodes the next batch while the model runs on this one. A
     warm-up call before timing keeps graph building out of the measured speed.
@@ -98,11 +123,13 @@ def probabilities_for_files(backend, paths, *, batch_size: int, desc: str = "ima
             if i + 1 < len(chunks):
                 upcoming = pool.submit(load, chunks[i + 1])
             if i == 0:
-                backend(batch)
+                run(batch)
             start = time.perf_counter()
-            outputs.append(backend(batch))
+            outputs.append(run(batch))
             seconds += time.perf_counter() - start
             bar.update(len(batch))
+    if isinstance(outputs[0], dict):
+        return {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}, seconds
     return np.concatenate(outputs), seconds
 
 
@@ -133,8 +160,13 @@ class Predictor:
                 f"{bundle.path}: bundle.json says input size {self.input_size} but the model takes "
                 f"{self._backend.input_size}; run `dvc repro` to rebuild the bundle"
             )
+        self.detector = _load_detector(bundle)
         # Build the graph now (about a second), so the first photo a user sends is as fast as the rest.
-        self._backend(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.float32))
+        blank = np.zeros((1, self.input_size, self.input_size, 3), dtype=np.float32)
+        if self.detector is None:
+            self._backend(blank)
+        else:
+            self.detector.score(self._backend.outputs(blank)[EMBEDDING])
 
     def predict(self, images, top_k: int = 5, threshold: float | None = None) -> list[Prediction]:
         """One Prediction per image, in input order; an unreadable image gets `error` set instead of a label.
@@ -177,8 +209,13 @@ class Predictor:
             except OSError as exc:
                 results[i] = _failed(source, f"cannot read the file ({exc.strerror or exc})")
         if pixels:
-            probs = apply_temperature(self._backend(np.stack(pixels)), self.temperature)
-            for (i, source), row in zip(readable, probs):
+            if self.detector is None:
+                probs, scores = self._backend(np.stack(pixels)), np.full(len(pixels), math.nan)
+            else:
+                outputs = self._backend.outputs(np.stack(pixels))
+                probs, scores = outputs[PROBABILITIES], self.detector.score(outputs[EMBEDDING])
+            probs = apply_temperature(probs, self.temperature)
+            for (i, source), row, score in zip(readable, probs, scores):
                 ranked = np.argsort(-row)[:top_k]
                 best = self.classes[ranked[0]]
                 confidence = float(row[ranked[0]])
@@ -189,6 +226,8 @@ class Predictor:
                     confidence=confidence,
                     top_k=[(self.classes[k]["label"], self.classes[k]["display"], float(row[k])) for k in ranked],
                     is_low_confidence=confidence < threshold,
+                    is_unknown=bool(self.detector is not None and self.detector.is_unknown(score)),
+                    unknown_score=float(score),
                 )
         return results
 
@@ -208,6 +247,15 @@ def _load_backend(bundle, backend: str, num_threads: int | None):
     from fish_classifier.preprocessing import load_model  # imports Keras: only for this backend
 
     return backend, KerasBackend(load_model(bundle.model_path))
+
+
+def _load_detector(bundle) -> UnknownDetector | None:
+    if bundle.unknown_path is None:
+        return None
+    try:
+        return UnknownDetector.load(bundle.unknown_path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"{bundle.unknown_path} cannot be read ({exc}); rebuild the bundle with `dvc repro select`") from exc
 
 
 def _is_image(item) -> bool:

@@ -1,27 +1,38 @@
-"""Choosing the model to deploy, its low-confidence threshold, and the comparison table of all models."""
+"""Choosing the model to deploy (on validation scores), its low-confidence threshold, its unknown-photo
+detector, and the comparison table of all models."""
 
 import math
 
 import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from fish_classifier.metrics import HEADLINE_METRICS
+from fish_classifier.unknown import NOT_FISH, UnknownDetector, UnknownSettings, threshold_for_flag_rate
+
+TEST_FISH = "test fish"
 
 THRESHOLD_RULES = ("val_flag_rate", "fixed")
 
 
 def rank_models(metrics: dict[str, dict], metric: str) -> list[str]:
-    """Model names best first: by `metric`, then accuracy, then the faster model (images per second)."""
+    """Model names best first: by validation `metric`, then validation accuracy, then the faster model.
+
+    Only the `val` scores are read: the test split never chooses the model it then scores.
+    """
     if metric not in HEADLINE_METRICS:
         raise ValueError(f"unknown select.metric {metric!r}, expected one of: {', '.join(HEADLINE_METRICS)}")
     if not metrics:
         raise ValueError("no models to rank")
     for name, scores in metrics.items():
-        missing = [key for key in (metric, "accuracy", "images_per_second") if key not in scores]
+        missing = [f"val.{key}" for key in (metric, "accuracy") if key not in scores.get("val", {})]
+        missing += ["images_per_second"] * ("images_per_second" not in scores)
         if missing:
-            raise ValueError(f"metrics of model {name!r} lack {', '.join(missing)}")
+            raise ValueError(f"metrics of model {name!r} lack {', '.join(missing)}; run its evaluate stage again")
     return sorted(
         metrics,
-        key=lambda name: (-metrics[name][metric], -metrics[name]["accuracy"], -metrics[name]["images_per_second"]),
+        key=lambda name: (-metrics[name]["val"][metric], -metrics[name]["val"]["accuracy"],
+                          -metrics[name]["images_per_second"]),
     )
 
 
@@ -50,8 +61,9 @@ def choose_threshold(val_confidences, *, rule: str, val_flag_rate: float, fixed_
     return float(confidences[allowed])
 
 
-def summary(metrics: dict[str, dict], metric: str, threshold: float) -> dict:
-    """What `dvc metrics show` reports for the selection: the winner and every model's headline numbers."""
+def summary(metrics: dict[str, dict], metric: str, threshold: float, unknown: dict | None) -> dict:
+    """What `dvc metrics show` reports for the selection: the winner, every model's headline numbers
+    (validation, test, clean test) and, when an unknown-photo set was given, the detector's figures."""
     ranking = rank_models(metrics, metric)
     return {
         "selected": ranking[0],
@@ -59,37 +71,128 @@ def summary(metrics: dict[str, dict], metric: str, threshold: float) -> dict:
         "threshold": threshold,
         "ranking": ranking,
         "models": {name: _headline(metrics[name]) for name in ranking},
+        **({"unknown": unknown} if unknown else {}),
     }
 
 
-def summary_markdown(metrics: dict[str, dict], metric: str) -> str:
-    """A table of all models, best first, with the selected one in bold."""
+def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None) -> str:
+    """A table of all models, best first, with the selected one in bold, then the unknown-photo figures."""
     ranking = rank_models(metrics, metric)
+    best = metrics[ranking[0]]
     lines = [
-        "| Model | Accuracy | Macro Precision | Macro Recall | Macro F1 | ECE | img/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| Model | Val {_NAMES[metric]} | Test accuracy | Test macro F1 | Clean test accuracy | Clean test macro F1 "
+        "| ECE | img/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ranking:
         row = _headline(metrics[name])
         label = f"**{name}**" if name == ranking[0] else name
         ece = "n/a" if row["ece"] is None else f"{row['ece']:.4f}"
         lines.append(
-            f"| {label} | {row['accuracy']:.4f} | {row['macro_precision']:.4f} | {row['macro_recall']:.4f} "
-            f"| {row['macro_f1']:.4f} | {ece} | {row['images_per_second']:.1f} |"
+            f"| {label} | {row['val'][metric]:.4f} | {row['test']['accuracy']:.4f} | {row['test']['macro_f1']:.4f} "
+            f"| {row['test_clean']['accuracy']:.4f} | {row['test_clean']['macro_f1']:.4f} | {ece} "
+            f"| {row['images_per_second']:.1f} |"
         )
+    clean = best["test_clean"]
     lines += [
         "",
-        f"Selected **{ranking[0]}** by {metric}; ties go to accuracy, then to the faster model. "
-        "All scores are on the test split; ECE (expected calibration error) is after temperature scaling.",
+        f"Selected **{ranking[0]}** by its validation {_NAMES[metric]}; ties go to validation accuracy, then to the "
+        "faster model. The test split is only reported, never used to choose. Test: all "
+        f"{best['test_images']} test photos. Clean test: the {clean['images']} of them with no exact or near "
+        f"duplicate in train ({clean['left_out']} left out; the dataset was augmented before it was split). "
+        "ECE (expected calibration error) is on the test split, after temperature scaling.",
+        "",
+        "## Unknown photos",
         "",
     ]
-    return "\n".join(lines)
+    if not unknown:
+        lines += ["No unknown-photo set was given (`data.unknown_source` is empty), so the figures of the "
+                  "unknown-photo detector are skipped. Point it at a zip or folder of photos that are no fish "
+                  "(`not-fish/`) and, optionally, fish from elsewhere (`fish-elsewhere/`) to measure it.", ""]
+        return "\n".join(lines)
+    flagged = unknown["flagged"]
+    lines += [
+        f"Detector: {unknown['method']} on the deploy model's embeddings, threshold {unknown['threshold']:.4g} "
+        f"(flags {unknown['val_flag_rate']:.1%} of validation fish at most; chosen on validation fish only).",
+        "",
+        "| Photos | Count | Flagged as unknown |",
+        "|---|---:|---:|",
+        *[f"| {group} | {unknown['images'][group]} | {flagged[group]:.1%} |" for group in flagged],
+        "",
+    ]
+    if unknown["auroc_test_fish_vs_not_fish"] is not None:
+        lines.append(f"AUROC, test fish against not-fish: **{unknown['auroc_test_fish_vs_not_fish']:.4f}**.")
+    if unknown.get("fish_elsewhere_catch_all") is not None:
+        lines.append(f"Fish from elsewhere given a catch-all label ({', '.join(unknown['catch_all_labels'])}): "
+                     f"{unknown['fish_elsewhere_catch_all']:.1%}.")
+    return "\n".join([*lines, ""])
+
+
+def fit_unknown_detector(settings: UnknownSettings, train_embeddings, train_labels, val_embeddings,
+                         head=None) -> UnknownDetector:
+    """The detector fitted on the train photos' embeddings, its threshold set on validation fish alone.
+
+    `head`: the head's (kernel, bias), which the energy score needs."""
+    kernel, bias = head if head is not None else (None, None)
+    detector = UnknownDetector.fit(settings.method, train_embeddings, train_labels, k=settings.k,
+                                   power=settings.power, head_kernel=kernel, head_bias=bias)
+    return detector.with_threshold(threshold_for_flag_rate(detector.score(val_embeddings), settings.val_flag_rate))
+
+
+def unknown_figures(detector: UnknownDetector, val_flag_rate: float, scores: dict[str, np.ndarray],
+                    fish_elsewhere_labels=None, catch_all_labels=()) -> dict:
+    """How the detector does on each group of photos: `scores` maps a group (test fish, not-fish,
+    fish-elsewhere, ...) to its unknown scores; `fish_elsewhere_labels` are the labels those fish got."""
+    figures = {
+        "method": detector.method,
+        "threshold": detector.threshold,
+        "val_flag_rate": val_flag_rate,
+        "images": {group: int(len(values)) for group, values in scores.items()},
+        "flagged": {group: float(detector.is_unknown(values).mean()) for group, values in scores.items()},
+        "auroc_test_fish_vs_not_fish": auroc(scores[TEST_FISH], scores[NOT_FISH]) if NOT_FISH in scores else None,
+        "catch_all_labels": list(catch_all_labels),
+        "fish_elsewhere_catch_all": None,
+    }
+    if fish_elsewhere_labels is not None and len(fish_elsewhere_labels):
+        figures["fish_elsewhere_catch_all"] = float(np.isin(fish_elsewhere_labels, list(catch_all_labels)).mean())
+    return figures
+
+
+def auroc(fish_scores, unknown_scores) -> float:
+    """Area under the ROC curve of the unknown score telling `unknown_scores` (positive) from `fish_scores`."""
+    truth = np.r_[np.zeros(len(fish_scores)), np.ones(len(unknown_scores))]
+    return float(roc_auc_score(truth, np.r_[fish_scores, unknown_scores]))
+
+
+def score_histogram(scores: dict[str, np.ndarray], bins: int) -> pd.DataFrame:
+    """Share of each group's photos per score bin (one column per group), on bins shared by all groups."""
+    edges = np.histogram_bin_edges(np.concatenate(list(scores.values())), bins=bins)
+    table = {"score": (edges[:-1] + edges[1:]) / 2}
+    for group, values in scores.items():
+        table[group] = np.histogram(values, bins=edges)[0] / max(len(values), 1)
+    return pd.DataFrame(table)
+
+
+def flag_tradeoff(scores: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The share of each group flagged as the threshold moves over every score seen."""
+    thresholds = np.unique(np.concatenate(list(scores.values())))
+    table = {"threshold": thresholds}
+    for group, values in scores.items():
+        ordered = np.sort(values)
+        table[group] = 1.0 - np.searchsorted(ordered, thresholds, side="right") / len(ordered)
+    return pd.DataFrame(table)
 
 
 def _headline(scores: dict) -> dict:
     return {
-        **{key: scores[key] for key in HEADLINE_METRICS},
+        "val": {key: scores["val"][key] for key in HEADLINE_METRICS},
+        "test": {key: scores[key] for key in HEADLINE_METRICS},
+        "test_clean": {key: scores["test_clean"][key] for key in (*HEADLINE_METRICS, "images")},
         "ece": scores.get("calibration", {}).get("ece_after"),
         "images_per_second": scores["images_per_second"],
         "model_size_mb": scores.get("model_size_mb"),
     }
+
+
+_NAMES = {"accuracy": "accuracy", "macro_precision": "macro precision", "macro_recall": "macro recall",
+          "macro_f1": "macro F1"}

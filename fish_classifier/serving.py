@@ -1,12 +1,15 @@
 """The serving model: the deploy model exported to LiteRT (`model.tflite`), run without TensorFlow.
 
-The export has two named outputs:
+The export has three named outputs:
     probabilities   (n, classes)        the softmax, exactly what the Keras model outputs
     class_maps      (n, h, w, classes)  the last feature map (the input of `pool`) weighed by the
                                         `head` kernel: class k's activation map before ReLU (for a
                                         mirror-averaging model, the mean over the photo and its mirror)
+    embedding       (n, features)       the `pool` output, the head's input (for a mirror-averaging
+                                        model, the mean over the photo and its mirror): what the
+                                        unknown-photo detector (`fish_classifier.unknown`) scores
 
-so the app's heatmap needs nothing but the LiteRT runtime. It is float32 with no quantisation:
+so the app's heatmap and unknown-photo check need nothing but the LiteRT runtime. It is float32 with no quantisation:
 `export_for_serving` refuses an export whose probabilities differ from the Keras model's by more
 than PARITY_TOLERANCE, or whose top label differs, on the images it is given.
 
@@ -20,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fish_classifier.bundle import SERVING_MODEL_FILE, BundleError, read_bundle, update_info
-from fish_classifier.manifest import file_sha256
+from fish_classifier.bundle import SERVING_MODEL_FILE, BundleError, add_file, read_bundle
 from fish_classifier.images import load_pixels
 
 FEATURE_LAYER = "pool"  # its input is the last convolutional feature map
 HEAD_LAYER = "head"  # the final Dense softmax; its kernel weighs the pooled features per class
 PROBABILITIES = "probabilities"
 CLASS_MAPS = "class_maps"
+EMBEDDING = "embedding"
+OUTPUTS = (PROBABILITIES, CLASS_MAPS, EMBEDDING)
 PARITY_TOLERANCE = 1e-4  # largest allowed |p_litert - p_keras| on any image and class
 
 
@@ -36,7 +40,7 @@ class ParityError(RuntimeError):
 
 
 def serving_model(model):
-    """`model` with both serving outputs, as a Keras model sharing its layers and weights.
+    """`model` with the three serving outputs, as a Keras model sharing its layers and weights.
 
     The class maps are a 1x1 convolution with the head's kernel: the same sum over channels
     that the head applies after pooling, done at every position of the feature map.
@@ -51,9 +55,13 @@ def serving_model(model):
                                 name=f"{CLASS_MAPS}_both" if mirrored else CLASS_MAPS)
     class_maps = weigh(model.get_layer(FEATURE_LAYER).input)
     weigh.set_weights([kernel[np.newaxis, np.newaxis]])
+    pooled = model.get_layer(FEATURE_LAYER).output
     if mirrored:  # a mirror-averaging model: each photo's maps, and its mirror's flipped back, averaged
         class_maps = MirrorMean(maps=True, name=CLASS_MAPS)(class_maps)
-    outputs = {PROBABILITIES: model.output, CLASS_MAPS: class_maps}
+        embedding = MirrorMean(name=EMBEDDING)(pooled)
+    else:  # named like the other outputs, whatever the model calls its pooling layer's tensor
+        embedding = keras.layers.Identity(name=EMBEDDING)(pooled)
+    outputs = {PROBABILITIES: model.output, CLASS_MAPS: class_maps, EMBEDDING: embedding}
     return keras.Model(model.inputs, outputs, name=f"{model.name}_serving")
 
 
@@ -84,10 +92,10 @@ class LiteRTBackend:
         if len(signatures) != 1:
             raise BundleError(f"{self.path}: expected one signature, found {sorted(signatures) or 'none'}")
         [(key, signature)] = signatures.items()
-        missing = {PROBABILITIES, CLASS_MAPS} - set(signature["outputs"])
+        missing = set(OUTPUTS) - set(signature["outputs"])
         if missing or len(signature["inputs"]) != 1:
             raise BundleError(
-                f"{self.path}: expected one input and outputs {PROBABILITIES}, {CLASS_MAPS}; found inputs "
+                f"{self.path}: expected one input and outputs {', '.join(OUTPUTS)}; found inputs "
                 f"{signature['inputs']} and outputs {signature['outputs']}; run `dvc repro` to export it again"
             )
         self._runner = interpreter.get_signature_runner(key)
@@ -106,13 +114,17 @@ class LiteRTBackend:
         outputs = self._run(batch)
         return outputs[CLASS_MAPS], outputs[PROBABILITIES]
 
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """All three serving outputs, by name (see the module's docstring)."""
+        return self._run(batch)
+
     def _run(self, batch) -> dict[str, np.ndarray]:
         batch = np.asarray(batch, dtype=np.float32)
         results = []
         with self._lock:
             for image in batch:
                 results.append(self._runner(**{self._input: image[np.newaxis]}))
-        return {name: np.concatenate([r[name] for r in results]) for name in (PROBABILITIES, CLASS_MAPS)}
+        return {name: np.concatenate([r[name] for r in results]) for name in OUTPUTS}
 
 
 def usable_cpus() -> int:
@@ -126,8 +138,8 @@ def usable_cpus() -> int:
 def compare_backends(reference, candidate, images) -> dict:
     """How closely `candidate` reproduces `reference` on `images` (paths, bytes or PIL images).
 
-    Returns images, max_abs_diff (of the probabilities), labels_agree (how many top labels match)
-    and disagreements (the indices of the images whose top label differs).
+    Returns images, max_abs_diff (of the probabilities), embedding_max_abs_diff, labels_agree (how many
+    top labels match) and disagreements (the indices of the images whose top label differs).
     """
     images = list(images)
     if not images:
@@ -137,13 +149,16 @@ def compare_backends(reference, candidate, images) -> dict:
     expected, got = [], []
     for start in range(0, len(images), 32):
         pixels = np.stack([load_pixels(image, reference.input_size) for image in images[start : start + 32]])
-        expected.append(reference(pixels))
-        got.append(candidate(pixels))
-    expected, got = np.concatenate(expected), np.concatenate(got)
-    differ = np.flatnonzero(expected.argmax(axis=1) != got.argmax(axis=1))
+        expected.append(reference.outputs(pixels))
+        got.append(candidate.outputs(pixels))
+    expected, got = ({name: np.concatenate([o[name] for o in outputs]) for name in (PROBABILITIES, EMBEDDING)}
+                     for outputs in (expected, got))
+    largest = {name: float(np.abs(expected[name] - got[name]).max()) for name in (PROBABILITIES, EMBEDDING)}
+    differ = np.flatnonzero(expected[PROBABILITIES].argmax(axis=1) != got[PROBABILITIES].argmax(axis=1))
     return {
         "images": len(images),
-        "max_abs_diff": float(np.abs(expected - got).max()),
+        "max_abs_diff": largest[PROBABILITIES],
+        "embedding_max_abs_diff": largest[EMBEDDING],
         "labels_agree": len(images) - len(differ),
         "disagreements": differ.tolist(),
     }
@@ -178,21 +193,22 @@ def export_for_serving(bundle_dir, probe_images, *, tolerance: float = PARITY_TO
     model = load_model(bundle.model_path)
     path = export_litert(model, bundle.path / SERVING_MODEL_FILE)
     report = compare_backends(KerasBackend(model), LiteRTBackend(path), probe_images)
-    if report["max_abs_diff"] > tolerance or report["disagreements"]:
+    if max(report["max_abs_diff"], report["embedding_max_abs_diff"]) > tolerance or report["disagreements"]:
         path.unlink()
         raise ParityError(
             f"the LiteRT export differs from the Keras model on {report['images']} images: largest probability "
-            f"difference {report['max_abs_diff']:.2e} (allowed {tolerance:.0e}), top label differs on images "
+            f"difference {report['max_abs_diff']:.2e}, largest embedding difference "
+            f"{report['embedding_max_abs_diff']:.2e} (allowed {tolerance:.0e}), top label differs on images "
             f"{report['disagreements'] or 'none'}"
         )
-    update_info(
+    add_file(
         bundle.path,
+        SERVING_MODEL_FILE,
         serving={
             "file": SERVING_MODEL_FILE,
             "runtime": "LiteRT",
-            "outputs": [PROBABILITIES, CLASS_MAPS],
-            "sha256": file_sha256(path),
-            "parity": {key: report[key] for key in ("images", "max_abs_diff", "labels_agree")},
+            "outputs": list(OUTPUTS),
+            "parity": {key: report[key] for key in ("images", "max_abs_diff", "embedding_max_abs_diff", "labels_agree")},
         },
     )
     return report

@@ -1,4 +1,7 @@
-"""Stage `evaluate@<model>`: score one trained model on the test split and calibrate it on the validation split.
+"""Stage `evaluate@<model>`: score one trained model on the validation and test splits, and calibrate it.
+
+The validation scores are what `select` chooses by; the test scores are reported, on the whole split and
+on its clean subset (the test photos with no exact or near duplicate in train, by prepare's report).
 
 Usage: python stages/evaluate.py <model>
 """
@@ -10,11 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from fish_classifier.calibration import apply_temperature
+from fish_classifier.leakage import duplicated_from_train
 from fish_classifier.manifest import read_classes, read_manifest
 from fish_classifier.metrics import (
     calibration_report,
     classification_report,
     confusion,
+    headline,
     plot_confusion,
     plot_reliability,
     predict_split,
@@ -52,8 +57,14 @@ correct = y_pred == y_test
 before = reliability_table(test_probs.max(axis=1), correct, bins)
 after = reliability_table(calibrated.max(axis=1), correct, bins)
 
+leaked = test.rows["path"].isin(duplicated_from_train(json.loads(Path("data/prepare_report.json").read_text()), "test"))
+clean = ~leaked.to_numpy()
+
 report = classification_report(y_test, y_pred, labels)
 report.update(
+    val={**headline(y_val, val_probs.argmax(axis=1), len(classes)), "images": len(y_val)},
+    test_clean={**headline(y_test[clean], y_pred[clean], len(classes)), "images": int(clean.sum()),
+                "left_out": int((~clean).sum())},
     test_images=len(y_test),
     input_size=backend.input_size,
     images_per_second=round(len(y_test) / test.seconds, 2),
@@ -79,6 +90,8 @@ pd.DataFrame({"confidence": apply_temperature(val_probs, temperature).max(axis=1
 )
 ece = report["calibration"]
 print(
-    f"{name}: accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}, "
+    f"{name}: validation macro F1 {report['val']['macro_f1']:.4f}; test accuracy {report['accuracy']:.4f}, "
+    f"macro F1 {report['macro_f1']:.4f} (clean subset of {report['test_clean']['images']}: "
+    f"{report['test_clean']['accuracy']:.4f}, {report['test_clean']['macro_f1']:.4f}), "
     f"T {temperature:.3f}, ECE {ece['ece_before']:.4f} -> {ece['ece_after']:.4f}"
 )

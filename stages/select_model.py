@@ -1,6 +1,9 @@
-"""Stage `select`: rank the evaluated models, write the comparison, and bundle the best one for deployment.
+"""Stage `select`: rank the evaluated models on validation, bundle the best one for deployment with its
+unknown-photo detector, and write the comparison and the detector's figures.
 
-The bundle gets the Keras model and its LiteRT export for serving, checked against each other on test images.
+The bundle gets the Keras model and its LiteRT export for serving, checked against each other on test
+images. The detector is fitted on the LiteRT model's embeddings of the train photos, its threshold set on
+validation fish; the photos of data/unknown (params `data.unknown_source`) only measure it.
 
 Named select_model.py because a stages/select.py would shadow the standard library's `select` module
 for every script in this folder.
@@ -11,15 +14,31 @@ from pathlib import Path
 
 import pandas as pd
 
-from fish_classifier.bundle import training_data_hash, write_bundle
-from fish_classifier.manifest import read_classes, read_manifest
+from fish_classifier.bundle import DEFAULT_BUNDLE_DIR, add_unknown_detector, training_data_hash, write_bundle
+from fish_classifier.manifest import SPLITS, label_indices, read_classes, read_manifest, scored_split
+from fish_classifier.metrics import plot_flag_tradeoff, plot_unknown_scores
 from fish_classifier.params import load_params
-from fish_classifier.selection import choose_threshold, rank_models, summary, summary_markdown
-from fish_classifier.serving import evenly_spaced, export_for_serving
+from fish_classifier.predictor import outputs_for_files
+from fish_classifier.selection import (
+    TEST_FISH,
+    choose_threshold,
+    fit_unknown_detector,
+    flag_tradeoff,
+    rank_models,
+    score_histogram,
+    summary,
+    summary_markdown,
+    unknown_figures,
+)
+from fish_classifier.serving import EMBEDDING, PROBABILITIES, LiteRTBackend, evenly_spaced, export_for_serving
+from fish_classifier.unknown import FISH_ELSEWHERE, GROUPS, NOT_FISH, UnknownSettings
+
+OUT = Path("metrics/unknown")
 
 params = load_params()
 names = params["train"]["models"]
 select = params["select"]
+settings = UnknownSettings.from_params(select)
 
 metrics = {name: json.loads(Path("metrics", f"{name}.json").read_text(encoding="utf-8")) for name in names}
 best = rank_models(metrics, select["metric"])[0]
@@ -30,28 +49,76 @@ threshold = choose_threshold(
     val_flag_rate=select["val_flag_rate"],
     fixed_threshold=select["fixed_threshold"],
 )
-
-Path("metrics/summary.json").write_text(
-    json.dumps(summary(metrics, select["metric"], threshold), indent=2) + "\n", encoding="utf-8"
-)
-Path("metrics/summary.md").write_text(summary_markdown(metrics, select["metric"]), encoding="utf-8")
-
+classes = read_classes("data/classes.json")
 write_bundle(
-    "models/deploy",
+    DEFAULT_BUNDLE_DIR,
     model_path=Path("models", best, "model.keras"),
-    classes=read_classes("data/classes.json"),
+    classes=classes,
     model_name=best,
     temperature=metrics[best]["calibration"]["temperature"],
     threshold=threshold,
     metrics=metrics[best],
     data_hash=training_data_hash(["data/manifest.csv", "data/augmented/manifest.csv"]),
 )
-flagged = (val_confidence < threshold).mean()
-print(f"selected {best} ({select['metric']} {metrics[best][select['metric']]:.4f}); "
-      f"threshold {threshold:.4f} flags {flagged:.1%} of validation images")
+print(f"selected {best} (validation {select['metric']} {metrics[best]['val'][select['metric']]:.4f}); "
+      f"threshold {threshold:.4f} flags {(val_confidence < threshold).mean():.1%} of validation images")
 
 manifest = read_manifest("data/manifest.csv")
-test_images = manifest.loc[manifest["split"] == "test", "path"]
-parity = export_for_serving("models/deploy", evenly_spaced(test_images, select["serving_parity_images"]))
-print(f"exported models/deploy/model.tflite: largest probability difference {parity['max_abs_diff']:.1e} "
-      f"on {parity['images']} test images, every top label the same")
+parity = export_for_serving(
+    DEFAULT_BUNDLE_DIR, evenly_spaced(scored_split(manifest, "test")["path"], select["serving_parity_images"])
+)
+print(f"exported {DEFAULT_BUNDLE_DIR}/model.tflite: largest difference {parity['max_abs_diff']:.1e} (probabilities), "
+      f"{parity['embedding_max_abs_diff']:.1e} (embeddings) on {parity['images']} test images")
+
+# The unknown-photo detector sees what serving sees: the LiteRT model's outputs.
+backend = LiteRTBackend(DEFAULT_BUNDLE_DIR / "model.tflite")
+fish = {split: scored_split(manifest, split) for split in SPLITS}
+batch_size = params["evaluate"]["batch_size"]
+outputs = {split: outputs_for_files(backend, rows["path"], batch_size=batch_size, desc=f"{best} {split}")
+           for split, rows in fish.items()}
+head = None
+if settings.method == "energy":
+    from fish_classifier.preprocessing import load_model
+
+    head = load_model(DEFAULT_BUNDLE_DIR / "model.keras").get_layer("head").get_weights()
+detector = fit_unknown_detector(settings, outputs["train"][EMBEDDING], label_indices(fish["train"]["label"], classes),
+                                outputs["val"][EMBEDDING], head)
+
+unknowns = pd.read_csv("data/unknown/manifest.csv")
+scores = {TEST_FISH: detector.score(outputs["test"][EMBEDDING])}
+figures = None
+if len(unknowns):
+    groups = {group: outputs_for_files(backend, rows["path"], batch_size=batch_size, desc=group)
+              for group, rows in unknowns.groupby("group") if group in GROUPS}
+    scores.update({group: detector.score(out[EMBEDDING]) for group, out in groups.items()})
+    elsewhere = groups.get(FISH_ELSEWHERE)
+    figures = unknown_figures(
+        detector, settings.val_flag_rate, scores,
+        fish_elsewhere_labels=None if elsewhere is None else
+        [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)],
+        catch_all_labels=select["catch_all_labels"],
+    )
+add_unknown_detector(DEFAULT_BUNDLE_DIR, detector, power=settings.power, k=settings.k,
+                     val_flag_rate=settings.val_flag_rate, figures=figures)
+
+OUT.mkdir(parents=True, exist_ok=True)
+histogram = score_histogram(scores, bins=select["unknown_histogram_bins"])
+histogram.to_csv(OUT / "scores.csv", index=False)
+plot_unknown_scores(histogram, detector.threshold, OUT / "scores.png", f"{best}: unknown-photo scores")
+tradeoff = flag_tradeoff(scores)
+tradeoff.to_csv(OUT / "tradeoff.csv", index=False)
+# Not-fish against fish from elsewhere where the set has both, else against the test fish.
+x, y = (FISH_ELSEWHERE if FISH_ELSEWHERE in scores else TEST_FISH), (NOT_FISH if NOT_FISH in scores else TEST_FISH)
+plot_flag_tradeoff(tradeoff, x, y, (detector.is_unknown(scores[x]).mean(), detector.is_unknown(scores[y]).mean()),
+                   OUT / "tradeoff.png", f"{best}: flagged as the threshold moves")
+
+Path("metrics/summary.json").write_text(
+    json.dumps(summary(metrics, select["metric"], threshold, figures), indent=2) + "\n", encoding="utf-8"
+)
+Path("metrics/summary.md").write_text(summary_markdown(metrics, select["metric"], figures), encoding="utf-8")
+if figures:
+    print(f"unknown photos ({settings.method}, threshold {detector.threshold:.4g}): "
+          + ", ".join(f"{group} {share:.1%} flagged" for group, share in figures["flagged"].items())
+          + f"; AUROC {figures['auroc_test_fish_vs_not_fish']:.4f}")
+else:
+    print("no unknown-photo set (data.unknown_source is empty): unknown-photo figures skipped")

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fish_classifier.bundle import write_bundle
+from fish_classifier.bundle import add_unknown_detector, write_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 DEV_ZIP = SHARED / "data" / "fish-dev.zip"
+UNKNOWN_ZIP = SHARED / "data" / "unknown-dev.zip"
 MOBILENET_WEIGHTS = SHARED / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 # Deliberately not the dataset's names: the app must show whatever the bundle says.
@@ -57,7 +58,13 @@ def build_colour_bundle(out_dir, *, classes=COLOUR_CLASSES, threshold: float = 0
     model = keras.Model(pixels, keras.layers.Dense(n, activation="softmax", name="head")(pooled))
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
     model.fit(x, y, epochs=40, batch_size=30, verbose=0)
-    return _bundle_from_model(model, out_dir, classes, "colour-test-cnn", threshold, COLOUR_METRICS)
+    # Held-out photos of every size the tests upload, decoded as the Predictor decodes them, set the threshold.
+    from fish_classifier.images import load_pixels
+
+    held_out = np.stack([load_pixels(jpeg_bytes(colour_photo(i % n, size, seed=1000 + i)), image_size)
+                         for i in range(6 * n) for size in (32, 64, 96, 128)])
+    return _bundle_from_model(model, out_dir, classes, "colour-test-cnn", threshold, COLOUR_METRICS,
+                              detector_photos=(x, y, held_out))
 
 
 def real_photos(classes: list[str], split: str, per_class: int) -> list[tuple[str, bytes]]:
@@ -103,10 +110,12 @@ def build_real_photo_bundle(out_dir, labels: list[str], *, per_class: int = 30, 
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     model.fit(x, y, epochs=8, batch_size=32, verbose=0, shuffle=True)
     held_out = real_photos(labels, "val", 10)
-    probs = model.predict(np.stack([load_pixels(data, image_size) for _, data in held_out]), verbose=0)
+    val = np.stack([load_pixels(data, image_size) for _, data in held_out])
+    probs = model.predict(val, verbose=0)
     accuracy = float(np.mean([labels[k] == label for k, (label, _) in zip(probs.argmax(1), held_out)]))
     classes = [{"label": label, "display": display_name(label)} for label in labels]
-    return _bundle_from_model(model, out_dir, classes, "mobilenetv2", 0.5, {"accuracy": accuracy})
+    return _bundle_from_model(model, out_dir, classes, "mobilenetv2", 0.5, {"accuracy": accuracy},
+                              detector_photos=(x, y, val))
 
 
 def display_name(label: str) -> str:
@@ -121,12 +130,39 @@ def jpeg_bytes(image: Image.Image, **options) -> bytes:
     return buffer.getvalue()
 
 
-def _bundle_from_model(model, out_dir, classes, model_name, threshold, metrics) -> Path:
+def not_fish_photos(count: int) -> list[tuple[str, bytes]]:
+    """(file name, JPEG bytes) of `count` photos that are no fish: the dev unknown set's, else rendered text."""
+    if UNKNOWN_ZIP.is_file():
+        with zipfile.ZipFile(UNKNOWN_ZIP) as archive:
+            names = sorted(n for n in archive.namelist() if "/not-fish/" in n and n.endswith(".jpg"))
+            return [(Path(n).name, archive.read(n)) for n in names[:: max(1, len(names) // count)][:count]]
+    return [(f"text-{i}.jpg", jpeg_bytes(text_photo(f"not a fish #{i}"))) for i in range(count)]
+
+
+def text_photo(text: str, size: int = 256) -> Image.Image:
+    """Black text on white: as unlike a fish (or a colour test photo) as a photo gets."""
+    from PIL import ImageDraw, ImageFont
+
+    image = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    for line in range(5):
+        draw.text((8, 10 + 48 * line), text, fill=(0, 0, 0), font=ImageFont.load_default(size=26))
+    return image
+
+
+def _bundle_from_model(model, out_dir, classes, model_name, threshold, metrics, detector_photos) -> Path:
+    """A bundle written by the real `write_bundle`, with an unknown-photo detector fitted
+    as `select` fits it: on the train pixels' embeddings, its threshold above every held-out photo's score."""
+    from fish_classifier.predictor import KerasBackend
+    from fish_classifier.selection import fit_unknown_detector
+    from fish_classifier.serving import EMBEDDING
+    from fish_classifier.unknown import UnknownSettings
+
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     model_path = out_dir.parent / f"{out_dir.name}-model.keras"
     model.save(model_path)
-    return write_bundle(
+    write_bundle(
         out_dir,
         model_path=model_path,
         classes=classes,
@@ -136,3 +172,9 @@ def _bundle_from_model(model, out_dir, classes, model_name, threshold, metrics) 
         metrics=metrics,
         data_hash="sha256:test",
     )
+    train, labels, held_out = detector_photos
+    backend = KerasBackend(model)
+    detector = fit_unknown_detector(UnknownSettings("mahalanobis", 0.5, 1, 0.0),
+                                    backend.outputs(train)[EMBEDDING], labels, backend.outputs(held_out)[EMBEDDING])
+    add_unknown_detector(out_dir, detector)
+    return out_dir

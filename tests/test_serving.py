@@ -5,6 +5,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from fixtures_models import CLASSES, make_bundle, tinted_image, trained_tiny_model
@@ -14,6 +15,7 @@ from fish_classifier.manifest import file_sha256
 from fish_classifier.predictor import KerasBackend, Predictor
 from fish_classifier.serving import (
     CLASS_MAPS,
+    EMBEDDING,
     PARITY_TOLERANCE,
     PROBABILITIES,
     LiteRTBackend,
@@ -54,9 +56,11 @@ def test_export_matches_the_keras_model_and_is_recorded_in_the_bundle(exported):
     assert report["max_abs_diff"] <= PARITY_TOLERANCE
     serving = json.loads((folder / "bundle.json").read_text())["serving"]
     assert serving["file"] == "model.tflite" and serving["runtime"] == "LiteRT"
-    assert serving["outputs"] == [PROBABILITIES, CLASS_MAPS]
-    assert serving["sha256"] == file_sha256(folder / "model.tflite")
-    assert serving["parity"] == {"images": 12, "max_abs_diff": report["max_abs_diff"], "labels_agree": 12}
+    assert serving["outputs"] == [PROBABILITIES, CLASS_MAPS, EMBEDDING]
+    assert json.loads((folder / "bundle.json").read_text())["files"]["model.tflite"] == file_sha256(folder / "model.tflite")
+    assert serving["parity"] == {"images": 12, "max_abs_diff": report["max_abs_diff"],
+                                 "embedding_max_abs_diff": report["embedding_max_abs_diff"], "labels_agree": 12}
+    assert report["embedding_max_abs_diff"] <= PARITY_TOLERANCE
     assert read_bundle(folder).serving_model_path == folder / "model.tflite"
 
 
@@ -72,6 +76,13 @@ def test_litert_backend_gives_the_keras_probabilities_and_class_maps(exported):
     assert probs.shape == (5, 3) and maps.shape == (5, 16, 16, 3)  # the tiny model pools once: 32 -> 16
     np.testing.assert_allclose(probs, keras_probs, atol=PARITY_TOLERANCE)
     np.testing.assert_allclose(litert(pixels), probs)
+    # The embedding is the head's input: the pooled features, within the same tolerance as the probabilities.
+    embedding, keras_embedding = litert.outputs(pixels)[EMBEDDING], keras_backend.outputs(pixels)[EMBEDDING]
+    assert embedding.shape == (5, 8)
+    np.testing.assert_allclose(embedding, keras_embedding, atol=PARITY_TOLERANCE)
+    model = trained_tiny_model()
+    pooled = keras.Model(model.inputs, model.get_layer("pool").output)(pixels.astype(np.float32))
+    np.testing.assert_allclose(keras_embedding, np.asarray(pooled), atol=1e-6)
     np.testing.assert_allclose(maps, keras_maps, atol=1e-4 * max(1.0, np.abs(keras_maps).max()))
     # Class map k is the feature map weighed by head column k: its spatial mean is the head's logit
     # for k, so the softmax of the means gives back the probabilities (the head here has a bias).
@@ -181,12 +192,16 @@ class FixedBackend:
     def __call__(self, pixels):
         return self.rows[: len(pixels)]
 
+    def outputs(self, pixels):
+        return {PROBABILITIES: self(pixels), EMBEDDING: 10 * self(pixels)}
+
 
 def test_compare_backends_reports_the_largest_difference_and_the_images_that_disagree():
     reference = FixedBackend([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
     candidate = FixedBackend([[0.9, 0.1], [0.45, 0.55], [0.2, 0.8]])
     report = compare_backends(reference, candidate, probe_images(3))
-    assert report == {"images": 3, "max_abs_diff": pytest.approx(0.15), "labels_agree": 2, "disagreements": [1]}
+    assert report == {"images": 3, "max_abs_diff": pytest.approx(0.15), "embedding_max_abs_diff": pytest.approx(1.5),
+                      "labels_agree": 2, "disagreements": [1]}
     with pytest.raises(ValueError, match="no images"):
         compare_backends(reference, candidate, [])
 

@@ -1,0 +1,163 @@
+"""Unknown-photo detection: does a photo look like the fish the model was trained on, or like nothing it knows?
+
+A softmax always names one of its classes, so a cat gets a species at high confidence. The detector
+looks instead at the deploy model's own penultimate embedding (the `pool` output, averaged over a photo
+and its mirror for a mirror-averaging model) and scores how far it lies from the training photos'.
+Higher scores are stranger. Methods (`select.unknown_method`):
+
+    knn          distance to the k-th nearest train embedding (Sun et al., ICML 2022)
+    mahalanobis  smallest Mahalanobis distance to a class mean, one covariance shared by the classes
+                 (Lee et al., NeurIPS 2018), shrunk by Ledoit-Wolf
+    energy       minus the log-sum-exp of the head's logits (Liu et al., NeurIPS 2020)
+
+knn and mahalanobis first power-normalise each embedding (sign(x)|x|^power, `select.unknown_power`)
+and scale it to unit length. A power below 1 evens out the few large activations that the fine-tuned
+model gives every fish, so that the many small ones (which differ between a fish and a cat) count too.
+
+A photo is unknown when its score is above the threshold, which is chosen on validation fish only
+(`threshold_for_flag_rate`): no unknown photo ever tunes it, so its rate on unknowns is out of sample.
+The detector never changes a label; it only says when not to believe one.
+
+Scoring needs NumPy alone (the serving image has no scikit-learn); the detector is saved as an `.npz`
+read with `allow_pickle=False`.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("knn", "mahalanobis", "energy")
+# The groups of an unknown-photo set (fish_classifier.unknown_set): photos to flag, and fish that should pass.
+NOT_FISH = "not-fish"
+FISH_ELSEWHERE = "fish-elsewhere"
+GROUPS = (NOT_FISH, FISH_ELSEWHERE)
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class UnknownSettings:
+    """params.yaml's `select.unknown_*` keys: how the detector is fitted and where its threshold goes."""
+
+    method: str
+    power: float
+    k: int
+    val_flag_rate: float
+
+    @classmethod
+    def from_params(cls, select: dict) -> "UnknownSettings":
+        settings = cls(check_method(select["unknown_method"]), float(select["unknown_power"]),
+                       int(select["unknown_k"]), float(select["unknown_val_flag_rate"]))
+        if not 0 < settings.power <= 1:
+            raise ValueError(f"select.unknown_power must be within (0, 1], got {settings.power}")
+        if settings.k < 1:
+            raise ValueError(f"select.unknown_k must be at least 1, got {settings.k}")
+        if not 0 <= settings.val_flag_rate <= 1:
+            raise ValueError(f"select.unknown_val_flag_rate must be within [0, 1], got {settings.val_flag_rate}")
+        return settings
+
+
+@dataclass(frozen=True)
+class UnknownDetector:
+    method: str
+    arrays: dict[str, np.ndarray]  # what the method needs: train embeddings, class means, head weights
+    k: int = 1
+    power: float = 1.0
+    threshold: float = float("inf")  # scores above it are unknown
+
+    @classmethod
+    def fit(cls, method: str, embeddings, labels, *, k: int = 1, power: float = 1.0, head_kernel=None,
+            head_bias=None) -> "UnknownDetector":
+        """Fit on train photos' embeddings (n, d) and their class indices; `energy` needs the head's weights."""
+        check_method(method)
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        labels = np.asarray(labels)
+        if embeddings.ndim != 2 or len(embeddings) != len(labels) or len(embeddings) == 0:
+            raise ValueError(f"expected (n, d) embeddings with one label each, got {embeddings.shape} and {labels.shape}")
+        if not 0 < power <= 1:
+            raise ValueError(f"select.unknown_power must be within (0, 1], got {power}")
+        if method == "knn":
+            if not 1 <= k <= len(embeddings):
+                raise ValueError(f"select.unknown_k must be within 1..{len(embeddings)} (the train photos), got {k}")
+            return cls(method, {"train": features(embeddings, power)}, k=k, power=power)
+        if method == "mahalanobis":
+            unit = features(embeddings, power).astype(np.float64)
+            classes = np.unique(labels)
+            means = np.stack([unit[labels == c].mean(axis=0) for c in classes])
+            centred = unit - means[np.searchsorted(classes, labels)]
+            # Ledoit-Wolf shrinkage: 1280 dimensions from a few thousand photos need it to invert at all.
+            from sklearn.covariance import LedoitWolf
+
+            precision = LedoitWolf(assume_centered=True).fit(centred).precision_
+            return cls(method, {"means": means.astype(np.float32), "precision": precision.astype(np.float32)},
+                       power=power)
+        if head_kernel is None or head_bias is None:
+            raise ValueError("the energy score needs the head's kernel and bias")
+        return cls(method, {"kernel": np.asarray(head_kernel, np.float32), "bias": np.asarray(head_bias, np.float32)})
+
+    def score(self, embeddings) -> np.ndarray:
+        """One score per embedding row (higher = less like the training fish)."""
+        x = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+        if self.method == "knn":
+            train = self.arrays["train"]
+            # For unit vectors the distance is sqrt(2 - 2 cos): the k-th highest cosine gives the k-th nearest.
+            cosine = features(x, self.power) @ train.T
+            kth = -np.partition(-cosine, self.k - 1, axis=1)[:, self.k - 1]
+            return np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0)).astype(np.float32)
+        if self.method == "mahalanobis":
+            diff = features(x, self.power)[:, None, :] - self.arrays["means"][None]
+            distances = np.einsum("ncd,de,nce->nc", diff, self.arrays["precision"], diff)
+            return distances.min(axis=1).astype(np.float32)
+        logits = x @ self.arrays["kernel"] + self.arrays["bias"]
+        peak = logits.max(axis=1)
+        return (-(peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1)))).astype(np.float32)
+
+    def is_unknown(self, scores) -> np.ndarray:
+        return np.asarray(scores) > self.threshold
+
+    def with_threshold(self, threshold: float) -> "UnknownDetector":
+        return UnknownDetector(self.method, self.arrays, self.k, self.power, float(threshold))
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        settings = {"method": self.method, "k": self.k, "power": self.power, "threshold": self.threshold}
+        with open(path, "wb") as f:  # a file object, so NumPy adds no .npz of its own to the name
+            np.savez(f, settings=np.array(json.dumps(settings)), **self.arrays)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "UnknownDetector":
+        with np.load(path, allow_pickle=False) as data:
+            settings = json.loads(str(data["settings"]))
+            arrays = {name: data[name] for name in data.files if name != "settings"}
+        check_method(settings["method"])
+        return cls(settings["method"], arrays, int(settings["k"]), float(settings["power"]), float(settings["threshold"]))
+
+
+def threshold_for_flag_rate(val_scores, flag_rate: float) -> float:
+    """The lowest threshold flagging (score > threshold) at most `flag_rate` of the validation fish."""
+    if not 0.0 <= flag_rate <= 1.0:
+        raise ValueError(f"select.unknown_val_flag_rate must be within [0, 1], got {flag_rate}")
+    scores = np.sort(np.asarray(val_scores, dtype=np.float64))[::-1]
+    if scores.size == 0:
+        raise ValueError("no validation scores to set the unknown-photo threshold from")
+    allowed = int(np.floor(flag_rate * scores.size + 1e-9))
+    if allowed >= scores.size:
+        return float(-np.inf)
+    # Flagging is `score > threshold`: the (allowed+1)-th highest score flags exactly the `allowed` above it
+    # (fewer on ties), and anything lower would flag one more.
+    return float(scores[allowed])
+
+
+def features(embeddings, power: float) -> np.ndarray:
+    """Each row power-normalised (sign(x)|x|^power) and scaled to unit length."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    x = np.sign(x) * np.abs(x) ** power
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS)
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown select.unknown_method {method!r}, expected one of: {', '.join(METHODS)}")
+    return method

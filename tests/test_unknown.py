@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from fish_classifier.unknown import (
+    METHODS,
+    UnknownDetector,
+    UnknownSettings,
+    features,
+    threshold_for_flag_rate,
+)
+
+
+def _clusters(seed: int, per_class: int = 200, dims: int = 32, shift: float = 0.0):
+    """Three classes, each a tight cluster around its own centre, in the positive orthant like ReLU features.
+
+    `shift` makes them unknowns: weaker on every class's own directions, stronger on directions no class uses."""
+    rng = np.random.default_rng(seed)
+    centres = np.zeros((3, dims))
+    for k in range(3):
+        centres[k, k * 4 : k * 4 + 4] = 3.0
+    labels = np.repeat(np.arange(3), per_class)
+    points = centres[labels] * (1 - shift / 3) + np.abs(rng.normal(0, 0.3, (len(labels), dims)))
+    points[:, 16:] += shift
+    return points.astype(np.float32), labels
+
+
+def _head():
+    kernel = np.zeros((32, 3), np.float32)
+    for k in range(3):
+        kernel[k * 4 : k * 4 + 4, k] = 2.0
+    return kernel, np.zeros(3, np.float32)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_flags_a_shifted_cluster_and_passes_held_out_fish(method):
+    train, labels = _clusters(0)
+    val, _ = _clusters(1)
+    unknown, _ = _clusters(2, shift=2.0)
+    kernel, bias = _head()
+    detector = UnknownDetector.fit(method, train, labels, k=3, power=0.5, head_kernel=kernel, head_bias=bias)
+    detector = detector.with_threshold(threshold_for_flag_rate(detector.score(val), 0.01))
+    assert detector.is_unknown(detector.score(val)).mean() <= 0.01
+    assert detector.is_unknown(detector.score(unknown)).mean() >= 0.99
+
+
+def test_the_threshold_flags_exactly_the_requested_share_of_distinct_scores():
+    scores = np.random.default_rng(3).normal(size=1000)
+    for rate in (0.0, 0.01, 0.05, 0.5):
+        threshold = threshold_for_flag_rate(scores, rate)
+        assert (scores > threshold).sum() == int(rate * 1000)
+    assert threshold_for_flag_rate(scores, 1.0) == -np.inf
+
+
+def test_the_threshold_never_flags_more_than_the_share_on_ties():
+    scores = np.array([1.0, 2.0, 2.0, 2.0, 3.0])
+    threshold = threshold_for_flag_rate(scores, 0.4)  # 2 of 5 allowed; flagging a 2.0 would flag three
+    assert threshold == 2.0 and (scores > threshold).sum() == 1
+
+
+def test_knn_score_is_the_distance_to_the_kth_nearest_unit_vector():
+    train = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
+    detector = UnknownDetector.fit("knn", train, [0, 1, 1], k=2)
+    # (1, 0) is at distance 0 from itself; next nearest (1, 1)/sqrt(2): sqrt(2 - 2 cos 45°).
+    assert detector.score([[2, 0]])[0] == pytest.approx(np.sqrt(2 - np.sqrt(2)), abs=1e-6)
+
+
+def test_power_normalisation_keeps_signs_and_gives_unit_rows():
+    x = features([[4.0, -9.0, 0.0]], 0.5)
+    assert np.allclose(x, np.array([[2.0, -3.0, 0.0]]) / np.sqrt(13))
+
+
+def test_a_saved_detector_scores_the_same_after_loading(tmp_path):
+    train, labels = _clusters(0)
+    detector = UnknownDetector.fit("mahalanobis", train, labels, power=0.5).with_threshold(1.5)
+    loaded = UnknownDetector.load(detector.save(tmp_path / "unknown.npz"))
+    assert (loaded.method, loaded.power, loaded.threshold) == ("mahalanobis", 0.5, 1.5)
+    assert np.allclose(loaded.score(train[:20]), detector.score(train[:20]))
+
+
+def test_bad_settings_name_the_key_and_what_is_allowed():
+    base = {"unknown_method": "mahalanobis", "unknown_power": 0.5, "unknown_k": 1, "unknown_val_flag_rate": 0.01}
+    assert UnknownSettings.from_params(base).method == "mahalanobis"
+    cases = {
+        "unknown_method": ("svm", "unknown select.unknown_method 'svm', expected one of: knn, mahalanobis, energy"),
+        "unknown_power": (0, "select.unknown_power must be within (0, 1], got 0.0"),
+        "unknown_k": (0, "select.unknown_k must be at least 1, got 0"),
+        "unknown_val_flag_rate": (2, "select.unknown_val_flag_rate must be within [0, 1], got 2.0"),
+    }
+    for key, (value, message) in cases.items():
+        with pytest.raises(ValueError) as error:
+            UnknownSettings.from_params({**base, key: value})
+        assert str(error.value) == message
+
+
+def test_energy_needs_the_head():
+    train, labels = _clusters(0)
+    with pytest.raises(ValueError, match="the energy score needs the head's kernel and bias"):
+        UnknownDetector.fit("energy", train, labels)
