@@ -12,9 +12,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from fixtures_models import add_detector
 from PIL import Image
 
-from fish_classifier.bundle import add_unknown_detector, write_bundle
+from fish_classifier.bundle import write_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -153,11 +154,6 @@ def text_photo(text: str, size: int = 256) -> Image.Image:
 def _bundle_from_model(model, out_dir, classes, model_name, threshold, metrics, detector_photos) -> Path:
     """A bundle written by the real `write_bundle`, with an unknown-photo detector fitted
     as `select` fits it: on the train pixels' embeddings, its threshold above every held-out photo's score."""
-    from fish_classifier.predictor import KerasBackend
-    from fish_classifier.selection import fit_unknown_detector
-    from fish_classifier.serving import EMBEDDING
-    from fish_classifier.unknown import UnknownSettings
-
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     model_path = out_dir.parent / f"{out_dir.name}-model.keras"
@@ -172,9 +168,5 @@ def _bundle_from_model(model, out_dir, classes, model_name, threshold, metrics, 
         metrics=metrics,
         data_hash="sha256:test",
     )
-    train, labels, held_out = detector_photos
-    backend = KerasBackend(model)
-    detector = fit_unknown_detector(UnknownSettings("mahalanobis", 0.5, 1, 0.0),
-                                    backend.outputs(train)[EMBEDDING], labels, backend.outputs(held_out)[EMBEDDING])
-    add_unknown_detector(out_dir, detector)
+    add_detector(out_dir, model, *detector_photos)
     return out_dir

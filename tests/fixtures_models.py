@@ -84,8 +84,25 @@ def save_tiny_model(path) -> str:
     return str(path)
 
 
-def make_bundle(folder, *, temperature: float = 1.0, threshold: float = 0.5, model_name: str = "tiny") -> str:
-    """A deploy bundle around the tiny model, written by the real `write_bundle`."""
+def add_detector(folder, model, train_pixels, train_labels, held_out_pixels) -> None:
+    """An unknown-photo detector fitted as `select` fits it (on the train pixels' embeddings), with its
+    threshold just above every held-out photo's score, added to the bundle in `folder`."""
+    from fish_classifier.bundle import add_unknown_detector
+    from fish_classifier.predictor import KerasBackend
+    from fish_classifier.selection import fit_unknown_detector
+    from fish_classifier.serving import EMBEDDING
+    from fish_classifier.unknown import UnknownSettings
+
+    backend = KerasBackend(model)
+    embed = lambda pixels: backend.outputs(np.asarray(pixels, dtype=np.float32))[EMBEDDING]  # noqa: E731
+    settings = UnknownSettings("mahalanobis", 0.5, 1, 0.0)
+    add_unknown_detector(folder, fit_unknown_detector(settings, embed(train_pixels), train_labels, embed(held_out_pixels)))
+
+
+def make_bundle(folder, *, temperature: float = 1.0, threshold: float = 0.5, model_name: str = "tiny",
+                detector: bool = True) -> str:
+    """A deploy bundle around the tiny model, written by the real `write_bundle`, with an unknown-photo
+    detector (fitted on tinted photos) unless `detector` is False."""
     from fish_classifier.bundle import write_bundle
 
     folder = Path(folder)
@@ -100,4 +117,12 @@ def make_bundle(folder, *, temperature: float = 1.0, threshold: float = 0.5, mod
         metrics={"accuracy": 1.0, "macro_f1": 1.0},
         data_hash="sha256:test",
     )
+    if detector:
+        from fish_classifier.images import load_pixels
+
+        # Photos of the sizes the tests use, decoded as the Predictor decodes them.
+        y = np.repeat(np.arange(len(CLASSES)), 40)
+        train, held_out = ([load_pixels(tinted_image(CLASSES[k]["label"], seed=offset + i, size=(32, 48, 64)[i % 3]),
+                                        IMAGE_SIZE) for i, k in enumerate(y)] for offset in (5000, 6000))
+        add_detector(folder, trained_tiny_model(), train, y, held_out)
     return str(folder)

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app_bundles import COLOUR_CLASSES, REPO_ROOT, build_colour_bundle, colour_photo, jpeg_bytes
+from app_bundles import COLOUR_CLASSES, REPO_ROOT, build_colour_bundle, colour_photo, jpeg_bytes, text_photo
+from fish_classifier.bundle import add_file
 from fish_classifier.predictor import Prediction
 from synthetic_images import tiff_without_dimensions
 
@@ -133,12 +134,12 @@ def test_each_bad_file_gets_its_own_error_and_the_others_their_results(monkeypat
     assert len(errors) == len(BAD_FILES)
     for (name, reason), message in zip(EXPECTED_REASONS.items(), errors):
         assert name in message and reason in message, message
-    # CMYK, 16-bit and grayscale photos are valid: each gets a species.
+    # CMYK, 16-bit and grayscale photos are valid: each gets an answer. The test species are colours, so
+    # the grey ones look like none of them, and the unknown-photo check says so instead of naming one.
     shown = [caption for image in app.get("image") for caption in image.captions]
     assert [c for c in shown if c in uploads] == ["crimson.jpg", "cmyk.jpg", "sixteen-bit.png", "grayscale.png"]
     species = [h.value for h in app.subheader]
-    assert species[:2] == ["Crimson testfish", "Crimson testfish"]
-    assert all(name in {c["display"] for c in COLOUR_CLASSES} for name in species[2:]) and len(species) == 4
+    assert species == ["Crimson testfish", "Crimson testfish", "Not a known fish", "Not a known fish"]
     assert app.get("download_button")[0].proto.label == f"Download the {len(uploads)} results as CSV"
 
 
@@ -150,6 +151,18 @@ def test_low_confidence_warning_follows_the_threshold_slider(monkeypatch, bundle
 
     app.sidebar.slider[0].set_value(1.0).run()
     assert "may not be one of the 3 known species" in app.warning[0].value
+
+
+def test_a_photo_that_is_no_fish_gets_a_plain_message_and_no_species(monkeypatch, bundle):
+    app = run_app(monkeypatch, bundle, ("receipt.jpg", jpeg_bytes(text_photo("receipt #1234")), "image/jpeg"))
+    assert [h.value for h in app.subheader] == ["Not a known fish"]
+    [warning] = [w.value for w in app.warning]
+    assert warning.startswith("This photo does not look like any of the 3 species this model knows (unknown-photo score")
+    assert "so it gets no species" in warning
+    assert not app.metric  # no confidence shown for a species it does not get
+    assert app.caption[0].value.startswith("Closest species, not an answer: ")
+    # No heatmap for a photo the model does not know: it would point at some part of it as if it were a fish.
+    assert [c for image in app.get("image") for c in image.captions] == ["receipt.jpg"]
 
 
 def test_heatmap_toggle_adds_and_removes_the_overlay(monkeypatch, bundle):
@@ -167,6 +180,7 @@ def test_a_rebuilt_bundle_is_picked_up_without_restarting(monkeypatch, tmp_path,
     labels = json.loads((deploy / "labels.json").read_text())
     labels["classes"][0]["display"] = "Scarlet testfish"
     (deploy / "labels.json").write_text(json.dumps(labels))
+    add_file(deploy, "labels.json")  # as a rebuild would: a hand-edited file is refused by its hash
     later = time.time() + 5
     os.utime(deploy / "labels.json", (later, later))
     app.run()
@@ -182,12 +196,16 @@ def test_results_table_has_one_row_per_file_with_top_k_and_errors(app_module):
         confidence=0.8,
         top_k=[("test cobalt", "Cobalt testfish", 0.8), ("test crimson", "Crimson testfish", 0.15)],
         is_low_confidence=False,
+        is_unknown=True,
+        unknown_score=12.5,
     )
     bad = Prediction(source="b", label=None, display_name=None, confidence=math.nan, error="file is empty (0 bytes)")
     table = app_module.results_table([("cobalt.jpg", good), ("empty.png", bad)])
     csv = pd.read_csv(io.StringIO(table.to_csv(index=False)))
 
     assert list(csv["file"]) == ["cobalt.jpg", "empty.png"]
+    assert csv.loc[0, "unknown"] == True and csv.loc[0, "unknown_score"] == 12.5  # noqa: E712 (a CSV cell)
+    assert pd.isna(csv.loc[1, "unknown"]) and math.isnan(csv.loc[1, "unknown_score"])
     assert csv.loc[0, "species"] == "Cobalt testfish" and pd.isna(csv.loc[1, "species"])
     assert csv.loc[0, "top2_species"] == "Crimson testfish" and csv.loc[0, "top2_probability"] == 0.15
     assert csv.loc[1, "error"] == "file is empty (0 bytes)" and pd.isna(csv.loc[0, "error"])

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,9 @@ from fixtures_models import CLASSES, make_bundle, save_tiny_model, tinted_pixels
 
 from fish_classifier.bundle import BundleError, read_bundle, training_data_hash, write_bundle
 from fish_classifier.calibration import apply_temperature
+from fish_classifier.manifest import file_sha256
 from fish_classifier.predictor import Predictor
+from fish_classifier.unknown import UnknownDetector
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +98,45 @@ def test_training_data_hash_follows_the_manifest_contents(tmp_path):
     assert first == training_data_hash([manifest, tmp_path / "absent.csv"])
     manifest.write_text("path,split\nb.jpg,train\n")
     assert training_data_hash([manifest, tmp_path / "absent.csv"]) != first
+
+
+def test_the_unknown_photo_detector_round_trips_and_is_hashed(bundle_dir):
+    bundle = read_bundle(bundle_dir)
+    assert bundle.unknown_path == Path(bundle_dir) / "unknown.npz"
+    assert bundle.info["files"]["unknown.npz"] == file_sha256(bundle.unknown_path)
+    detector = UnknownDetector.load(bundle.unknown_path)
+    assert (detector.method, detector.threshold) == ("mahalanobis", bundle.info["unknown"]["threshold"])
+
+
+@pytest.mark.parametrize("name", ["unknown.npz", "labels.json", "model.keras"])
+def test_a_changed_file_is_refused_at_load_with_how_to_rebuild(tmp_path, bundle_dir, name):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle_dir, tampered)
+    if name == "labels.json":  # the same classes, reversed: it would serve the wrong species
+        (tampered / name).write_text(json.dumps({"classes": CLASSES[::-1]}))
+    else:
+        with open(tampered / name, "r+b") as f:
+            f.seek(100)
+            f.write(b"tampered")
+    with pytest.raises(BundleError) as error:
+        read_bundle(tampered)
+    assert str(error.value) == (f"{tampered / name} does not match the sha256 in bundle.json (changed or corrupt "
+                                "since the bundle was made); rebuild the bundle with `dvc repro select`")
+
+
+def test_a_missing_detector_file_is_refused(tmp_path, bundle_dir):
+    incomplete = tmp_path / "incomplete"
+    shutil.copytree(bundle_dir, incomplete)
+    (incomplete / "unknown.npz").unlink()
+    with pytest.raises(BundleError, match="is incomplete: unknown.npz is missing; rebuild the bundle with `dvc repro"):
+        read_bundle(incomplete)
+
+
+def test_a_bundle_without_hashes_is_refused_as_too_old(tmp_path, bundle_dir):
+    old = tmp_path / "old"
+    shutil.copytree(bundle_dir, old)
+    info = json.loads((old / "bundle.json").read_text())
+    del info["files"]
+    (old / "bundle.json").write_text(json.dumps(info))
+    with pytest.raises(BundleError, match=r"lists no file hashes \(a bundle from an older version\)"):
+        read_bundle(old)

@@ -46,7 +46,23 @@ def test_predicts_a_folder_recursively_into_a_csv(bundle, photos, tmp_path, caps
     assert table["error"].tolist()[2] == "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
     assert table["top_k"][0].startswith(f"{RED}:") and table["top_k"][0].count(";") == 1
     assert table["confidence"][2] == ""
+    assert table["is_unknown"].tolist() == [False, False, False, False]
+    assert table["unknown_score"][2] == "" and all(float(table["unknown_score"][i]) >= 0 for i in (0, 1, 3))
     assert "wrote 4 predictions" in capsys.readouterr().err
+
+
+def test_a_photo_unlike_every_species_is_marked_unknown_in_its_row(bundle, tmp_path, capsys):
+    from app_bundles import text_photo
+
+    text_photo("no fish").save(tmp_path / "receipt.png")
+    tinted_image(RED, seed=4).save(tmp_path / "red.png")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(tmp_path / "receipt.png"), str(tmp_path / "red.png"), "--out", str(out),
+                 "--bundle", bundle]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert table["is_unknown"].tolist() == [True, False]
+    assert float(table["unknown_score"][0]) > float(table["unknown_score"][1])
+    assert "(1 unknown, " in capsys.readouterr().err
 
 
 def test_files_and_folders_mix_and_keep_the_order_given(bundle, photos, tmp_path):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import ImageEnhance
 
-from fish_classifier.leakage import SPLIT_PAIRS, find_leaks, hamming_distances, perceptual_hash
+from fish_classifier.leakage import SPLIT_PAIRS, duplicated_from_train, find_leaks, hamming_distances, perceptual_hash
 from fish_classifier.manifest import MANIFEST_COLUMNS
 from synthetic_images import noise_image
 
@@ -93,3 +93,17 @@ def test_near_duplicate_search_is_fast_for_a_few_thousand_images():
     start = time.perf_counter()
     find_leaks(manifest, hashes, max_distance=4)
     assert time.perf_counter() - start < 5
+
+
+def test_duplicated_from_train_lists_the_split_photos_with_an_exact_or_near_train_twin():
+    report = {
+        "exact_duplicate_pairs": {"train-test": [{"train": "tr/a.jpg", "test": "te/a.jpg"}], "train-val": []},
+        "near_duplicate_pairs": {
+            "train-test": [{"train": "tr/b.jpg", "test": "te/b.jpg", "distance": 3},
+                           {"train": "tr/c.jpg", "test": "te/b.jpg", "distance": 2}],
+            "train-val": [{"train": "tr/d.jpg", "val": "va/d.jpg", "distance": 1}],
+            "val-test": [{"val": "va/e.jpg", "test": "te/e.jpg", "distance": 0}],
+        },
+    }
+    assert duplicated_from_train(report, "test") == {"te/a.jpg", "te/b.jpg"}  # a val twin does not count
+    assert duplicated_from_train(report, "val") == {"va/d.jpg"}

@@ -158,3 +158,20 @@ def test_works_on_the_zoo_models_including_a_nested_backbone(tmp_path, name, siz
     cam = predictor.class_activation_map(tinted_image(RED, seed=1))
     assert cam.shape == (grid, grid) and cam.dtype == np.float32
     assert 0.0 <= cam.min() and cam.max() <= 1.0
+
+
+def test_an_image_unlike_every_class_is_flagged_unknown_and_keeps_its_label(predictor):
+    from app_bundles import text_photo
+
+    tinted = [tinted_image(label, seed=300 + i) for i, label in enumerate([RED, GREEN, BLUE] * 3)]
+    fish = predictor.predict(tinted)
+    [text] = predictor.predict(text_photo("no fish here"))
+    assert not any(p.is_unknown for p in fish)
+    assert max(p.unknown_score for p in fish) <= predictor.detector.threshold < text.unknown_score
+    assert text.is_unknown and text.label in {c["label"] for c in CLASSES}  # flagged, never relabelled
+
+
+def test_a_bundle_without_a_detector_flags_nothing_and_scores_nan(tmp_path):
+    plain = Predictor(make_bundle(tmp_path / "deploy", detector=False))
+    [result] = plain.predict(tinted_image(RED, seed=1))
+    assert plain.detector is None and result.is_unknown is False and math.isnan(result.unknown_score)
