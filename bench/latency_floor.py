@@ -9,7 +9,8 @@ Measured side by side, interleaved round by round so machine noise hits every ro
 3. `JPEG to pixels`: `images.load_pixels(JPEG bytes, size)`, the decoding and resizing that training
    and the Predictor share.
 4. `Predictor`: `Predictor.predict(one photo's JPEG bytes)`, as the app calls it (decode, resize,
-   model, temperature, top-k).
+   model, temperature, top-k, unknown-photo score).
+5. `no unknown check`: the same Predictor with its unknown-photo detector switched off, for the detector's cost.
 
 Then it prints the deploy model's multiply-adds (counted from the layers of its `model.keras`), this machine's float32 matrix
 multiply throughput (NumPy's BLAS on all usable CPUs), and the latency that throughput implies for
@@ -130,6 +131,10 @@ def main() -> None:
             rows["stock export"] = lambda: stock(pixels)
         rows["JPEG to pixels"] = lambda: load_pixels(photo, size)
         rows["Predictor"] = lambda: predictor.predict([photo])
+        if predictor.detector is not None:
+            plain = Predictor(args.bundle, backend="litert")
+            plain.detector = None
+            rows["no unknown check"] = lambda: plain.predict([photo])
         times = {name: [] for name in rows}
         for call in rows.values():  # warm-up
             for _ in range(10):
@@ -148,6 +153,10 @@ def main() -> None:
     for name, samples in times.items():
         print(f"{name:<14}{statistics.median(samples):>8.2f}{np.percentile(samples, 95):>8.2f}")
     bundle_p50 = statistics.median(times["bundle model"])
+    if "no unknown check" in times:
+        with_check, without = statistics.median(times["Predictor"]), statistics.median(times["no unknown check"])
+        print(f"the unknown-photo check ({predictor.detector.method}) costs {with_check / without - 1:+.1%} "
+              "of the Predictor's p50")
     print(f"model: {macs / 1e6:.0f} M multiply-adds = {2 * macs / 1e9:.2f} GFLOP per image")
     print(f"float32 matrix multiply here: {gflops:.0f} GFLOP/s, so the model needs at least {floor_ms:.2f} ms")
     print(f"the bundle model runs at {2 * macs / (bundle_p50 / 1000) / 1e9:.0f} GFLOP/s "

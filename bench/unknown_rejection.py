@@ -1,25 +1,36 @@
-"""How well the low-confidence flag rejects images that are not fish, at the deploy bundle's threshold.
+"""How well the deploy bundle tells photos that are no fish from fish: its unknown-photo detector
+(`is_unknown`) beside its low-confidence flag, on the dev test fish, an unknown-photo set (by default
+../shared/data/unknown-dev.zip: not-fish/ and fish-elsewhere/), and generated images (scikit-learn's
+sample photos, noise, flat colours, rendered text).
 
-Runs the bundle on the test split of data/manifest.csv (real fish) and on non-fish images:
-scikit-learn's sample photos (whole and cropped), generated noise, flat colours and rendered
-text. Prints the share flagged low-confidence in each set, and the test split's accuracy and
-ECE of the calibrated confidence.
+With --methods it also refits each detector method of `fish_classifier.unknown`, at several powers, on
+the bundle's own LiteRT embeddings of the train photos, thresholds each on validation fish at
+`select.unknown_val_flag_rate`, and prints the same figures per method: how `select.unknown_method`
+and `select.unknown_power` were chosen. (Choosing by these figures makes them optimistic for the
+chosen method; the threshold itself never sees an unknown photo.)
 
 Usage (from the repo root, after `dvc repro`):
-    python bench/unknown_rejection.py [--bundle models/deploy] [--manifest data/manifest.csv] [--json out.json]
+    python bench/unknown_rejection.py [--bundle models/deploy] [--unknown PATH] [--methods] [--json out.json]
 """
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fish_classifier.manifest import read_manifest, scored_split
-from fish_classifier.metrics import expected_calibration_error
+from fish_classifier.download import UnpackLimits
+from fish_classifier.manifest import label_indices, read_manifest, scored_split
 from fish_classifier.params import load_params
-from fish_classifier.predictor import Predictor
+from fish_classifier.predictor import Predictor, outputs_for_files
+from fish_classifier.selection import auroc, fit_unknown_detector
+from fish_classifier.serving import EMBEDDING, LiteRTBackend
+from fish_classifier.unknown import GROUPS, NOT_FISH, UnknownSettings
+from fish_classifier.unknown_set import collect_unknown_set
+
+DEFAULT_UNKNOWN = Path(__file__).resolve().parents[2] / "shared" / "data" / "unknown-dev.zip"
 
 WORDS = ["FISH", "hello world", "Lorem ipsum dolor", "404 not found", "SALE -50%", "receipt #1234",
          "The quick brown fox", "ABCDEFG", "dvc repro", "menu: soup, bread"]
@@ -73,52 +84,83 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", default="models/deploy")
     parser.add_argument("--manifest", default="data/manifest.csv")
+    parser.add_argument("--unknown", default=str(DEFAULT_UNKNOWN), help="zip or folder: not-fish/, fish-elsewhere/")
+    parser.add_argument("--methods", action="store_true", help="also refit and compare every detector method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
 
     predictor = Predictor(args.bundle)
-    bins = load_params()["evaluate"]["ece_bins"]
+    params = load_params()
     manifest = read_manifest(args.manifest)
-    test = scored_split(manifest, "test")
-    fish = predictor.predict(list(test["path"]), top_k=1)
-    readable = [(p, label) for p, label in zip(fish, test["label"]) if p.error is None]
-    confidence = np.array([p.confidence for p, _ in readable])
-    correct = np.array([p.label == label for p, label in readable])
-
     rng = np.random.default_rng(args.seed)
-    non_fish = {
-        "sklearn sample photos": sample_photos(),
-        "noise": noise_images(rng),
-        "flat colours": flat_colours(rng),
-        "rendered text": text_images(rng),
-    }
-    results = {"dev test fish": fish}
-    for name, images in non_fish.items():
-        results[name] = predictor.predict(images, top_k=1)
-    results["all non-fish"] = [p for name in non_fish for p in results[name]]
-    rows = {name: _flag_row(predictions) for name, predictions in results.items()}
-    ece = expected_calibration_error(confidence, correct, bins)
-
-    print(f"bundle {args.bundle}: model {predictor.model_name}, threshold {predictor.threshold:.4f}, "
-          f"temperature {predictor.temperature:.3f}")
-    print(f"{'set':<24}{'images':>8}{'flagged':>10}{'median confidence':>20}")
-    for name, row in rows.items():
-        print(f"{name:<24}{row['images']:>8}{row['flagged']:>10.1%}{row['median_confidence']:>20.4f}")
-    print(f"test accuracy {correct.mean():.4f}, ECE ({bins} bins, calibrated) {ece:.4f}")
+    sets = {"dev test fish": list(scored_split(manifest, "test")["path"])}
+    with tempfile.TemporaryDirectory() as work:
+        if Path(args.unknown).exists():
+            unknowns = collect_unknown_set(args.unknown, Path(work), UnpackLimits.from_params(params["data"])).manifest
+            sets.update({group: list(rows["path"]) for group, rows in unknowns.groupby("group")})
+        else:
+            print(f"no unknown-photo set at {args.unknown}: only the generated images are scored")
+        sets.update({"sklearn sample photos": sample_photos(), "noise": noise_images(rng),
+                     "flat colours": flat_colours(rng), "rendered text": text_images(rng)})
+        results = {name: predictor.predict(images, top_k=1) for name, images in sets.items()}
+        rows = {name: _flag_row(predictions) for name, predictions in results.items()}
+        print(f"bundle {args.bundle}: model {predictor.model_name}, unknown-photo detector "
+              f"{predictor.detector.method if predictor.detector else 'none'}, threshold "
+              f"{predictor.detector.threshold if predictor.detector else float('nan'):.4g}; "
+              f"low-confidence threshold {predictor.threshold:.4f}")
+        print(f"{'set':<24}{'images':>8}{'unknown':>10}{'low conf.':>11}{'catch-all label':>17}")
+        catch_all = set(params["select"]["catch_all_labels"])
+        for name, row in rows.items():
+            labelled = np.mean([p.label in catch_all for p in results[name] if p.error is None])
+            print(f"{name:<24}{row['images']:>8}{row['unknown']:>10.1%}{row['low_confidence']:>11.1%}{labelled:>17.1%}")
+        comparison = compare_methods(predictor, manifest, sets, params) if args.methods else None
     if args.json:
-        summary = {"model": predictor.model_name, "threshold": predictor.threshold,
-                   "test_accuracy": float(correct.mean()), "ece": ece, "sets": rows}
+        summary = {"model": predictor.model_name, "sets": rows, "methods": comparison}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def compare_methods(predictor, manifest, sets, params) -> list[dict]:
+    """Each method (and power) refitted on the bundle's embeddings, thresholded on validation fish alone."""
+    backend = LiteRTBackend(predictor.bundle.serving_model_path)
+    batch = params["evaluate"]["batch_size"]
+    splits = {split: scored_split(manifest, split) for split in ("train", "val")}
+    embed = {split: outputs_for_files(backend, rows["path"], batch_size=batch, desc=split)[EMBEDDING]
+             for split, rows in splits.items()}
+    groups = {name: outputs_for_files(backend, paths, batch_size=batch, desc=name)[EMBEDDING]
+              for name, paths in sets.items() if name in ("dev test fish", *GROUPS)}
+    labels = label_indices(splits["train"]["label"], predictor.classes)
+    head = None
+    if predictor.bundle.model_path is not None:
+        from fish_classifier.preprocessing import load_model
+
+        head = load_model(predictor.bundle.model_path).get_layer("head").get_weights()
+    rate = params["select"]["unknown_val_flag_rate"]
+    print(f"\nevery method refitted on {len(labels)} train embeddings, threshold flagging {rate:.1%} of validation fish")
+    print(f"{'method':<22}{'AUROC':>8}" + "".join(f"{name:>16}" for name in groups))
+    table = []
+    candidates = [("knn", p, k) for p in (1.0, 0.5) for k in (1, 5)] + [("mahalanobis", p, 1) for p in (1.0, 0.5, 0.35)]
+    candidates += [("energy", 1.0, 1)] if head is not None else []
+    for method, power, k in candidates:
+        detector = fit_unknown_detector(UnknownSettings(method, power, k, rate), embed["train"], labels, embed["val"],
+                                        head)
+        scores = {name: detector.score(values) for name, values in groups.items()}
+        flagged = {name: float(detector.is_unknown(values).mean()) for name, values in scores.items()}
+        area = auroc(scores["dev test fish"], scores[NOT_FISH]) if NOT_FISH in scores else float("nan")
+        name = f"{method} p={power:g}" + (f" k={k}" if method == "knn" else "")
+        print(f"{name:<22}{area:>8.4f}" + "".join(f"{flagged[g]:>16.1%}" for g in groups))
+        table.append({"method": method, "power": power, "k": k, "auroc": area, "flagged": flagged})
+    return table
 
 
 def _flag_row(predictions) -> dict:
     readable = [p for p in predictions if p.error is None]
     return {
         "images": len(predictions),
-        "flagged": float(np.mean([p.is_low_confidence for p in readable])),
-        "median_confidence": float(np.median([p.confidence for p in readable])),
+        "unknown": float(np.mean([p.is_unknown for p in readable])),
+        "low_confidence": float(np.mean([p.is_low_confidence for p in readable])),
+        "median_unknown_score": float(np.median([p.unknown_score for p in readable])),
     }
 
 

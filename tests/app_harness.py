@@ -112,6 +112,8 @@ def upload(driver, paths, *, timeout: float = 120) -> None:
         ) from None
 
 
+UNKNOWN_HEADING = "Not a known fish"  # app/app.py's heading for a photo unlike every species
+
 # One atomic look at the page: Streamlit re-renders often, so holding element handles goes stale.
 _PAGE_STATE = """
 const main = document.querySelector('[data-testid="stMain"]');
@@ -147,7 +149,9 @@ def wait_for_results(driver, species: str, bad_file: str | None = None, *, timeo
         shown = species in state["headings"]
         if bad_file is not None:
             shown = shown and any(bad_file in error for error in state["errors"])
-        drawn = state["charts"] >= len(state["headings"]) and state["imagesLoaded"]
+        # Every result but an unknown photo's has a top-k chart.
+        answers = [heading for heading in state["headings"] if heading != UNKNOWN_HEADING]
+        drawn = state["charts"] >= len(answers) and state["imagesLoaded"]
         return state if shown and drawn and not state["running"] else None
 
     try:

@@ -15,11 +15,14 @@ from app_bundles import (
     colour_photo,
     display_name,
     jpeg_bytes,
+    not_fish_photos,
     real_photos,
+    text_photo,
 )
 from app_harness import (
     ARTIFACTS,
     CHROMIUM,
+    UNKNOWN_HEADING,
     headless_chromium,
     save_full_page_screenshot,
     streamlit_server,
@@ -42,11 +45,18 @@ def browser():
         yield driver
 
 
-def upload_and_wait(browser, url, good: Path, bad: Path, species: str) -> dict:
-    """Upload `good` and `bad` in one batch; the page once it shows the species of one and the error of the other."""
+def upload_and_wait(browser, url, good: Path, bad: Path, species: str, *more: Path) -> dict:
+    """Upload `good`, `bad` and `more` in one batch; the page once it shows the species of one and the error
+    of the other."""
     browser.get(url)
-    upload(browser, [good, bad], timeout=RESULT_TIMEOUT)
+    upload(browser, [good, bad, *more], timeout=RESULT_TIMEOUT)
     return wait_for_results(browser, species, bad.name, timeout=RESULT_TIMEOUT)
+
+
+def assert_unknown_shown(state: dict, n_species: int) -> None:
+    assert state["headings"].count(UNKNOWN_HEADING) == 1
+    [message] = [w for w in state["warnings"] if "does not look like any" in w]
+    assert message.startswith(f"This photo does not look like any of the {n_species} species this model knows")
 
 
 def error_for(state: dict, file_name: str) -> str:
@@ -58,7 +68,7 @@ def assert_full_result_shown(state: dict, good: Path) -> None:
     assert "Where the model looked" in state["text"]  # the heatmap overlay
     assert "Confidence (calibrated)" in state["text"]
     assert state["charts"] == 1  # the top-5 chart
-    assert state["warnings"] == []  # confident: no "may not be one of the N known species"
+    assert not [w for w in state["warnings"] if "may not be one of" in w]  # confident: no low-confidence warning
 
 
 def test_a_good_photo_gets_its_species_and_a_bad_file_its_error_in_one_batch(browser, tmp_path):
@@ -67,11 +77,14 @@ def test_a_good_photo_gets_its_species_and_a_bad_file_its_error_in_one_batch(bro
     good.write_bytes(jpeg_bytes(colour_photo(0, 256, seed=3)))
     bad = tmp_path / "field-notes.jpg"
     bad.write_bytes(b"these are field notes, not a photo\n")
+    receipt = tmp_path / "receipt.jpg"  # a readable photo of something else: named as no species
+    receipt.write_bytes(jpeg_bytes(text_photo("receipt #1234")))
 
     with streamlit_server(bundle, tmp_path / "streamlit.log") as url:
-        state = upload_and_wait(browser, url, good, bad, "Crimson testfish")
+        state = upload_and_wait(browser, url, good, bad, "Crimson testfish", receipt)
         assert "not a readable image" in error_for(state, bad.name)
         assert_full_result_shown(state, good)
+        assert_unknown_shown(state, 3)
         shot = save_full_page_screenshot(browser, ARTIFACTS / "app-synthetic-bundle.png")
     assert shot.stat().st_size > 10_000
 
@@ -93,9 +106,16 @@ def test_a_real_fish_photo_is_named_correctly(browser, tmp_path):
     good.write_bytes(right[0])
     bad = tmp_path / "truncated.jpg"
     bad.write_bytes(right[1][:2000])
+    candidates = not_fish_photos(10)
+    flagged = [data for (_, data), p in zip(candidates, Predictor(bundle).predict([d for _, d in candidates]))
+               if p.is_unknown]
+    assert len(flagged) >= 8, f"the test bundle flags only {len(flagged)} of 10 photos that are no fish"
+    no_fish = tmp_path / "no-fish.jpg"
+    no_fish.write_bytes(flagged[0])
 
     with streamlit_server(bundle, tmp_path / "streamlit.log") as url:
-        state = upload_and_wait(browser, url, good, bad, display_name(labels[0]))
+        state = upload_and_wait(browser, url, good, bad, display_name(labels[0]), no_fish)
         assert "truncated" in error_for(state, bad.name)
         assert_full_result_shown(state, good)
+        assert_unknown_shown(state, len(labels))
         save_full_page_screenshot(browser, ARTIFACTS / "app-real-photo.png")

@@ -28,9 +28,19 @@ from app_bundles import (
     build_real_photo_bundle,
     colour_photo,
     jpeg_bytes,
+    not_fish_photos,
     real_photos,
 )
-from app_harness import ARTIFACTS, CHROMIUM, headless_chromium, is_healthy, page_state, upload, wait_for_results
+from app_harness import (
+    ARTIFACTS,
+    CHROMIUM,
+    UNKNOWN_HEADING,
+    headless_chromium,
+    is_healthy,
+    page_state,
+    upload,
+    wait_for_results,
+)
 from repo_copy import copy_repo
 
 pytestmark = [
@@ -82,23 +92,27 @@ def bundle(tmp_path_factory):
     species = predictor.classes[0]["display"]
     named_right = [data for data, p in zip(candidates, predictor.predict(candidates)) if p.display_name == species]
     assert named_right, f"the test bundle names none of the {len(candidates)} candidate photos {species!r}"
+    no_fish = not_fish_photos(10)
+    flagged = [data for (_, data), p in zip(no_fish, predictor.predict([d for _, d in no_fish])) if p.is_unknown]
+    assert len(flagged) >= 8, f"the test bundle flags only {len(flagged)} of 10 photos that are no fish"
     # Twenty photos the app has not seen yet: its prediction cache must not answer for them.
     batch = [data for data in others if data != named_right[0]][:20]
-    return {"context": context, "species": species, "good": named_right[0], "batch": batch}
+    return {"context": context, "species": species, "good": named_right[0], "batch": batch, "no_fish": flagged[0]}
 
 
 @pytest.fixture(scope="module")
 def photos(bundle, tmp_path_factory):
     """Files to upload: the photo the bundle names right, a truncated copy of it, and twenty more."""
     folder = tmp_path_factory.mktemp("photos")
-    good, bad = folder / "good-photo.jpg", folder / "truncated.jpg"
+    good, bad, no_fish = folder / "good-photo.jpg", folder / "truncated.jpg", folder / "no-fish.jpg"
     good.write_bytes(bundle["good"])
     bad.write_bytes(bundle["good"][:1500])
+    no_fish.write_bytes(bundle["no_fish"])
     batch = []
     for i, data in enumerate(bundle["batch"]):
         batch.append(folder / f"photo-{i:02d}.jpg")
         batch[-1].write_bytes(data)
-    return {"species": bundle["species"], "good": good, "bad": bad, "batch": batch}
+    return {"species": bundle["species"], "good": good, "bad": bad, "no_fish": no_fish, "batch": batch}
 
 
 @pytest.fixture(scope="module")
@@ -175,16 +189,19 @@ def test_the_container_names_a_photo_in_the_browser(container, browser, photos, 
     wait_until_serving(container["url"])
     browser.get(container["url"])
     try:
-        upload(browser, [photos["good"], photos["bad"]], timeout=90)
+        upload(browser, [photos["good"], photos["bad"], photos["no_fish"]], timeout=90)
     except AssertionError:
         # Seen once on a loaded CI machine: the server ran the page, the first load stayed blank. Reload once.
         browser.refresh()
-        upload(browser, [photos["good"], photos["bad"]])
+        upload(browser, [photos["good"], photos["bad"], photos["no_fish"]])
     state = wait_for_results(browser, photos["species"], photos["bad"].name)
     figures["start_to_first_prediction_seconds"] = round(time.monotonic() - container["started"], 1)
 
     assert "Where the model looked" in state["text"] and state["charts"] == 1  # heatmap and top-5 chart
     assert any("truncated" in error for error in state["errors"] if photos["bad"].name in error)
+    # The photo that is no fish: no species, a plain message.
+    assert state["headings"].count(UNKNOWN_HEADING) == 1
+    assert any("does not look like any of the" in warning for warning in state["warnings"])
     browser.save_screenshot(str(ARTIFACTS / "docker-app.png"))
 
 
