@@ -102,11 +102,12 @@ add_unknown_detector(DEFAULT_BUNDLE_DIR, detector, power=settings.power, k=setti
                      val_flag_rate=settings.val_flag_rate, figures=figures)
 
 OUT.mkdir(parents=True, exist_ok=True)
+columns = [TEST_FISH, *GROUPS]  # all of them, empty where the set has none: dvc.yaml's plots name each
 histogram = score_histogram(scores, bins=select["unknown_histogram_bins"])
-histogram.to_csv(OUT / "scores.csv", index=False)
+histogram.reindex(columns=["score", *columns]).to_csv(OUT / "scores.csv", index=False)
 plot_unknown_scores(histogram, detector.threshold, OUT / "scores.png", f"{best}: unknown-photo scores")
 tradeoff = flag_tradeoff(scores)
-tradeoff.to_csv(OUT / "tradeoff.csv", index=False)
+tradeoff.reindex(columns=["threshold", *columns]).to_csv(OUT / "tradeoff.csv", index=False)
 # Not-fish against fish from elsewhere where the set has both, else against the test fish.
 x, y = (FISH_ELSEWHERE if FISH_ELSEWHERE in scores else TEST_FISH), (NOT_FISH if NOT_FISH in scores else TEST_FISH)
 plot_flag_tradeoff(tradeoff, x, y, (detector.is_unknown(scores[x]).mean(), detector.is_unknown(scores[y]).mean()),
