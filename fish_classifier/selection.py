@@ -2,13 +2,21 @@
 detector, and the comparison table of all models."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from fish_classifier.metrics import HEADLINE_METRICS
-from fish_classifier.unknown import NOT_FISH, UnknownDetector, UnknownSettings, threshold_for_flag_rate
+from fish_classifier.metrics import HEADLINE_METRICS, plot_flag_tradeoff, plot_unknown_scores
+from fish_classifier.unknown import (
+    FISH_ELSEWHERE,
+    GROUPS,
+    NOT_FISH,
+    UnknownDetector,
+    UnknownSettings,
+    threshold_for_flag_rate,
+)
 
 TEST_FISH = "test fish"
 
@@ -181,6 +189,24 @@ def flag_tradeoff(scores: dict[str, np.ndarray]) -> pd.DataFrame:
         ordered = np.sort(values)
         table[group] = 1.0 - np.searchsorted(ordered, thresholds, side="right") / len(ordered)
     return pd.DataFrame(table)
+
+
+def write_unknown_plots(scores: dict[str, np.ndarray], detector: UnknownDetector, out_dir, *, bins: int,
+                        model: str) -> None:
+    """scores.csv/.png (each group's score histogram) and tradeoff.csv/.png (not-fish flagged against fish from
+    elsewhere flagged as the threshold moves, or against the test fish when the set has no fish from elsewhere)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = [TEST_FISH, *GROUPS]  # all of them, empty where the set has none: dvc.yaml's plots name each
+    histogram = score_histogram(scores, bins=bins)
+    histogram.reindex(columns=["score", *columns]).to_csv(out_dir / "scores.csv", index=False)
+    plot_unknown_scores(histogram, detector.threshold, out_dir / "scores.png", f"{model}: unknown-photo scores")
+    tradeoff = flag_tradeoff(scores)
+    tradeoff.reindex(columns=["threshold", *columns]).to_csv(out_dir / "tradeoff.csv", index=False)
+    x = FISH_ELSEWHERE if FISH_ELSEWHERE in scores else TEST_FISH
+    y = NOT_FISH if NOT_FISH in scores else TEST_FISH
+    marked = (detector.is_unknown(scores[x]).mean(), detector.is_unknown(scores[y]).mean())
+    plot_flag_tradeoff(tradeoff, x, y, marked, out_dir / "tradeoff.png", f"{model}: flagged as the threshold moves")
 
 
 def _headline(scores: dict) -> dict:

@@ -16,22 +16,20 @@ import pandas as pd
 
 from fish_classifier.bundle import DEFAULT_BUNDLE_DIR, add_unknown_detector, training_data_hash, write_bundle
 from fish_classifier.manifest import SPLITS, label_indices, read_classes, read_manifest, scored_split
-from fish_classifier.metrics import plot_flag_tradeoff, plot_unknown_scores
 from fish_classifier.params import load_params
 from fish_classifier.predictor import outputs_for_files
 from fish_classifier.selection import (
     TEST_FISH,
     choose_threshold,
     fit_unknown_detector,
-    flag_tradeoff,
     rank_models,
-    score_histogram,
     summary,
     summary_markdown,
     unknown_figures,
+    write_unknown_plots,
 )
 from fish_classifier.serving import EMBEDDING, PROBABILITIES, LiteRTBackend, evenly_spaced, export_for_serving
-from fish_classifier.unknown import FISH_ELSEWHERE, GROUPS, NOT_FISH, UnknownSettings
+from fish_classifier.unknown import FISH_ELSEWHERE, GROUPS, UnknownSettings
 
 OUT = Path("metrics/unknown")
 
@@ -101,17 +99,7 @@ if len(unknowns):
 add_unknown_detector(DEFAULT_BUNDLE_DIR, detector, power=settings.power, k=settings.k,
                      val_flag_rate=settings.val_flag_rate, figures=figures)
 
-OUT.mkdir(parents=True, exist_ok=True)
-columns = [TEST_FISH, *GROUPS]  # all of them, empty where the set has none: dvc.yaml's plots name each
-histogram = score_histogram(scores, bins=select["unknown_histogram_bins"])
-histogram.reindex(columns=["score", *columns]).to_csv(OUT / "scores.csv", index=False)
-plot_unknown_scores(histogram, detector.threshold, OUT / "scores.png", f"{best}: unknown-photo scores")
-tradeoff = flag_tradeoff(scores)
-tradeoff.reindex(columns=["threshold", *columns]).to_csv(OUT / "tradeoff.csv", index=False)
-# Not-fish against fish from elsewhere where the set has both, else against the test fish.
-x, y = (FISH_ELSEWHERE if FISH_ELSEWHERE in scores else TEST_FISH), (NOT_FISH if NOT_FISH in scores else TEST_FISH)
-plot_flag_tradeoff(tradeoff, x, y, (detector.is_unknown(scores[x]).mean(), detector.is_unknown(scores[y]).mean()),
-                   OUT / "tradeoff.png", f"{best}: flagged as the threshold moves")
+write_unknown_plots(scores, detector, OUT, bins=select["unknown_histogram_bins"], model=best)
 
 Path("metrics/summary.json").write_text(
     json.dumps(summary(metrics, select["metric"], threshold, figures), indent=2) + "\n", encoding="utf-8"
