@@ -176,7 +176,8 @@ def test_heatmap_toggle_adds_and_removes_the_overlay(monkeypatch, bundle):
 
 def test_more_photos_than_the_cap_get_the_first_ones_identified_and_a_message(monkeypatch, bundle, app_module):
     cap = app_module.MAX_FILES
-    uploads = [(f"crimson-{i:02d}.jpg", jpeg_bytes(colour_photo(0, 32, seed=500 + i)), "image/jpeg") for i in range(cap + 2)]
+    photos = [jpeg_bytes(colour_photo(0, 32, seed=500 + i)) for i in range(cap + 2)]
+    uploads = [(f"crimson-{i:02d}.jpg", data, "image/jpeg") for i, data in enumerate(photos)]
     app = run_app(monkeypatch, bundle, uploads)
     assert [e.value for e in app.error] == [
         f"{cap + 2} photos chosen, but the app identifies at most {cap} at a time: "

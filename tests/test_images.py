@@ -226,7 +226,8 @@ def _jpeg(size, seed=0, orientation=None) -> bytes:
     width, height = size
     yy, xx = np.mgrid[:height, :width]
     rng = np.random.default_rng(seed)
-    pixels = np.stack([128 + 100 * np.sin(xx / (37 + 9 * c) + yy / (53 - 7 * c) + rng.uniform(0, 6)) for c in range(3)], -1)
+    waves = [128 + 100 * np.sin(xx / (37 + 9 * c) + yy / (53 - 7 * c) + rng.uniform(0, 6)) for c in range(3)]
+    pixels = np.stack(waves, axis=-1)
     exif = Image.Exif()
     if orientation is not None:
         exif[0x0112] = orientation
