@@ -5,25 +5,28 @@ from $FISH_BUNDLE (default models/deploy, which `dvc repro` produces); a relativ
 path is taken from the repo root. Every class name comes from the bundle.
 """
 
+import functools
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 from matplotlib import colormaps
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fish_classifier.bundle import BundleError
-from fish_classifier.images import IMAGE_EXTENSIONS, open_rgb
+from fish_classifier.images import IMAGE_EXTENSIONS, ImageError, open_rgb
 from fish_classifier.predictor import Prediction, Predictor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = "models/deploy"
 TOP_K = 5
 DISPLAY_SIZE = 480  # longest side of the photo sent to the browser, in pixels
+MAX_FILES = 20  # photos identified per upload: each is decoded and run, so a batch must stay small
 HEATMAP_OPACITY = 0.6  # at the hottest spot
 SHOWN_METRICS = {
     "accuracy": "Accuracy",
@@ -50,22 +53,36 @@ def load_predictor(directory: str, version: int) -> Predictor:
     return Predictor(directory)
 
 
+def decode_once(data: bytes, size: int) -> Callable[[], Image.Image]:
+    """`open_rgb(data, size)` on first call and the same image after: an upload is decoded at most once a run,
+    near the size the model reads (as the Predictor would decode it), and not at all when its results are cached."""
+    return functools.cache(lambda: open_rgb(data, size))
+
+
+# `data` keys both caches; `_photo` (not hashed) decodes it only on a miss. Predictions are small.
 @st.cache_data(show_spinner=False, max_entries=500)
-def predict_upload(_predictor: Predictor, bundle_key: str, data: bytes, threshold: float) -> Prediction:
+def predict_upload(
+    _predictor: Predictor, bundle_key: str, data: bytes, threshold: float, _photo: Callable[[], Image.Image]
+) -> Prediction:
     # Cached so that moving a widget does not re-run the model on every photo.
-    return _predictor.predict([data], top_k=TOP_K, threshold=threshold)[0]
+    try:
+        image = _photo()
+    except ImageError:
+        image = data  # the Predictor words the refusal, as it does for the CLI
+    return _predictor.predict([image], top_k=TOP_K, threshold=threshold)[0]
 
 
-@st.cache_data(show_spinner=False, max_entries=200)
+# At most two images of DISPLAY_SIZE (1.4 MB) an entry: a batch with and without heatmaps, under 60 MB.
+@st.cache_data(show_spinner=False, max_entries=2 * MAX_FILES)
 def result_images(
-    _predictor: Predictor, bundle_key: str, data: bytes, with_heatmap: bool
+    _predictor: Predictor, bundle_key: str, data: bytes, with_heatmap: bool, _photo: Callable[[], Image.Image]
 ) -> tuple[Image.Image, Image.Image | None]:
     """The photo scaled for display, and (if asked) the same photo under the predicted class's activation map."""
-    photo = open_rgb(data)
-    photo.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE))
+    photo = _photo()
+    shown = ImageOps.contain(photo, (DISPLAY_SIZE, DISPLAY_SIZE)) if max(photo.size) > DISPLAY_SIZE else photo
     if not with_heatmap:
-        return photo, None
-    return photo, heatmap_overlay(photo, _predictor.class_activation_map(data))
+        return shown, None
+    return shown, heatmap_overlay(shown, _predictor.class_activation_map(photo))
 
 
 def heatmap_overlay(photo: Image.Image, cam: np.ndarray, opacity: float = HEATMAP_OPACITY) -> Image.Image:
@@ -235,23 +252,35 @@ def main() -> None:
     if not uploads:
         st.info(f"Upload one or more photos ({', '.join(IMAGE_EXTENSIONS)}).")
         return
+    if len(uploads) > MAX_FILES:
+        st.error(
+            f"{len(uploads)} photos chosen, but the app identifies at most {MAX_FILES} at a time: "
+            f"the first {MAX_FILES} are shown below. Upload the other {len(uploads) - MAX_FILES} in another batch."
+        )
+        uploads = uploads[:MAX_FILES]
 
     with st.spinner("Identifying…"):
         results = []
         for upload in uploads:
+            # One decoded photo at a time, for the model, the display and the heatmap alike.
             data = upload.getvalue()
-            results.append((upload.name, data, predict_upload(predictor, bundle_key, data, threshold)))
+            photo = decode_once(data, predictor.input_size)
+            prediction = predict_upload(predictor, bundle_key, data, threshold, photo)
+            wants_heatmap = with_heatmap and not prediction.is_unknown
+            shown = None, None
+            if not prediction.error:
+                shown = result_images(predictor, bundle_key, data, wants_heatmap, photo)
+            results.append((upload.name, prediction, *shown))
     st.download_button(
         f"Download the {len(results)} results as CSV",
-        results_table([(name, prediction) for name, _, prediction in results]).to_csv(index=False),
+        results_table([(name, prediction) for name, prediction, _, _ in results]).to_csv(index=False),
         file_name="fish_predictions.csv",
         mime="text/csv",
     )
-    for name, data, prediction in results:
+    for name, prediction, photo, heatmap in results:
         if prediction.error:
             st.error(f"**{literal(name)}**: {literal(prediction.error)}")
         else:
-            photo, heatmap = result_images(predictor, bundle_key, data, with_heatmap and not prediction.is_unknown)
             show_result(name, prediction, photo, heatmap, n_classes, unknown_threshold)
 
 

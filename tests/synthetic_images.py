@@ -77,6 +77,22 @@ def tiff_without_dimensions() -> bytes:
     return b"II*\x00" + struct.pack("<I", 8) + directory(first, second_offset) + directory(second, 0)
 
 
+def flat_16_bit_png(width: int, height: int) -> bytes:
+    """A 16-bit grey PNG, flat but for a band of rows holding a 0..65535 ramp: tiny as a file, huge decoded
+    (issue 18's 93 KB photo is 7000x7000). Written row by row, so making it costs no more than a row."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    flat = b"\x00" + struct.pack(">H", 257 * 100) * width  # each row: filter type 0, then big-endian samples
+    ramp = b"\x00" + np.linspace(0, 65535, width).astype(">u2").tobytes()
+    compressor = zlib.compressobj(9)
+    rows = [compressor.compress(ramp if height // 2 <= y < height // 2 + height // 50 else flat) for y in range(height)]
+    pixels = b"".join(rows) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)  # 16-bit grey, not interlaced
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
 def byte_flips(data: bytes, count: int, seed: int) -> list[bytes]:
     """`count` corrupted copies of `data`, each with 1 to 8 bytes at seeded random places set to random values."""
     rng = np.random.default_rng(seed)

@@ -11,10 +11,12 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from app_bundles import COLOUR_CLASSES, REPO_ROOT, build_colour_bundle, colour_photo, jpeg_bytes, text_photo
+from fish_classifier import images
 from fish_classifier.bundle import add_file
 from fish_classifier.predictor import Prediction
 from synthetic_images import tiff_without_dimensions
@@ -170,6 +172,42 @@ def test_heatmap_toggle_adds_and_removes_the_overlay(monkeypatch, bundle):
     assert [c for image in app.get("image") for c in image.captions] == ["cobalt.png", "Where the model looked"]
     app.toggle[0].set_value(False).run()
     assert [c for image in app.get("image") for c in image.captions] == ["cobalt.png"]
+
+
+def test_more_photos_than_the_cap_get_the_first_ones_identified_and_a_message(monkeypatch, bundle, app_module):
+    cap = app_module.MAX_FILES
+    photos = [jpeg_bytes(colour_photo(0, 32, seed=500 + i)) for i in range(cap + 2)]
+    uploads = [(f"crimson-{i:02d}.jpg", data, "image/jpeg") for i, data in enumerate(photos)]
+    app = run_app(monkeypatch, bundle, uploads)
+    assert [e.value for e in app.error] == [
+        f"{cap + 2} photos chosen, but the app identifies at most {cap} at a time: "
+        f"the first {cap} are shown below. Upload the other 2 in another batch."
+    ]
+    shown = [caption for image in app.get("image") for caption in image.captions if caption.startswith("crimson-")]
+    assert shown == [name for name, _, _ in uploads[:cap]]
+    assert app.get("download_button")[0].proto.label == f"Download the {cap} results as CSV"
+
+
+def test_each_upload_is_decoded_once_a_run_and_not_again_once_its_results_are_cached(monkeypatch, bundle):
+    decoded = []
+
+    def counting_open(stream):
+        decoded.append(stream)
+        return opened(stream)
+
+    opened = images._open
+    monkeypatch.setattr(images, "_open", counting_open)
+    st.cache_data.clear()
+    uploads = [(f"cobalt-{i}.jpg", jpeg_bytes(colour_photo(2, 64, seed=700 + i)), "image/jpeg") for i in range(3)]
+    app = run_app(monkeypatch, bundle, uploads)
+    # Once each for the model, the display and the heatmap (it used to be three times).
+    assert len(decoded) == 3
+    assert [c for image in app.get("image") for c in image.captions].count("Where the model looked") == 3
+
+    app.toggle[0].set_value(False).run()  # the predictions are cached, the photos without heatmap are not
+    assert len(decoded) == 6
+    app.toggle[0].set_value(True).run()  # everything is cached
+    assert len(decoded) == 6
 
 
 def test_a_rebuilt_bundle_is_picked_up_without_restarting(monkeypatch, tmp_path, bundle):

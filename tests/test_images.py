@@ -1,15 +1,21 @@
 import io
+import json
+import os
 import struct
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fish_classifier import images
 from fish_classifier.images import IMAGE_EXTENSIONS, IMAGE_FORMATS, ImageError, is_image_file, load_pixels, open_rgb
 from synthetic_images import (
     byte_flips,
+    flat_16_bit_png,
     fuzz_originals,
     image_bytes,
     noise_image,
@@ -18,6 +24,8 @@ from synthetic_images import (
 )
 
 NOT_ACCEPTED = "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEV_ZIP = REPO_ROOT.parent / "shared" / "data" / "fish-dev.zip"
 
 
 def _png(image: Image.Image) -> bytes:
@@ -149,7 +157,7 @@ def test_any_exception_while_decoding_becomes_an_image_error(monkeypatch):
 
     monkeypatch.setattr(images.ImageOps, "exif_transpose", broken_exif)
     with pytest.raises(ImageError, match=r"^image data is corrupt or truncated \(error: unpack requires a buffer"):
-        open_rgb(image_bytes())
+        open_rgb(image_bytes(orientation=6))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning:PIL.*")  # Pillow's notes on the corrupt EXIF it was fed
@@ -211,3 +219,159 @@ def test_load_pixels_keeps_an_image_already_at_size():
 @pytest.mark.parametrize(("name", "expected"), [("a.JPG", True), ("b.png", True), ("c.webp", True), ("d.txt", False)])
 def test_is_image_file_goes_by_extension(name, expected):
     assert is_image_file(name) is expected
+
+
+def _jpeg(size, seed=0, orientation=None) -> bytes:
+    """A smooth photo-like JPEG (noise would make DCT scaling look worse than it is on photos)."""
+    width, height = size
+    yy, xx = np.mgrid[:height, :width]
+    rng = np.random.default_rng(seed)
+    waves = [128 + 100 * np.sin(xx / (37 + 9 * c) + yy / (53 - 7 * c) + rng.uniform(0, 6)) for c in range(3)]
+    pixels = np.stack(waves, axis=-1)
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG", quality=90, exif=exif)
+    return buffer.getvalue()
+
+
+def _full_decode(data: bytes) -> Image.Image:
+    """How `open_rgb` read an 8-bit photo before it learnt to decode near the size asked for."""
+    return ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+
+
+def _full_decode_pixels(data: bytes, size: int) -> np.ndarray:
+    return np.asarray(_full_decode(data).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def test_every_16_bit_value_becomes_the_nearest_8_bit_one_band_by_band(monkeypatch):
+    monkeypatch.setattr(images, "BAND_PIXELS", 1000)  # 3 rows at a time: many bands, and a short last one
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    pixels = np.asarray(open_rgb(_png(Image.fromarray(values))))
+    expected = np.rint(values / 257.0).astype(np.uint8)
+    assert (pixels == expected[..., np.newaxis]).all()
+
+
+@pytest.mark.parametrize(
+    ("samples", "expected"),
+    [
+        # 32-bit integers beyond 8 bits are 16-bit data (scaled by 257); negatives and overflow are clipped.
+        (np.array([[-5, 0, 128 * 257, 65535, 10**7]], dtype=np.int32), [0, 0, 128, 255, 255]),
+        # 32-bit integers within 0..255 are 8-bit data, kept as they are.
+        (np.array([[-5, 0, 7, 200, 255]], dtype=np.int32), [0, 0, 7, 200, 255]),
+        # Floats are rounded (half to even) and clipped.
+        (np.array([[-1.5, 0.5, 1.5, 254.6, 300.0]], dtype=np.float32), [0, 0, 2, 255, 255]),
+    ],
+)
+def test_32_bit_integer_and_float_images_become_8_bit(samples, expected):
+    assert [pixel[0] for pixel in open_rgb(Image.fromarray(samples)).getdata()] == expected
+
+
+def test_an_image_whose_decoded_samples_cost_too_much_is_refused_before_decoding(monkeypatch):
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 2000)
+    sixteen_bit = _png(Image.fromarray(np.zeros((30, 40), dtype=np.uint16)))
+    with pytest.raises(ImageError) as caught:
+        open_rgb(sixteen_bit)
+    assert str(caught.value) == "image is 40x30 pixels at 2 bytes each (2,400 bytes decoded), over the 2,000-byte limit"
+    # The same pixels at 8 bits cost half as much, and pass.
+    assert open_rgb(_png(Image.fromarray(np.zeros((30, 40), dtype=np.uint8)))).size == (40, 30)
+
+
+def test_a_jpeg_four_times_the_size_asked_for_is_decoded_at_no_less_than_twice_it():
+    data = _jpeg((1000, 800))
+    assert open_rgb(data).size == (1000, 800)
+    assert open_rgb(data, target_size=100).size == (250, 200)  # DCT scaling by 4: both sides still >= 200
+    # The model's input barely changes: a grey level or two in a smooth photo.
+    difference = np.abs(load_pixels(data, 100).astype(int) - _full_decode_pixels(data, 100))
+    assert difference.mean() < 1.0 and difference.max() <= 12
+
+
+def test_a_photo_under_four_times_the_size_asked_for_is_decoded_in_full():
+    data = _jpeg((399, 420))
+    assert open_rgb(data, target_size=100).size == (399, 420)
+    assert (load_pixels(data, 100) == _full_decode_pixels(data, 100)).all()
+
+
+def test_a_turned_photo_is_shrunk_and_then_turned():
+    data = _jpeg((1000, 600), orientation=6)
+    assert open_rgb(data, target_size=100).size == (300, 500)  # decoded at 500x300, then turned upright
+
+
+def test_a_large_16_bit_png_is_averaged_down_to_twice_the_size_asked_for():
+    data = _png(Image.fromarray(np.full((900, 1000), 257 * 80, dtype=np.uint16)))
+    image = open_rgb(data, target_size=100)
+    assert image.size == (250, 225)  # 900 // 200 = 4 pixels a side averaged into one
+    assert image.getpixel((10, 10)) == (80, 80, 80)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [_jpeg((1000, 800)), _jpeg((1000, 600), orientation=6), _jpeg((120, 90)), image_bytes("I;16", size=(900, 450))],
+    ids=["large jpeg", "turned jpeg", "small jpeg", "large 16-bit png"],
+)
+def test_pixels_of_a_photo_decoded_for_the_model_equal_the_pixels_of_its_file(data):
+    # The app decodes an upload once, for display and the model; the model must see what the CLI sees.
+    assert (load_pixels(open_rgb(data, target_size=64), 64) == load_pixels(data, 64)).all()
+
+
+def test_a_decoded_phone_photo_holds_no_reference_to_the_file_bytes():
+    # Pillow keeps an MPO's file open after decoding it, for its other frames; phones send MPO JPEGs.
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (255, 0, 0)).save(buffer, format="MPO", save_all=True, append_images=[noise_image()])
+    data = buffer.getvalue()
+    references = sys.getrefcount(data)
+    image = open_rgb(data)
+    assert image.size == (64, 48)
+    assert sys.getrefcount(data) == references  # a cached image does not keep the upload alive
+
+
+@pytest.mark.skipif(not DEV_ZIP.is_file(), reason=f"the dev photos are not here ({DEV_ZIP}); they come with ../shared")
+def test_dev_photos_load_bit_for_bit_as_before_at_the_models_sizes():
+    with zipfile.ZipFile(DEV_ZIP) as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith(".jpg"))
+        photos = [archive.read(n) for n in names]
+    assert len(photos) > 1000
+    changed = []
+    for name, data in zip(names, photos):
+        before = _full_decode(data)
+        for size in (96, 224):  # the custom CNN's input and the ImageNet backbones'
+            expected = np.asarray(before.resize((size, size), Image.Resampling.BILINEAR))
+            if (load_pixels(data, size) != expected).any():
+                changed.append((name, size))
+    assert not changed, f"{len(changed)} dev photos read differently, e.g. {changed[:3]}"
+
+
+MEASURE_DECODE = """
+import json, sys
+from fish_classifier.images import load_pixels
+
+def kilobytes(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
+
+data = open(sys.argv[1], "rb").read()
+try:  # start the high-water mark afresh, so the imports' peak cannot hide the decode's
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+except OSError:
+    pass
+resting = kilobytes("VmRSS")
+pixels = load_pixels(data, 224)
+print(json.dumps({"shape": list(pixels.shape), "peak_mb": (kilobytes("VmHWM") - resting) / 1024}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads peak memory from Linux's /proc")
+def test_a_7000x7000_16_bit_png_decodes_in_under_300_mb(tmp_path):
+    # Issue 18: this 138 KB file once cost the Predictor more than 1.2 GB, through a float64 copy of it.
+    path = tmp_path / "flat-16-bit.png"
+    path.write_bytes(flat_16_bit_png(7000, 7000))
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE_DECODE, str(path)], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout)
+    assert measured["shape"] == [224, 224, 3]
+    # 98 MB of 16-bit samples and their 49 MB 8-bit copy; the old float64 path went past 1,200 MB.
+    assert measured["peak_mb"] < 300, measured
