@@ -16,11 +16,13 @@ import pandas as pd
 
 from fish_classifier.bundle import DEFAULT_BUNDLE_DIR, add_unknown_detector, training_data_hash, write_bundle
 from fish_classifier.manifest import SPLITS, label_indices, read_classes, read_manifest, scored_split
-from fish_classifier.metrics import plot_flag_tradeoff, plot_unknown_scores
-from fish_classifier.params import load_params
+from fish_classifier.metrics import EvaluateSettings, plot_flag_tradeoff, plot_unknown_scores
+from fish_classifier.params import stage_params
 from fish_classifier.predictor import outputs_for_files
 from fish_classifier.selection import (
     TEST_FISH,
+    SelectSettings,
+    TrainedModels,
     choose_threshold,
     fit_unknown_detector,
     flag_tradeoff,
@@ -31,23 +33,23 @@ from fish_classifier.selection import (
     unknown_figures,
 )
 from fish_classifier.serving import EMBEDDING, PROBABILITIES, LiteRTBackend, evenly_spaced, export_for_serving
-from fish_classifier.unknown import FISH_ELSEWHERE, GROUPS, NOT_FISH, UnknownSettings
+from fish_classifier.unknown import FISH_ELSEWHERE, GROUPS, NOT_FISH
 
 OUT = Path("metrics/unknown")
 
-params = load_params()
-names = params["train"]["models"]
-select = params["select"]
-settings = UnknownSettings.from_params(select)
+params = stage_params(train=TrainedModels, select=SelectSettings, evaluate=EvaluateSettings)
+names = params.train.models
+select = params.select
+settings = select.unknown
 
 metrics = {name: json.loads(Path("metrics", f"{name}.json").read_text(encoding="utf-8")) for name in names}
-best = rank_models(metrics, select["metric"])[0]
+best = rank_models(metrics, select.metric)[0]
 val_confidence = pd.read_csv(Path("metrics", best, "val_confidence.csv"))["confidence"]
 threshold = choose_threshold(
     val_confidence,
-    rule=select["threshold_rule"],
-    val_flag_rate=select["val_flag_rate"],
-    fixed_threshold=select["fixed_threshold"],
+    rule=select.threshold_rule,
+    val_flag_rate=select.val_flag_rate,
+    fixed_threshold=select.fixed_threshold,
 )
 classes = read_classes("data/classes.json")
 write_bundle(
@@ -60,12 +62,12 @@ write_bundle(
     metrics=metrics[best],
     data_hash=training_data_hash(["data/manifest.csv", "data/augmented/manifest.csv"]),
 )
-print(f"selected {best} (validation {select['metric']} {metrics[best]['val'][select['metric']]:.4f}); "
+print(f"selected {best} (validation {select.metric} {metrics[best]['val'][select.metric]:.4f}); "
       f"threshold {threshold:.4f} flags {(val_confidence < threshold).mean():.1%} of validation images")
 
 manifest = read_manifest("data/manifest.csv")
 parity = export_for_serving(
-    DEFAULT_BUNDLE_DIR, evenly_spaced(scored_split(manifest, "test")["path"], select["serving_parity_images"])
+    DEFAULT_BUNDLE_DIR, evenly_spaced(scored_split(manifest, "test")["path"], select.serving_parity_images)
 )
 print(f"exported {DEFAULT_BUNDLE_DIR}/model.tflite: largest difference {parity['max_abs_diff']:.1e} (probabilities), "
       f"{parity['embedding_max_abs_diff']:.1e} (embeddings) on {parity['images']} test images")
@@ -73,7 +75,7 @@ print(f"exported {DEFAULT_BUNDLE_DIR}/model.tflite: largest difference {parity['
 # The unknown-photo detector sees what serving sees: the LiteRT model's outputs.
 backend = LiteRTBackend(DEFAULT_BUNDLE_DIR / "model.tflite")
 fish = {split: scored_split(manifest, split) for split in SPLITS}
-batch_size = params["evaluate"]["batch_size"]
+batch_size = params.evaluate.batch_size
 outputs = {split: outputs_for_files(backend, rows["path"], batch_size=batch_size, desc=f"{best} {split}")
            for split, rows in fish.items()}
 head = None
@@ -96,14 +98,14 @@ if len(unknowns):
         detector, settings.val_flag_rate, scores,
         fish_elsewhere_labels=None if elsewhere is None else
         [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)],
-        catch_all_labels=select["catch_all_labels"],
+        catch_all_labels=select.catch_all_labels,
     )
 add_unknown_detector(DEFAULT_BUNDLE_DIR, detector, power=settings.power, k=settings.k,
                      val_flag_rate=settings.val_flag_rate, figures=figures)
 
 OUT.mkdir(parents=True, exist_ok=True)
 columns = [TEST_FISH, *GROUPS]  # all of them, empty where the set has none: dvc.yaml's plots name each
-histogram = score_histogram(scores, bins=select["unknown_histogram_bins"])
+histogram = score_histogram(scores, bins=select.unknown_histogram_bins)
 histogram.reindex(columns=["score", *columns]).to_csv(OUT / "scores.csv", index=False)
 plot_unknown_scores(histogram, detector.threshold, OUT / "scores.png", f"{best}: unknown-photo scores")
 tradeoff = flag_tradeoff(scores)
@@ -114,9 +116,9 @@ plot_flag_tradeoff(tradeoff, x, y, (detector.is_unknown(scores[x]).mean(), detec
                    OUT / "tradeoff.png", f"{best}: flagged as the threshold moves")
 
 Path("metrics/summary.json").write_text(
-    json.dumps(summary(metrics, select["metric"], threshold, figures), indent=2) + "\n", encoding="utf-8"
+    json.dumps(summary(metrics, select.metric, threshold, figures), indent=2) + "\n", encoding="utf-8"
 )
-Path("metrics/summary.md").write_text(summary_markdown(metrics, select["metric"], figures), encoding="utf-8")
+Path("metrics/summary.md").write_text(summary_markdown(metrics, select.metric, figures), encoding="utf-8")
 if figures:
     print(f"unknown photos ({settings.method}, threshold {detector.threshold:.4g}): "
           + ", ".join(f"{group} {share:.1%} flagged" for group, share in figures["flagged"].items())
