@@ -119,8 +119,9 @@ def test_a_bundle_with_only_the_litert_model_serves(litert_only):
         Predictor(litert_only, backend="keras")
 
 
-def test_the_predictor_imports_and_serves_without_tensorflow_or_keras(litert_only):
-    # What the Docker image has: no TensorFlow, no Keras. Any attempt to import them fails here.
+def test_the_predictor_imports_and_serves_without_tensorflow_keras_or_pydantic(litert_only):
+    # What the Docker image has: no TensorFlow, no Keras, no pydantic (params.yaml's schemas are the pipeline's).
+    # Any attempt to import them fails here.
     script = textwrap.dedent(
         f"""
         import sys
@@ -128,8 +129,8 @@ def test_the_predictor_imports_and_serves_without_tensorflow_or_keras(litert_onl
 
         class NoTensorFlow(MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {{"tensorflow", "keras", "tf_keras"}}:
-                    raise ImportError(f"{{name}} is blocked: the serving image has no TensorFlow")
+                if name.split(".")[0] in {{"tensorflow", "keras", "tf_keras", "pydantic", "pydantic_core"}}:
+                    raise ImportError(f"{{name}} is blocked: the serving image does not have it")
 
         sys.meta_path.insert(0, NoTensorFlow())
         from fish_classifier.predictor import Predictor
@@ -142,7 +143,7 @@ def test_the_predictor_imports_and_serves_without_tensorflow_or_keras(litert_onl
         photo = Image.fromarray(np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8))
         [red] = predictor.predict(photo)
         cam = predictor.class_activation_map(photo)
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {{"tensorflow", "keras"}})
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {{"tensorflow", "keras", "pydantic"}})
         print(predictor.backend, red.label, cam.shape, result.error.startswith("no such file"), loaded)
         """
     )
