@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fixtures_models import CLASSES, make_bundle, tinted_image, trained_tiny_model
 
-from fish_classifier.bundle import BundleError, read_bundle
+from fish_classifier.bundle import BundleError, add_file, read_bundle
 from fish_classifier.manifest import file_sha256
 from fish_classifier.predictor import KerasBackend, Predictor
 from fish_classifier.serving import (
@@ -176,6 +176,23 @@ def test_a_tflite_without_the_serving_outputs_is_refused(tmp_path):
     trained_tiny_model().export(str(tmp_path / "plain.tflite"), format="litert", verbose=False)
     with pytest.raises(BundleError, match=r"expected one input and outputs probabilities, class_maps"):
         LiteRTBackend(tmp_path / "plain.tflite")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda model: b"", lambda model: model[: len(model) // 2], lambda model: b"not a model\n" * 100],
+    ids=["empty", "truncated", "not a flatbuffer"],
+)
+def test_a_corrupt_or_empty_tflite_is_refused_at_load_with_how_to_rebuild(exported, tmp_path, damage):
+    folder = tmp_path / "deploy"
+    shutil.copytree(exported[0], folder)
+    (folder / "model.tflite").write_bytes(damage((folder / "model.tflite").read_bytes()))
+    add_file(folder, "model.tflite")  # a careless rebuild: the damaged file's hash recorded again
+    with pytest.raises(BundleError) as error:
+        Predictor(folder)
+    message = str(error.value)
+    assert message.startswith(f"{folder / 'model.tflite'} cannot be loaded by LiteRT (")
+    assert message.endswith("); rebuild the bundle with `dvc repro select`") and "\n" not in message
 
 
 def test_export_litert_writes_the_file_atomically(tmp_path):
