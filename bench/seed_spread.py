@@ -55,12 +55,13 @@ def train_and_score(name: str, seed: int) -> dict:
     from fish_classifier.metrics import calibration_report, classification_report, predict_split
     from fish_classifier.params import load_params
     from fish_classifier.predictor import KerasBackend
-    from fish_classifier.training import load_training_data, train_model
+    from fish_classifier.training import TrainSettings, load_training_data, train_model
 
     keras.backend.clear_session()
     params = load_params()
     data = load_training_data(MANIFEST, "data/augmented/manifest.csv", "data/classes.json")
-    model = train_model(name, data, params["train"], seed, augmentation=Augmentation.from_params(params["augment"]))
+    model = train_model(name, data, TrainSettings.from_params(params["train"], name), seed,
+                        augmentation=Augmentation.from_params(params["augment"]))
 
     manifest = read_manifest(MANIFEST)
     backend = KerasBackend(model)

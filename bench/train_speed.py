@@ -72,7 +72,7 @@ def run_recipe(recipe: str, epochs: int | None) -> dict:
     from fish_classifier.images import load_pixels
     from fish_classifier.manifest import label_indices, read_manifest
     from fish_classifier.params import load_params
-    from fish_classifier.training import load_training_data, train_model
+    from fish_classifier.training import TrainSettings, load_training_data, train_model
 
     class EpochCount(keras.callbacks.Callback):
         """Epochs run per `fit`: the head phase first, then fine-tuning."""
@@ -93,7 +93,8 @@ def run_recipe(recipe: str, epochs: int | None) -> dict:
     if recipe == "project":
         epoch_count = EpochCount()
         # As stages/train.py calls it, its DVCLive callback aside.
-        model = train_model("mobilenetv2", data, params["train"], params["base"]["seed"], callbacks=[epoch_count],
+        model = train_model("mobilenetv2", data, TrainSettings.from_params(params["train"], "mobilenetv2"),
+                            params["base"]["seed"], callbacks=[epoch_count],
                             augmentation=Augmentation.from_params(params["augment"]))
         head, fine = (epoch_count.per_fit + [0])[:2]
         counted = {"epochs": head + fine, "head_epochs": head, "fine_tune_epochs": fine}

@@ -12,7 +12,6 @@ import io
 import math
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,29 +21,22 @@ from tqdm import tqdm
 
 from fish_classifier.images import open_rgb
 from fish_classifier.manifest import MANIFEST_COLUMNS
+from fish_classifier.params import Section, check_params, integer, number
 
 
-@dataclass(frozen=True)
-class Augmentation:
-    """How far each random change may go (params `augment`)."""
+class Augmentation(Section):
+    """How far each random change may go: params.yaml's `augment` ranges."""
 
-    max_rotation: float = 15.0  # degrees either way
-    max_zoom: float = 0.15  # fraction zoomed in, at most
-    brightness: float = 0.2  # +/- fraction
-    contrast: float = 0.2  # +/- fraction
-
-    def __post_init__(self):
-        if not 0 <= self.max_rotation <= 180:
-            raise ValueError(f"augment.max_rotation must be within 0..180 degrees, got {self.max_rotation}")
-        for name in ("max_zoom", "brightness", "contrast"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                raise ValueError(f"augment.{name} must be within [0, 1), got {value}")
+    max_rotation: number(ge=0, le=180, meaning=" (degrees either way)")
+    max_zoom: number(ge=0, lt=1, meaning=" (fraction zoomed in, at most)")
+    brightness: number(ge=0, lt=1, meaning=" (+/- fraction)")
+    contrast: number(ge=0, lt=1, meaning=" (+/- fraction)")
 
     @classmethod
     def from_params(cls, augment_params: dict) -> "Augmentation":
         """The ranges in params.yaml's `augment` section; `min_per_class` is about the class, not the image."""
-        return cls(**{name: value for name, value in augment_params.items() if name != "min_per_class"})
+        return check_params(cls, {name: value for name, value in augment_params.items() if name != "min_per_class"},
+                            "augment")
 
     def apply(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         """One random variant of `image`. Always draws the same five numbers, so streams stay aligned."""
@@ -59,6 +51,16 @@ class Augmentation:
         image = _rotate_and_zoom(image, angle, zoom)
         image = ImageEnhance.Brightness(image).enhance(brightness)
         return ImageEnhance.Contrast(image).enhance(contrast)
+
+
+class AugmentSettings(Augmentation):
+    """params.yaml's `augment`: the ranges, and the count each train class is topped up to."""
+
+    min_per_class: integer(ge=0)
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation(**self.model_dump(exclude={"min_per_class"}))
 
 
 def copies_needed(manifest: pd.DataFrame, min_per_class: int) -> dict[str, int]:

@@ -16,6 +16,7 @@ A bundle needs at least one of the two models: the Docker image carries model.tf
 
 import hashlib
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -145,6 +146,7 @@ def read_bundle(path=DEFAULT_BUNDLE_DIR) -> Bundle:
     missing = [key for key in _REQUIRED_INFO if key not in info]
     if missing:
         raise BundleError(f"{path / INFO_FILE} lacks {', '.join(missing)}; {_HOW_TO_FIX}")
+    _check_settings(path, info)
     classes = labels.get("classes") if isinstance(labels, dict) else None
     _check_classes(classes, source=str(path / LABELS_FILE))
     if "num_classes" in info and info["num_classes"] != len(classes):
@@ -206,6 +208,18 @@ def _check_files(path: Path, info: dict) -> None:
                 f"{file} does not match the sha256 in {INFO_FILE} (changed or corrupt since the bundle was made); "
                 + _HOW_TO_REBUILD
             )
+
+
+def _check_settings(path: Path, info: dict) -> None:
+    """The temperature and the threshold the Predictor applies must be numbers it can use."""
+    rules = {
+        "temperature": ("a finite number > 0", lambda value: math.isfinite(value) and value > 0),
+        "threshold": ("a number within [0, 1]", lambda value: 0 <= value <= 1),
+    }
+    for key, (rule, holds) in rules.items():
+        value = info[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not holds(value):
+            raise BundleError(f"{path / INFO_FILE}: {key} must be {rule}, got {value!r}; {_HOW_TO_REBUILD}")
 
 
 def _check_classes(classes, *, source: str) -> None:

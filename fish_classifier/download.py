@@ -16,15 +16,16 @@ compressed beyond `data.max_compression_ratio` (a zip bomb).
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import gdown
 import requests
+from pydantic import ConfigDict
 from tqdm import tqdm
 
 from fish_classifier.manifest import SPLITS, file_sha256
+from fish_classifier.params import Section, check_params, number, text
 
 DRIVE_SCHEME = "gdrive://"
 DRIVE_FOLDER_URL = "https://drive.google.com/drive/folders/{}"
@@ -50,21 +51,17 @@ class DownloadError(Exception):
     """The dataset could not be fetched or unpacked; the one-line message says how to fix it."""
 
 
-@dataclass(frozen=True)
-class UnpackLimits:
+class UnpackLimits(Section):
     """How much a dataset zip may unpack to: params.yaml's `data.max_unpacked_mb` and `data.max_compression_ratio`."""
 
-    max_unpacked_mb: float
-    max_compression_ratio: float
+    model_config = ConfigDict(extra="ignore", frozen=True)  # the rest of `data` is other settings' business
+
+    max_unpacked_mb: number(gt=0)
+    max_compression_ratio: number(gt=0)
 
     @classmethod
     def from_params(cls, data_params: dict) -> "UnpackLimits":
-        return cls(data_params["max_unpacked_mb"], data_params["max_compression_ratio"])
-
-    def __post_init__(self):
-        for name, value in vars(self).items():
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"data.{name} must be a number above 0, got {value!r}")
+        return check_params(cls, data_params, "data")
 
     def check(self, members: list[zipfile.ZipInfo], zip_name: str) -> None:
         """Refuse a zip whose central directory declares more than the limits allow, before unpacking any of it.
@@ -76,16 +73,24 @@ class UnpackLimits:
         if total_mb > self.max_unpacked_mb:
             raise DownloadError(
                 f"{zip_name} would unpack to {total_mb:,.1f} MB, over data.max_unpacked_mb "
-                f"({self.max_unpacked_mb:,} MB); raise it in params.yaml if this really is the dataset"
+                f"({self.max_unpacked_mb:,g} MB); raise it in params.yaml if this really is the dataset"
             )
         for member in members:
             ratio = member.file_size / max(member.compress_size, 1)
             if member.file_size >= _RATIO_CHECKED_FROM_BYTES and ratio > self.max_compression_ratio:
                 raise DownloadError(
                     f"{member.filename!r} in {zip_name} is compressed {ratio:,.0f} to 1, over "
-                    f"data.max_compression_ratio ({self.max_compression_ratio:,}): photos barely compress, "
+                    f"data.max_compression_ratio ({self.max_compression_ratio:,g}): photos barely compress, "
                     "so this looks like a zip bomb; raise the limit in params.yaml if this really is the dataset"
                 )
+
+
+class DownloadSettings(UnpackLimits):
+    """What the download stage reads from params.yaml's `data`: where the zip comes from, and (as the
+    UnpackLimits it is) how much it may unpack to."""
+
+    source: text(empty=False, meaning=f": {SOURCE_FORMS}")
+    drive_file: text(empty=False, meaning=": the file to take from the Drive folder")
 
 
 def download_dataset(source: str, *, drive_file: str, raw_dir: str | Path, limits: UnpackLimits) -> dict:

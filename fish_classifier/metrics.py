@@ -9,9 +9,18 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 from fish_classifier.calibration import apply_temperature, count_errors, fit_temperature, negative_log_likelihood
 from fish_classifier.manifest import label_indices, scored_split
+from fish_classifier.params import Section, integer, number
 from fish_classifier.predictor import probabilities_for_files
 
 HEADLINE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+
+
+class EvaluateSettings(Section):
+    """params.yaml's `evaluate`."""
+
+    batch_size: integer(ge=1)
+    ece_bins: integer(ge=1)
+    temperature_prior_sigma: number(gt=0)  # width of the prior on log T that the validation fit starts from
 
 
 @dataclass

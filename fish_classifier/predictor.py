@@ -161,12 +161,15 @@ class Predictor:
                 f"{self._backend.input_size}; run `dvc repro` to rebuild the bundle"
             )
         self.detector = _load_detector(bundle)
-        # Build the graph now (about a second), so the first photo a user sends is as fast as the rest.
+        # Build the graph now (about a second), so the first photo a user sends is as fast as the rest;
+        # its outputs show whether the model, the labels and the detector were made for each other.
         blank = np.zeros((1, self.input_size, self.input_size, 3), dtype=np.float32)
         if self.detector is None:
-            self._backend(blank)
+            _check_widths(bundle, self._backend(blank), None, None)
         else:
-            self.detector.score(self._backend.outputs(blank)[EMBEDDING])
+            outputs = self._backend.outputs(blank)
+            _check_widths(bundle, outputs[PROBABILITIES], outputs[EMBEDDING], self.detector)
+            self.detector.score(outputs[EMBEDDING])
 
     def predict(self, images, top_k: int = 5, threshold: float | None = None) -> list[Prediction]:
         """One Prediction per image, in input order; an unreadable image gets `error` set instead of a label.
@@ -256,6 +259,17 @@ def _load_detector(bundle) -> UnknownDetector | None:
         return UnknownDetector.load(bundle.unknown_path)
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"{bundle.unknown_path} cannot be read ({exc}); rebuild the bundle with `dvc repro select`") from exc
+
+
+def _check_widths(bundle, probabilities, embedding, detector) -> None:
+    """The model's outputs must fit the bundle's labels and, when it has one, its unknown-photo detector."""
+    rebuild = "rebuild the bundle with `dvc repro select`"
+    if probabilities.shape[-1] != len(bundle.classes):
+        raise BundleError(f"{bundle.path}: the model gives {probabilities.shape[-1]} class probabilities but "
+                          f"labels.json lists {len(bundle.classes)} classes; {rebuild}")
+    if detector is not None and embedding.shape[-1] != detector.embedding_width:
+        raise BundleError(f"{bundle.path}: the unknown-photo detector was fitted on embeddings of width "
+                          f"{detector.embedding_width} but the model gives {embedding.shape[-1]}; {rebuild}")
 
 
 def _is_image(item) -> bool:

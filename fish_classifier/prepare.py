@@ -12,6 +12,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,17 @@ from tqdm import tqdm
 from fish_classifier.images import IMAGE_FORMATS, ImageError, open_rgb, read_image_file
 from fish_classifier.leakage import perceptual_hash
 from fish_classifier.manifest import MANIFEST_COLUMNS, SPLITS, DatasetError
+from fish_classifier.params import Rule, Section, integer
 
 _EXIF_ORIENTATION = 0x0112
+
+
+class PrepareSettings(Section):
+    """params.yaml's `prepare`."""
+
+    near_duplicate_distance: integer(ge=0)  # perceptual-hash Hamming distance counted as a near duplicate
+    hash_size: integer(ge=2)  # imagehash.phash refuses a smaller one
+    display_names: Annotated[dict[str, str], Rule("a mapping of label: display name ({} for none)")]
 
 
 @dataclass

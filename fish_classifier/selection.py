@@ -3,24 +3,64 @@ detector, and the comparison table of all models."""
 
 import math
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import ConfigDict, Field
 from sklearn.metrics import roc_auc_score
 
 from fish_classifier.metrics import HEADLINE_METRICS, plot_flag_tradeoff, plot_unknown_scores
+from fish_classifier.params import Rule, Section, choice, integer, number
 from fish_classifier.unknown import (
     FISH_ELSEWHERE,
     GROUPS,
+    METHODS,
     NOT_FISH,
     UnknownDetector,
     UnknownSettings,
     threshold_for_flag_rate,
 )
+from fish_classifier.zoo import MODEL_NAMES
 
 TEST_FISH = "test fish"
 
 THRESHOLD_RULES = ("val_flag_rate", "fixed")
+
+Share = number(ge=0, le=1)
+
+
+class TrainedModels(Section):
+    """The part of params.yaml's `train` that select reads: `models`, the models trained and evaluated."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)  # each model's own settings are train's business
+
+    models: Annotated[list[Literal[MODEL_NAMES]], Field(min_length=1),
+                      Rule(f"a non-empty list of distinct model names from: {', '.join(MODEL_NAMES)}",
+                           holds=lambda names: len(set(names)) == len(names))]
+
+
+class SelectSettings(Section):
+    """params.yaml's `select`: how the deploy model, its low-confidence threshold and its unknown-photo
+    detector are chosen (see `unknown` for the detector's part)."""
+
+    metric: choice(*HEADLINE_METRICS)
+    threshold_rule: choice(*THRESHOLD_RULES)
+    val_flag_rate: Share
+    fixed_threshold: Share
+    top_k: integer(ge=1)
+    serving_parity_images: integer(ge=1)
+    unknown_method: choice(*METHODS)
+    unknown_power: number(gt=0, le=1)
+    unknown_k: integer(ge=1)
+    unknown_val_flag_rate: Share
+    unknown_histogram_bins: integer(ge=1)
+    catch_all_labels: Annotated[list[str], Rule("a list of class labels (strings)")]
+
+    @property
+    def unknown(self) -> UnknownSettings:
+        """The detector's settings, as `unknown.UnknownSettings` (that module serves, so it stays free of pydantic)."""
+        return UnknownSettings(self.unknown_method, self.unknown_power, self.unknown_k, self.unknown_val_flag_rate)
 
 
 def rank_models(metrics: dict[str, dict], metric: str) -> list[str]:

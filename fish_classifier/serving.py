@@ -87,8 +87,12 @@ class LiteRTBackend:
 
         self.path = Path(path)
         self.num_threads = num_threads or usable_cpus()
-        interpreter = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
-        signatures = interpreter.get_signature_list()
+        try:
+            interpreter = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
+            signatures = interpreter.get_signature_list()
+        except (ValueError, RuntimeError) as exc:  # an empty, truncated or foreign file
+            raise BundleError(f"{self.path} cannot be loaded by LiteRT ({' '.join(str(exc).split())}); "
+                              "rebuild the bundle with `dvc repro select`") from exc
         if len(signatures) != 1:
             raise BundleError(f"{self.path}: expected one signature, found {sorted(signatures) or 'none'}")
         [(key, signature)] = signatures.items()

@@ -19,22 +19,26 @@ The trained layers are then reassembled into one model that takes raw pixels (an
 `mirror_average`, averages each photo's softmax with its mirror image's).
 """
 
+import functools
 import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from pydantic import ConfigDict, Field, create_model, model_validator
 from sklearn.utils.class_weight import compute_class_weight
 
 from fish_classifier.augment import Augmentation
 from fish_classifier.images import load_pixels, open_rgb
 from fish_classifier.manifest import label_indices, read_classes, read_manifest
 from fish_classifier.multi_worker import fit_across_workers, is_multi_worker, tf_config, worker_slice
+from fish_classifier.params import Flag, Rule, Section, check_params, choice, integer, number, refuse
 from fish_classifier.preprocessing import BackbonePreprocess
 from fish_classifier.zoo import BACKBONES, build_backbone, build_head, build_model, check_model_name, split_for_fine_tuning
 
@@ -43,6 +47,79 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 FROZEN_PASS_RUNTIMES = ("auto", "litert", "keras")  # auto: LiteRT on a CPU, Keras when a GPU is visible
 FINE_TUNE_SCHEDULES = ("constant", "cosine")
+
+Fraction = number(ge=0, lt=1)  # a dropout rate, a label smoothing
+
+
+def _weights_exist(weights: str) -> bool:
+    return weights == "imagenet" or weights.lower() == "none" or Path(weights).is_file()
+
+
+class CnnSettings(Section):
+    """params.yaml's `train.cnn`: the custom CNN, trained from scratch."""
+
+    image_size: integer(ge=1)  # and at least 2 ** len(filters), checked below
+    filters: Annotated[list[Annotated[int, Field(strict=True, ge=1)]], Field(min_length=1),
+                       Rule("a non-empty list of integers >= 1 (one conv block each)")]
+    dropout: Fraction
+    epochs: integer(ge=1)
+    lr: number(gt=0)
+    patience: integer(ge=0)
+    augment: Flag  # on-the-fly flips, rotations and zoom
+    label_smoothing: Fraction
+
+    @model_validator(mode="after")
+    def _image_survives_the_pooling(self):
+        # Each block halves the image (MaxPooling2D): fewer than one pixel left is a Keras error at build time.
+        if self.image_size < 2 ** len(self.filters):
+            raise refuse("image_size", self.image_size, f"an integer >= {2 ** len(self.filters)} with "
+                         f"{len(self.filters)} filters (each conv block halves the image)")
+        return self
+
+
+class BackboneSettings(Section):
+    """params.yaml's `train.<backbone>`: transfer learning from an ImageNet backbone (see the module's docstring)."""
+
+    weights: Annotated[str, Field(strict=True),
+                       Rule("imagenet, none or the path of an existing .h5 weights file", holds=_weights_exist)]
+    head_epochs: integer(ge=1)
+    head_lr: number(gt=0)
+    fine_tune_layers: integer(ge=0)  # 0, or fine_tune_epochs 0: no phase 2
+    fine_tune_epochs: integer(ge=0)
+    fine_tune_lr: number(gt=0)
+    fine_tune_schedule: choice(*FINE_TUNE_SCHEDULES)
+    dropout: Fraction
+    patience: integer(ge=0)
+    mirror_train: Flag
+    augmented_views: integer(ge=0)
+    label_smoothing: Fraction
+    mirror_average: Flag
+
+
+class TrainSettings(Section):
+    """What training one model reads from params.yaml's `train`: the keys all models share, and the model's own
+    section as `model` (`train.<name>`, a CnnSettings or a BackboneSettings). Read it with `for_model`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)  # `models` and the other models' sections
+
+    strategy: choice(*STRATEGIES)
+    mixed_precision: Flag
+    frozen_pass: choice(*FROZEN_PASS_RUNTIMES)
+    batch_size: integer(ge=1)
+    class_weight: Flag
+    model: CnnSettings | BackboneSettings
+
+    @staticmethod
+    @functools.cache
+    def for_model(name: str) -> type["TrainSettings"]:
+        """The schema of `train` for model `name`: its `name` section is read as `model`."""
+        section = CnnSettings if check_model_name(name) == "cnn" else BackboneSettings
+        return create_model(f"TrainSettings_{name}", __base__=TrainSettings,
+                            model=(section, Field(validation_alias=name)))
+
+    @classmethod
+    def from_params(cls, train_params: dict, name: str) -> "TrainSettings":
+        return check_params(cls.for_model(name), train_params, "train")
 
 
 @dataclass
@@ -138,42 +215,43 @@ def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     return table
 
 
-def train_model(name: str, data: TrainingData, train_params: dict, seed: int, callbacks=(),
+def train_model(name: str, data: TrainingData, settings: TrainSettings, seed: int, callbacks=(),
                 augmentation: Augmentation | None = None) -> keras.Model:
-    """Train model `name` with its own section of `train_params` (params.yaml's `train`).
+    """Train model `name` with its `settings` (params.yaml's `train`, read by `TrainSettings.for_model(name)`).
 
     `augmentation` (params.yaml's `augment` ranges) makes a backbone's `augmented_views`.
     """
-    check_model_name(name)
+    if isinstance(settings.model, CnnSettings) != (check_model_name(name) == "cnn"):
+        raise ValueError(f"the settings of train.{name} are {type(settings.model).__name__}; read them with "
+                         f"TrainSettings.for_model({name!r})")
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
-    strategy = choose_strategy(train_params.get("strategy", "auto"))
+    strategy = choose_strategy(settings.strategy)
     keras.utils.set_random_seed(seed)
-    configure_precision(train_params.get("mixed_precision", False))
-    settings = train_params[name]
+    configure_precision(settings.mixed_precision)
     fit_options = {
-        "batch_size": train_params["batch_size"],
-        "class_weight": class_weights(data.train_labels, data.num_classes) if train_params.get("class_weight") else None,
+        "batch_size": settings.batch_size,
+        "class_weight": class_weights(data.train_labels, data.num_classes) if settings.class_weight else None,
         "callbacks": list(callbacks),
         "verbose": 2,
     }
     if name == "cnn":
-        return train_custom_cnn(data, settings, strategy, fit_options)
-    return train_transfer(name, data, settings, strategy, fit_options, train_params.get("frozen_pass", "auto"),
+        return train_custom_cnn(data, settings.model, strategy, fit_options)
+    return train_transfer(name, data, settings.model, strategy, fit_options, settings.frozen_pass,
                           augmentation=augmentation, seed=seed)
 
 
-def train_custom_cnn(data: TrainingData, settings: dict, strategy, fit_options: dict) -> keras.Model:
-    size = settings["image_size"]
+def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_options: dict) -> keras.Model:
+    size = settings.image_size
     with strategy.scope():
         model = build_model(
-            "cnn", data.num_classes, image_size=size, filters=tuple(settings["filters"]), dropout=settings["dropout"]
+            "cnn", data.num_classes, image_size=size, filters=tuple(settings.filters), dropout=settings.dropout
         )
-        model.compile(optimizer=keras.optimizers.Adam(settings["lr"]), loss=training_loss(settings),
+        model.compile(optimizer=keras.optimizers.Adam(settings.lr), loss=training_loss(settings.label_smoothing),
                       metrics=["accuracy"])
     mine = worker_slice(strategy)
     train = pixel_dataset(data.train_paths[mine], data.train_labels[mine], size).cache()
     augment = None
-    if settings.get("augment"):
+    if settings.augment:
         augmenter = keras.Sequential(
             [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05), keras.layers.RandomZoom(0.1)]
         )
@@ -182,28 +260,26 @@ def train_custom_cnn(data: TrainingData, settings: dict, strategy, fit_options: 
             return augmenter(x, training=True), y
 
     val = pixel_dataset(data.val_paths, data.val_labels, size).cache()
-    _fit(model, train, val, len(data.train_paths), settings["epochs"], settings["patience"], strategy, fit_options,
+    _fit(model, train, val, len(data.train_paths), settings.epochs, settings.patience, strategy, fit_options,
          batch_transform=augment)
     return model
 
 
-def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_options: dict,
-                   frozen_pass: str = "auto", augmentation: Augmentation | None = None, seed: int = 0) -> keras.Model:
+def train_transfer(name: str, data: TrainingData, settings: BackboneSettings, strategy, fit_options: dict,
+                   frozen_pass: str, augmentation: Augmentation | None = None, seed: int = 0) -> keras.Model:
     """Two-phase transfer learning on cached activations; `frozen_pass` is params' `train.frozen_pass`."""
     spec = BACKBONES[name]
-    fine_tune = settings["fine_tune_epochs"] > 0 and settings["fine_tune_layers"] > 0
-    views = settings.get("augmented_views", 0)
+    fine_tune = settings.fine_tune_epochs > 0 and settings.fine_tune_layers > 0
+    views = settings.augmented_views
     if views and augmentation is None:
         raise ValueError(f"train.{name}.augmented_views is {views} but no augmentation ranges were given")
-    if fine_tune:
-        fine_tune_learning_rate(settings, steps=1)  # a bad fine_tune_schedule fails here, not after the frozen pass
     with strategy.scope():
-        backbone = build_backbone(name, settings["weights"])
+        backbone = build_backbone(name, settings.weights)
         backbone.trainable = False
-        head = build_head(data.num_classes, settings["dropout"])
+        head = build_head(data.num_classes, settings.dropout)
         pool, head_dropout, dense = head
         if fine_tune:
-            lower, upper = split_for_fine_tuning(backbone, settings["fine_tune_layers"])
+            lower, upper = split_for_fine_tuning(backbone, settings.fine_tune_layers)
         else:
             lower, upper = backbone, None
 
@@ -220,7 +296,7 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
     # Cached activations rule out on-the-fly augmentation. Instead each train image also goes through the frozen
     # layers mirrored, and `augmented_views` times randomly changed, once each: copies fixed for every epoch.
     copies = []
-    if settings.get("mirror_train"):
+    if settings.mirror_train:
         copies.append(frozen(train_paths, "train, mirrored", mirror=True))
     for view in range(views):
         copies.append(frozen(train_paths, f"train, augmented view {view + 1} of {views}",
@@ -240,10 +316,10 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
     with strategy.scope():
         features = keras.Input(train_features.shape[1:], name="features")
         head_model = keras.Model(features, dense(head_dropout(features)), name=f"{name}_head")
-        head_model.compile(optimizer=keras.optimizers.Adam(settings["head_lr"]), loss=training_loss(settings),
-                           metrics=["accuracy"])
+        head_model.compile(optimizer=keras.optimizers.Adam(settings.head_lr),
+                           loss=training_loss(settings.label_smoothing), metrics=["accuracy"])
     _fit(head_model, _pairs(train_features, train_labels), _pairs(val_features, data.val_labels), train_size,
-         settings["head_epochs"], settings["patience"], strategy, fit_options)
+         settings.head_epochs, settings.patience, strategy, fit_options)
 
     # Phase 2: unfreeze the top of the backbone, BatchNorm excepted, at a low learning rate.
     if fine_tune:
@@ -256,16 +332,16 @@ def train_transfer(name: str, data: TrainingData, settings: dict, strategy, fit_
             # training=False keeps BatchNorm on its ImageNet statistics while the weights above it move.
             x = pool(upper(acts_input, training=False))
             tuned = keras.Model(acts_input, dense(head_dropout(x)), name=f"{name}_fine_tune")
-            steps = settings["fine_tune_epochs"] * -(-train_size // batch_size)
+            steps = settings.fine_tune_epochs * -(-train_size // batch_size)
             tuned.compile(optimizer=keras.optimizers.Adam(fine_tune_learning_rate(settings, steps)),
-                          loss=training_loss(settings), metrics=["accuracy"])
+                          loss=training_loss(settings.label_smoothing), metrics=["accuracy"])
         _fit(tuned, _pairs(train_acts, train_labels), _pairs(val_acts, data.val_labels), train_size,
-             settings["fine_tune_epochs"], settings["patience"], strategy, fit_options)
+             settings.fine_tune_epochs, settings.patience, strategy, fit_options)
 
     with strategy.scope():
         backbone.trainable = False
         model = build_model(name, data.num_classes, backbone=backbone, head=head,
-                            mirror_average=settings.get("mirror_average", False))
+                            mirror_average=settings.mirror_average)
     log.info("%s: input %dx%d, preprocessing %s", name, size, size, spec.preprocessing)
     return model
 
@@ -362,31 +438,25 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
-def fine_tune_learning_rate(settings: dict, steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+def fine_tune_learning_rate(settings: BackboneSettings, steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """Phase 2's learning rate: `fine_tune_lr` held (`constant`), or decayed along a half cosine from
     `fine_tune_lr` to 0 over the `steps` of all `fine_tune_epochs` (`cosine`, `fine_tune_schedule`).
 
     The decay lets a short phase 2 start at a higher rate and still end on small steps, so the
     weights it stops with do not jump from one epoch to the next.
     """
-    schedule = settings.get("fine_tune_schedule", "constant")
-    if schedule not in FINE_TUNE_SCHEDULES:
-        raise ValueError(f"unknown fine_tune_schedule {schedule!r}, expected one of: {', '.join(FINE_TUNE_SCHEDULES)}")
-    if schedule == "constant":
-        return settings["fine_tune_lr"]
-    return keras.optimizers.schedules.CosineDecay(settings["fine_tune_lr"], decay_steps=max(steps, 1))
+    if settings.fine_tune_schedule == "constant":
+        return settings.fine_tune_lr
+    return keras.optimizers.schedules.CosineDecay(settings.fine_tune_lr, decay_steps=max(steps, 1))
 
 
-def training_loss(settings: dict) -> keras.losses.Loss:
+def training_loss(label_smoothing: float) -> keras.losses.Loss:
     """Cross-entropy against one-hot labels, smoothed by the model's `label_smoothing` (0 = plain).
 
     Smoothing keeps the head from driving its confidences to 1 on the training images; the
     temperature fitted on validation then sharpens them back to what the model earns.
     """
-    smoothing = float(settings.get("label_smoothing", 0.0))
-    if not 0 <= smoothing < 1:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}")
-    return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 
 
 def _fit(model, train: tf.data.Dataset, val: tf.data.Dataset, train_size: int, epochs: int, patience: int,

@@ -96,6 +96,15 @@ class UnknownDetector:
             raise ValueError("the energy score needs the head's kernel and bias")
         return cls(method, {"kernel": np.asarray(head_kernel, np.float32), "bias": np.asarray(head_bias, np.float32)})
 
+    @property
+    def embedding_width(self) -> int:
+        """The width of the embeddings it was fitted on (and so can score)."""
+        if self.method == "knn":
+            return int(self.arrays["train"].shape[1])  # (train photos, d)
+        if self.method == "mahalanobis":
+            return int(self.arrays["means"].shape[1])  # (classes, d)
+        return int(self.arrays["kernel"].shape[0])  # energy: the head's (d, classes)
+
     def score(self, embeddings) -> np.ndarray:
         """One score per embedding row (higher = less like the training fish)."""
         x = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))

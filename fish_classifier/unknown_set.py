@@ -20,7 +20,16 @@ import pandas as pd
 
 from fish_classifier.download import DownloadError, UnpackLimits, extract_zip
 from fish_classifier.images import ImageError, is_image_file, open_rgb
+from fish_classifier.params import text
 from fish_classifier.unknown import FISH_ELSEWHERE, NOT_FISH
+
+
+class UnknownSetSettings(UnpackLimits):
+    """What the unknowns stage reads from params.yaml's `data`: the set's source, and (as the
+    UnpackLimits it is) how much a zip of it may unpack to."""
+
+    unknown_source: text(empty=True,
+                         meaning=": a zip or folder of photos that are none of the species, or empty for none")
 
 
 @dataclass

@@ -7,15 +7,15 @@ copies, written to data/augmented/<label>/ with their own data/augmented/manifes
 import shutil
 from pathlib import Path
 
-from fish_classifier.augment import Augmentation, augment_train
+from fish_classifier.augment import AugmentSettings, augment_train
 from fish_classifier.manifest import read_manifest, write_manifest
-from fish_classifier.params import load_params
+from fish_classifier.params import Base, stage_params
 
 OUT_DIR = Path("data/augmented")
 
 
 def main() -> None:
-    params = load_params()
+    params = stage_params(base=Base, augment=AugmentSettings)
     manifest = read_manifest("data/manifest.csv")
 
     shutil.rmtree(OUT_DIR, ignore_errors=True)
@@ -23,9 +23,9 @@ def main() -> None:
     augmented = augment_train(
         manifest,
         OUT_DIR,
-        min_per_class=params["augment"]["min_per_class"],
-        seed=params["base"]["seed"],
-        augmentation=Augmentation.from_params(params["augment"]),
+        min_per_class=params.augment.min_per_class,
+        seed=params.base.seed,
+        augmentation=params.augment.augmentation,
     )
     write_manifest(augmented, OUT_DIR / "manifest.csv")
 

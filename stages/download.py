@@ -8,19 +8,17 @@ import json
 import sys
 from pathlib import Path
 
-from fish_classifier.download import DownloadError, UnpackLimits, download_dataset
-from fish_classifier.params import load_params
+from fish_classifier.download import DownloadError, DownloadSettings, download_dataset
+from fish_classifier.params import stage_params
 
 RAW_DIR = Path("data/raw")
 RECORD = Path("data/download.json")
 
 
 def main() -> int:
-    data = load_params()["data"]
+    data = stage_params(data=DownloadSettings).data
     try:
-        record = download_dataset(
-            data["source"], drive_file=data["drive_file"], raw_dir=RAW_DIR, limits=UnpackLimits.from_params(data)
-        )
+        record = download_dataset(data.source, drive_file=data.drive_file, raw_dir=RAW_DIR, limits=data)
     except DownloadError as exc:
         # The message says what to do; a traceback would only bury it.
         print(f"download failed: {exc}", file=sys.stderr)

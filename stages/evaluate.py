@@ -16,6 +16,7 @@ from fish_classifier.calibration import apply_temperature
 from fish_classifier.leakage import duplicated_from_train
 from fish_classifier.manifest import read_classes, read_manifest
 from fish_classifier.metrics import (
+    EvaluateSettings,
     calibration_report,
     classification_report,
     confusion,
@@ -26,13 +27,13 @@ from fish_classifier.metrics import (
     predictions_table,
     reliability_table,
 )
-from fish_classifier.params import load_params
+from fish_classifier.params import stage_params
 from fish_classifier.predictor import KerasBackend
 from fish_classifier.preprocessing import load_model
 
 name = sys.argv[1]
-params = load_params()["evaluate"]
-bins = params["ece_bins"]
+params = stage_params(evaluate=EvaluateSettings).evaluate
+bins = params.ece_bins
 model_path = Path("models") / name / "model.keras"
 out_dir = Path("metrics") / name
 out_dir.mkdir(parents=True, exist_ok=True)
@@ -43,13 +44,13 @@ displays = [c["display"] for c in classes]
 manifest = read_manifest("data/manifest.csv")
 backend = KerasBackend(load_model(model_path))
 val, test = (
-    predict_split(backend, manifest, split, classes, batch_size=params["batch_size"], desc=f"{name} {split}")
+    predict_split(backend, manifest, split, classes, batch_size=params.batch_size, desc=f"{name} {split}")
     for split in ("val", "test")
 )
 y_val, y_test = val.y_true, test.y_true
 val_probs, test_probs = val.probabilities, test.probabilities
 
-calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins, params["temperature_prior_sigma"])
+calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins, params.temperature_prior_sigma)
 temperature = calibration["temperature"]
 calibrated = apply_temperature(test_probs, temperature)
 y_pred = test_probs.argmax(axis=1)  # a temperature never changes the top class

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from fish_classifier.leakage import find_leaks
 from fish_classifier.manifest import SPLITS, DatasetError, find_classes, write_classes, write_manifest
-from fish_classifier.params import load_params
-from fish_classifier.prepare import prepare_images
+from fish_classifier.params import stage_params
+from fish_classifier.prepare import PrepareSettings, prepare_images
 
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
@@ -21,12 +21,12 @@ REPORT = Path("data/prepare_report.json")
 
 
 def main() -> int:
-    params = load_params()["prepare"]
+    params = stage_params(prepare=PrepareSettings).prepare
     shutil.rmtree(PREPARED_DIR, ignore_errors=True)
     try:
-        classes = find_classes(RAW_DIR, params.get("display_names"))
+        classes = find_classes(RAW_DIR, params.display_names)
         prepared = prepare_images(
-            RAW_DIR, PREPARED_DIR, [c["label"] for c in classes], hash_size=params["hash_size"]
+            RAW_DIR, PREPARED_DIR, [c["label"] for c in classes], hash_size=params.hash_size
         )
     except DatasetError as exc:
         print(f"prepare failed: {exc}", file=sys.stderr)
@@ -35,7 +35,7 @@ def main() -> int:
     write_manifest(manifest, "data/manifest.csv")
     write_classes(classes, "data/classes.json")
 
-    leaks = find_leaks(manifest, prepared.hashes, params["near_duplicate_distance"])
+    leaks = find_leaks(manifest, prepared.hashes, params.near_duplicate_distance)
     counts = manifest["split"].value_counts()
     # Numbers first: `dvc metrics show` lists them and leaves the long lists out.
     report = {

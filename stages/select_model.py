@@ -16,10 +16,13 @@ import pandas as pd
 
 from fish_classifier.bundle import DEFAULT_BUNDLE_DIR, add_unknown_detector, training_data_hash, write_bundle
 from fish_classifier.manifest import SPLITS, label_indices, read_classes, read_manifest, scored_split
-from fish_classifier.params import load_params
+from fish_classifier.metrics import EvaluateSettings
+from fish_classifier.params import stage_params
 from fish_classifier.predictor import outputs_for_files
 from fish_classifier.selection import (
     TEST_FISH,
+    SelectSettings,
+    TrainedModels,
     choose_threshold,
     fit_unknown_detector,
     rank_models,
@@ -29,23 +32,23 @@ from fish_classifier.selection import (
     write_unknown_plots,
 )
 from fish_classifier.serving import EMBEDDING, PROBABILITIES, LiteRTBackend, evenly_spaced, export_for_serving
-from fish_classifier.unknown import FISH_ELSEWHERE, GROUPS, UnknownSettings
+from fish_classifier.unknown import FISH_ELSEWHERE, GROUPS
 
 OUT = Path("metrics/unknown")
 
-params = load_params()
-names = params["train"]["models"]
-select = params["select"]
-settings = UnknownSettings.from_params(select)
+params = stage_params(train=TrainedModels, select=SelectSettings, evaluate=EvaluateSettings)
+names = params.train.models
+select = params.select
+settings = select.unknown
 
 metrics = {name: json.loads(Path("metrics", f"{name}.json").read_text(encoding="utf-8")) for name in names}
-best = rank_models(metrics, select["metric"])[0]
+best = rank_models(metrics, select.metric)[0]
 val_confidence = pd.read_csv(Path("metrics", best, "val_confidence.csv"))["confidence"]
 threshold = choose_threshold(
     val_confidence,
-    rule=select["threshold_rule"],
-    val_flag_rate=select["val_flag_rate"],
-    fixed_threshold=select["fixed_threshold"],
+    rule=select.threshold_rule,
+    val_flag_rate=select.val_flag_rate,
+    fixed_threshold=select.fixed_threshold,
 )
 classes = read_classes("data/classes.json")
 write_bundle(
@@ -58,12 +61,12 @@ write_bundle(
     metrics=metrics[best],
     data_hash=training_data_hash(["data/manifest.csv", "data/augmented/manifest.csv"]),
 )
-print(f"selected {best} (validation {select['metric']} {metrics[best]['val'][select['metric']]:.4f}); "
+print(f"selected {best} (validation {select.metric} {metrics[best]['val'][select.metric]:.4f}); "
       f"threshold {threshold:.4f} flags {(val_confidence < threshold).mean():.1%} of validation images")
 
 manifest = read_manifest("data/manifest.csv")
 parity = export_for_serving(
-    DEFAULT_BUNDLE_DIR, evenly_spaced(scored_split(manifest, "test")["path"], select["serving_parity_images"])
+    DEFAULT_BUNDLE_DIR, evenly_spaced(scored_split(manifest, "test")["path"], select.serving_parity_images)
 )
 print(f"exported {DEFAULT_BUNDLE_DIR}/model.tflite: largest difference {parity['max_abs_diff']:.1e} (probabilities), "
       f"{parity['embedding_max_abs_diff']:.1e} (embeddings) on {parity['images']} test images")
@@ -71,7 +74,7 @@ print(f"exported {DEFAULT_BUNDLE_DIR}/model.tflite: largest difference {parity['
 # The unknown-photo detector sees what serving sees: the LiteRT model's outputs.
 backend = LiteRTBackend(DEFAULT_BUNDLE_DIR / "model.tflite")
 fish = {split: scored_split(manifest, split) for split in SPLITS}
-batch_size = params["evaluate"]["batch_size"]
+batch_size = params.evaluate.batch_size
 outputs = {split: outputs_for_files(backend, rows["path"], batch_size=batch_size, desc=f"{best} {split}")
            for split, rows in fish.items()}
 head = None
@@ -94,17 +97,17 @@ if len(unknowns):
         detector, settings.val_flag_rate, scores,
         fish_elsewhere_labels=None if elsewhere is None else
         [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)],
-        catch_all_labels=select["catch_all_labels"],
+        catch_all_labels=select.catch_all_labels,
     )
 add_unknown_detector(DEFAULT_BUNDLE_DIR, detector, power=settings.power, k=settings.k,
                      val_flag_rate=settings.val_flag_rate, figures=figures)
 
-write_unknown_plots(scores, detector, OUT, bins=select["unknown_histogram_bins"], model=best)
+write_unknown_plots(scores, detector, OUT, bins=select.unknown_histogram_bins, model=best)
 
 Path("metrics/summary.json").write_text(
-    json.dumps(summary(metrics, select["metric"], threshold, figures), indent=2) + "\n", encoding="utf-8"
+    json.dumps(summary(metrics, select.metric, threshold, figures), indent=2) + "\n", encoding="utf-8"
 )
-Path("metrics/summary.md").write_text(summary_markdown(metrics, select["metric"], figures), encoding="utf-8")
+Path("metrics/summary.md").write_text(summary_markdown(metrics, select.metric, figures), encoding="utf-8")
 if figures:
     print(f"unknown photos ({settings.method}, threshold {detector.threshold:.4g}): "
           + ", ".join(f"{group} {share:.1%} flagged" for group, share in figures["flagged"].items())

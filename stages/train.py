@@ -11,16 +11,17 @@ from pathlib import Path
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from fish_classifier.augment import Augmentation
+from fish_classifier.augment import AugmentSettings
 from fish_classifier.multi_worker import is_chief
-from fish_classifier.params import load_params
-from fish_classifier.training import load_training_data, train_model
+from fish_classifier.params import Base, stage_params
+from fish_classifier.training import TrainSettings, load_training_data, train_model
+from fish_classifier.zoo import MODEL_NAMES
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 def main(name: str) -> None:
-    params = load_params()
+    params = stage_params(base=Base, augment=AugmentSettings, train=TrainSettings.for_model(name))
     data = load_training_data("data/manifest.csv", "data/augmented/manifest.csv", "data/classes.json")
     # Under train.strategy multi_worker only the chief writes outputs; the other workers keep theirs in a scratch folder.
     out = Path("models") / name if is_chief() else Path(tempfile.mkdtemp(prefix=f"fish-worker-{name}-"))
@@ -28,15 +29,15 @@ def main(name: str) -> None:
 
     # DVC runs this stage; DVCLive only writes the curves, it makes no experiment of its own.
     with Live(str(out / "live"), save_dvc_exp=False, dvcyaml=None) as live:
-        live.log_params({"model": name, **params["train"][name]})
-        model = train_model(name, data, params["train"], params["base"]["seed"], callbacks=[DVCLiveCallback(live=live)],
-                            augmentation=Augmentation.from_params(params["augment"]))
+        live.log_params({"model": name, **params.train.model.model_dump()})
+        model = train_model(name, data, params.train, params.base.seed, callbacks=[DVCLiveCallback(live=live)],
+                            augmentation=params.augment.augmentation)
     model.save(out / "model.keras")
     role = "" if is_chief() else f"; a worker's copy, the chief writes models/{name}/model.keras"
     print(f"saved {out / 'model.keras'} ({len(data.classes)} classes, input {model.input_shape[1]}px{role})")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python stages/train.py <model>")
+    if len(sys.argv) != 2 or sys.argv[1] not in MODEL_NAMES:
+        sys.exit(f"usage: python stages/train.py <model>, the model one of: {', '.join(MODEL_NAMES)}")
     main(sys.argv[1])

@@ -8,26 +8,26 @@ unknown-photo detector on. An empty source gives an empty set, and `select` skip
 import sys
 from pathlib import Path
 
-from fish_classifier.download import DownloadError, UnpackLimits
-from fish_classifier.params import load_params
-from fish_classifier.unknown_set import collect_unknown_set
+from fish_classifier.download import DownloadError
+from fish_classifier.params import stage_params
+from fish_classifier.unknown_set import UnknownSetSettings, collect_unknown_set
 
 OUT_DIR = Path("data/unknown")
 
 
 def main() -> int:
-    data = load_params()["data"]
+    data = stage_params(data=UnknownSetSettings).data
     try:
-        unknowns = collect_unknown_set(data["unknown_source"], OUT_DIR, UnpackLimits.from_params(data))
+        unknowns = collect_unknown_set(data.unknown_source, OUT_DIR, data)
     except DownloadError as exc:
         print(f"unknowns failed: {exc}", file=sys.stderr)
         return 1
     unknowns.manifest.to_csv(OUT_DIR / "manifest.csv", index=False)
-    if not data["unknown_source"]:
+    if not data.unknown_source:
         print("data.unknown_source is empty: no unknown photos, select will skip the unknown-photo figures")
         return 0
     counts = unknowns.manifest["group"].value_counts().to_dict()
-    print(f"{len(unknowns.manifest)} unknown-set photos from {data['unknown_source']} {counts}, "
+    print(f"{len(unknowns.manifest)} unknown-set photos from {data.unknown_source} {counts}, "
           f"{len(unknowns.skipped)} skipped")
     for entry in unknowns.skipped[:10]:
         print(f"  skipped {entry['path']}: {entry['reason']}")

@@ -15,7 +15,9 @@ from synthetic_images import dataset_files
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CLASSES = ("animal fish", "fish sea_food red_mullet", "fish sea_food trout")
 TINY_BACKBONE = {"weights": "none", "head_epochs": 2, "head_lr": 0.01, "fine_tune_layers": 2,
-                 "fine_tune_epochs": 1, "fine_tune_lr": 1e-4, "dropout": 0.1, "patience": 2, "label_smoothing": 0.1}
+                 "fine_tune_epochs": 1, "fine_tune_lr": 1e-4, "fine_tune_schedule": "constant", "dropout": 0.1,
+                 "patience": 2, "mirror_train": False, "augmented_views": 0, "label_smoothing": 0.1,
+                 "mirror_average": False}
 
 
 def copy_repo(dest: Path) -> Path:

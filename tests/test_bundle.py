@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from fixtures_models import CLASSES, make_bundle, save_tiny_model, tinted_pixels, trained_tiny_model
 
-from fish_classifier.bundle import BundleError, read_bundle, training_data_hash, write_bundle
+from fish_classifier.bundle import BundleError, read_bundle, training_data_hash, update_info, write_bundle
 from fish_classifier.calibration import apply_temperature
 from fish_classifier.manifest import file_sha256
 from fish_classifier.predictor import Predictor
@@ -140,3 +140,28 @@ def test_a_bundle_without_hashes_is_refused_as_too_old(tmp_path, bundle_dir):
     (old / "bundle.json").write_text(json.dumps(info))
     with pytest.raises(BundleError, match=r"lists no file hashes \(a bundle from an older version\)"):
         read_bundle(old)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule"),
+    [
+        ("temperature", 0, "a finite number > 0"),
+        ("temperature", -1.5, "a finite number > 0"),
+        ("temperature", "warm", "a finite number > 0"),
+        ("temperature", None, "a finite number > 0"),
+        ("temperature", float("nan"), "a finite number > 0"),
+        ("threshold", "high", "a number within [0, 1]"),
+        ("threshold", 1.5, "a number within [0, 1]"),
+        ("threshold", -0.1, "a number within [0, 1]"),
+        ("threshold", True, "a number within [0, 1]"),
+    ],
+)
+def test_a_temperature_or_threshold_the_predictor_cannot_use_is_refused_at_load(tmp_path, bundle_dir, key, value,
+                                                                                 rule):
+    edited = tmp_path / "edited"
+    shutil.copytree(bundle_dir, edited)
+    update_info(edited, **{key: value})  # bundle.json is not hashed: its values are checked instead
+    with pytest.raises(BundleError) as error:
+        read_bundle(edited)
+    assert str(error.value) == (f"{edited / 'bundle.json'}: {key} must be {rule}, got {value!r}; "
+                                "rebuild the bundle with `dvc repro select`")

@@ -260,8 +260,9 @@ def test_corrupt_member_data_is_named_in_one_line(tmp_path, raw_dir, compression
 
 @pytest.mark.parametrize(("name", "value"), [("max_unpacked_mb", 0), ("max_compression_ratio", -1)])
 def test_limits_must_be_positive_numbers(name, value):
-    with pytest.raises(ValueError, match=rf"^data.{name} must be a number above 0, got {value}$"):
+    with pytest.raises(ValueError) as refused:
         UnpackLimits.from_params({**DATA_PARAMS, name: value})
+    assert str(refused.value) == f"data.{name} must be a number > 0, got {value}"
 
 
 @pytest.mark.skipif(not DEV_ZIP.is_file(), reason=f"{DEV_ZIP} is not on this machine")

@@ -1,12 +1,16 @@
 import io
+import json
 import math
+import shutil
 
 import numpy as np
 import pytest
 from fixtures_models import CLASSES, make_bundle, tinted_image
 
 from fish_classifier import images
+from fish_classifier.bundle import BundleError, add_file, add_unknown_detector, update_info
 from fish_classifier.predictor import Prediction, Predictor
+from fish_classifier.unknown import UnknownDetector
 from synthetic_images import byte_flips, fuzz_originals, tiff_without_dimensions
 
 RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
@@ -175,3 +179,35 @@ def test_a_bundle_without_a_detector_flags_nothing_and_scores_nan(tmp_path):
     plain = Predictor(make_bundle(tmp_path / "deploy", detector=False))
     [result] = plain.predict(tinted_image(RED, seed=1))
     assert plain.detector is None and result.is_unknown is False and math.isnan(result.unknown_score)
+
+
+# A careless rebuild: a file of the bundle replaced and its hash recorded again (`add_file`), so only the
+# Predictor's own check, on the model's outputs, can see that the parts no longer fit.
+REBUILD = "rebuild the bundle with `dvc repro select`"
+
+
+def test_labels_that_do_not_fit_the_models_outputs_are_refused_at_load(predictor, tmp_path):
+    folder = tmp_path / "deploy"
+    shutil.copytree(predictor.bundle.path, folder)
+    (folder / "labels.json").write_text(json.dumps({"classes": CLASSES[:2]}))
+    update_info(folder, num_classes=2)
+    add_file(folder, "labels.json")
+    with pytest.raises(BundleError) as error:
+        Predictor(folder)
+    assert str(error.value) == (f"{folder}: the model gives 3 class probabilities but labels.json lists 2 classes; "
+                                f"{REBUILD}")
+
+
+@pytest.mark.parametrize("method", ["knn", "mahalanobis", "energy"])
+def test_a_detector_fitted_on_other_embeddings_is_refused_at_load(predictor, tmp_path, method):
+    folder = tmp_path / "deploy"
+    shutil.copytree(predictor.bundle.path, folder)
+    rng = np.random.default_rng(0)
+    embeddings, labels = rng.normal(size=(30, 5)), np.repeat(np.arange(len(CLASSES)), 10)  # the model's are 8 wide
+    detector = UnknownDetector.fit(method, embeddings, labels, head_kernel=rng.normal(size=(5, len(CLASSES))),
+                                   head_bias=np.zeros(len(CLASSES)))
+    add_unknown_detector(folder, detector)
+    with pytest.raises(BundleError) as error:
+        Predictor(folder)
+    assert str(error.value) == (f"{folder}: the unknown-photo detector was fitted on embeddings of width 5 but the "
+                                f"model gives 8; {REBUILD}")

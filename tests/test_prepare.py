@@ -153,7 +153,8 @@ def test_every_class_in_every_split_gives_no_warning(prepared):
 def test_stage_prints_the_warnings_and_records_them_in_the_report(make_image_tree, tmp_path):
     counts = {"train": 1, "val": {"animal fish": 1}, "test": {"animal fish": 1}}
     make_image_tree(tmp_path / "data" / "raw", classes=LABELS, counts=counts)
-    (tmp_path / "params.yaml").write_text("prepare:\n  near_duplicate_distance: 4\n  hash_size: 8\n")
+    (tmp_path / "params.yaml").write_text(
+        "prepare:\n  near_duplicate_distance: 4\n  hash_size: 8\n  display_names: {}\n")
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "stages" / "prepare.py")],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300,

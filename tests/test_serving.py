@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fixtures_models import CLASSES, make_bundle, tinted_image, trained_tiny_model
 
-from fish_classifier.bundle import BundleError, read_bundle
+from fish_classifier.bundle import BundleError, add_file, read_bundle
 from fish_classifier.manifest import file_sha256
 from fish_classifier.predictor import KerasBackend, Predictor
 from fish_classifier.serving import (
@@ -119,8 +119,9 @@ def test_a_bundle_with_only_the_litert_model_serves(litert_only):
         Predictor(litert_only, backend="keras")
 
 
-def test_the_predictor_imports_and_serves_without_tensorflow_or_keras(litert_only):
-    # What the Docker image has: no TensorFlow, no Keras. Any attempt to import them fails here.
+def test_the_predictor_imports_and_serves_without_tensorflow_keras_or_pydantic(litert_only):
+    # What the Docker image has: no TensorFlow, no Keras, no pydantic (params.yaml's schemas are the pipeline's).
+    # Any attempt to import them fails here.
     script = textwrap.dedent(
         f"""
         import sys
@@ -128,8 +129,8 @@ def test_the_predictor_imports_and_serves_without_tensorflow_or_keras(litert_onl
 
         class NoTensorFlow(MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {{"tensorflow", "keras", "tf_keras"}}:
-                    raise ImportError(f"{{name}} is blocked: the serving image has no TensorFlow")
+                if name.split(".")[0] in {{"tensorflow", "keras", "tf_keras", "pydantic", "pydantic_core"}}:
+                    raise ImportError(f"{{name}} is blocked: the serving image does not have it")
 
         sys.meta_path.insert(0, NoTensorFlow())
         from fish_classifier.predictor import Predictor
@@ -142,7 +143,7 @@ def test_the_predictor_imports_and_serves_without_tensorflow_or_keras(litert_onl
         photo = Image.fromarray(np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8))
         [red] = predictor.predict(photo)
         cam = predictor.class_activation_map(photo)
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {{"tensorflow", "keras"}})
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {{"tensorflow", "keras", "pydantic"}})
         print(predictor.backend, red.label, cam.shape, result.error.startswith("no such file"), loaded)
         """
     )
@@ -175,6 +176,23 @@ def test_a_tflite_without_the_serving_outputs_is_refused(tmp_path):
     trained_tiny_model().export(str(tmp_path / "plain.tflite"), format="litert", verbose=False)
     with pytest.raises(BundleError, match=r"expected one input and outputs probabilities, class_maps"):
         LiteRTBackend(tmp_path / "plain.tflite")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda model: b"", lambda model: model[: len(model) // 2], lambda model: b"not a model\n" * 100],
+    ids=["empty", "truncated", "not a flatbuffer"],
+)
+def test_a_corrupt_or_empty_tflite_is_refused_at_load_with_how_to_rebuild(exported, tmp_path, damage):
+    folder = tmp_path / "deploy"
+    shutil.copytree(exported[0], folder)
+    (folder / "model.tflite").write_bytes(damage((folder / "model.tflite").read_bytes()))
+    add_file(folder, "model.tflite")  # a careless rebuild: the damaged file's hash recorded again
+    with pytest.raises(BundleError) as error:
+        Predictor(folder)
+    message = str(error.value)
+    assert message.startswith(f"{folder / 'model.tflite'} cannot be loaded by LiteRT (")
+    assert message.endswith("); rebuild the bundle with `dvc repro select`") and "\n" not in message
 
 
 def test_export_litert_writes_the_file_atomically(tmp_path):
