@@ -136,6 +136,12 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     rows.append({**test_rows[0], "split": "test", "augmented": True})
     manifest = pd.DataFrame(rows).assign(sha256="x", width=48, height=48, source="")
     manifest.to_csv(data / "manifest.csv", index=False)
+    # prepare's report: the first test photo has a near duplicate in train, so the clean subset leaves it out.
+    train_path = next(r["path"] for r in rows if r["split"] == "train")
+    (data / "prepare_report.json").write_text(json.dumps({
+        "exact_duplicate_pairs": {"train-test": []},
+        "near_duplicate_pairs": {"train-test": [{"train": train_path, "test": test_rows[0]["path"], "distance": 2}]},
+    }))
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     run = subprocess.run([sys.executable, str(REPO / "stages" / "evaluate.py"), "tiny"], cwd=tmp_path,
@@ -147,6 +153,10 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     report = json.loads((tmp_path / "metrics" / "tiny.json").read_text())
     assert report["test_images"] == 12
     assert report["accuracy"] == pytest.approx(11 / 12)
+    # The clean subset: the 11 test photos without a train twin, the missed one among them.
+    assert (report["test_clean"]["images"], report["test_clean"]["left_out"]) == (11, 1)
+    assert report["test_clean"]["accuracy"] == pytest.approx(10 / 11)
+    assert report["val"]["accuracy"] == 1.0 and report["val"]["images"] == 15
     assert report["per_class"][CLASSES[0]["label"]]["support"] == 5
     assert report["per_class"][CLASSES[0]["label"]]["recall"] == pytest.approx(4 / 5)
     assert report["per_class"][CLASSES[-1]["label"]]["precision"] == pytest.approx(3 / 4)

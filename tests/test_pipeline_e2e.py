@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def repo(tmp_path_factory):
     repo = tiny_pipeline_repo(tmp_path_factory.mktemp("pipeline"))
     first = dvc(repo, "repro")
-    expected = {"download", "prepare", "augment", "select"}
+    expected = {"download", "prepare", "unknowns", "augment", "select"}
     expected |= {f"{stage}@{name}" for stage in ("train", "evaluate") for name in MODEL_NAMES}
     assert ran_stages(first.stdout) == expected
     return repo
@@ -40,7 +40,12 @@ def test_deploy_bundle_keeps_the_class_order_of_the_data(repo):
     assert (deploy / "model.keras").is_file()
     labels = json.loads((deploy / "labels.json").read_text())["classes"]
     assert labels == read_classes(repo / "data" / "classes.json")
-    assert "| Model |" in (repo / "metrics" / "summary.md").read_text()
+    summary_text = (repo / "metrics" / "summary.md").read_text()
+    assert "| Model |" in summary_text
+    # No unknown-photo set in the tiny params: the figures are skipped, and summary.md says so; the
+    # detector is in the bundle all the same, hashed with the models.
+    assert "`data.unknown_source` is empty), so the figures of the unknown-photo detector are skipped" in summary_text
+    assert "unknown.npz" in bundle["files"] and bundle["unknown"]["figures"] is None
     assert summary  # the ranking that chose the bundle's model
     assert bundle["model"] in json.dumps(summary)
 
