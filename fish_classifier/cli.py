@@ -14,6 +14,7 @@ import csv
 import math
 import os
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 from fish_classifier.images import IMAGE_EXTENSIONS, is_image_file
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fish-classifier", description="Fish-species image classifier.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('fish-classifier')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_predict(commands)
     _add_repro(commands)

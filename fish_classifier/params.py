@@ -9,6 +9,7 @@ does not fit is reported as one line naming the key, the value and what is allow
 The schemas give no defaults: every key comes from params.yaml.
 """
 
+import argparse
 import re
 import sys
 from dataclasses import dataclass
@@ -152,6 +153,15 @@ def read_params(path: str | Path = PARAMS_FILE, **sections: type[BaseModel]):
     except yaml.YAMLError as exc:
         raise ParamsError([f"{path} is not valid YAML ({' '.join(str(exc).split())})"]) from None
     return check_params(schema, params)
+
+
+def stage_arguments(doc: str, argv=None, *, takes_model: bool = False, model_names=None) -> argparse.Namespace:
+    """A stage script's command line. `--help` prints `doc` (what the stage reads and writes) and exits
+    before any work. With `takes_model`, one model name (`args.model`), one of `model_names` when given."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if takes_model:
+        parser.add_argument("model", choices=model_names, help="a model of train.models")
+    return parser.parse_args(argv)
 
 
 def stage_params(**sections: type[BaseModel]):

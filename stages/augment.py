@@ -9,12 +9,13 @@ from pathlib import Path
 
 from fish_classifier.augment import AugmentSettings, augment_train
 from fish_classifier.manifest import read_manifest, write_manifest
-from fish_classifier.params import Base, stage_params
+from fish_classifier.params import Base, stage_arguments, stage_params
 
 OUT_DIR = Path("data/augmented")
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    stage_arguments(__doc__, argv)
     params = stage_params(base=Base, augment=AugmentSettings)
     manifest = read_manifest("data/manifest.csv")
 

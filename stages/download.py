@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 from fish_classifier.download import DownloadError, DownloadSettings, download_dataset
-from fish_classifier.params import stage_params
+from fish_classifier.params import stage_arguments, stage_params
 
 RAW_DIR = Path("data/raw")
 RECORD = Path("data/download.json")
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    stage_arguments(__doc__, argv)
     data = stage_params(data=DownloadSettings).data
     try:
         record = download_dataset(data.source, drive_file=data.drive_file, raw_dir=RAW_DIR, limits=data)

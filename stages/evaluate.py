@@ -1,5 +1,9 @@
 """Stage `evaluate@<model>`: score one trained model on the validation and test splits, and calibrate it.
 
+Reads models/<model>/model.keras, data/manifest.csv, data/classes.json, data/prepared and
+data/prepare_report.json; writes metrics/<model>.json and, in metrics/<model>/, the predictions,
+validation confidences, confusion matrix and reliability diagram (CSV and PNG).
+
 The validation scores are what `select` chooses by; the test scores are reported, on the whole split and
 on its clean subset (the test photos with no exact or near duplicate in train, by prepare's report).
 
@@ -7,7 +11,6 @@ Usage: python stages/evaluate.py <model>
 """
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -27,72 +30,78 @@ from fish_classifier.metrics import (
     predictions_table,
     reliability_table,
 )
-from fish_classifier.params import stage_params
+from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.predictor import KerasBackend
 from fish_classifier.preprocessing import load_model
 
-name = sys.argv[1]
-params = stage_params(evaluate=EvaluateSettings).evaluate
-bins = params.ece_bins
-model_path = Path("models") / name / "model.keras"
-out_dir = Path("metrics") / name
-out_dir.mkdir(parents=True, exist_ok=True)
 
-classes = read_classes("data/classes.json")
-labels = [c["label"] for c in classes]
-displays = [c["display"] for c in classes]
-manifest = read_manifest("data/manifest.csv")
-backend = KerasBackend(load_model(model_path))
-val, test = (
-    predict_split(backend, manifest, split, classes, batch_size=params.batch_size, desc=f"{name} {split}")
-    for split in ("val", "test")
-)
-y_val, y_test = val.y_true, test.y_true
-val_probs, test_probs = val.probabilities, test.probabilities
+def main(argv=None) -> None:
+    name = stage_arguments(__doc__, argv, takes_model=True).model
+    params = stage_params(evaluate=EvaluateSettings).evaluate
+    bins = params.ece_bins
+    model_path = Path("models") / name / "model.keras"
+    out_dir = Path("metrics") / name
+    out_dir.mkdir(parents=True, exist_ok=True)
 
-calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins, params.temperature_prior_sigma)
-temperature = calibration["temperature"]
-calibrated = apply_temperature(test_probs, temperature)
-y_pred = test_probs.argmax(axis=1)  # a temperature never changes the top class
-correct = y_pred == y_test
-before = reliability_table(test_probs.max(axis=1), correct, bins)
-after = reliability_table(calibrated.max(axis=1), correct, bins)
+    classes = read_classes("data/classes.json")
+    labels = [c["label"] for c in classes]
+    displays = [c["display"] for c in classes]
+    manifest = read_manifest("data/manifest.csv")
+    backend = KerasBackend(load_model(model_path))
+    val, test = (
+        predict_split(backend, manifest, split, classes, batch_size=params.batch_size, desc=f"{name} {split}")
+        for split in ("val", "test")
+    )
+    y_val, y_test = val.y_true, test.y_true
+    val_probs, test_probs = val.probabilities, test.probabilities
 
-leaked = test.rows["path"].isin(duplicated_from_train(json.loads(Path("data/prepare_report.json").read_text()), "test"))
-clean = ~leaked.to_numpy()
+    calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins, params.temperature_prior_sigma)
+    temperature = calibration["temperature"]
+    calibrated = apply_temperature(test_probs, temperature)
+    y_pred = test_probs.argmax(axis=1)  # a temperature never changes the top class
+    correct = y_pred == y_test
+    before = reliability_table(test_probs.max(axis=1), correct, bins)
+    after = reliability_table(calibrated.max(axis=1), correct, bins)
 
-report = classification_report(y_test, y_pred, labels)
-report.update(
-    val={**headline(y_val, val_probs.argmax(axis=1), len(classes)), "images": len(y_val)},
-    test_clean={**headline(y_test[clean], y_pred[clean], len(classes)), "images": int(clean.sum()),
-                "left_out": int((~clean).sum())},
-    test_images=len(y_test),
-    input_size=backend.input_size,
-    images_per_second=round(len(y_test) / test.seconds, 2),
-    model_size_mb=round(model_path.stat().st_size / 1e6, 2),
-    calibration=calibration,
-)
-Path("metrics", f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    leaked = test.rows["path"].isin(duplicated_from_train(json.loads(Path("data/prepare_report.json").read_text()), "test"))
+    clean = ~leaked.to_numpy()
 
-predictions_table(test.rows["path"], y_test, calibrated, labels, top_k=3).to_csv(
-    out_dir / "predictions.csv", index=False
-)
-pd.DataFrame({"actual": [displays[i] for i in y_test], "predicted": [displays[i] for i in y_pred]}).to_csv(
-    out_dir / "confusion.csv", index=False
-)
-plot_confusion(confusion(y_test, y_pred, len(classes)), displays, out_dir / "confusion.png", f"{name}: test split")
-after.to_csv(out_dir / "reliability.csv", index=False)
-plot_reliability(
-    {"before (T=1)": before, f"after (T={temperature:.2f})": after}, out_dir / "reliability.png", f"{name}: test split"
-)
-# `select` sets the low-confidence threshold from these calibrated validation confidences.
-pd.DataFrame({"confidence": apply_temperature(val_probs, temperature).max(axis=1)}).to_csv(
-    out_dir / "val_confidence.csv", index=False
-)
-ece = report["calibration"]
-print(
-    f"{name}: validation macro F1 {report['val']['macro_f1']:.4f}; test accuracy {report['accuracy']:.4f}, "
-    f"macro F1 {report['macro_f1']:.4f} (clean subset of {report['test_clean']['images']}: "
-    f"{report['test_clean']['accuracy']:.4f}, {report['test_clean']['macro_f1']:.4f}), "
-    f"T {temperature:.3f}, ECE {ece['ece_before']:.4f} -> {ece['ece_after']:.4f}"
-)
+    report = classification_report(y_test, y_pred, labels)
+    report.update(
+        val={**headline(y_val, val_probs.argmax(axis=1), len(classes)), "images": len(y_val)},
+        test_clean={**headline(y_test[clean], y_pred[clean], len(classes)), "images": int(clean.sum()),
+                    "left_out": int((~clean).sum())},
+        test_images=len(y_test),
+        input_size=backend.input_size,
+        images_per_second=round(len(y_test) / test.seconds, 2),
+        model_size_mb=round(model_path.stat().st_size / 1e6, 2),
+        calibration=calibration,
+    )
+    Path("metrics", f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    predictions_table(test.rows["path"], y_test, calibrated, labels, top_k=3).to_csv(
+        out_dir / "predictions.csv", index=False
+    )
+    pd.DataFrame({"actual": [displays[i] for i in y_test], "predicted": [displays[i] for i in y_pred]}).to_csv(
+        out_dir / "confusion.csv", index=False
+    )
+    plot_confusion(confusion(y_test, y_pred, len(classes)), displays, out_dir / "confusion.png", f"{name}: test split")
+    after.to_csv(out_dir / "reliability.csv", index=False)
+    plot_reliability(
+        {"before (T=1)": before, f"after (T={temperature:.2f})": after}, out_dir / "reliability.png", f"{name}: test split"
+    )
+    # `select` sets the low-confidence threshold from these calibrated validation confidences.
+    pd.DataFrame({"confidence": apply_temperature(val_probs, temperature).max(axis=1)}).to_csv(
+        out_dir / "val_confidence.csv", index=False
+    )
+    ece = report["calibration"]
+    print(
+        f"{name}: validation macro F1 {report['val']['macro_f1']:.4f}; test accuracy {report['accuracy']:.4f}, "
+        f"macro F1 {report['macro_f1']:.4f} (clean subset of {report['test_clean']['images']}: "
+        f"{report['test_clean']['accuracy']:.4f}, {report['test_clean']['macro_f1']:.4f}), "
+        f"T {temperature:.3f}, ECE {ece['ece_before']:.4f} -> {ece['ece_after']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fish_classifier.leakage import find_leaks
 from fish_classifier.manifest import SPLITS, DatasetError, find_classes, write_classes, write_manifest
-from fish_classifier.params import stage_params
+from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.prepare import PrepareSettings, prepare_images
 
 RAW_DIR = Path("data/raw")
@@ -20,7 +20,8 @@ PREPARED_DIR = Path("data/prepared")
 REPORT = Path("data/prepare_report.json")
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    stage_arguments(__doc__, argv)
     params = stage_params(prepare=PrepareSettings).prepare
     shutil.rmtree(PREPARED_DIR, ignore_errors=True)
     try:

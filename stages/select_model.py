@@ -1,6 +1,10 @@
 """Stage `select`: rank the evaluated models on validation, bundle the best one for deployment with its
 unknown-photo detector, and write the comparison and the detector's figures.
 
+Reads metrics/<model>.json and metrics/<model>/val_confidence.csv of every model of train.models, their
+models/<model>/model.keras, data/ (manifests, classes, prepared photos) and data/unknown; writes the
+deploy bundle models/deploy/, metrics/summary.json, metrics/summary.md and metrics/unknown/ (plots).
+
 The bundle gets the Keras model and its LiteRT export for serving, checked against each other on test
 images. The detector is fitted on the LiteRT model's embeddings of the train photos, its threshold set on
 validation fish; the photos of data/unknown (params `data.unknown_source`) only measure it.
@@ -17,7 +21,7 @@ import pandas as pd
 from fish_classifier.bundle import DEFAULT_BUNDLE_DIR, add_unknown_detector, training_data_hash, write_bundle
 from fish_classifier.manifest import SPLITS, label_indices, read_classes, read_manifest, scored_split
 from fish_classifier.metrics import EvaluateSettings
-from fish_classifier.params import stage_params
+from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.predictor import outputs_for_files
 from fish_classifier.selection import (
     TEST_FISH,
@@ -36,81 +40,88 @@ from fish_classifier.unknown import FISH_ELSEWHERE, GROUPS
 
 OUT = Path("metrics/unknown")
 
-params = stage_params(train=TrainedModels, select=SelectSettings, evaluate=EvaluateSettings)
-names = params.train.models
-select = params.select
-settings = select.unknown
 
-metrics = {name: json.loads(Path("metrics", f"{name}.json").read_text(encoding="utf-8")) for name in names}
-best = rank_models(metrics, select.metric)[0]
-val_confidence = pd.read_csv(Path("metrics", best, "val_confidence.csv"))["confidence"]
-threshold = choose_threshold(
-    val_confidence,
-    rule=select.threshold_rule,
-    val_flag_rate=select.val_flag_rate,
-    fixed_threshold=select.fixed_threshold,
-)
-classes = read_classes("data/classes.json")
-write_bundle(
-    DEFAULT_BUNDLE_DIR,
-    model_path=Path("models", best, "model.keras"),
-    classes=classes,
-    model_name=best,
-    temperature=metrics[best]["calibration"]["temperature"],
-    threshold=threshold,
-    metrics=metrics[best],
-    data_hash=training_data_hash(["data/manifest.csv", "data/augmented/manifest.csv"]),
-)
-print(f"selected {best} (validation {select.metric} {metrics[best]['val'][select.metric]:.4f}); "
-      f"threshold {threshold:.4f} flags {(val_confidence < threshold).mean():.1%} of validation images")
+def main(argv=None) -> None:
+    stage_arguments(__doc__, argv)
+    params = stage_params(train=TrainedModels, select=SelectSettings, evaluate=EvaluateSettings)
+    names = params.train.models
+    select = params.select
+    settings = select.unknown
 
-manifest = read_manifest("data/manifest.csv")
-parity = export_for_serving(
-    DEFAULT_BUNDLE_DIR, evenly_spaced(scored_split(manifest, "test")["path"], select.serving_parity_images)
-)
-print(f"exported {DEFAULT_BUNDLE_DIR}/model.tflite: largest difference {parity['max_abs_diff']:.1e} (probabilities), "
-      f"{parity['embedding_max_abs_diff']:.1e} (embeddings) on {parity['images']} test images")
-
-# The unknown-photo detector sees what serving sees: the LiteRT model's outputs.
-backend = LiteRTBackend(DEFAULT_BUNDLE_DIR / "model.tflite")
-fish = {split: scored_split(manifest, split) for split in SPLITS}
-batch_size = params.evaluate.batch_size
-outputs = {split: outputs_for_files(backend, rows["path"], batch_size=batch_size, desc=f"{best} {split}")
-           for split, rows in fish.items()}
-head = None
-if settings.method == "energy":
-    from fish_classifier.preprocessing import load_model
-
-    head = load_model(DEFAULT_BUNDLE_DIR / "model.keras").get_layer("head").get_weights()
-detector = fit_unknown_detector(settings, outputs["train"][EMBEDDING], label_indices(fish["train"]["label"], classes),
-                                outputs["val"][EMBEDDING], head)
-
-unknowns = pd.read_csv("data/unknown/manifest.csv")
-scores = {TEST_FISH: detector.score(outputs["test"][EMBEDDING])}
-figures = None
-if len(unknowns):
-    groups = {group: outputs_for_files(backend, rows["path"], batch_size=batch_size, desc=group)
-              for group, rows in unknowns.groupby("group") if group in GROUPS}
-    scores.update({group: detector.score(out[EMBEDDING]) for group, out in groups.items()})
-    elsewhere = groups.get(FISH_ELSEWHERE)
-    figures = unknown_figures(
-        detector, settings.val_flag_rate, scores,
-        fish_elsewhere_labels=None if elsewhere is None else
-        [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)],
-        catch_all_labels=select.catch_all_labels,
+    metrics = {name: json.loads(Path("metrics", f"{name}.json").read_text(encoding="utf-8")) for name in names}
+    best = rank_models(metrics, select.metric)[0]
+    val_confidence = pd.read_csv(Path("metrics", best, "val_confidence.csv"))["confidence"]
+    threshold = choose_threshold(
+        val_confidence,
+        rule=select.threshold_rule,
+        val_flag_rate=select.val_flag_rate,
+        fixed_threshold=select.fixed_threshold,
     )
-add_unknown_detector(DEFAULT_BUNDLE_DIR, detector, power=settings.power, k=settings.k,
-                     val_flag_rate=settings.val_flag_rate, figures=figures)
+    classes = read_classes("data/classes.json")
+    write_bundle(
+        DEFAULT_BUNDLE_DIR,
+        model_path=Path("models", best, "model.keras"),
+        classes=classes,
+        model_name=best,
+        temperature=metrics[best]["calibration"]["temperature"],
+        threshold=threshold,
+        metrics=metrics[best],
+        data_hash=training_data_hash(["data/manifest.csv", "data/augmented/manifest.csv"]),
+    )
+    print(f"selected {best} (validation {select.metric} {metrics[best]['val'][select.metric]:.4f}); "
+          f"threshold {threshold:.4f} flags {(val_confidence < threshold).mean():.1%} of validation images")
 
-write_unknown_plots(scores, detector, OUT, bins=select.unknown_histogram_bins, model=best)
+    manifest = read_manifest("data/manifest.csv")
+    parity = export_for_serving(
+        DEFAULT_BUNDLE_DIR, evenly_spaced(scored_split(manifest, "test")["path"], select.serving_parity_images)
+    )
+    print(f"exported {DEFAULT_BUNDLE_DIR}/model.tflite: largest difference {parity['max_abs_diff']:.1e} (probabilities), "
+          f"{parity['embedding_max_abs_diff']:.1e} (embeddings) on {parity['images']} test images")
 
-Path("metrics/summary.json").write_text(
-    json.dumps(summary(metrics, select.metric, threshold, figures), indent=2) + "\n", encoding="utf-8"
-)
-Path("metrics/summary.md").write_text(summary_markdown(metrics, select.metric, figures), encoding="utf-8")
-if figures:
-    print(f"unknown photos ({settings.method}, threshold {detector.threshold:.4g}): "
-          + ", ".join(f"{group} {share:.1%} flagged" for group, share in figures["flagged"].items())
-          + f"; AUROC {figures['auroc_test_fish_vs_not_fish']:.4f}")
-else:
-    print("no unknown-photo set (data.unknown_source is empty): unknown-photo figures skipped")
+    # The unknown-photo detector sees what serving sees: the LiteRT model's outputs.
+    backend = LiteRTBackend(DEFAULT_BUNDLE_DIR / "model.tflite")
+    fish = {split: scored_split(manifest, split) for split in SPLITS}
+    batch_size = params.evaluate.batch_size
+    outputs = {split: outputs_for_files(backend, rows["path"], batch_size=batch_size, desc=f"{best} {split}")
+               for split, rows in fish.items()}
+    head = None
+    if settings.method == "energy":
+        from fish_classifier.preprocessing import load_model
+
+        head = load_model(DEFAULT_BUNDLE_DIR / "model.keras").get_layer("head").get_weights()
+    detector = fit_unknown_detector(settings, outputs["train"][EMBEDDING], label_indices(fish["train"]["label"], classes),
+                                    outputs["val"][EMBEDDING], head)
+
+    unknowns = pd.read_csv("data/unknown/manifest.csv")
+    scores = {TEST_FISH: detector.score(outputs["test"][EMBEDDING])}
+    figures = None
+    if len(unknowns):
+        groups = {group: outputs_for_files(backend, rows["path"], batch_size=batch_size, desc=group)
+                  for group, rows in unknowns.groupby("group") if group in GROUPS}
+        scores.update({group: detector.score(out[EMBEDDING]) for group, out in groups.items()})
+        elsewhere = groups.get(FISH_ELSEWHERE)
+        figures = unknown_figures(
+            detector, settings.val_flag_rate, scores,
+            fish_elsewhere_labels=None if elsewhere is None else
+            [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)],
+            catch_all_labels=select.catch_all_labels,
+        )
+    add_unknown_detector(DEFAULT_BUNDLE_DIR, detector, power=settings.power, k=settings.k,
+                         val_flag_rate=settings.val_flag_rate, figures=figures)
+
+    write_unknown_plots(scores, detector, OUT, bins=select.unknown_histogram_bins, model=best)
+
+    Path("metrics/summary.json").write_text(
+        json.dumps(summary(metrics, select.metric, threshold, figures), indent=2) + "\n", encoding="utf-8"
+    )
+    Path("metrics/summary.md").write_text(summary_markdown(metrics, select.metric, figures), encoding="utf-8")
+    if figures:
+        print(f"unknown photos ({settings.method}, threshold {detector.threshold:.4g}): "
+              + ", ".join(f"{group} {share:.1%} flagged" for group, share in figures["flagged"].items())
+              + f"; AUROC {figures['auroc_test_fish_vs_not_fish']:.4f}")
+    else:
+        print("no unknown-photo set (data.unknown_source is empty): unknown-photo figures skipped")
+
+
+if __name__ == "__main__":
+    main()

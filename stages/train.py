@@ -1,10 +1,11 @@
-"""Stage train@<model>: fit one model of the zoo and save it as models/<model>/model.keras.
+"""Stage train@<model>: fit one model of the zoo on data/manifest.csv's train photos and data/augmented
+(classes from data/classes.json, settings from params `base.seed`, `augment` and `train`), and save it as
+models/<model>/model.keras, with its training curves in models/<model>/live/.
 
     python stages/train.py mobilenetv2
 """
 
 import logging
-import sys
 import tempfile
 from pathlib import Path
 
@@ -13,14 +14,15 @@ from dvclive.keras import DVCLiveCallback
 
 from fish_classifier.augment import AugmentSettings
 from fish_classifier.multi_worker import is_chief
-from fish_classifier.params import Base, stage_params
+from fish_classifier.params import Base, stage_arguments, stage_params
 from fish_classifier.training import TrainSettings, load_training_data, train_model
 from fish_classifier.zoo import MODEL_NAMES
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
-def main(name: str) -> None:
+def main(argv=None) -> None:
+    name = stage_arguments(__doc__, argv, takes_model=True, model_names=MODEL_NAMES).model
     params = stage_params(base=Base, augment=AugmentSettings, train=TrainSettings.for_model(name))
     data = load_training_data("data/manifest.csv", "data/augmented/manifest.csv", "data/classes.json")
     # Under train.strategy multi_worker only the chief writes outputs; the other workers keep theirs in a scratch folder.
@@ -38,6 +40,4 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in MODEL_NAMES:
-        sys.exit(f"usage: python stages/train.py <model>, the model one of: {', '.join(MODEL_NAMES)}")
-    main(sys.argv[1])
+    main()

@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 from fish_classifier.download import DownloadError
-from fish_classifier.params import stage_params
+from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.unknown_set import UnknownSetSettings, collect_unknown_set
 
 OUT_DIR = Path("data/unknown")
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    stage_arguments(__doc__, argv)
     data = stage_params(data=UnknownSetSettings).data
     try:
         unknowns = collect_unknown_set(data.unknown_source, OUT_DIR, data)

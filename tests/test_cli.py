@@ -181,3 +181,12 @@ def test_python_dash_m_runs_the_same_command(bundle, photos, tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert pd.read_csv(out)["label"].tolist() == [RED]
+
+
+def test_version_names_the_installed_package(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"fish-classifier {version('fish-classifier')}\n"
