@@ -38,24 +38,13 @@ _EPS = 1e-12
 
 @dataclass(frozen=True)
 class UnknownSettings:
-    """params.yaml's `select.unknown_*` keys: how the detector is fitted and where its threshold goes."""
+    """params.yaml's `select.unknown_*` keys: how the detector is fitted and where its threshold goes.
+    Checked by the select stage's schema (`selection.SelectSettings.unknown`): this module serves, without pydantic."""
 
     method: str
     power: float
     k: int
     val_flag_rate: float
-
-    @classmethod
-    def from_params(cls, select: dict) -> "UnknownSettings":
-        settings = cls(check_method(select["unknown_method"]), float(select["unknown_power"]),
-                       int(select["unknown_k"]), float(select["unknown_val_flag_rate"]))
-        if not 0 < settings.power <= 1:
-            raise ValueError(f"select.unknown_power must be within (0, 1], got {settings.power}")
-        if settings.k < 1:
-            raise ValueError(f"select.unknown_k must be at least 1, got {settings.k}")
-        if not 0 <= settings.val_flag_rate <= 1:
-            raise ValueError(f"select.unknown_val_flag_rate must be within [0, 1], got {settings.val_flag_rate}")
-        return settings
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ import pytest
 from fish_classifier.unknown import (
     METHODS,
     UnknownDetector,
-    UnknownSettings,
     features,
     threshold_for_flag_rate,
 )
@@ -75,21 +74,6 @@ def test_a_saved_detector_scores_the_same_after_loading(tmp_path):
     loaded = UnknownDetector.load(detector.save(tmp_path / "unknown.npz"))
     assert (loaded.method, loaded.power, loaded.threshold) == ("mahalanobis", 0.5, 1.5)
     assert np.allclose(loaded.score(train[:20]), detector.score(train[:20]))
-
-
-def test_bad_settings_name_the_key_and_what_is_allowed():
-    base = {"unknown_method": "mahalanobis", "unknown_power": 0.5, "unknown_k": 1, "unknown_val_flag_rate": 0.01}
-    assert UnknownSettings.from_params(base).method == "mahalanobis"
-    cases = {
-        "unknown_method": ("svm", "unknown select.unknown_method 'svm', expected one of: knn, mahalanobis, energy"),
-        "unknown_power": (0, "select.unknown_power must be within (0, 1], got 0.0"),
-        "unknown_k": (0, "select.unknown_k must be at least 1, got 0"),
-        "unknown_val_flag_rate": (2, "select.unknown_val_flag_rate must be within [0, 1], got 2.0"),
-    }
-    for key, (value, message) in cases.items():
-        with pytest.raises(ValueError) as error:
-            UnknownSettings.from_params({**base, key: value})
-        assert str(error.value) == message
 
 
 def test_energy_needs_the_head():
