@@ -42,7 +42,12 @@ COPY --from=build /venv /venv
 WORKDIR /srv/fish
 # Owned by root and read-only to the app's user. .streamlit/config.toml bounds the upload size and keeps XSRF on.
 COPY .streamlit/ .streamlit/
-COPY fish_classifier/ fish_classifier/
+# Only the package modules the app imports (tests/test_import_graph.py keeps this list equal to them):
+# the serving seam and the few shared modules it uses, no data, model, training or evaluation code.
+COPY fish_classifier/__init__.py fish_classifier/cpus.py fish_classifier/hashing.py fish_classifier/images.py \
+     fish_classifier/temperature.py fish_classifier/
+COPY fish_classifier/serving/__init__.py fish_classifier/serving/bundle.py fish_classifier/serving/inference.py \
+     fish_classifier/serving/predictor.py fish_classifier/serving/unknown.py fish_classifier/serving/
 COPY app/ app/
 COPY models/deploy/ models/deploy/
 RUN test -f models/deploy/model.tflite \

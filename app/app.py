@@ -15,15 +15,13 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
-from matplotlib import colormaps
 from PIL import Image, ImageOps
 
-from fish_classifier.bundle import BundleError
 from fish_classifier.images import IMAGE_EXTENSIONS, ImageError, open_rgb
-from fish_classifier.predictor import Prediction, Predictor
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError
+from fish_classifier.serving.predictor import Prediction, Predictor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_BUNDLE = "models/deploy"
 TOP_K = 5
 DISPLAY_SIZE = 480  # longest side of the photo sent to the browser, in pixels
 MAX_FILES = 20  # photos identified per upload: each is decoded and run, so a batch must stay small
@@ -37,7 +35,7 @@ SHOWN_METRICS = {
 
 
 def bundle_dir() -> Path:
-    path = Path(os.environ.get("FISH_BUNDLE") or DEFAULT_BUNDLE)
+    path = Path(os.environ.get("FISH_BUNDLE") or DEFAULT_BUNDLE_DIR)
     return path if path.is_absolute() else REPO_ROOT / path
 
 
@@ -85,11 +83,25 @@ def result_images(
     return shown, heatmap_overlay(shown, _predictor.class_activation_map(photo))
 
 
+# Matplotlib's "jet" as its own piecewise-linear segments (x, value) per channel, so that the serving image
+# needs no matplotlib (about 70 MB with its fonts); tests/test_app.py checks it against matplotlib's.
+JET_SEGMENTS = (
+    ((0.0, 0.35, 0.66, 0.89, 1.0), (0.0, 0.0, 1.0, 1.0, 0.5)),  # red
+    ((0.0, 0.125, 0.375, 0.64, 0.91, 1.0), (0.0, 0.0, 1.0, 1.0, 0.0, 0.0)),  # green
+    ((0.0, 0.11, 0.34, 0.65, 1.0), (0.5, 1.0, 1.0, 0.0, 0.0)),  # blue
+)
+
+
+def jet(level: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1], shape (..., 3), for levels in [0, 1]: cold blue through green and yellow to hot red."""
+    return np.stack([np.interp(level, xs, values) for xs, values in JET_SEGMENTS], axis=-1)
+
+
 def heatmap_overlay(photo: Image.Image, cam: np.ndarray, opacity: float = HEATMAP_OPACITY) -> Image.Image:
     """Colour `photo` where a class activation map in [0, 1] is high (hot = red); cold areas stay as they are."""
     cam_image = Image.fromarray(np.uint8(np.clip(cam, 0.0, 1.0) * 255)).resize(photo.size, Image.Resampling.BILINEAR)
     level = np.asarray(cam_image, dtype=np.float64) / 255.0
-    heat = Image.fromarray(np.uint8(colormaps["jet"](level)[..., :3] * 255))
+    heat = Image.fromarray(np.uint8(jet(level) * 255))
     return Image.composite(heat, photo.convert("RGB"), Image.fromarray(np.uint8(level * opacity * 255)))
 
 

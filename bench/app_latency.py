@@ -31,8 +31,9 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # the app harness and photo makers
 from app_bundles import sample_photo  # noqa: E402
 from app_harness import CHROMIUM, headless_chromium, streamlit_server, upload, wait_for_results  # noqa: E402
 
-from fish_classifier.bundle import BundleError  # noqa: E402
-from fish_classifier.predictor import BACKENDS, Predictor  # noqa: E402
+from fish_classifier.serving.bundle import BundleError  # noqa: E402
+from fish_classifier.serving.inference import BACKENDS  # noqa: E402
+from fish_classifier.serving.predictor import Predictor  # noqa: E402
 
 
 def bench_photo(image: Path | None) -> tuple[str, bytes]:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fish_classifier.manifest import read_classes, read_manifest
-from fish_classifier.metrics import calibration_report, predict_split
+from fish_classifier.data.manifest import read_classes, read_manifest
+from fish_classifier.evaluation.metrics import calibration_report
+from fish_classifier.evaluation.predictions import predict_split
+from fish_classifier.model.preprocessing import load_model
 from fish_classifier.params import load_params
-from fish_classifier.predictor import KerasBackend
-from fish_classifier.preprocessing import load_model
+from fish_classifier.serving.inference import KerasBackend
 
 
 def leaked_val_paths(report_path: Path) -> set[str]:

@@ -24,9 +24,10 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # the dev-zip path the app's tests
 
 from app_bundles import DEV_ZIP, dev_photos  # noqa: E402
 
+from fish_classifier.cpus import cpu_threads
+from fish_classifier.model.zoo import BACKBONES, build_backbone, split_for_fine_tuning  # noqa: E402
 from fish_classifier.params import load_params  # noqa: E402
-from fish_classifier.training import FrozenPass, cpu_threads, frozen_extractor  # noqa: E402
-from fish_classifier.zoo import BACKBONES, build_backbone, split_for_fine_tuning  # noqa: E402
+from fish_classifier.training.trainer import FrozenPass, frozen_extractor  # noqa: E402
 
 
 def write_dev_photos(folder: Path, count: int) -> list[str]:

@@ -34,11 +34,12 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # the dev-zip photos the app's tes
 
 from app_bundles import sample_photo  # noqa: E402
 
-from fish_classifier.bundle import BundleError  # noqa: E402
+from fish_classifier.cpus import usable_cpus  # noqa: E402
 from fish_classifier.images import load_pixels  # noqa: E402
-from fish_classifier.predictor import Predictor  # noqa: E402
-from fish_classifier.serving import LiteRTBackend, usable_cpus  # noqa: E402
-from fish_classifier.zoo import build_backbone  # noqa: E402
+from fish_classifier.model.zoo import build_backbone  # noqa: E402
+from fish_classifier.serving.bundle import BundleError  # noqa: E402
+from fish_classifier.serving.inference import LiteRTBackend  # noqa: E402
+from fish_classifier.serving.predictor import Predictor  # noqa: E402
 
 
 def stock_litert(model_name: str, size: int, classes: int, work: Path) -> "StockRunner":
@@ -75,7 +76,7 @@ def multiply_adds(model) -> int:
     """
     import keras
 
-    from fish_classifier.preprocessing import MirrorPair
+    from fish_classifier.model.preprocessing import MirrorPair
 
     total, images = 0, 1
     for layer in model.layers:
@@ -143,7 +144,7 @@ def main() -> None:
             for name, call in rows.items():
                 times[name].extend(_seconds(call) * 1000 for _ in range(args.calls))
 
-    from fish_classifier.preprocessing import load_model
+    from fish_classifier.model.preprocessing import load_model
 
     macs = multiply_adds(load_model(predictor.bundle.model_path))
     gflops = matmul_gflops()

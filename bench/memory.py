@@ -89,7 +89,7 @@ def reset_peak() -> bool:
 
 def measure(bundle: Path, paths: list[Path]) -> dict:
     """Run in the case's own process: the Predictor's peak and kept memory above resting, in MB."""
-    from fish_classifier.predictor import Predictor
+    from fish_classifier.serving.predictor import Predictor
 
     predictor = Predictor(bundle)
     small = io.BytesIO()

@@ -50,12 +50,13 @@ def train_and_score(name: str, seed: int) -> dict:
     """Train `name` with `seed` as `train@<name>` would, then score it as `evaluate@<name>` does."""
     import keras
 
-    from fish_classifier.augment import Augmentation
-    from fish_classifier.manifest import read_manifest
-    from fish_classifier.metrics import calibration_report, classification_report, predict_split
+    from fish_classifier.data.augment import Augmentation
+    from fish_classifier.data.manifest import read_manifest
+    from fish_classifier.evaluation.metrics import calibration_report, classification_report
+    from fish_classifier.evaluation.predictions import predict_split
     from fish_classifier.params import load_params
-    from fish_classifier.predictor import KerasBackend
-    from fish_classifier.training import TrainSettings, load_training_data, train_model
+    from fish_classifier.serving.inference import KerasBackend
+    from fish_classifier.training.trainer import TrainSettings, load_training_data, train_model
 
     keras.backend.clear_session()
     params = load_params()

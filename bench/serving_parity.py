@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # the dev-zip bundle builder the a
 
 from app_bundles import DEV_ZIP, MOBILENET_WEIGHTS, build_real_photo_bundle, real_photos  # noqa: E402
 
-from fish_classifier.predictor import Predictor  # noqa: E402
-from fish_classifier.serving import PARITY_TOLERANCE, export_for_serving  # noqa: E402
+from fish_classifier.serving.export import PARITY_TOLERANCE, export_for_serving  # noqa: E402
+from fish_classifier.serving.predictor import Predictor  # noqa: E402
 
 
 def dev_labels() -> list[str]:

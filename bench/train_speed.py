@@ -68,11 +68,11 @@ def run_recipe(recipe: str, epochs: int | None) -> dict:
     import numpy as np
     from sklearn.metrics import accuracy_score, f1_score
 
-    from fish_classifier.augment import Augmentation
+    from fish_classifier.data.augment import Augmentation
+    from fish_classifier.data.manifest import label_indices, read_manifest
     from fish_classifier.images import load_pixels
-    from fish_classifier.manifest import label_indices, read_manifest
     from fish_classifier.params import load_params
-    from fish_classifier.training import TrainSettings, load_training_data, train_model
+    from fish_classifier.training.trainer import TrainSettings, load_training_data, train_model
 
     class EpochCount(keras.callbacks.Callback):
         """Epochs run per `fit`: the head phase first, then fine-tuning."""
@@ -123,7 +123,7 @@ def train_usual_recipe(data, epochs: int, batch_size: int, seed: int):
     import keras
     import tensorflow as tf
 
-    from fish_classifier.training import pixel_dataset
+    from fish_classifier.training.trainer import pixel_dataset
 
     keras.utils.set_random_seed(seed)
     augment = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05),

@@ -3,7 +3,7 @@
 ../shared/data/unknown-dev.zip: not-fish/ and fish-elsewhere/), and generated images (scikit-learn's
 sample photos, noise, flat colours, rendered text).
 
-With --methods it also refits each detector method of `fish_classifier.unknown`, at several powers, on
+With --methods it also refits each detector method of `fish_classifier.serving.unknown`, at several powers, on
 the bundle's own LiteRT embeddings of the train photos, thresholds each on validation fish at
 `select.unknown_val_flag_rate`, and prints the same figures per method: how `select.unknown_method`
 and `select.unknown_power` were chosen. (Choosing by these figures makes them optimistic for the
@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fish_classifier.download import UnpackLimits
-from fish_classifier.manifest import label_indices, read_manifest, scored_split
+from fish_classifier.data.download import UnpackLimits
+from fish_classifier.data.manifest import label_indices, read_manifest, scored_split
+from fish_classifier.data.unknown_set import GROUPS, NOT_FISH, collect_unknown_set
+from fish_classifier.evaluation.selection import auroc, fit_unknown_detector
 from fish_classifier.params import load_params
-from fish_classifier.predictor import Predictor, outputs_for_files
-from fish_classifier.selection import auroc, fit_unknown_detector
-from fish_classifier.serving import EMBEDDING, LiteRTBackend
-from fish_classifier.unknown import GROUPS, NOT_FISH, UnknownSettings
-from fish_classifier.unknown_set import collect_unknown_set
+from fish_classifier.serving.inference import EMBEDDING, LiteRTBackend, outputs_for_files
+from fish_classifier.serving.predictor import Predictor
+from fish_classifier.serving.unknown import UnknownSettings
 
 DEFAULT_UNKNOWN = Path(__file__).resolve().parents[2] / "shared" / "data" / "unknown-dev.zip"
 
@@ -133,7 +133,7 @@ def compare_methods(predictor, manifest, sets, params) -> list[dict]:
     labels = label_indices(splits["train"]["label"], predictor.classes)
     head = None
     if predictor.bundle.model_path is not None:
-        from fish_classifier.preprocessing import load_model
+        from fish_classifier.model.preprocessing import load_model
 
         head = load_model(predictor.bundle.model_path).get_layer("head").get_weights()
     rate = params["select"]["unknown_val_flag_rate"]

@@ -7,8 +7,8 @@ copies, written to data/augmented/<label>/ with their own data/augmented/manifes
 import shutil
 from pathlib import Path
 
-from fish_classifier.augment import AugmentSettings, augment_train
-from fish_classifier.manifest import read_manifest, write_manifest
+from fish_classifier.data.augment import AugmentSettings, augment_train
+from fish_classifier.data.manifest import read_manifest, write_manifest
 from fish_classifier.params import Base, stage_arguments, stage_params
 
 OUT_DIR = Path("data/augmented")

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from fish_classifier.download import DownloadError, DownloadSettings, download_dataset
+from fish_classifier.data.download import DownloadError, DownloadSettings, download_dataset
 from fish_classifier.params import stage_arguments, stage_params
 
 RAW_DIR = Path("data/raw")

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from fish_classifier.calibration import apply_temperature
-from fish_classifier.leakage import duplicated_from_train
-from fish_classifier.manifest import read_classes, read_manifest
-from fish_classifier.metrics import (
+from fish_classifier.data.leakage import duplicated_from_train
+from fish_classifier.data.manifest import read_classes, read_manifest
+from fish_classifier.evaluation.metrics import (
     EvaluateSettings,
     calibration_report,
     classification_report,
@@ -26,13 +25,14 @@ from fish_classifier.metrics import (
     headline,
     plot_confusion,
     plot_reliability,
-    predict_split,
     predictions_table,
     reliability_table,
 )
+from fish_classifier.evaluation.predictions import predict_split
+from fish_classifier.model.preprocessing import load_model
 from fish_classifier.params import stage_arguments, stage_params
-from fish_classifier.predictor import KerasBackend
-from fish_classifier.preprocessing import load_model
+from fish_classifier.serving.inference import KerasBackend
+from fish_classifier.temperature import apply_temperature
 
 
 def main(argv=None) -> None:

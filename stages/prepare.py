@@ -10,10 +10,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from fish_classifier.leakage import find_leaks
-from fish_classifier.manifest import SPLITS, DatasetError, find_classes, write_classes, write_manifest
+from fish_classifier.data.leakage import find_leaks
+from fish_classifier.data.manifest import DatasetError, find_classes, write_classes, write_manifest
+from fish_classifier.data.prepare import PrepareSettings, prepare_images
 from fish_classifier.params import stage_arguments, stage_params
-from fish_classifier.prepare import PrepareSettings, prepare_images
+from fish_classifier.splits import SPLITS
 
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")

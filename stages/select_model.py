@@ -18,12 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fish_classifier.bundle import DEFAULT_BUNDLE_DIR, add_unknown_detector, training_data_hash, write_bundle
-from fish_classifier.manifest import SPLITS, label_indices, read_classes, read_manifest, scored_split
-from fish_classifier.metrics import EvaluateSettings
-from fish_classifier.params import stage_arguments, stage_params
-from fish_classifier.predictor import outputs_for_files
-from fish_classifier.selection import (
+from fish_classifier.data.manifest import label_indices, read_classes, read_manifest, scored_split
+from fish_classifier.data.unknown_set import FISH_ELSEWHERE, GROUPS
+from fish_classifier.evaluation.metrics import EvaluateSettings
+from fish_classifier.evaluation.selection import (
     TEST_FISH,
     SelectSettings,
     TrainedModels,
@@ -35,8 +33,11 @@ from fish_classifier.selection import (
     unknown_figures,
     write_unknown_plots,
 )
-from fish_classifier.serving import EMBEDDING, PROBABILITIES, LiteRTBackend, evenly_spaced, export_for_serving
-from fish_classifier.unknown import FISH_ELSEWHERE, GROUPS
+from fish_classifier.params import stage_arguments, stage_params
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, add_unknown_detector, training_data_hash, write_bundle
+from fish_classifier.serving.export import evenly_spaced, export_for_serving
+from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, LiteRTBackend, outputs_for_files
+from fish_classifier.splits import SPLITS
 
 OUT = Path("metrics/unknown")
 
@@ -86,7 +87,7 @@ def main(argv=None) -> None:
                for split, rows in fish.items()}
     head = None
     if settings.method == "energy":
-        from fish_classifier.preprocessing import load_model
+        from fish_classifier.model.preprocessing import load_model
 
         head = load_model(DEFAULT_BUNDLE_DIR / "model.keras").get_layer("head").get_weights()
     detector = fit_unknown_detector(settings, outputs["train"][EMBEDDING], label_indices(fish["train"]["label"], classes),

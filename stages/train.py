@@ -12,11 +12,11 @@ from pathlib import Path
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from fish_classifier.augment import AugmentSettings
-from fish_classifier.multi_worker import is_chief
+from fish_classifier.data.augment import AugmentSettings
+from fish_classifier.model.zoo import MODEL_NAMES
 from fish_classifier.params import Base, stage_arguments, stage_params
-from fish_classifier.training import TrainSettings, load_training_data, train_model
-from fish_classifier.zoo import MODEL_NAMES
+from fish_classifier.training.multi_worker import is_chief
+from fish_classifier.training.trainer import TrainSettings, load_training_data, train_model
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

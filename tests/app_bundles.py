@@ -15,7 +15,7 @@ import numpy as np
 from fixtures_models import add_detector
 from PIL import Image
 
-from fish_classifier.bundle import write_bundle
+from fish_classifier.serving.bundle import write_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -46,7 +46,7 @@ def colour_photo(class_index: int, size: int = 64, seed: int = 0) -> Image.Image
 def build_colour_bundle(out_dir, *, classes=COLOUR_CLASSES, threshold: float = 0.5, image_size: int = 32) -> Path:
     import keras
 
-    from fish_classifier.preprocessing import BackbonePreprocess
+    from fish_classifier.model.preprocessing import BackbonePreprocess
 
     keras.utils.set_random_seed(0)
     n = len(classes)
@@ -99,7 +99,7 @@ def build_real_photo_bundle(out_dir, labels: list[str], *, per_class: int = 30, 
     import keras
 
     from fish_classifier.images import load_pixels
-    from fish_classifier.zoo import build_model
+    from fish_classifier.model.zoo import build_model
 
     keras.utils.set_random_seed(0)
     photos = real_photos(labels, "train", per_class)

@@ -57,7 +57,7 @@ def trained_tiny_model():
     """Build and fit the tiny model once per test session (a few seconds on a CPU)."""
     import keras
 
-    from fish_classifier.preprocessing import BackbonePreprocess
+    from fish_classifier.model.preprocessing import BackbonePreprocess
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
@@ -87,11 +87,10 @@ def save_tiny_model(path) -> str:
 def add_detector(folder, model, train_pixels, train_labels, held_out_pixels) -> None:
     """An unknown-photo detector fitted as `select` fits it (on the train pixels' embeddings), with its
     threshold just above every held-out photo's score, added to the bundle in `folder`."""
-    from fish_classifier.bundle import add_unknown_detector
-    from fish_classifier.predictor import KerasBackend
-    from fish_classifier.selection import fit_unknown_detector
-    from fish_classifier.serving import EMBEDDING
-    from fish_classifier.unknown import UnknownSettings
+    from fish_classifier.evaluation.selection import fit_unknown_detector
+    from fish_classifier.serving.bundle import add_unknown_detector
+    from fish_classifier.serving.inference import EMBEDDING, KerasBackend
+    from fish_classifier.serving.unknown import UnknownSettings
 
     backend = KerasBackend(model)
     embed = lambda pixels: backend.outputs(np.asarray(pixels, dtype=np.float32))[EMBEDDING]  # noqa: E731
@@ -103,7 +102,7 @@ def make_bundle(folder, *, temperature: float = 1.0, threshold: float = 0.5, mod
                 detector: bool = True) -> str:
     """A deploy bundle around the tiny model, written by the real `write_bundle`, with an unknown-photo
     detector (fitted on tinted photos) unless `detector` is False."""
-    from fish_classifier.bundle import write_bundle
+    from fish_classifier.serving.bundle import write_bundle
 
     folder = Path(folder)
     model_path = save_tiny_model(folder.parent / f"{folder.name}-source" / "model.keras")

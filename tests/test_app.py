@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+from app_bundles import COLOUR_CLASSES, REPO_ROOT, build_colour_bundle, colour_photo, jpeg_bytes, text_photo
 from PIL import Image
 from streamlit.testing.v1 import AppTest
-
-from app_bundles import COLOUR_CLASSES, REPO_ROOT, build_colour_bundle, colour_photo, jpeg_bytes, text_photo
-from fish_classifier import images
-from fish_classifier.bundle import add_file
-from fish_classifier.predictor import Prediction
 from synthetic_images import tiff_without_dimensions
+
+from fish_classifier import images
+from fish_classifier.serving.bundle import add_file
+from fish_classifier.serving.predictor import Prediction
 
 APP = REPO_ROOT / "app" / "app.py"
 THRESHOLD = 0.437  # not a round number, so the slider's default provably comes from the bundle
@@ -259,6 +259,16 @@ def test_heatmap_overlay_colours_the_hot_region_red_and_leaves_cold_ones_alone(a
     hot, cold = overlay[2, 2], overlay[-2, -2]
     assert hot[0] - max(hot[1], hot[2]) > 50  # reddened
     assert list(cold) == [128, 128, 128]
+
+
+def test_the_heatmap_colours_are_matplotlibs_jet_without_matplotlib(app_module):
+    from matplotlib import colormaps  # a dev dependency only: the serving image has no matplotlib
+
+    levels = np.arange(256) / 255.0  # every level the overlay can ask for (a uint8 map over 255)
+    ours = np.uint8(app_module.jet(levels) * 255).astype(int)
+    theirs = np.uint8(colormaps["jet"](levels)[:, :3] * 255).astype(int)
+    assert np.abs(ours - theirs).max() <= 1
+    assert ours[0].tolist() == [0, 0, 127] and ours[-1].tolist() == [127, 0, 0]  # dark blue to dark red
 
 
 def test_file_names_are_shown_literally_not_as_markdown(app_module):

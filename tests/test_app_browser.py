@@ -6,7 +6,6 @@ Screenshots go to test-artifacts/ (git-ignored; CI keeps them as artifacts).
 from pathlib import Path
 
 import pytest
-
 from app_bundles import (
     DEV_ZIP,
     MOBILENET_WEIGHTS,
@@ -93,7 +92,7 @@ def test_a_good_photo_gets_its_species_and_a_bad_file_its_error_in_one_batch(bro
 def test_a_real_fish_photo_is_named_correctly(browser, tmp_path):
     if not DEV_ZIP.is_file() or not MOBILENET_WEIGHTS.is_file():
         pytest.skip(f"real-photo check needs ../shared ({DEV_ZIP} and {MOBILENET_WEIGHTS.name}); not present")
-    from fish_classifier.predictor import Predictor
+    from fish_classifier.serving.predictor import Predictor
 
     labels = ["fish sea_food red_mullet", "fish sea_food shrimp", "fish sea_food trout"]
     bundle = build_real_photo_bundle(tmp_path / "deploy", labels)

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-
-from fish_classifier.augment import Augmentation, augment_train, copies_needed
-from fish_classifier.manifest import MANIFEST_COLUMNS
-from fish_classifier.params import ParamsError
 from synthetic_images import noise_image, seed_for, write_image
+
+from fish_classifier.data.augment import Augmentation, augment_train, copies_needed
+from fish_classifier.data.manifest import MANIFEST_COLUMNS
+from fish_classifier.params import ParamsError
 
 RARE, COMMON = "animal fish bass", "fish sea_food trout"
 RANGES = Augmentation(max_rotation=15, max_zoom=0.15, brightness=0.2, contrast=0.2)  # params.yaml's

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from fixtures_models import CLASSES, make_bundle, save_tiny_model, tinted_pixels, trained_tiny_model
+from PIL import Image
 
-from fish_classifier.bundle import BundleError, read_bundle, training_data_hash, update_info, write_bundle
-from fish_classifier.calibration import apply_temperature
-from fish_classifier.manifest import file_sha256
-from fish_classifier.predictor import Predictor
-from fish_classifier.unknown import UnknownDetector
+from fish_classifier.hashing import file_sha256
+from fish_classifier.serving.bundle import BundleError, read_bundle, training_data_hash, update_info, write_bundle
+from fish_classifier.serving.predictor import Predictor
+from fish_classifier.serving.unknown import UnknownDetector
+from fish_classifier.temperature import apply_temperature
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,13 @@
 import numpy as np
 import pytest
 
-from fish_classifier.calibration import (
+from fish_classifier.evaluation.calibration import (
     TEMPERATURE_BOUNDS,
-    apply_temperature,
     count_errors,
     fit_temperature,
     negative_log_likelihood,
 )
-
+from fish_classifier.temperature import apply_temperature
 
 SIGMA = 1.0  # params.yaml's evaluate.temperature_prior_sigma
 

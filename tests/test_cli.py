@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from fixtures_models import make_bundle, tinted_image
 
-from fish_classifier.cli import PREDICTION_COLUMNS, main
+from fish_classifier.tools.cli import PREDICTION_COLUMNS, main
 
 RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
 
@@ -118,7 +118,7 @@ def test_an_out_that_is_a_folder_is_refused(bundle, photos, tmp_path, capsys):
 
 
 def test_an_interrupted_run_leaves_the_old_csv_and_no_partial_file(bundle, photos, tmp_path, capsys, monkeypatch):
-    from fish_classifier.predictor import Predictor
+    from fish_classifier.serving.predictor import Predictor
 
     out = tmp_path / "results" / "predictions.csv"
     out.parent.mkdir()

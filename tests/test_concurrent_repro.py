@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from fish_classifier.concurrent_repro import thread_limited_env
 from repo_copy import dvc, ran_stages, tiny_pipeline_repo
+
+from fish_classifier.tools.concurrent_repro import thread_limited_env
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from fish_classifier.manifest import read_classes, read_manifest
 from repo_copy import copy_repo, dvc
 from synthetic_images import dataset_files, image_bytes, truncated_jpeg_bytes
+
+from fish_classifier.data.manifest import read_classes, read_manifest
 
 CLASSES = ("animal fish", "animal fish bass", "fish sea_food red_mullet")
 TRAIN = {"animal fish": 4, "animal fish bass": 2, "fish sea_food red_mullet": 4}

@@ -72,8 +72,8 @@ def figures():
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """The build context (a fresh-clone copy) with a deploy bundle holding model.tflite, and a photo it names right."""
-    from fish_classifier.predictor import Predictor
-    from fish_classifier.serving import export_for_serving
+    from fish_classifier.serving.export import export_for_serving
+    from fish_classifier.serving.predictor import Predictor
 
     context = copy_repo(tmp_path_factory.mktemp("context"))
     deploy = context / "models" / "deploy"

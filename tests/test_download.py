@@ -16,12 +16,12 @@ import gdown
 import pytest
 import requests
 import yaml
-
-from fish_classifier import download
-from fish_classifier.download import DownloadError, UnpackLimits, download_dataset, extract_zip, fetch_zip
-from fish_classifier.params import load_params
 from app_bundles import DEV_ZIP
 from synthetic_images import ZIP_PREFIX, image_bytes
+
+from fish_classifier.data import download
+from fish_classifier.data.download import DownloadError, UnpackLimits, download_dataset, extract_zip, fetch_zip
+from fish_classifier.params import load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_PARAMS = load_params(REPO_ROOT / "params.yaml")["data"]

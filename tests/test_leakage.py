@@ -4,10 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import ImageEnhance
-
-from fish_classifier.leakage import SPLIT_PAIRS, duplicated_from_train, find_leaks, hamming_distances, perceptual_hash
-from fish_classifier.manifest import MANIFEST_COLUMNS
 from synthetic_images import noise_image
+
+from fish_classifier.data.leakage import (
+    SPLIT_PAIRS,
+    duplicated_from_train,
+    find_leaks,
+    hamming_distances,
+    perceptual_hash,
+)
+from fish_classifier.data.manifest import MANIFEST_COLUMNS
 
 
 def _manifest(rows):

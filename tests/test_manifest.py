@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from fish_classifier.manifest import (
+from fish_classifier.data.manifest import (
     MANIFEST_COLUMNS,
     DatasetError,
     display_name,

@@ -11,16 +11,16 @@ import pytest
 import yaml
 from fixtures_models import CLASSES, save_tiny_model, write_tinted_images
 
-from fish_classifier.calibration import TEMPERATURE_BOUNDS
-from fish_classifier.metrics import (
+from fish_classifier.evaluation.calibration import TEMPERATURE_BOUNDS
+from fish_classifier.evaluation.metrics import (
     calibration_report,
     classification_report,
     confusion,
     expected_calibration_error,
-    predict_split,
     predictions_table,
     reliability_table,
 )
+from fish_classifier.evaluation.predictions import predict_split
 
 REPO = Path(__file__).resolve().parents[1]
 

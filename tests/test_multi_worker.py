@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from fish_classifier.multi_worker import is_chief, tf_config
-from fish_classifier.preprocessing import load_model
-from fish_classifier.training import choose_strategy
+from fish_classifier.model.preprocessing import load_model
+from fish_classifier.training.multi_worker import is_chief, tf_config
+from fish_classifier.training.trainer import choose_strategy
 from tests.test_training import COLOURS, tiny_train_params, write_colour_images
 
 REPO = Path(__file__).resolve().parents[1]

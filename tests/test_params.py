@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fish_classifier.augment import AugmentSettings
-from fish_classifier.download import DownloadSettings
-from fish_classifier.metrics import EvaluateSettings
+from fish_classifier.data.augment import AugmentSettings
+from fish_classifier.data.download import DownloadSettings
+from fish_classifier.data.prepare import PrepareSettings
+from fish_classifier.data.unknown_set import UnknownSetSettings
+from fish_classifier.evaluation.metrics import EvaluateSettings
+from fish_classifier.evaluation.selection import SelectSettings, TrainedModels
 from fish_classifier.params import Base, ParamsError, load_params, read_params, stage_params
-from fish_classifier.prepare import PrepareSettings
-from fish_classifier.selection import SelectSettings, TrainedModels
-from fish_classifier.training import TrainSettings
-from fish_classifier.unknown_set import UnknownSetSettings
+from fish_classifier.training.trainer import TrainSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())

@@ -5,10 +5,11 @@ import subprocess
 
 import pytest
 import yaml
+from repo_copy import TINY_CLASSES as CLASSES
+from repo_copy import dvc, ran_stages, tiny_pipeline_repo
 
-from fish_classifier.manifest import read_classes
-from fish_classifier.zoo import MODEL_NAMES
-from repo_copy import TINY_CLASSES as CLASSES, dvc, ran_stages, tiny_pipeline_repo
+from fish_classifier.data.manifest import read_classes
+from fish_classifier.model.zoo import MODEL_NAMES
 
 pytestmark = pytest.mark.slow
 

@@ -6,12 +6,12 @@ import shutil
 import numpy as np
 import pytest
 from fixtures_models import CLASSES, make_bundle, tinted_image
+from synthetic_images import byte_flips, fuzz_originals, tiff_without_dimensions
 
 from fish_classifier import images
-from fish_classifier.bundle import BundleError, add_file, add_unknown_detector, update_info
-from fish_classifier.predictor import Prediction, Predictor
-from fish_classifier.unknown import UnknownDetector
-from synthetic_images import byte_flips, fuzz_originals, tiff_without_dimensions
+from fish_classifier.serving.bundle import BundleError, add_file, add_unknown_detector, update_info
+from fish_classifier.serving.predictor import Prediction, Predictor
+from fish_classifier.serving.unknown import UnknownDetector
 
 RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
 
@@ -148,8 +148,8 @@ def test_prediction_is_a_plain_dataclass():
 
 @pytest.mark.parametrize("name, size, grid", [("cnn", 32, 4), ("mobilenetv2", 64, 2)])
 def test_works_on_the_zoo_models_including_a_nested_backbone(tmp_path, name, size, grid):
-    from fish_classifier.bundle import write_bundle
-    from fish_classifier.zoo import build_model
+    from fish_classifier.model.zoo import build_model
+    from fish_classifier.serving.bundle import write_bundle
 
     model = build_model(name, len(CLASSES), weights=None, image_size=size)
     model.save(tmp_path / "model.keras")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from synthetic_images import byte_flips, fuzz_originals, image_bytes, tiff_without_dimensions, truncated_jpeg_bytes
 
 from fish_classifier import images
-from fish_classifier.manifest import MANIFEST_COLUMNS, DatasetError
-from fish_classifier.prepare import prepare_images
-from synthetic_images import byte_flips, fuzz_originals, image_bytes, tiff_without_dimensions, truncated_jpeg_bytes
+from fish_classifier.data.manifest import MANIFEST_COLUMNS, DatasetError
+from fish_classifier.data.prepare import prepare_images
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["animal fish", "fish sea_food red_mullet"]

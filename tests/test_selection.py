@@ -11,7 +11,7 @@ import yaml
 from app_bundles import text_photo
 from fixtures_models import CLASSES, save_tiny_model, tinted_image, write_tinted_images
 
-from fish_classifier.selection import (
+from fish_classifier.evaluation.selection import (
     choose_threshold,
     flag_tradeoff,
     rank_models,
@@ -20,7 +20,7 @@ from fish_classifier.selection import (
     summary_markdown,
     unknown_figures,
 )
-from fish_classifier.unknown import UnknownDetector
+from fish_classifier.serving.unknown import UnknownDetector
 
 REPO = Path(__file__).resolve().parents[1]
 

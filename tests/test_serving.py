@@ -10,21 +10,18 @@ import numpy as np
 import pytest
 from fixtures_models import CLASSES, make_bundle, tinted_image, trained_tiny_model
 
-from fish_classifier.bundle import BundleError, add_file, read_bundle
-from fish_classifier.manifest import file_sha256
-from fish_classifier.predictor import KerasBackend, Predictor
-from fish_classifier.serving import (
-    CLASS_MAPS,
-    EMBEDDING,
+from fish_classifier.hashing import file_sha256
+from fish_classifier.serving.bundle import BundleError, add_file, read_bundle
+from fish_classifier.serving.export import (
     PARITY_TOLERANCE,
-    PROBABILITIES,
-    LiteRTBackend,
     ParityError,
     compare_backends,
     evenly_spaced,
     export_for_serving,
     export_litert,
 )
+from fish_classifier.serving.inference import CLASS_MAPS, EMBEDDING, PROBABILITIES, KerasBackend, LiteRTBackend
+from fish_classifier.serving.predictor import Predictor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LABELS = [c["label"] for c in CLASSES]
@@ -133,7 +130,7 @@ def test_the_predictor_imports_and_serves_without_tensorflow_keras_or_pydantic(l
                     raise ImportError(f"{{name}} is blocked: the serving image does not have it")
 
         sys.meta_path.insert(0, NoTensorFlow())
-        from fish_classifier.predictor import Predictor
+        from fish_classifier.serving.predictor import Predictor
         from fish_classifier.images import ImageError
 
         predictor = Predictor({str(litert_only)!r})
@@ -250,8 +247,8 @@ def test_parity_on_real_dev_test_photos(tmp_path):
 def test_a_mirror_averaging_model_exports_with_its_maps_folded_back_to_one_per_photo(tmp_path):
     import keras
 
-    from fish_classifier.preprocessing import load_model
-    from fish_classifier.zoo import build_backbone, build_head, build_model
+    from fish_classifier.model.preprocessing import load_model
+    from fish_classifier.model.zoo import build_backbone, build_head, build_model
 
     backbone, head = build_backbone("mobilenetv2", None, image_size=64), build_head(3, 0.1)
     build_model("mobilenetv2", 3, backbone=backbone, head=head).save(tmp_path / "plain.keras")

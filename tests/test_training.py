@@ -8,26 +8,26 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fish_classifier.augment import Augmentation
+from fish_classifier.data.augment import Augmentation
+from fish_classifier.data.manifest import label_indices
 from fish_classifier.images import load_pixels, open_rgb
-from fish_classifier.manifest import label_indices
-from fish_classifier.preprocessing import MirrorMean, MirrorPair, load_model
-from fish_classifier.training import (
+from fish_classifier.model.preprocessing import MirrorMean, MirrorPair, load_model
+from fish_classifier.model.zoo import MODEL_NAMES, build_backbone, split_for_fine_tuning
+from fish_classifier.training.trainer import (
     BackboneSettings,
     FrozenPass,
     TrainingData,
     TrainSettings,
     choose_frozen_pass_runtime,
-    frozen_extractor,
-    class_weights,
     choose_strategy,
+    class_weights,
     fine_tune_learning_rate,
+    frozen_extractor,
     load_training_data,
     pixel_dataset,
     train_model,
     training_loss,
 )
-from fish_classifier.zoo import MODEL_NAMES, build_backbone, split_for_fine_tuning
 
 # Three classes told apart by colour alone; listed out of alphabetical order on purpose.
 COLOURS = {"zebra red": (220, 30, 30), "alpha green": (30, 200, 40), "mid blue": (30, 40, 220)}
@@ -319,7 +319,7 @@ def test_training_steps_run_under_mirrored_strategy_on_two_cpus(tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import numpy as np, pathlib
-        from fish_classifier.training import TrainingData, train_custom_cnn, train_transfer
+        from fish_classifier.training.trainer import TrainingData, train_custom_cnn, train_transfer
         from tests.test_training import COLOURS, settings
         paths = sorted(str(p) for p in pathlib.Path({str(images)!r}).glob("*.png"))
         order = sorted(COLOURS)

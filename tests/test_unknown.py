@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fish_classifier.unknown import (
+from fish_classifier.serving.unknown import (
     METHODS,
     UnknownDetector,
     features,

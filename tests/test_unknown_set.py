@@ -4,8 +4,8 @@ import pytest
 from app_bundles import text_photo
 from fixtures_models import tinted_image
 
-from fish_classifier.download import DownloadError, UnpackLimits
-from fish_classifier.unknown_set import collect_unknown_set
+from fish_classifier.data.download import DownloadError, UnpackLimits
+from fish_classifier.data.unknown_set import collect_unknown_set
 
 LIMITS = UnpackLimits(max_unpacked_mb=100, max_compression_ratio=100)
 

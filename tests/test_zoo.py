@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from fish_classifier import zoo
-from fish_classifier.preprocessing import BackbonePreprocess, MirrorMean, MirrorPair, load_model
+from fish_classifier.model import zoo
+from fish_classifier.model.preprocessing import BackbonePreprocess, MirrorMean, MirrorPair, load_model
 
 # Written out here, independently of the zoo's table, so a wrong entry there cannot pass.
 REFERENCE_PREPROCESS = {

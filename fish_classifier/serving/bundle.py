@@ -2,8 +2,8 @@
 
     models/deploy/
         model.keras   the selected model (raw RGB in [0, 255] in, softmax out)
-        model.tflite  the same model exported for serving without TensorFlow (fish_classifier.serving)
-        unknown.npz   the unknown-photo detector fitted on the model's embeddings (fish_classifier.unknown)
+        model.tflite  the same model exported for serving without TensorFlow (fish_classifier.serving.export)
+        unknown.npz   the unknown-photo detector fitted on the model's embeddings (fish_classifier.serving.unknown)
         labels.json   {"classes": [{"label", "display"}, ...]} in model output order
         bundle.json   model (its name in the zoo), input_size, num_classes, temperature,
                       threshold, metrics (its scores), data_hash, created_at, files (the sha256
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fish_classifier.manifest import file_sha256
+from fish_classifier.hashing import file_sha256
 
 MODEL_FILE = "model.keras"
 SERVING_MODEL_FILE = "model.tflite"
@@ -184,7 +184,7 @@ def training_data_hash(paths) -> str:
 
 def _model_shape(model_path: Path) -> tuple[int, int]:
     """(input size, number of outputs), read from the model itself so the bundle cannot disagree with it."""
-    from fish_classifier.preprocessing import load_model
+    from fish_classifier.model.preprocessing import load_model
 
     model = load_model(model_path)
     return int(model.input_shape[1]), int(model.output_shape[-1])

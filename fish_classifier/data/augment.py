@@ -19,8 +19,8 @@ import pandas as pd
 from PIL import Image, ImageEnhance, ImageStat
 from tqdm import tqdm
 
+from fish_classifier.data.manifest import MANIFEST_COLUMNS
 from fish_classifier.images import open_rgb
-from fish_classifier.manifest import MANIFEST_COLUMNS
 from fish_classifier.params import Section, check_params, integer, number
 
 

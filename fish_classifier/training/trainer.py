@@ -34,13 +34,21 @@ import tensorflow as tf
 from pydantic import ConfigDict, Field, create_model, model_validator
 from sklearn.utils.class_weight import compute_class_weight
 
-from fish_classifier.augment import Augmentation
+from fish_classifier.cpus import cpu_threads
+from fish_classifier.data.augment import Augmentation
+from fish_classifier.data.manifest import label_indices, read_classes, read_manifest
 from fish_classifier.images import load_pixels, open_rgb
-from fish_classifier.manifest import label_indices, read_classes, read_manifest
-from fish_classifier.multi_worker import fit_across_workers, is_multi_worker, tf_config, worker_slice
+from fish_classifier.model.preprocessing import BackbonePreprocess
+from fish_classifier.model.zoo import (
+    BACKBONES,
+    build_backbone,
+    build_head,
+    build_model,
+    check_model_name,
+    split_for_fine_tuning,
+)
 from fish_classifier.params import Flag, Rule, Section, check_params, choice, integer, number, refuse
-from fish_classifier.preprocessing import BackbonePreprocess
-from fish_classifier.zoo import BACKBONES, build_backbone, build_head, build_model, check_model_name, split_for_fine_tuning
+from fish_classifier.training.multi_worker import fit_across_workers, is_multi_worker, tf_config, worker_slice
 
 log = logging.getLogger(__name__)
 
@@ -427,15 +435,6 @@ def _litert_runner(extractor: keras.Model):
     return run
 
 
-def cpu_threads() -> int:
-    """CPU threads for LiteRT: the limit `fish-classifier repro --jobs N` gives each job, else every usable CPU."""
-    limit = os.environ.get("TF_NUM_INTRAOP_THREADS")
-    if limit:
-        return int(limit)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def fine_tune_learning_rate(settings: BackboneSettings, steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:

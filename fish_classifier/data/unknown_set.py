@@ -18,10 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from fish_classifier.download import DownloadError, UnpackLimits, extract_zip
+from fish_classifier.data.download import DownloadError, UnpackLimits, extract_zip
 from fish_classifier.images import ImageError, is_image_file, open_rgb
 from fish_classifier.params import text
-from fish_classifier.unknown import FISH_ELSEWHERE, NOT_FISH
+
+# The set's groups: photos to flag, and fish that should pass.
+NOT_FISH = "not-fish"
+FISH_ELSEWHERE = "fish-elsewhere"
+GROUPS = (NOT_FISH, FISH_ELSEWHERE)
 
 
 class UnknownSetSettings(UnpackLimits):

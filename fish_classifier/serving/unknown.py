@@ -29,10 +29,6 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ("knn", "mahalanobis", "energy")
-# The groups of an unknown-photo set (fish_classifier.unknown_set): photos to flag, and fish that should pass.
-NOT_FISH = "not-fish"
-FISH_ELSEWHERE = "fish-elsewhere"
-GROUPS = (NOT_FISH, FISH_ELSEWHERE)
 _EPS = 1e-12
 
 

@@ -1,6 +1,5 @@
 """The dataset manifest: one row per usable image, and the class list taken from the train folders."""
 
-import hashlib
 import json
 import unicodedata
 from pathlib import Path
@@ -8,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fish_classifier.splits import SPLITS
+
 MANIFEST_COLUMNS = ["path", "split", "label", "sha256", "width", "height", "augmented", "source"]
-SPLITS = ("train", "val", "test")
 
 # The dataset's folder names lead with category words ("fish sea_food red_mullet");
 # the species is what follows them.
@@ -46,15 +46,6 @@ def label_indices(labels, classes: list[dict]) -> np.ndarray:
     if unknown:
         raise ValueError(f"labels not in classes.json: {', '.join(unknown)}")
     return np.array([index[label] for label in labels], dtype=np.int32)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_classes(classes: list[dict], path: str | Path) -> None:

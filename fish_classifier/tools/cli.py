@@ -18,6 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from fish_classifier.images import IMAGE_EXTENSIONS, is_image_file
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # what shells report for a command stopped by Ctrl-C
@@ -54,7 +55,7 @@ def _add_predict(commands) -> None:
     )
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     predict.add_argument("--out", default="predictions.csv", help="CSV file to write (default: %(default)s)")
-    predict.add_argument("--bundle", default="models/deploy", help="deploy bundle folder (default: %(default)s)")
+    predict.add_argument("--bundle", default=str(DEFAULT_BUNDLE_DIR), help="deploy bundle folder (default: %(default)s)")
     predict.add_argument("--top-k", type=_positive_int, default=3, help="classes per image (default: %(default)s)")
     predict.add_argument("--batch-size", type=_positive_int, default=32, help="images per call (default: %(default)s)")
     predict.add_argument("--threshold", type=_probability, help="low-confidence threshold (default: the bundle's)")
@@ -62,7 +63,7 @@ def _add_predict(commands) -> None:
 
 
 def run_predict(args) -> int:
-    from fish_classifier.bundle import BundleError, read_bundle
+    from fish_classifier.serving.bundle import BundleError, read_bundle
 
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
@@ -82,7 +83,7 @@ def run_predict(args) -> int:
 
     from tqdm import tqdm
 
-    from fish_classifier.predictor import Predictor
+    from fish_classifier.serving.predictor import Predictor
 
     predictor = Predictor(args.bundle, batch_size=args.batch_size)
 
@@ -129,7 +130,7 @@ def _add_repro(commands) -> None:
 
 
 def run_repro(args) -> int:
-    from fish_classifier.concurrent_repro import ReproError, repro
+    from fish_classifier.tools.concurrent_repro import ReproError, repro
 
     try:
         repro(args.jobs)
@@ -151,7 +152,7 @@ def collect_images(paths) -> list[str]:
 
 
 def _row(prediction) -> dict:
-    from fish_classifier.metrics import format_top_k
+    from fish_classifier.evaluation.metrics import format_top_k
 
     return {
         "path": prediction.source,

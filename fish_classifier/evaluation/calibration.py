@@ -6,20 +6,12 @@ image, and softmax(log(p) / T) is exactly temperature scaling of the logits.
 
 import numpy as np
 
+from fish_classifier.temperature import TINY as _TINY
+from fish_classifier.temperature import apply_temperature
+
 # Wide enough for any model seen in practice (T < 1 sharpens, T > 1 softens);
 # the bounds only keep the search away from degenerate zeros and infinities.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
-_TINY = 1e-12
-
-
-def apply_temperature(probabilities, temperature: float) -> np.ndarray:
-    """Calibrated probabilities softmax(log(p) / T) for a (n, classes) array of softmax outputs."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), _TINY, 1.0)) / temperature
-    logits -= logits.max(axis=-1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def negative_log_likelihood(probabilities, y_true) -> float:

@@ -13,7 +13,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from fish_classifier.preprocessing import BackbonePreprocess, MirrorMean, MirrorPair
+from fish_classifier.model.preprocessing import BackbonePreprocess, MirrorMean, MirrorPair
 
 
 @dataclass(frozen=True)

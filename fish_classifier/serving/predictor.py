@@ -5,27 +5,23 @@ The app, the batch CLI and the tests all go through it. It reads images with
 use, and it never imports training code.
 
 It runs the bundle's `model.tflite` with LiteRT when the bundle has one, else its
-`model.keras`. Importing this module needs neither TensorFlow nor Keras: only the
-Keras backend imports them, so the Docker image can leave them out.
+`model.keras` (the backends are in `fish_classifier.serving.inference`). Importing this module needs
+neither TensorFlow nor Keras: only the Keras backend imports them, so the Docker image can leave them out.
 """
 
 import math
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from fish_classifier.bundle import DEFAULT_BUNDLE_DIR, MODEL_FILE, SERVING_MODEL_FILE, BundleError, read_bundle
-from fish_classifier.calibration import apply_temperature
 from fish_classifier.images import ImageError, load_pixels
-from fish_classifier.serving import CLASS_MAPS, EMBEDDING, PROBABILITIES, LiteRTBackend, serving_model
-from fish_classifier.unknown import UnknownDetector
-
-BACKENDS = ("auto", "litert", "keras")  # auto: LiteRT when the bundle has model.tflite, else Keras
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, read_bundle
+from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, load_backend
+from fish_classifier.serving.unknown import UnknownDetector
+from fish_classifier.temperature import apply_temperature
 
 
 @dataclass
@@ -37,100 +33,9 @@ class Prediction:
     top_k: list[tuple[str, str, float]] = field(default_factory=list)
     is_low_confidence: bool = False
     error: str | None = None
-    # Unlike anything the model was trained on (fish_classifier.unknown); its label is then not an answer.
+    # Unlike anything the model was trained on (fish_classifier.serving.unknown); its label is then not an answer.
     is_unknown: bool = False
     unknown_score: float = math.nan
-
-
-class KerasBackend:
-    """Runs a project `.keras` model on batches of raw RGB pixels.
-
-    A compiled graph called on the whole batch, not `model.predict` per image,
-    keeps a single photo well under 30 ms on a laptop CPU. Another serving
-    format only needs a class with the same `__call__` and `class_maps_and_probs`
-    (see `fish_classifier.serving.LiteRTBackend`).
-    """
-
-    def __init__(self, model):
-        import tensorflow as tf
-
-        self.model = model
-        self.input_size = int(model.input_shape[1])
-        spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)
-        # One signature with a free batch size: no retracing whatever the batch holds.
-        self._probs = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-        self._spec = spec
-        self._both = None
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax probabilities (n, classes) for uint8 or float pixels (n, S, S, 3)."""
-        return self._probs(np.asarray(batch, dtype=np.float32)).numpy().astype(np.float32)
-
-    def class_maps_and_probs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(class maps (n, h, w, classes), probabilities (n, classes)): two of the serving model's outputs."""
-        outputs = self.outputs(batch)
-        return outputs[CLASS_MAPS], outputs[PROBABILITIES]
-
-    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """The serving model's outputs by name: probabilities, class maps and the embedding."""
-        if self._both is None:
-            import tensorflow as tf
-
-            both = serving_model(self.model)
-            self._both = tf.function(lambda x: both(x, training=False), input_signature=[self._spec])
-        outputs = self._both(np.asarray(batch, dtype=np.float32))
-        return {name: tensor.numpy().astype(np.float32) for name, tensor in outputs.items()}
-
-
-def probabilities_for_files(backend, paths, *, batch_size: int, desc: str = "images") -> tuple[np.ndarray, float]:
-    """Run `backend` over image files in batches; returns (probabilities, seconds spent in the model)."""
-    return _over_files(backend, backend, paths, batch_size=batch_size, desc=desc)
-
-
-def outputs_for_files(backend, paths, *, batch_size: int, desc: str = "images") -> dict[str, np.ndarray]:
-    """The serving model's probabilities and embedding (what the unknown-photo detector scores) per image file."""
-
-    def run(batch):
-        outputs = backend.outputs(batch)
-        return {name: outputs[name] for name in (PROBABILITIES, EMBEDDING)}
-
-    return _over_files(backend, run, paths, batch_size=batch_size, desc=desc)[0]
-
-
-def _over_files(backend, run, paths, *, batch_size: int, desc: str) -> tuple[np.ndarray, float]:
-    """`run` over image files in batches at `backend`'s input size; returns (its outputs, seconds spent in it).
-    `run` returns an array, or a dict of arrays (concatenated name by name).
-
-    A worker thread decodes the next batch while the model runs on this one. A
-    warm-up call before timing keeps graph building out of the measured speed.
-    """
-    from tqdm import tqdm
-
-    paths = [str(p) for p in paths]
-    if not paths:
-        raise ValueError("no images to predict")
-    chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-    size = backend.input_size
-
-    def load(chunk):
-        return np.stack([load_pixels(p, size) for p in chunk])
-
-    outputs, seconds = [], 0.0
-    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=len(paths), desc=desc, unit="img") as bar:
-        upcoming = pool.submit(load, chunks[0])
-        for i in range(len(chunks)):
-            batch = upcoming.result()
-            if i + 1 < len(chunks):
-                upcoming = pool.submit(load, chunks[i + 1])
-            if i == 0:
-                run(batch)
-            start = time.perf_counter()
-            outputs.append(run(batch))
-            seconds += time.perf_counter() - start
-            bar.update(len(batch))
-    if isinstance(outputs[0], dict):
-        return {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}, seconds
-    return np.concatenate(outputs), seconds
 
 
 class Predictor:
@@ -154,7 +59,7 @@ class Predictor:
         self.temperature = bundle.temperature
         self.threshold = bundle.threshold
         self.batch_size = batch_size
-        self.backend, self._backend = _load_backend(bundle, backend, num_threads)
+        self.backend, self._backend = load_backend(bundle, backend, num_threads)
         if self._backend.input_size != self.input_size:
             raise BundleError(
                 f"{bundle.path}: bundle.json says input size {self.input_size} but the model takes "
@@ -233,23 +138,6 @@ class Predictor:
                     unknown_score=float(score),
                 )
         return results
-
-
-def _load_backend(bundle, backend: str, num_threads: int | None):
-    """(the backend's name, the backend) for a bundle."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}, expected one of: {', '.join(BACKENDS)}")
-    if backend == "auto":
-        backend = "litert" if bundle.serving_model_path else "keras"
-    if backend == "litert":
-        if bundle.serving_model_path is None:
-            raise BundleError(f"deploy bundle {bundle.path} has no {SERVING_MODEL_FILE}; run `dvc repro` to export it")
-        return backend, LiteRTBackend(bundle.serving_model_path, num_threads=num_threads)
-    if bundle.model_path is None:
-        raise BundleError(f"deploy bundle {bundle.path} has no {MODEL_FILE}; run `dvc repro` to produce it")
-    from fish_classifier.preprocessing import load_model  # imports Keras: only for this backend
-
-    return backend, KerasBackend(load_model(bundle.model_path))
 
 
 def _load_detector(bundle) -> UnknownDetector | None:

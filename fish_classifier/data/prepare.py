@@ -19,10 +19,11 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from fish_classifier.data.leakage import perceptual_hash
+from fish_classifier.data.manifest import MANIFEST_COLUMNS, DatasetError
 from fish_classifier.images import IMAGE_FORMATS, ImageError, open_rgb, read_image_file
-from fish_classifier.leakage import perceptual_hash
-from fish_classifier.manifest import MANIFEST_COLUMNS, SPLITS, DatasetError
 from fish_classifier.params import Rule, Section, integer
+from fish_classifier.splits import SPLITS
 
 _EXIF_ORIENTATION = 0x0112
 

@@ -10,18 +10,11 @@ import pandas as pd
 from pydantic import ConfigDict, Field
 from sklearn.metrics import roc_auc_score
 
-from fish_classifier.metrics import HEADLINE_METRICS, plot_flag_tradeoff, plot_unknown_scores
+from fish_classifier.data.unknown_set import FISH_ELSEWHERE, GROUPS, NOT_FISH
+from fish_classifier.evaluation.metrics import HEADLINE_METRICS, plot_flag_tradeoff, plot_unknown_scores
+from fish_classifier.model.zoo import MODEL_NAMES
 from fish_classifier.params import Rule, Section, choice, integer, number
-from fish_classifier.unknown import (
-    FISH_ELSEWHERE,
-    GROUPS,
-    METHODS,
-    NOT_FISH,
-    UnknownDetector,
-    UnknownSettings,
-    threshold_for_flag_rate,
-)
-from fish_classifier.zoo import MODEL_NAMES
+from fish_classifier.serving.unknown import METHODS, UnknownDetector, UnknownSettings, threshold_for_flag_rate
 
 TEST_FISH = "test fish"
 

@@ -24,8 +24,9 @@ import requests
 from pydantic import ConfigDict
 from tqdm import tqdm
 
-from fish_classifier.manifest import SPLITS, file_sha256
+from fish_classifier.hashing import file_sha256
 from fish_classifier.params import Section, check_params, number, text
+from fish_classifier.splits import SPLITS
 
 DRIVE_SCHEME = "gdrive://"
 DRIVE_FOLDER_URL = "https://drive.google.com/drive/folders/{}"

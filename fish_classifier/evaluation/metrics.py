@@ -1,16 +1,14 @@
 """Scoring a classifier on a split: scikit-learn's metrics, calibration error, and the plots that show them."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from fish_classifier.calibration import apply_temperature, count_errors, fit_temperature, negative_log_likelihood
-from fish_classifier.manifest import label_indices, scored_split
+from fish_classifier.evaluation.calibration import count_errors, fit_temperature, negative_log_likelihood
 from fish_classifier.params import Section, integer, number
-from fish_classifier.predictor import probabilities_for_files
+from fish_classifier.temperature import apply_temperature
 
 HEADLINE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
 
@@ -21,24 +19,6 @@ class EvaluateSettings(Section):
     batch_size: integer(ge=1)
     ece_bins: integer(ge=1)
     temperature_prior_sigma: number(gt=0)  # width of the prior on log T that the validation fit starts from
-
-
-@dataclass
-class SplitPredictions:
-    """A split's scored images (its manifest rows), their true class indices and the model's probabilities."""
-
-    rows: pd.DataFrame
-    y_true: np.ndarray
-    probabilities: np.ndarray
-    seconds: float  # spent in the model, decoding excluded
-
-
-def predict_split(backend, manifest: pd.DataFrame, split: str, classes: list[dict], *, batch_size: int,
-                  desc: str) -> SplitPredictions:
-    """Run `backend` over the images `split` is scored on (never the augmented copies), labels in `classes` order."""
-    rows = scored_split(manifest, split)
-    probabilities, seconds = probabilities_for_files(backend, rows["path"], batch_size=batch_size, desc=desc)
-    return SplitPredictions(rows, label_indices(rows["label"], classes), probabilities, seconds)
 
 
 def classification_report(y_true, y_pred, labels: list[str]) -> dict:

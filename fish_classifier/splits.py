@@ -1,0 +1,3 @@
+"""The dataset's splits, in the order the Drive zip and the manifest hold them."""
+
+SPLITS = ("train", "val", "test")

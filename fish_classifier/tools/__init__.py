@@ -1,0 +1,1 @@
+"""Tools around the pipeline: the `fish-classifier` command line and concurrent `dvc repro`."""

@@ -1,0 +1,1 @@
+"""Training: the frozen pass, the head, fine-tuning, and training across workers."""

@@ -1,0 +1,109 @@
+"""The package's floor plan, read from its imports with `ast`: no circles, serving apart from training and
+evaluation, no TensorFlow or DVC on the serving path, and a Docker image holding exactly that path."""
+
+import ast
+import re
+import subprocess
+import sys
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = REPO_ROOT / "fish_classifier"
+# What the serving image has no room for, and the serving path must never import (app/requirements.txt).
+NOT_IN_THE_IMAGE = ("tensorflow", "keras", "dvc", "dvclive", "sklearn", "scipy", "pydantic", "yaml", "matplotlib")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, *, lazy: bool = True) -> set[str]:
+    """The fish_classifier modules `path` imports (with `lazy`, also those imported inside functions)."""
+    tree = ast.parse(path.read_text())
+    nodes = ast.walk(tree) if lazy else tree.body
+    found = set()
+    for node in nodes:
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        found.update(name for name in names if name.startswith("fish_classifier") and _is_module(name))
+    return found
+
+
+def _is_module(name: str) -> bool:
+    path = REPO_ROOT / name.replace(".", "/")
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def import_graph(*, lazy: bool = True) -> dict[str, set[str]]:
+    return {module_name(path): imports(path, lazy=lazy) for path in PACKAGE.rglob("*.py")}
+
+
+def reachable(graph: dict[str, set[str]], start: set[str]) -> set[str]:
+    seen, todo = set(), list(start)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph.get(module, ()))
+    return seen
+
+
+def test_the_package_has_no_import_circle():
+    try:
+        TopologicalSorter(import_graph()).prepare()
+    except CycleError as exc:
+        pytest.fail(f"import circle: {' -> '.join(exc.args[1])}")
+
+
+def test_serving_imports_nothing_from_training_evaluation_or_the_tools():
+    graph = import_graph()
+    serving = {module for module in graph if module.startswith("fish_classifier.serving")}
+    leaks = {
+        module: sorted(dep for dep in deps if dep.split(".")[1] in ("training", "evaluation", "tools", "data"))
+        for module, deps in graph.items() if module in serving
+    }
+    assert not any(leaks.values()), leaks
+    # and not through a shared module either
+    assert not {m for m in reachable(graph, serving) if m.split(".")[1:2] in (["training"], ["evaluation"])}
+
+
+def test_metrics_depend_on_neither_inference_nor_the_export():
+    graph = import_graph()
+    assert not reachable(graph, {"fish_classifier.evaluation.metrics"}) & {
+        "fish_classifier.serving.inference", "fish_classifier.serving.predictor", "fish_classifier.serving.export"}
+
+
+def serving_path() -> set[str]:
+    """The modules the app loads when it starts: module-level imports only, from app/app.py down."""
+    graph = import_graph(lazy=False)
+    start = imports(REPO_ROOT / "app" / "app.py", lazy=False)
+    modules = reachable(graph, start)
+    return modules | {".".join(m.split(".")[:i]) for m in modules for i in range(1, m.count(".") + 1)}  # packages
+
+
+def test_the_serving_path_imports_no_tensorflow_dvc_or_training_libraries():
+    modules = sorted(m for m in serving_path() if m != "fish_classifier")
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            f"print(sorted(n for n in {NOT_IN_THE_IMAGE!r} if n in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert "fish_classifier.serving.predictor" in modules
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_docker_image_copies_exactly_the_serving_path():
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    copied = set()
+    for line in re.findall(r"^COPY (?!--)(.+)$", dockerfile, flags=re.MULTILINE):
+        *sources, _ = line.split()
+        copied.update(s for s in sources if s.startswith("fish_classifier"))
+    expected = {str((REPO_ROOT / m.replace(".", "/")).with_suffix(".py").relative_to(REPO_ROOT))
+                if (REPO_ROOT / m.replace(".", "/")).with_suffix(".py").is_file()
+                else f"{m.replace('.', '/')}/__init__.py" for m in serving_path()}
+    assert copied == expected, (sorted(copied - expected), sorted(expected - copied))
