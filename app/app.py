@@ -22,7 +22,6 @@ from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError
 from fish_classifier.serving.predictor import Prediction, Predictor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TOP_K = 5
 DISPLAY_SIZE = 480  # longest side of the photo sent to the browser, in pixels
 MAX_FILES = 20  # photos identified per upload: each is decoded and run, so a batch must stay small
 HEATMAP_OPACITY = 0.6  # at the hottest spot
@@ -67,7 +66,7 @@ def predict_upload(
         image = _photo()
     except ImageError:
         image = data  # the Predictor words the refusal, as it does for the CLI
-    return _predictor.predict([image], top_k=TOP_K, threshold=threshold)[0]
+    return _predictor.predict([image], threshold=threshold)[0]
 
 
 # At most two images of DISPLAY_SIZE (1.4 MB) an entry: a batch with and without heatmaps, under 60 MB.

@@ -1,7 +1,7 @@
 """Stage `evaluate@<model>`: score one trained model on the validation and test splits, and calibrate it.
 
-Reads models/<model>/model.keras, data/manifest.csv, data/classes.json, data/prepared and
-data/prepare_report.json; writes metrics/<model>.json and, in metrics/<model>/, the predictions,
+Reads models/zoo/<model>/model.keras, data/manifest.csv, data/classes.json, data/prepared and
+data/prepare_report.json; writes, in metrics/models/<model>/, metrics.json (the scores), the predictions,
 validation confidences, confusion matrix and reliability diagram (CSV and PNG).
 
 The validation scores are what `select` chooses by; the test scores are reported, on the whole split and
@@ -29,6 +29,7 @@ from fish_classifier.evaluation.metrics import (
     reliability_table,
 )
 from fish_classifier.evaluation.predictions import predict_split
+from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
 from fish_classifier.model.preprocessing import load_model
 from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.serving.inference import KerasBackend
@@ -39,8 +40,8 @@ def main(argv=None) -> None:
     name = stage_arguments(__doc__, argv, takes_model=True).model
     params = stage_params(evaluate=EvaluateSettings).evaluate
     bins = params.ece_bins
-    model_path = Path("models") / name / "model.keras"
-    out_dir = Path("metrics") / name
+    model_path = model_dir(name) / MODEL_FILE
+    out_dir = metrics_dir(name)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     classes = read_classes("data/classes.json")
@@ -77,9 +78,9 @@ def main(argv=None) -> None:
         model_size_mb=round(model_path.stat().st_size / 1e6, 2),
         calibration=calibration,
     )
-    Path("metrics", f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out_dir / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
-    predictions_table(test.rows["path"], y_test, calibrated, labels, top_k=3).to_csv(
+    predictions_table(test.rows["path"], y_test, calibrated, labels, top_k=params.top_k).to_csv(
         out_dir / "predictions.csv", index=False
     )
     pd.DataFrame({"actual": [displays[i] for i in y_test], "predicted": [displays[i] for i in y_pred]}).to_csv(
@@ -92,7 +93,7 @@ def main(argv=None) -> None:
     )
     # `select` sets the low-confidence threshold from these calibrated validation confidences.
     pd.DataFrame({"confidence": apply_temperature(val_probs, temperature).max(axis=1)}).to_csv(
-        out_dir / "val_confidence.csv", index=False
+        out_dir / VAL_CONFIDENCE_FILE, index=False
     )
     ece = report["calibration"]
     print(

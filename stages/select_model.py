@@ -1,8 +1,8 @@
 """Stage `select`: rank the evaluated models on validation, bundle the best one for deployment with its
 unknown-photo detector, and write the comparison and the detector's figures.
 
-Reads metrics/<model>.json and metrics/<model>/val_confidence.csv of every model of train.models, their
-models/<model>/model.keras, data/ (manifests, classes, prepared photos) and data/unknown; writes the
+Reads metrics/models/<model>/ (metrics.json, val_confidence.csv) of every model of train.models, their
+models/zoo/<model>/model.keras, data/ (manifests, classes, prepared photos) and data/unknown; writes the
 deploy bundle models/deploy/, metrics/summary.json, metrics/summary.md and metrics/unknown/ (plots).
 
 The bundle gets the Keras model and its LiteRT export for serving, checked against each other on test
@@ -33,6 +33,7 @@ from fish_classifier.evaluation.selection import (
     unknown_figures,
     write_unknown_plots,
 )
+from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
 from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, add_unknown_detector, training_data_hash, write_bundle
 from fish_classifier.serving.export import evenly_spaced, export_for_serving
@@ -49,9 +50,9 @@ def main(argv=None) -> None:
     select = params.select
     settings = select.unknown
 
-    metrics = {name: json.loads(Path("metrics", f"{name}.json").read_text(encoding="utf-8")) for name in names}
+    metrics = {name: json.loads((metrics_dir(name) / METRICS_FILE).read_text(encoding="utf-8")) for name in names}
     best = rank_models(metrics, select.metric)[0]
-    val_confidence = pd.read_csv(Path("metrics", best, "val_confidence.csv"))["confidence"]
+    val_confidence = pd.read_csv(metrics_dir(best) / VAL_CONFIDENCE_FILE)["confidence"]
     threshold = choose_threshold(
         val_confidence,
         rule=select.threshold_rule,
@@ -61,11 +62,12 @@ def main(argv=None) -> None:
     classes = read_classes("data/classes.json")
     write_bundle(
         DEFAULT_BUNDLE_DIR,
-        model_path=Path("models", best, "model.keras"),
+        model_path=model_dir(best) / MODEL_FILE,
         classes=classes,
         model_name=best,
         temperature=metrics[best]["calibration"]["temperature"],
         threshold=threshold,
+        top_k=select.top_k,
         metrics=metrics[best],
         data_hash=training_data_hash(["data/manifest.csv", "data/augmented/manifest.csv"]),
     )

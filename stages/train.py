@@ -1,6 +1,6 @@
 """Stage train@<model>: fit one model of the zoo on data/manifest.csv's train photos and data/augmented
 (classes from data/classes.json, settings from params `base.seed`, `augment` and `train`), and save it as
-models/<model>/model.keras, with its training curves in models/<model>/live/.
+models/zoo/<model>/model.keras, with its training curves in models/zoo/<model>/live/.
 
     python stages/train.py mobilenetv2
 """
@@ -13,6 +13,7 @@ from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
 from fish_classifier.data.augment import AugmentSettings
+from fish_classifier.layout import MODEL_FILE, model_dir
 from fish_classifier.model.zoo import MODEL_NAMES
 from fish_classifier.params import Base, stage_arguments, stage_params
 from fish_classifier.training.multi_worker import is_chief
@@ -26,17 +27,16 @@ def main(argv=None) -> None:
     params = stage_params(base=Base, augment=AugmentSettings, train=TrainSettings.for_model(name))
     data = load_training_data("data/manifest.csv", "data/augmented/manifest.csv", "data/classes.json")
     # Under train.strategy multi_worker only the chief writes outputs; the other workers keep theirs in a scratch folder.
-    out = Path("models") / name if is_chief() else Path(tempfile.mkdtemp(prefix=f"fish-worker-{name}-"))
+    out = model_dir(name) if is_chief() else Path(tempfile.mkdtemp(prefix=f"fish-worker-{name}-"))
     out.mkdir(parents=True, exist_ok=True)
 
     # DVC runs this stage; DVCLive only writes the curves, it makes no experiment of its own.
     with Live(str(out / "live"), save_dvc_exp=False, dvcyaml=None) as live:
-        live.log_params({"model": name, **params.train.model.model_dump()})
         model = train_model(name, data, params.train, params.base.seed, callbacks=[DVCLiveCallback(live=live)],
                             augmentation=params.augment.augmentation)
-    model.save(out / "model.keras")
-    role = "" if is_chief() else f"; a worker's copy, the chief writes models/{name}/model.keras"
-    print(f"saved {out / 'model.keras'} ({len(data.classes)} classes, input {model.input_shape[1]}px{role})")
+    model.save(out / MODEL_FILE)
+    role = "" if is_chief() else f"; a worker's copy, the chief writes {model_dir(name) / MODEL_FILE}"
+    print(f"saved {out / MODEL_FILE} ({len(data.classes)} classes, input {model.input_shape[1]}px{role})")
 
 
 if __name__ == "__main__":

@@ -165,6 +165,7 @@ def _bundle_from_model(model, out_dir, classes, model_name, threshold, metrics, 
         model_name=model_name,
         temperature=1.0,
         threshold=threshold,
+        top_k=5,
         metrics=metrics,
         data_hash="sha256:test",
     )

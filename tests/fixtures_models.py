@@ -113,6 +113,7 @@ def make_bundle(folder, *, temperature: float = 1.0, threshold: float = 0.5, mod
         model_name=model_name,
         temperature=temperature,
         threshold=threshold,
+        top_k=5,
         metrics={"accuracy": 1.0, "macro_f1": 1.0},
         data_hash="sha256:test",
     )

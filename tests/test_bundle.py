@@ -74,10 +74,10 @@ def test_write_bundle_checks_the_model_against_the_classes(tmp_path):
     model_path = save_tiny_model(tmp_path / "model.keras")
     with pytest.raises(BundleError, match="has 3 outputs but there are 2 classes"):
         write_bundle(tmp_path / "deploy", model_path=model_path, classes=CLASSES[:2], model_name="tiny",
-                     temperature=1.0, threshold=0.5, metrics={}, data_hash="x")
+                     temperature=1.0, threshold=0.5, top_k=5, metrics={}, data_hash="x")
     with pytest.raises(ValueError, match="threshold must be within"):
         write_bundle(tmp_path / "deploy", model_path=model_path, classes=CLASSES, model_name="tiny",
-                     temperature=1.0, threshold=1.5, metrics={}, data_hash="x")
+                     temperature=1.0, threshold=1.5, top_k=5, metrics={}, data_hash="x")
 
 
 def test_write_bundle_never_deletes_a_folder_that_is_not_a_bundle(tmp_path):
@@ -87,7 +87,7 @@ def test_write_bundle_never_deletes_a_folder_that_is_not_a_bundle(tmp_path):
     (precious / "notes.txt").write_text("keep me")
     with pytest.raises(BundleError, match="refusing to overwrite"):
         write_bundle(precious, model_path=model_path, classes=CLASSES, model_name="tiny",
-                     temperature=1.0, threshold=0.5, metrics={}, data_hash="x")
+                     temperature=1.0, threshold=0.5, top_k=5, metrics={}, data_hash="x")
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
@@ -154,9 +154,12 @@ def test_a_bundle_without_hashes_is_refused_as_too_old(tmp_path, bundle_dir):
         ("threshold", 1.5, "a number within [0, 1]"),
         ("threshold", -0.1, "a number within [0, 1]"),
         ("threshold", True, "a number within [0, 1]"),
+        ("top_k", 0, "a whole number >= 1"),
+        ("top_k", 2.5, "a whole number >= 1"),
+        ("top_k", "five", "a whole number >= 1"),
     ],
 )
-def test_a_temperature_or_threshold_the_predictor_cannot_use_is_refused_at_load(tmp_path, bundle_dir, key, value,
+def test_a_temperature_threshold_or_top_k_the_predictor_cannot_use_is_refused_at_load(tmp_path, bundle_dir, key, value,
                                                                                  rule):
     edited = tmp_path / "edited"
     shutil.copytree(bundle_dir, edited)

@@ -21,6 +21,7 @@ from fish_classifier.evaluation.metrics import (
     reliability_table,
 )
 from fish_classifier.evaluation.predictions import predict_split
+from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,7 +121,7 @@ def _declared_evaluate_outputs(model: str) -> set[str]:
 @pytest.mark.slow
 def test_evaluate_stage_writes_every_declared_output(tmp_path):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    save_tiny_model(tmp_path / "models" / "tiny" / "model.keras")
+    save_tiny_model(tmp_path / model_dir("tiny") / MODEL_FILE)
     data = tmp_path / "data"
     data.mkdir()
     (data / "classes.json").write_text(json.dumps({"classes": CLASSES}))
@@ -150,7 +151,7 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
 
     for path in _declared_evaluate_outputs("tiny"):
         assert (tmp_path / path).is_file(), f"{path} is declared in dvc.yaml but was not written"
-    report = json.loads((tmp_path / "metrics" / "tiny.json").read_text())
+    report = json.loads((tmp_path / metrics_dir("tiny") / METRICS_FILE).read_text())
     assert report["test_images"] == 12
     assert report["accuracy"] == pytest.approx(11 / 12)
     # The clean subset: the 11 test photos without a train twin, the missed one among them.
@@ -167,15 +168,15 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     assert report["calibration"]["val_errors"] == 0
     assert TEMPERATURE_BOUNDS[0] * 1.01 < report["calibration"]["temperature"] < 1.0
 
-    predictions = pd.read_csv(tmp_path / "metrics" / "tiny" / "predictions.csv")
+    predictions = pd.read_csv(tmp_path / metrics_dir("tiny") / "predictions.csv")
     assert len(predictions) == 12 and predictions.columns.tolist()[:4] == ["path", "label", "predicted", "confidence"]
     assert (predictions["label"] != predictions["predicted"]).sum() == 1
-    confusion_rows = pd.read_csv(tmp_path / "metrics" / "tiny" / "confusion.csv")
+    confusion_rows = pd.read_csv(tmp_path / metrics_dir("tiny") / "confusion.csv")
     assert confusion_rows.columns.tolist() == ["actual", "predicted"]
     assert set(confusion_rows["actual"]) == {c["display"] for c in CLASSES}
-    assert len(pd.read_csv(tmp_path / "metrics" / "tiny" / "val_confidence.csv")) == 15
+    assert len(pd.read_csv(tmp_path / metrics_dir("tiny") / VAL_CONFIDENCE_FILE)) == 15
     for png in ("confusion.png", "reliability.png"):
-        assert (tmp_path / "metrics" / "tiny" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / metrics_dir("tiny") / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_calibration_report_fits_on_validation_and_scores_test():

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from fish_classifier.layout import MODEL_FILE, model_dir
 from fish_classifier.model.preprocessing import load_model
 from fish_classifier.training.multi_worker import is_chief, tf_config
 from fish_classifier.training.trainer import choose_strategy
@@ -83,8 +84,8 @@ def test_two_workers_end_with_identical_weights_and_only_the_chief_writes_the_mo
     chief_out, worker_out = run_two_workers(folder, model)
 
     chief_model, worker_model = saved_path(chief_out), saved_path(worker_out)
-    assert chief_model == Path("models") / model / "model.keras"
-    assert (folder / chief_model).is_file() and (folder / "models" / model / "live").is_dir()
+    assert chief_model == model_dir(model) / MODEL_FILE
+    assert (folder / chief_model).is_file() and (folder / model_dir(model) / "live").is_dir()
     assert "a worker's copy, the chief writes" in worker_out and worker_model.is_absolute()
     # Both workers took every step together: two replicas, and the same number of epochs logged.
     assert chief_out.count("Epoch 1/") == worker_out.count("Epoch 1/") >= 1

@@ -1,4 +1,5 @@
-"""End to end: the whole `dvc repro` (six models, evaluation, selection) on a tiny zip and tiny params."""
+"""End to end: the whole `dvc repro` (six models, evaluation, selection) on a tiny zip and tiny params, and
+`train.models` as the knob that trains, evaluates and selects among fewer models."""
 
 import json
 import subprocess
@@ -9,6 +10,7 @@ from repo_copy import TINY_CLASSES as CLASSES
 from repo_copy import dvc, ran_stages, tiny_pipeline_repo
 
 from fish_classifier.data.manifest import read_classes
+from fish_classifier.layout import METRICS_FILE, MODEL_FILE, MODEL_METRICS_DIR, ZOO_DIR, metrics_dir, model_dir
 from fish_classifier.model.zoo import MODEL_NAMES
 
 pytestmark = pytest.mark.slow
@@ -26,11 +28,11 @@ def repo(tmp_path_factory):
 
 def test_every_model_is_trained_and_evaluated(repo):
     for name in MODEL_NAMES:
-        assert (repo / "models" / name / "model.keras").stat().st_size > 0
-        metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        assert (repo / model_dir(name) / MODEL_FILE).stat().st_size > 0
+        metrics = json.loads((repo / metrics_dir(name) / METRICS_FILE).read_text())
         assert 0.0 <= metrics["accuracy"] <= 1.0
         assert set(metrics["per_class"]) == set(CLASSES)
-        assert (repo / "models" / name / "live" / "plots" / "metrics").is_dir()
+        assert (repo / model_dir(name) / "live" / "plots" / "metrics").is_dir()
 
 
 def test_deploy_bundle_keeps_the_class_order_of_the_data(repo):
@@ -54,7 +56,7 @@ def test_deploy_bundle_keeps_the_class_order_of_the_data(repo):
 def test_metrics_show_reads_every_model(repo):
     shown = dvc(repo, "metrics", "show", "--json").stdout
     for name in MODEL_NAMES:
-        assert f"metrics/{name}.json" in shown
+        assert (metrics_dir(name) / METRICS_FILE).as_posix() in shown
 
 
 def test_nothing_changed_means_nothing_runs(repo):
@@ -99,8 +101,23 @@ def test_exp_run_with_one_learning_rate_shows_in_metrics_diff(repo):
     assert "lr: 3e-05" in (repo / "params.yaml").read_text()
 
     diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
-    assert "metrics/cnn.json" in diff
-    assert not {f"metrics/{name}.json" for name in MODEL_NAMES if name != "cnn"} & set(diff)
+    scores = {name: (metrics_dir(name) / METRICS_FILE).as_posix() for name in MODEL_NAMES}
+    assert scores["cnn"] in diff
+    assert not {path for name, path in scores.items() if name != "cnn"} & set(diff)
     params_diff = json.loads(dvc(repo, "params", "diff", "--json").stdout)
     lr = params_diff["params.yaml"]["train.cnn.lr"]
     assert (lr["old"], lr["new"]) == (0.001, 3e-05)
+
+
+def test_train_models_picks_the_models_that_are_trained_evaluated_and_selected_among(tmp_path):
+    repo = tiny_pipeline_repo(tmp_path)
+    run = dvc(repo, "exp", "run", "-S", "train.models=[cnn,mobilenetv2]")
+    chosen = {"cnn", "mobilenetv2"}
+    expected = {"download", "prepare", "unknowns", "augment", "select"}
+    assert ran_stages(run.stdout) == expected | {f"{stage}@{name}" for stage in ("train", "evaluate") for name in chosen}
+    assert {p.name for p in (repo / ZOO_DIR).iterdir()} == chosen
+    assert {p.name for p in (repo / MODEL_METRICS_DIR).iterdir()} == chosen
+    bundle = json.loads((repo / "models" / "deploy" / "bundle.json").read_text())
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert bundle["model"] in chosen
+    assert set(summary["models"]) == chosen

@@ -114,6 +114,15 @@ def test_top_k_is_sorted_and_capped_at_the_number_of_classes(predictor):
         predictor.predict([tinted_image(RED, seed=6)], top_k=0)
 
 
+def test_top_k_defaults_to_the_bundles_select_top_k(predictor, tmp_path):
+    two = tmp_path / "two"
+    shutil.copytree(predictor.bundle.path, two)
+    update_info(two, top_k=2)
+    [result] = Predictor(two).predict([tinted_image(RED, seed=6)])
+    assert Predictor(two).top_k == 2 and len(result.top_k) == 2
+    assert len(predictor.predict([tinted_image(RED, seed=6)])[0].top_k) == min(predictor.top_k, len(CLASSES))
+
+
 def test_low_confidence_follows_the_bundle_threshold_or_an_override(predictor):
     image = tinted_image(GREEN, seed=8)
     [result] = predictor.predict(image)
@@ -154,7 +163,7 @@ def test_works_on_the_zoo_models_including_a_nested_backbone(tmp_path, name, siz
     model = build_model(name, len(CLASSES), weights=None, image_size=size)
     model.save(tmp_path / "model.keras")
     write_bundle(tmp_path / "deploy", model_path=tmp_path / "model.keras", classes=CLASSES, model_name=name,
-                 temperature=1.0, threshold=0.5, metrics={}, data_hash="x")
+                 temperature=1.0, threshold=0.5, top_k=5, metrics={}, data_hash="x")
     predictor = Predictor(tmp_path / "deploy")
 
     [result] = predictor.predict(tinted_image(RED, seed=1))

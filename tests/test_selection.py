@@ -20,6 +20,7 @@ from fish_classifier.evaluation.selection import (
     summary_markdown,
     unknown_figures,
 )
+from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
 from fish_classifier.serving.unknown import UnknownDetector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,11 +183,11 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     # best validation accuracy but a worse F1. The test scores (the reverse) must play no part.
     crafted = {"cnn": _scores(0.9, 0.95, 50), "vgg16": _scores(0.85, 0.99, 900), "mobilenetv2": _scores(0.9, 0.95, 60)}
     for name, scores in crafted.items():
-        (tmp_path / "metrics" / name).mkdir(parents=True)
-        (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(scores))
-        save_tiny_model(tmp_path / "models" / name / "model.keras")
+        (tmp_path / metrics_dir(name)).mkdir(parents=True)
+        (tmp_path / metrics_dir(name) / METRICS_FILE).write_text(json.dumps(scores))
+        save_tiny_model(tmp_path / model_dir(name) / MODEL_FILE)
     val = pd.DataFrame({"confidence": np.arange(1, 21) / 20})  # 0.05 .. 1.00; 10% of 20 = 2 may be flagged
-    val.to_csv(tmp_path / "metrics" / "mobilenetv2" / "val_confidence.csv", index=False)
+    val.to_csv(tmp_path / metrics_dir("mobilenetv2") / VAL_CONFIDENCE_FILE, index=False)
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     run = subprocess.run([sys.executable, str(REPO / "stages" / "select_model.py")], cwd=tmp_path,

@@ -17,6 +17,7 @@ class EvaluateSettings(Section):
     """params.yaml's `evaluate`."""
 
     batch_size: integer(ge=1)
+    top_k: integer(ge=1)  # the most likely classes listed per test photo in predictions.csv
     ece_bins: integer(ge=1)
     temperature_prior_sigma: number(gt=0)  # width of the prior on log T that the validation fit starts from
 

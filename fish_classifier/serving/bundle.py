@@ -31,7 +31,7 @@ LABELS_FILE = "labels.json"
 INFO_FILE = "bundle.json"
 DEFAULT_BUNDLE_DIR = Path("models/deploy")
 
-_REQUIRED_INFO = ("model", "input_size", "temperature", "threshold")
+_REQUIRED_INFO = ("model", "input_size", "temperature", "threshold", "top_k")
 _HOW_TO_FIX = "run `dvc repro` to train, evaluate and select a model"
 _HOW_TO_REBUILD = "rebuild the bundle with `dvc repro select`"
 
@@ -65,6 +65,11 @@ class Bundle:
         return float(self.info["threshold"])
 
     @property
+    def top_k(self) -> int:
+        """How many of the most likely species the app and the CLI show (params.yaml's select.top_k)."""
+        return int(self.info["top_k"])
+
+    @property
     def unknown_path(self) -> Path | None:
         """The unknown-photo detector's file, when the bundle has one."""
         return self.path / UNKNOWN_FILE if "unknown" in self.info else None
@@ -78,6 +83,7 @@ def write_bundle(
     model_name: str,
     temperature: float,
     threshold: float,
+    top_k: int,
     metrics: dict,
     data_hash: str,
 ) -> Path:
@@ -90,6 +96,8 @@ def write_bundle(
         raise ValueError(f"temperature must be positive, got {temperature}")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    if not top_k >= 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
     input_size, outputs = _model_shape(model_path)
     if outputs != len(classes):
         raise BundleError(f"model {model_path} has {outputs} outputs but there are {len(classes)} classes")
@@ -105,6 +113,7 @@ def write_bundle(
             "num_classes": len(classes),
             "temperature": float(temperature),
             "threshold": float(threshold),
+            "top_k": int(top_k),
             "metrics": metrics,
             "data_hash": data_hash,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -211,10 +220,11 @@ def _check_files(path: Path, info: dict) -> None:
 
 
 def _check_settings(path: Path, info: dict) -> None:
-    """The temperature and the threshold the Predictor applies must be numbers it can use."""
+    """The temperature, the threshold and the top_k the Predictor applies must be numbers it can use."""
     rules = {
         "temperature": ("a finite number > 0", lambda value: math.isfinite(value) and value > 0),
         "threshold": ("a number within [0, 1]", lambda value: 0 <= value <= 1),
+        "top_k": ("a whole number >= 1", lambda value: float(value).is_integer() and value >= 1),
     }
     for key, (rule, holds) in rules.items():
         value = info[key]

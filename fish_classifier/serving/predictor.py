@@ -58,6 +58,7 @@ class Predictor:
         self.input_size = bundle.input_size
         self.temperature = bundle.temperature
         self.threshold = bundle.threshold
+        self.top_k = bundle.top_k
         self.batch_size = batch_size
         self.backend, self._backend = load_backend(bundle, backend, num_threads)
         if self._backend.input_size != self.input_size:
@@ -76,13 +77,14 @@ class Predictor:
             _check_widths(bundle, outputs[PROBABILITIES], outputs[EMBEDDING], self.detector)
             self.detector.score(outputs[EMBEDDING])
 
-    def predict(self, images, top_k: int = 5, threshold: float | None = None) -> list[Prediction]:
+    def predict(self, images, top_k: int | None = None, threshold: float | None = None) -> list[Prediction]:
         """One Prediction per image, in input order; an unreadable image gets `error` set instead of a label.
 
         `images`: paths, bytes, file-likes or PIL images (or a single one of those).
-        `threshold` overrides the bundle's low-confidence threshold.
+        `top_k` and `threshold` override the bundle's (select.top_k, and the low-confidence threshold).
         """
         images = _as_list(images)
+        top_k = self.top_k if top_k is None else top_k
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         top_k = min(top_k, len(self.classes))

@@ -56,7 +56,7 @@ def _add_predict(commands) -> None:
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     predict.add_argument("--out", default="predictions.csv", help="CSV file to write (default: %(default)s)")
     predict.add_argument("--bundle", default=str(DEFAULT_BUNDLE_DIR), help="deploy bundle folder (default: %(default)s)")
-    predict.add_argument("--top-k", type=_positive_int, default=3, help="classes per image (default: %(default)s)")
+    predict.add_argument("--top-k", type=_positive_int, help="classes per image (default: the bundle's, select.top_k)")
     predict.add_argument("--batch-size", type=_positive_int, default=32, help="images per call (default: %(default)s)")
     predict.add_argument("--threshold", type=_probability, help="low-confidence threshold (default: the bundle's)")
     predict.set_defaults(run=run_predict)
