@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI: build the serving image from the project's Dockerfile, run it, and test it in a browser
-# (tests/test_docker_container.py), then remove the containers and images it made.
+# (tests/app/test_docker_container.py), then remove the containers and images it made.
 #
 # Docker Hub is out of reach, so the base image is built here from Debian's packages (mmdebstrap,
 # from this machine's apt sources, then `docker import`), and the serving wheels are downloaded with
@@ -112,9 +112,9 @@ fi
 # 5. Build, run and test the image; the test writes the figures.
 [ "$(left)" -gt 120 ] || fail "no time left for the container test ($(left) s)"
 FISH_DOCKER_TEST=1 FISH_DOCKER_BASE_IMAGE="$BASE_IMAGE" FISH_WHEELHOUSE="$wheels" FISH_DOCKER_FIGURES="$FIGURES" \
-  timeout "$(left)" "$PYTHON" -m pytest -p no:cacheprovider -rA -s tests/test_docker_container.py
+  timeout "$(left)" "$PYTHON" -m pytest -p no:cacheprovider -rA -s tests/app/test_docker_container.py
 status=$?
-[ "$status" = 0 ] || fail "tests/test_docker_container.py exited with $status"
+[ "$status" = 0 ] || fail "tests/app/test_docker_container.py exited with $status"
 [ -s "$FIGURES" ] || fail "the container test ran no checks (see its skip reasons above)"
 echo "DOCKER CHECK PASSED: image built from ./Dockerfile on $BASE_IMAGE, healthy, named the photo in the browser"
 cat "$FIGURES"

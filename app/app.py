@@ -83,7 +83,7 @@ def result_images(
 
 
 # Matplotlib's "jet" as its own piecewise-linear segments (x, value) per channel, so that the serving image
-# needs no matplotlib (about 70 MB with its fonts); tests/test_app.py checks it against matplotlib's.
+# needs no matplotlib (about 70 MB with its fonts); tests/app/test_app.py checks it against matplotlib's.
 JET_SEGMENTS = (
     ((0.0, 0.35, 0.66, 0.89, 1.0), (0.0, 0.0, 1.0, 1.0, 0.5)),  # red
     ((0.0, 0.125, 0.375, 0.64, 0.91, 1.0), (0.0, 0.0, 1.0, 1.0, 0.0, 0.0)),  # green

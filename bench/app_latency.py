@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the app harness and photo makers the app's tests use
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tests' support package: photo, bundle and app helpers
 
-from app_bundles import sample_photo  # noqa: E402
-from app_harness import CHROMIUM, headless_chromium, streamlit_server, upload, wait_for_results  # noqa: E402
+from support.app_bundles import sample_photo  # noqa: E402
+from support.app_harness import CHROMIUM, headless_chromium, streamlit_server, upload, wait_for_results  # noqa: E402
 
 from fish_classifier.serving.bundle import BundleError  # noqa: E402
 from fish_classifier.serving.inference import BACKENDS  # noqa: E402

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the dev-zip path the app's tests use
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tests' support package: photo, bundle and app helpers
 
-from app_bundles import DEV_ZIP, dev_photos  # noqa: E402
+from support.app_bundles import DEV_ZIP, dev_photos  # noqa: E402
 
 from fish_classifier.cpus import cpu_threads
 from fish_classifier.model.zoo import BACKBONES, build_backbone, split_for_fine_tuning  # noqa: E402

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the dev-zip photos the app's tests use
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tests' support package: photo, bundle and app helpers
 
-from app_bundles import sample_photo  # noqa: E402
+from support.app_bundles import sample_photo  # noqa: E402
 
 from fish_classifier.cpus import usable_cpus  # noqa: E402
 from fish_classifier.images import load_pixels  # noqa: E402

@@ -34,9 +34,9 @@ import numpy as np
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the photo and bundle makers the tests use
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tests' support package: photo, bundle and app helpers
 
-from synthetic_images import flat_16_bit_png  # noqa: E402
+from support.synthetic_images import flat_16_bit_png  # noqa: E402
 
 PNG_SIDE = 7000
 JPEG_SIZE = (4000, 3000)

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the dev-zip bundle builder the app's tests use
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tests' support package: photo, bundle and app helpers
 
-from app_bundles import DEV_ZIP, MOBILENET_WEIGHTS, build_real_photo_bundle, real_photos  # noqa: E402
+from support.app_bundles import DEV_ZIP, MOBILENET_WEIGHTS, build_real_photo_bundle, real_photos  # noqa: E402
 
 from fish_classifier.serving.export import PARITY_TOLERANCE, export_for_serving  # noqa: E402
 from fish_classifier.serving.predictor import Predictor  # noqa: E402

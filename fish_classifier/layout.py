@@ -2,7 +2,7 @@
 
 dvc.yaml's train and evaluate stages write into these folders (`foreach: ${train.models}`), and `select`
 depends on the two parents, so that DVC links it to whichever models `train.models` names, with no list
-to keep in step (tests/test_pipeline_deps.py checks that dvc.yaml spells the same paths).
+to keep in step (tests/pipeline/test_pipeline_deps.py checks that dvc.yaml spells the same paths).
 """
 
 from pathlib import Path

@@ -7,7 +7,7 @@ import pytest
 # TensorFlow's C++ start-up chatter buries test output; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from synthetic_images import write_dataset_zip, write_image_tree
+from support.synthetic_images import write_dataset_zip, write_image_tree
 
 
 @pytest.fixture

@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-
-from fish_classifier import images
-from fish_classifier.images import IMAGE_EXTENSIONS, IMAGE_FORMATS, ImageError, is_image_file, load_pixels, open_rgb
-from synthetic_images import (
+from support import REPO_ROOT
+from support.synthetic_images import (
     byte_flips,
     flat_16_bit_png,
     fuzz_originals,
@@ -23,8 +21,10 @@ from synthetic_images import (
     truncated_jpeg_bytes,
 )
 
+from fish_classifier import images
+from fish_classifier.images import IMAGE_EXTENSIONS, IMAGE_FORMATS, ImageError, is_image_file, load_pixels, open_rgb
+
 NOT_ACCEPTED = "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEV_ZIP = REPO_ROOT.parent / "shared" / "data" / "fish-dev.zip"
 
 
@@ -326,6 +326,7 @@ def test_a_decoded_phone_photo_holds_no_reference_to_the_file_bytes():
     assert sys.getrefcount(data) == references  # a cached image does not keep the upload alive
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DEV_ZIP.is_file(), reason=f"the dev photos are not here ({DEV_ZIP}); they come with ../shared")
 def test_dev_photos_load_bit_for_bit_as_before_at_the_models_sizes():
     with zipfile.ZipFile(DEV_ZIP) as archive:

@@ -9,8 +9,8 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import pytest
+from support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = REPO_ROOT / "fish_classifier"
 # What the serving image has no room for, and the serving path must never import (app/requirements.txt).
 NOT_IN_THE_IMAGE = ("tensorflow", "keras", "dvc", "dvclive", "sklearn", "scipy", "pydantic", "yaml", "matplotlib")

@@ -1,0 +1,120 @@
+"""The app in a real browser: `streamlit run` on localhost, driven by Debian's headless Chromium via Selenium.
+
+Screenshots go to test-artifacts/ (git-ignored; CI keeps them as artifacts).
+"""
+
+from pathlib import Path
+
+import pytest
+from support.app_bundles import (
+    DEV_ZIP,
+    MOBILENET_WEIGHTS,
+    build_colour_bundle,
+    build_real_photo_bundle,
+    colour_photo,
+    display_name,
+    jpeg_bytes,
+    not_fish_photos,
+    real_photos,
+    text_photo,
+)
+from support.app_harness import (
+    ARTIFACTS,
+    CHROMIUM,
+    UNKNOWN_HEADING,
+    headless_chromium,
+    save_full_page_screenshot,
+    streamlit_server,
+    upload,
+    wait_for_results,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install chromium chromium-driver"
+    ),
+]
+RESULT_TIMEOUT = 180  # seconds; the first page load imports TensorFlow and loads the model
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with headless_chromium() as driver:
+        yield driver
+
+
+def upload_and_wait(browser, url, good: Path, bad: Path, species: str, *more: Path) -> dict:
+    """Upload `good`, `bad` and `more` in one batch; the page once it shows the species of one and the error
+    of the other."""
+    browser.get(url)
+    upload(browser, [good, bad, *more], timeout=RESULT_TIMEOUT)
+    return wait_for_results(browser, species, bad.name, timeout=RESULT_TIMEOUT)
+
+
+def assert_unknown_shown(state: dict, n_species: int) -> None:
+    assert state["headings"].count(UNKNOWN_HEADING) == 1
+    [message] = [w for w in state["warnings"] if "does not look like any" in w]
+    assert message.startswith(f"This photo does not look like any of the {n_species} species this model knows")
+
+
+def error_for(state: dict, file_name: str) -> str:
+    return next(error for error in state["errors"] if file_name in error)
+
+
+def assert_full_result_shown(state: dict, good: Path) -> None:
+    assert good.name in state["text"]  # the photo's caption
+    assert "Where the model looked" in state["text"]  # the heatmap overlay
+    assert "Confidence (calibrated)" in state["text"]
+    assert state["charts"] == 1  # the top-5 chart
+    assert not [w for w in state["warnings"] if "may not be one of" in w]  # confident: no low-confidence warning
+
+
+def test_a_good_photo_gets_its_species_and_a_bad_file_its_error_in_one_batch(browser, tmp_path):
+    bundle = build_colour_bundle(tmp_path / "deploy")
+    good = tmp_path / "crimson-sample.jpg"
+    good.write_bytes(jpeg_bytes(colour_photo(0, 256, seed=3)))
+    bad = tmp_path / "field-notes.jpg"
+    bad.write_bytes(b"these are field notes, not a photo\n")
+    receipt = tmp_path / "receipt.jpg"  # a readable photo of something else: named as no species
+    receipt.write_bytes(jpeg_bytes(text_photo("receipt #1234")))
+
+    with streamlit_server(bundle, tmp_path / "streamlit.log") as url:
+        state = upload_and_wait(browser, url, good, bad, "Crimson testfish", receipt)
+        assert "not a readable image" in error_for(state, bad.name)
+        assert_full_result_shown(state, good)
+        assert_unknown_shown(state, 3)
+        shot = save_full_page_screenshot(browser, ARTIFACTS / "app-synthetic-bundle.png")
+    assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_real_fish_photo_is_named_correctly(browser, tmp_path):
+    if not DEV_ZIP.is_file() or not MOBILENET_WEIGHTS.is_file():
+        pytest.skip(f"real-photo check needs ../shared ({DEV_ZIP} and {MOBILENET_WEIGHTS.name}); not present")
+    from fish_classifier.serving.predictor import Predictor
+
+    labels = ["fish sea_food red_mullet", "fish sea_food shrimp", "fish sea_food trout"]
+    bundle = build_real_photo_bundle(tmp_path / "deploy", labels)
+    # A held-out test photo of the first species that this small model gets right.
+    candidates = real_photos(labels[:1], "test", 10)
+    predictions = Predictor(bundle).predict([data for _, data in candidates])
+    right = [data for (label, data), p in zip(candidates, predictions) if p.label == label]
+    assert len(right) >= 8, f"the test bundle got only {len(right)} of 10 red mullet test photos right"
+    good = tmp_path / "red-mullet.jpg"
+    good.write_bytes(right[0])
+    bad = tmp_path / "truncated.jpg"
+    bad.write_bytes(right[1][:2000])
+    candidates = not_fish_photos(10)
+    flagged = [data for (_, data), p in zip(candidates, Predictor(bundle).predict([d for _, d in candidates]))
+               if p.is_unknown]
+    assert len(flagged) >= 8, f"the test bundle flags only {len(flagged)} of 10 photos that are no fish"
+    no_fish = tmp_path / "no-fish.jpg"
+    no_fish.write_bytes(flagged[0])
+
+    with streamlit_server(bundle, tmp_path / "streamlit.log") as url:
+        state = upload_and_wait(browser, url, good, bad, display_name(labels[0]), no_fish)
+        assert "truncated" in error_for(state, bad.name)
+        assert_full_result_shown(state, good)
+        assert_unknown_shown(state, len(labels))
+        save_full_page_screenshot(browser, ARTIFACTS / "app-real-photo.png")

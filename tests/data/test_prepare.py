@@ -1,0 +1,171 @@
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+from support import REPO_ROOT
+from support.synthetic_images import (
+    byte_flips,
+    fuzz_originals,
+    image_bytes,
+    tiff_without_dimensions,
+    truncated_jpeg_bytes,
+)
+
+from fish_classifier import images
+from fish_classifier.data.manifest import MANIFEST_COLUMNS, DatasetError
+from fish_classifier.data.prepare import prepare_images
+
+LABELS = ["animal fish", "fish sea_food red_mullet"]
+ANIMAL_FISH_TRAIN = "train/animal fish"
+
+# Files that must be left out, with the reason the report gives.
+BAD_FILES = {
+    f"{ANIMAL_FISH_TRAIN}/truncated.jpg": (truncated_jpeg_bytes(), "corrupt or truncated"),
+    f"{ANIMAL_FISH_TRAIN}/notes.jpg": (b"these are not pixels\n", "not a readable image"),
+    f"{ANIMAL_FISH_TRAIN}/empty.jpg": (b"", "empty (0 bytes)"),
+    f"{ANIMAL_FISH_TRAIN}/photo.jpg": (tiff_without_dimensions(), "not one of JPEG, PNG, WEBP, BMP, MPO"),
+    "val/readme.txt": (b"a file outside any class folder", "not inside a class folder"),
+}
+# Files that must be kept, converted to RGB.
+AWKWARD_FILES = {
+    f"{ANIMAL_FISH_TRAIN}/cmyk.jpg": image_bytes("CMYK", seed=1),
+    f"{ANIMAL_FISH_TRAIN}/sixteen.png": image_bytes("I;16", seed=2),
+    f"{ANIMAL_FISH_TRAIN}/gray.jpg": image_bytes("L", seed=3),
+    f"{ANIMAL_FISH_TRAIN}/palette.png": image_bytes("P", seed=4),
+    f"{ANIMAL_FISH_TRAIN}/alpha.png": image_bytes("RGBA", seed=5),
+    f"{ANIMAL_FISH_TRAIN}/rotated.jpg": image_bytes(size=(40, 20), seed=6, orientation=6),
+}
+
+
+@pytest.fixture
+def prepared(make_image_tree, tmp_path):
+    extra = {name: data for name, (data, _) in BAD_FILES.items()} | AWKWARD_FILES
+    make_image_tree(tmp_path / "raw", classes=LABELS, counts={"train": 2, "val": 1, "test": 1}, extra=extra)
+    return prepare_images(tmp_path / "raw", tmp_path / "prepared", LABELS, hash_size=8, repo_root=tmp_path)
+
+
+def test_bad_files_are_reported_with_their_reason_and_left_out(prepared):
+    reasons = {row["path"]: row["reason"] for row in prepared.skipped}
+    assert set(reasons) == {f"raw/{name}" for name in BAD_FILES}
+    for name, (_, reason) in BAD_FILES.items():
+        assert reason in reasons[f"raw/{name}"]
+    kept = set(prepared.manifest["path"])
+    assert not any("truncated" in p or "notes" in p or "empty" in p for p in kept)
+
+
+def test_awkward_images_are_kept_as_rgb_pngs(prepared, tmp_path):
+    rows = prepared.manifest.set_index("path")
+    for name, data in AWKWARD_FILES.items():
+        path = "prepared/" + name.rsplit(".", 1)[0] + ".png"
+        assert path in rows.index, path
+        with Image.open(tmp_path / path) as image:
+            assert (image.format, image.mode) == ("PNG", "RGB")
+            assert (rows.loc[path, "width"], rows.loc[path, "height"]) == image.size
+        assert rows.loc[path, "sha256"] == hashlib.sha256(data).hexdigest()  # of the original file
+
+
+def test_exif_rotation_is_applied_in_the_prepared_image(prepared):
+    row = prepared.manifest.set_index("path").loc[f"prepared/{ANIMAL_FISH_TRAIN}/rotated.png"]
+    assert (row["width"], row["height"]) == (20, 40)
+
+
+def test_plain_rgb_jpegs_are_byte_copies(prepared, tmp_path):
+    original = tmp_path / "raw/train/fish sea_food red_mullet/000.jpg"
+    copy = tmp_path / "prepared/train/fish sea_food red_mullet/000.jpg"
+    assert copy.read_bytes() == original.read_bytes()
+
+
+def test_manifest_has_one_row_per_kept_image(prepared):
+    manifest = prepared.manifest
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+    # 2 classes x (2 train + 1 val + 1 test) plain images, plus the 6 awkward train images.
+    assert len(manifest) == 8 + len(AWKWARD_FILES)
+    assert manifest["split"].value_counts().to_dict() == {"train": 10, "val": 2, "test": 2}
+    assert set(manifest["label"]) == set(LABELS)
+    assert not manifest["augmented"].any() and (manifest["source"] == "").all()
+    assert prepared.hashes.shape == (len(manifest), 64) and prepared.hashes.dtype == bool
+
+
+def test_same_name_in_two_formats_gets_two_files(make_image_tree, tmp_path):
+    # fish.jpg (grayscale) and fish.png (palette) would both become fish.png.
+    extra = {
+        f"{ANIMAL_FISH_TRAIN}/fish.jpg": image_bytes("L", seed=7),
+        f"{ANIMAL_FISH_TRAIN}/fish.png": image_bytes("P", seed=8),
+    }
+    raw = make_image_tree(classes=LABELS, counts={"train": 1}, extra=extra)
+    for split in ("val", "test"):
+        (raw / split).mkdir()
+    manifest = prepare_images(raw, tmp_path / "prepared", LABELS, hash_size=8, repo_root=tmp_path).manifest
+    fish = sorted(p.rsplit("/", 1)[1] for p in manifest["path"] if p.startswith(f"prepared/{ANIMAL_FISH_TRAIN}/fish"))
+    assert len(fish) == 2 and "fish.png" in fish
+
+
+def test_a_class_with_no_usable_train_image_is_an_error(make_image_tree, tmp_path):
+    raw = make_image_tree(classes=["animal fish"], counts={"train": 1, "val": 1, "test": 1})
+    (raw / "train" / "fish sea_food shrimp").mkdir()
+    (raw / "train" / "fish sea_food shrimp" / "broken.jpg").write_bytes(truncated_jpeg_bytes())
+    with pytest.raises(DatasetError, match="train/fish sea_food shrimp has no usable image"):
+        prepare_images(raw, tmp_path / "prepared", ["animal fish", "fish sea_food shrimp"], hash_size=8)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL.*")  # Pillow's notes on the corrupt EXIF it was fed
+def test_corrupted_files_are_skipped_and_never_stop_the_run(make_image_tree, tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 256 * 256)  # a flipped header may claim a huge image
+    extra = {
+        f"{ANIMAL_FISH_TRAIN}/{extension}-{i:02d}.{extension}": corrupted
+        for extension, original in fuzz_originals().items()
+        for i, corrupted in enumerate(byte_flips(original, 50, seed=11))
+    }
+    raw = make_image_tree(classes=LABELS, counts={"train": 1, "val": 1, "test": 1}, extra=extra)
+
+    prepared = prepare_images(raw, tmp_path / "prepared", LABELS, hash_size=8, repo_root=tmp_path)
+
+    assert len(prepared.manifest) + len(prepared.skipped) == 6 + len(extra)
+    assert len(prepared.skipped) > 50
+    assert all(row["reason"] and "\n" not in row["reason"] for row in prepared.skipped)
+
+
+def test_a_file_over_the_size_limit_is_skipped(make_image_tree, tmp_path, monkeypatch):
+    raw = make_image_tree(classes=LABELS, counts={"train": 1, "val": 1, "test": 1})
+    (raw / ANIMAL_FISH_TRAIN / "huge.bmp").write_bytes(b"BM" + bytes(20_000))
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 20_000)
+    prepared = prepare_images(raw, tmp_path / "prepared", LABELS, hash_size=8, repo_root=tmp_path)
+    assert prepared.skipped == [
+        {"path": f"raw/{ANIMAL_FISH_TRAIN}/huge.bmp", "split": "train", "label": "animal fish",
+         "reason": "file is 20,002 bytes, over the 20,000-byte limit"}
+    ]  # fmt: skip
+
+
+def test_classes_missing_from_val_or_test_get_a_warning(make_image_tree, tmp_path):
+    labels = [*LABELS, "fish sea_food trout"]
+    counts = {"train": 1, "val": {"animal fish": 1, "fish sea_food red_mullet": 1}, "test": {"animal fish": 1}}
+    raw = make_image_tree(classes=labels, counts=counts)
+    prepared = prepare_images(raw, tmp_path / "prepared", labels, hash_size=8)
+    assert prepared.warnings == [
+        "class 'fish sea_food red_mullet' has no usable image in test/, so no test score covers it",
+        "class 'fish sea_food trout' has no usable image in val/ or test/, so no val or test score covers it",
+    ]
+
+
+def test_every_class_in_every_split_gives_no_warning(prepared):
+    assert prepared.warnings == []
+
+
+def test_stage_prints_the_warnings_and_records_them_in_the_report(make_image_tree, tmp_path):
+    counts = {"train": 1, "val": {"animal fish": 1}, "test": {"animal fish": 1}}
+    make_image_tree(tmp_path / "data" / "raw", classes=LABELS, counts=counts)
+    (tmp_path / "params.yaml").write_text(
+        "prepare:\n  near_duplicate_distance: 4\n  hash_size: 8\n  display_names: {}\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "stages" / "prepare.py")],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    warning = "class 'fish sea_food red_mullet' has no usable image in val/ or test/, so no val or test score covers it"
+    assert f"warning: {warning}" in result.stdout.splitlines()
+    report = json.loads((tmp_path / "data" / "prepare_report.json").read_text())
+    assert report["warnings"] == [warning]

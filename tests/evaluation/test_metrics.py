@@ -1,0 +1,222 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from support import REPO_ROOT as REPO
+from support.fixtures_models import CLASSES, save_tiny_model, write_tinted_images
+
+from fish_classifier.evaluation.calibration import TEMPERATURE_BOUNDS
+from fish_classifier.evaluation.metrics import (
+    calibration_report,
+    classification_report,
+    confusion,
+    expected_calibration_error,
+    predictions_table,
+    reliability_table,
+)
+from fish_classifier.evaluation.predictions import predict_split
+from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
+
+# Rows = actual class, columns = predicted class.
+HAND_MADE = np.array(
+    [
+        [3, 1, 0],  # class a: 4 images, 3 right
+        [1, 2, 1],  # class b: 4 images, 2 right
+        [0, 0, 2],  # class c: 2 images, both right
+    ]
+)
+
+
+def _pairs(matrix):
+    y_true, y_pred = [], []
+    for (actual, predicted), count in np.ndenumerate(matrix):
+        y_true += [actual] * count
+        y_pred += [predicted] * count
+    return np.array(y_true), np.array(y_pred)
+
+
+def test_scores_match_hand_computed_values_on_a_known_confusion_matrix():
+    y_true, y_pred = _pairs(HAND_MADE)
+    report = classification_report(y_true, y_pred, ["a", "b", "c"])
+
+    assert report["accuracy"] == pytest.approx(0.7)  # 7 on the diagonal of 10
+    # precision = diagonal / column sum: a 3/4, b 2/3, c 2/3
+    assert report["per_class"]["a"]["precision"] == pytest.approx(3 / 4)
+    assert report["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert report["per_class"]["c"]["precision"] == pytest.approx(2 / 3)
+    # recall = diagonal / row sum: a 3/4, b 2/4, c 2/2
+    assert report["per_class"]["a"]["recall"] == pytest.approx(3 / 4)
+    assert report["per_class"]["b"]["recall"] == pytest.approx(1 / 2)
+    assert report["per_class"]["c"]["recall"] == pytest.approx(1.0)
+    # f1 = 2pr / (p + r): a 3/4, b (2/3)/(7/6) = 4/7, c (4/3)/(5/3) = 4/5
+    assert report["per_class"]["a"]["f1"] == pytest.approx(3 / 4)
+    assert report["per_class"]["b"]["f1"] == pytest.approx(4 / 7)
+    assert report["per_class"]["c"]["f1"] == pytest.approx(4 / 5)
+    assert [report["per_class"][k]["support"] for k in "abc"] == [4, 4, 2]
+    # macro = plain mean over classes: P (3/4 + 2/3 + 2/3)/3 = 25/36, R (3/4 + 1/2 + 1)/3 = 3/4,
+    # F1 (3/4 + 4/7 + 4/5)/3 = (105 + 80 + 112)/140/3 = 99/140
+    assert report["macro_precision"] == pytest.approx(25 / 36)
+    assert report["macro_recall"] == pytest.approx(3 / 4)
+    assert report["macro_f1"] == pytest.approx(99 / 140)
+    np.testing.assert_array_equal(confusion(y_true, y_pred, 3), HAND_MADE)
+
+
+def test_a_class_never_predicted_scores_zero_precision_not_nan():
+    # Everything predicted as class 0: class 0 P = 2/4, R = 1, F1 = 2/3; class 1 P = R = F1 = 0.
+    report = classification_report([0, 0, 1, 1], [0, 0, 0, 0], ["x", "y"])
+    assert report["per_class"]["y"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert report["macro_precision"] == pytest.approx(0.25)
+    assert report["macro_f1"] == pytest.approx(1 / 3)
+
+
+def test_expected_calibration_error_matches_hand_computed_value():
+    confidences = [0.95, 0.95, 0.65, 0.65, 0.65, 0.65]
+    correct = [1, 0, 1, 1, 1, 0]
+    # With 15 bins: 0.95 falls in (14/15, 1], accuracy 1/2, gap 0.45, weight 2/6;
+    # 0.65 falls in (9/15, 10/15], accuracy 3/4, gap 0.10, weight 4/6.
+    # ECE = 0.45 * 1/3 + 0.10 * 2/3 = 13/60.
+    assert expected_calibration_error(confidences, correct, bins=15) == pytest.approx(13 / 60)
+
+    table = reliability_table(confidences, correct, bins=15)
+    assert table["bin"].tolist() == [9, 14]
+    assert table["count"].tolist() == [4, 2]
+    assert table["accuracy"].tolist() == pytest.approx([0.75, 0.5])
+    assert table["confidence"].tolist() == pytest.approx([0.65, 0.95])
+
+
+def test_a_confidence_of_exactly_one_lands_in_the_top_bin():
+    table = reliability_table([1.0, 1.0], [1, 1], bins=15)
+    assert table["bin"].tolist() == [14]
+    assert expected_calibration_error([1.0, 1.0], [1, 1], bins=15) == 0.0
+
+
+def test_predictions_table_lists_top_k_labels_most_likely_first():
+    probabilities = np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])
+    table = predictions_table(["a.jpg", "b.jpg"], [1, 2], probabilities, ["x", "y", "z"], top_k=2)
+    assert table.columns.tolist() == ["path", "label", "predicted", "confidence", "top_2"]
+    assert table["label"].tolist() == ["y", "z"]
+    assert table["predicted"].tolist() == ["y", "x"]
+    assert table["confidence"].tolist() == [0.7, 0.5]
+    assert table["top_2"].tolist() == ["y:0.7000; z:0.2000", "x:0.5000; z:0.3000"]
+
+
+def _declared_evaluate_outputs(model: str) -> set[str]:
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate"]["do"]
+    paths = set()
+    for section in ("outs", "metrics", "plots"):
+        for entry in stage.get(section, []):
+            path = next(iter(entry)) if isinstance(entry, dict) else entry
+            paths.add(path.replace("${item}", model))
+    return paths
+
+
+@pytest.mark.slow
+def test_evaluate_stage_writes_every_declared_output(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    save_tiny_model(tmp_path / model_dir("tiny") / MODEL_FILE)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "classes.json").write_text(json.dumps({"classes": CLASSES}))
+    rows = []
+    for split, count in (("train", 2), ("val", 5), ("test", 4)):
+        for path, index in write_tinted_images(data / "prepared" / split, count, seed=len(rows)):
+            rows.append({"path": Path(path).relative_to(tmp_path).as_posix(), "split": split,
+                         "label": CLASSES[index]["label"], "augmented": False})
+    # One test image of the last class filed under the first: the model will "miss" it.
+    test_rows = [r for r in rows if r["split"] == "test"]
+    test_rows[-1]["label"] = CLASSES[0]["label"]
+    # Augmented copies must never be scored.
+    rows.append({**test_rows[0], "split": "test", "augmented": True})
+    manifest = pd.DataFrame(rows).assign(sha256="x", width=48, height=48, source="")
+    manifest.to_csv(data / "manifest.csv", index=False)
+    # prepare's report: the first test photo has a near duplicate in train, so the clean subset leaves it out.
+    train_path = next(r["path"] for r in rows if r["split"] == "train")
+    (data / "prepare_report.json").write_text(json.dumps({
+        "exact_duplicate_pairs": {"train-test": []},
+        "near_duplicate_pairs": {"train-test": [{"train": train_path, "test": test_rows[0]["path"], "distance": 2}]},
+    }))
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = subprocess.run([sys.executable, str(REPO / "stages" / "evaluate.py"), "tiny"], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    for path in _declared_evaluate_outputs("tiny"):
+        assert (tmp_path / path).is_file(), f"{path} is declared in dvc.yaml but was not written"
+    report = json.loads((tmp_path / metrics_dir("tiny") / METRICS_FILE).read_text())
+    assert report["test_images"] == 12
+    assert report["accuracy"] == pytest.approx(11 / 12)
+    # The clean subset: the 11 test photos without a train twin, the missed one among them.
+    assert (report["test_clean"]["images"], report["test_clean"]["left_out"]) == (11, 1)
+    assert report["test_clean"]["accuracy"] == pytest.approx(10 / 11)
+    assert report["val"]["accuracy"] == 1.0 and report["val"]["images"] == 15
+    assert report["per_class"][CLASSES[0]["label"]]["support"] == 5
+    assert report["per_class"][CLASSES[0]["label"]]["recall"] == pytest.approx(4 / 5)
+    assert report["per_class"][CLASSES[-1]["label"]]["precision"] == pytest.approx(3 / 4)
+    assert report["input_size"] == 32
+    assert report["images_per_second"] > 0 and report["model_size_mb"] > 0
+    # The tiny model names every validation tint right: the likelihood alone would sharpen without end;
+    # params' prior on log T stops it inside the bounds (tests/evaluation/test_calibration.py checks that minimum).
+    assert report["calibration"]["val_errors"] == 0
+    assert TEMPERATURE_BOUNDS[0] * 1.01 < report["calibration"]["temperature"] < 1.0
+
+    predictions = pd.read_csv(tmp_path / metrics_dir("tiny") / "predictions.csv")
+    assert len(predictions) == 12 and predictions.columns.tolist()[:4] == ["path", "label", "predicted", "confidence"]
+    assert (predictions["label"] != predictions["predicted"]).sum() == 1
+    confusion_rows = pd.read_csv(tmp_path / metrics_dir("tiny") / "confusion.csv")
+    assert confusion_rows.columns.tolist() == ["actual", "predicted"]
+    assert set(confusion_rows["actual"]) == {c["display"] for c in CLASSES}
+    assert len(pd.read_csv(tmp_path / metrics_dir("tiny") / VAL_CONFIDENCE_FILE)) == 15
+    for png in ("confusion.png", "reliability.png"):
+        assert (tmp_path / metrics_dir("tiny") / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibration_report_fits_on_validation_and_scores_test():
+    # Validation: one confident error in four, so the fitted temperature softens (T > 1).
+    val = np.array([[0.95, 0.05], [0.05, 0.95], [0.95, 0.05], [0.9, 0.1]])
+    test = np.array([[0.97, 0.03], [0.15, 0.85], [0.96, 0.04], [0.25, 0.75]])
+    report = calibration_report(val, [0, 1, 0, 1], test, [0, 1, 1, 1], bins=10, prior_sigma=1.0)
+    assert report["val_errors"] == 1
+    assert report["temperature"] > 1
+    assert report["nll_after"] < report["nll_before"]
+    # By hand, at T = 1: bin [0.9, 1] holds 0.97 (right) and 0.96 (wrong): |0.5 - 0.965| * 2/4 = 0.2325;
+    # bin [0.8, 0.9) holds 0.85 (right): 0.15 * 1/4; bin [0.7, 0.8) holds 0.75 (right): 0.25 * 1/4.
+    assert report["ece_before"] == pytest.approx(0.2325 + 0.0375 + 0.0625)
+
+
+class TintBackend:
+    """Answers with the image's mean colour as probabilities over (blue, green, red): CLASSES' order."""
+
+    input_size = 16
+
+    def __call__(self, batch):
+        means = np.asarray(batch, dtype=np.float64).mean(axis=(1, 2))[:, ::-1]  # RGB -> blue, green, red
+        return means / means.sum(axis=1, keepdims=True)
+
+
+def test_predict_split_scores_the_split_originals_with_labels_in_classes_order(tmp_path):
+    written = write_tinted_images(tmp_path, per_class=2)
+    manifest = pd.DataFrame(
+        {
+            "path": [path for path, _ in written],
+            "label": [CLASSES[index]["label"] for _, index in written],
+            "split": ["test", "val"] * 3,
+            "augmented": [False, False, False, False, True, False],
+        }
+    )
+
+    test = predict_split(TintBackend(), manifest, "test", CLASSES, batch_size=1, desc="test")
+
+    # Rows 0 and 2 (blue, green); row 4 (red) is an augmented copy and never scored.
+    assert test.rows["path"].tolist() == [written[0][0], written[2][0]]
+    assert test.y_true.tolist() == [0, 1]
+    assert test.probabilities.shape == (2, 3)
+    assert test.probabilities.argmax(axis=1).tolist() == [0, 1]
+    assert test.seconds > 0

@@ -1,0 +1,130 @@
+"""End to end: the whole `dvc repro` (six models, evaluation, selection) on a tiny zip and tiny params, and
+`train.models` as the knob that trains, evaluates and selects among fewer models."""
+
+import json
+import subprocess
+
+import pytest
+import yaml
+from support.repo_copy import TINY_CLASSES as CLASSES
+from support.repo_copy import dvc, ran_stages, tiny_pipeline_repo
+
+from fish_classifier.data.manifest import read_classes
+from fish_classifier.layout import METRICS_FILE, MODEL_FILE, MODEL_METRICS_DIR, ZOO_DIR, metrics_dir, model_dir
+from fish_classifier.model.zoo import MODEL_NAMES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = tiny_pipeline_repo(tmp_path_factory.mktemp("pipeline"))
+    first = dvc(repo, "repro")
+    expected = {"download", "prepare", "unknowns", "augment", "select"}
+    expected |= {f"{stage}@{name}" for stage in ("train", "evaluate") for name in MODEL_NAMES}
+    assert ran_stages(first.stdout) == expected
+    return repo
+
+
+def test_every_model_is_trained_and_evaluated(repo):
+    for name in MODEL_NAMES:
+        assert (repo / model_dir(name) / MODEL_FILE).stat().st_size > 0
+        metrics = json.loads((repo / metrics_dir(name) / METRICS_FILE).read_text())
+        assert 0.0 <= metrics["accuracy"] <= 1.0
+        assert set(metrics["per_class"]) == set(CLASSES)
+        assert (repo / model_dir(name) / "live" / "plots" / "metrics").is_dir()
+
+
+def test_deploy_bundle_keeps_the_class_order_of_the_data(repo):
+    deploy = repo / "models" / "deploy"
+    bundle = json.loads((deploy / "bundle.json").read_text())
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert bundle["model"] in MODEL_NAMES
+    assert (deploy / "model.keras").is_file()
+    labels = json.loads((deploy / "labels.json").read_text())["classes"]
+    assert labels == read_classes(repo / "data" / "classes.json")
+    summary_text = (repo / "metrics" / "summary.md").read_text()
+    assert "| Model |" in summary_text
+    # No unknown-photo set in the tiny params: the figures are skipped, and summary.md says so; the
+    # detector is in the bundle all the same, hashed with the models.
+    assert "`data.unknown_source` is empty), so the figures of the unknown-photo detector are skipped" in summary_text
+    assert "unknown.npz" in bundle["files"] and bundle["unknown"]["figures"] is None
+    assert summary  # the ranking that chose the bundle's model
+    assert bundle["model"] in json.dumps(summary)
+
+
+def test_metrics_show_reads_every_model(repo):
+    shown = dvc(repo, "metrics", "show", "--json").stdout
+    for name in MODEL_NAMES:
+        assert (metrics_dir(name) / METRICS_FILE).as_posix() in shown
+
+
+def test_nothing_changed_means_nothing_runs(repo):
+    again = dvc(repo, "repro")
+    assert ran_stages(again.stdout) == set()
+    assert "Data and pipelines are up to date" in again.stdout
+
+
+def test_one_models_params_retrain_only_that_model(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["vgg16"]["head_lr"] = 0.005
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = dvc(repo, "repro")
+    assert ran_stages(rerun.stdout) == {"train@vgg16", "evaluate@vgg16", "select"}
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+
+
+def test_push_then_pull_gives_a_fresh_clone_the_bundle_with_nothing_to_rerun(repo, tmp_path):
+    dvc(repo, "remote", "add", "--default", "team", str(tmp_path / "remote"))
+    dvc(repo, "push")
+    git = ["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost"]
+    subprocess.run(git + ["add", "-A"], cwd=repo, check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "trained"], cwd=repo, check=True)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    assert not (clone / "models" / "deploy").exists()
+
+    dvc(clone, "pull")
+    bundle = json.loads((clone / "models" / "deploy" / "bundle.json").read_text())
+    assert bundle == json.loads((repo / "models" / "deploy" / "bundle.json").read_text())
+    assert (clone / "metrics" / "summary.json").is_file()
+    assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
+    assert ran_stages(dvc(clone, "repro").stdout) == set()
+
+    # Only the bundle, as a serving machine would take it (docs/scaling.md).
+    server = tmp_path / "server"
+    subprocess.run(["git", "clone", "-q", str(repo), str(server)], check=True)
+    dvc(server, "pull", "models/deploy")
+    assert json.loads((server / "models" / "deploy" / "bundle.json").read_text()) == bundle
+    assert not (server / "data" / "prepared").exists() and not (server / "models" / "zoo").exists()
+
+
+def test_exp_run_with_one_learning_rate_shows_in_metrics_diff(repo):
+    subprocess.run(["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost", "commit", "-qam", "baseline"],
+                   cwd=repo, check=False)  # nothing to commit when an earlier test already did
+    # `3e-05` is how `dvc exp run -S` writes 0.00003; the stages must read it as a number.
+    run = dvc(repo, "exp", "run", "-S", "train.cnn.lr=0.00003")
+    assert ran_stages(run.stdout) == {"train@cnn", "evaluate@cnn", "select"}
+    assert "lr: 3e-05" in (repo / "params.yaml").read_text()
+
+    diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
+    scores = {name: (metrics_dir(name) / METRICS_FILE).as_posix() for name in MODEL_NAMES}
+    assert scores["cnn"] in diff
+    assert not {path for name, path in scores.items() if name != "cnn"} & set(diff)
+    params_diff = json.loads(dvc(repo, "params", "diff", "--json").stdout)
+    lr = params_diff["params.yaml"]["train.cnn.lr"]
+    assert (lr["old"], lr["new"]) == (0.001, 3e-05)
+
+
+def test_train_models_picks_the_models_that_are_trained_evaluated_and_selected_among(tmp_path):
+    repo = tiny_pipeline_repo(tmp_path)
+    run = dvc(repo, "exp", "run", "-S", "train.models=[cnn,mobilenetv2]")
+    chosen = {"cnn", "mobilenetv2"}
+    expected = {"download", "prepare", "unknowns", "augment", "select"}
+    assert ran_stages(run.stdout) == expected | {f"{stage}@{name}" for stage in ("train", "evaluate") for name in chosen}
+    assert {p.name for p in (repo / ZOO_DIR).iterdir()} == chosen
+    assert {p.name for p in (repo / MODEL_METRICS_DIR).iterdir()} == chosen
+    bundle = json.loads((repo / "models" / "deploy" / "bundle.json").read_text())
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert bundle["model"] in chosen
+    assert set(summary["models"]) == chosen

@@ -1,0 +1,170 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from support.fixtures_models import CLASSES, make_bundle, save_tiny_model, tinted_pixels, trained_tiny_model
+
+from fish_classifier.hashing import file_sha256
+from fish_classifier.serving.bundle import BundleError, read_bundle, training_data_hash, update_info, write_bundle
+from fish_classifier.serving.predictor import Predictor
+from fish_classifier.serving.unknown import UnknownDetector
+from fish_classifier.temperature import apply_temperature
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "deploy", temperature=1.7, threshold=0.42)
+
+
+def test_round_trip_keeps_settings_and_label_order(bundle_dir):
+    bundle = read_bundle(bundle_dir)
+    assert bundle.classes == CLASSES
+    # The fixture's classes are sorted by label, not by display name: the order must survive as written.
+    assert [c["display"] for c in bundle.classes] == ["Mullet", "Bass", "Trout"]
+    assert (bundle.model_name, bundle.input_size, bundle.temperature, bundle.threshold) == ("tiny", 32, 1.7, 0.42)
+    assert bundle.info["metrics"] == {"accuracy": 1.0, "macro_f1": 1.0}
+    assert bundle.info["data_hash"] == "sha256:test"
+    assert bundle.info["created_at"].endswith("+00:00")
+
+
+def test_predictor_on_a_bundle_gives_the_raw_models_labels_and_probabilities(bundle_dir):
+    rng = np.random.default_rng(7)
+    labels = [c["label"] for c in CLASSES for _ in range(3)]
+    pixels = np.stack([tinted_pixels(label, rng) for label in labels])
+    raw = trained_tiny_model()(pixels.astype(np.float32), training=False).numpy()
+
+    images = [Image.fromarray(p) for p in pixels]
+    predictions = Predictor(bundle_dir).predict(images, top_k=len(CLASSES))
+
+    assert [p.label for p in predictions] == labels
+    assert [p.label for p in predictions] == [CLASSES[i]["label"] for i in raw.argmax(axis=1)]
+    expected = apply_temperature(raw, 1.7)
+    for prediction, row in zip(predictions, expected):
+        by_label = {label: probability for label, _, probability in prediction.top_k}
+        assert [by_label[c["label"]] for c in CLASSES] == pytest.approx(row.tolist(), abs=1e-5)
+        assert prediction.confidence == pytest.approx(row.max(), abs=1e-5)
+        assert prediction.display_name == next(c["display"] for c in CLASSES if c["label"] == prediction.label)
+
+
+def test_missing_bundle_tells_the_user_to_run_the_pipeline(tmp_path):
+    with pytest.raises(BundleError, match=r"no deploy bundle at .*nowhere.*run `dvc repro`"):
+        read_bundle(tmp_path / "nowhere")
+
+
+def test_incomplete_or_broken_bundles_name_the_bad_part(tmp_path, bundle_dir):
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle_dir, broken)
+    (broken / "labels.json").unlink()
+    with pytest.raises(BundleError, match="labels.json is missing"):
+        read_bundle(broken)
+
+    (broken / "labels.json").write_text("{not json")
+    with pytest.raises(BundleError, match="cannot read .*labels.json"):
+        read_bundle(broken)
+
+    (broken / "labels.json").write_text(json.dumps({"classes": CLASSES[:2]}))
+    with pytest.raises(BundleError, match="says 3 classes but labels.json lists 2"):
+        read_bundle(broken)
+
+
+def test_write_bundle_checks_the_model_against_the_classes(tmp_path):
+    model_path = save_tiny_model(tmp_path / "model.keras")
+    with pytest.raises(BundleError, match="has 3 outputs but there are 2 classes"):
+        write_bundle(tmp_path / "deploy", model_path=model_path, classes=CLASSES[:2], model_name="tiny",
+                     temperature=1.0, threshold=0.5, top_k=5, metrics={}, data_hash="x")
+    with pytest.raises(ValueError, match="threshold must be within"):
+        write_bundle(tmp_path / "deploy", model_path=model_path, classes=CLASSES, model_name="tiny",
+                     temperature=1.0, threshold=1.5, top_k=5, metrics={}, data_hash="x")
+
+
+def test_write_bundle_never_deletes_a_folder_that_is_not_a_bundle(tmp_path):
+    model_path = save_tiny_model(tmp_path / "src" / "model.keras")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(BundleError, match="refusing to overwrite"):
+        write_bundle(precious, model_path=model_path, classes=CLASSES, model_name="tiny",
+                     temperature=1.0, threshold=0.5, top_k=5, metrics={}, data_hash="x")
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_training_data_hash_follows_the_manifest_contents(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,split\na.jpg,train\n")
+    first = training_data_hash([manifest, tmp_path / "absent.csv"])
+    assert first == training_data_hash([manifest, tmp_path / "absent.csv"])
+    manifest.write_text("path,split\nb.jpg,train\n")
+    assert training_data_hash([manifest, tmp_path / "absent.csv"]) != first
+
+
+def test_the_unknown_photo_detector_round_trips_and_is_hashed(bundle_dir):
+    bundle = read_bundle(bundle_dir)
+    assert bundle.unknown_path == Path(bundle_dir) / "unknown.npz"
+    assert bundle.info["files"]["unknown.npz"] == file_sha256(bundle.unknown_path)
+    detector = UnknownDetector.load(bundle.unknown_path)
+    assert (detector.method, detector.threshold) == ("mahalanobis", bundle.info["unknown"]["threshold"])
+
+
+@pytest.mark.parametrize("name", ["unknown.npz", "labels.json", "model.keras"])
+def test_a_changed_file_is_refused_at_load_with_how_to_rebuild(tmp_path, bundle_dir, name):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle_dir, tampered)
+    if name == "labels.json":  # the same classes, reversed: it would serve the wrong species
+        (tampered / name).write_text(json.dumps({"classes": CLASSES[::-1]}))
+    else:
+        with open(tampered / name, "r+b") as f:
+            f.seek(100)
+            f.write(b"tampered")
+    with pytest.raises(BundleError) as error:
+        read_bundle(tampered)
+    assert str(error.value) == (f"{tampered / name} does not match the sha256 in bundle.json (changed or corrupt "
+                                "since the bundle was made); rebuild the bundle with `dvc repro select`")
+
+
+def test_a_missing_detector_file_is_refused(tmp_path, bundle_dir):
+    incomplete = tmp_path / "incomplete"
+    shutil.copytree(bundle_dir, incomplete)
+    (incomplete / "unknown.npz").unlink()
+    with pytest.raises(BundleError, match="is incomplete: unknown.npz is missing; rebuild the bundle with `dvc repro"):
+        read_bundle(incomplete)
+
+
+def test_a_bundle_without_hashes_is_refused_as_too_old(tmp_path, bundle_dir):
+    old = tmp_path / "old"
+    shutil.copytree(bundle_dir, old)
+    info = json.loads((old / "bundle.json").read_text())
+    del info["files"]
+    (old / "bundle.json").write_text(json.dumps(info))
+    with pytest.raises(BundleError, match=r"lists no file hashes \(a bundle from an older version\)"):
+        read_bundle(old)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule"),
+    [
+        ("temperature", 0, "a finite number > 0"),
+        ("temperature", -1.5, "a finite number > 0"),
+        ("temperature", "warm", "a finite number > 0"),
+        ("temperature", None, "a finite number > 0"),
+        ("temperature", float("nan"), "a finite number > 0"),
+        ("threshold", "high", "a number within [0, 1]"),
+        ("threshold", 1.5, "a number within [0, 1]"),
+        ("threshold", -0.1, "a number within [0, 1]"),
+        ("threshold", True, "a number within [0, 1]"),
+        ("top_k", 0, "a whole number >= 1"),
+        ("top_k", 2.5, "a whole number >= 1"),
+        ("top_k", "five", "a whole number >= 1"),
+    ],
+)
+def test_a_temperature_threshold_or_top_k_the_predictor_cannot_use_is_refused_at_load(tmp_path, bundle_dir, key, value,
+                                                                                 rule):
+    edited = tmp_path / "edited"
+    shutil.copytree(bundle_dir, edited)
+    update_info(edited, **{key: value})  # bundle.json is not hashed: its values are checked instead
+    with pytest.raises(BundleError) as error:
+        read_bundle(edited)
+    assert str(error.value) == (f"{edited / 'bundle.json'}: {key} must be {rule}, got {value!r}; "
+                                "rebuild the bundle with `dvc repro select`")

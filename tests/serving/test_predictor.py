@@ -1,0 +1,222 @@
+import io
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from support.fixtures_models import CLASSES, make_bundle, tinted_image
+from support.synthetic_images import byte_flips, fuzz_originals, tiff_without_dimensions
+
+from fish_classifier import images
+from fish_classifier.serving.bundle import BundleError, add_file, add_unknown_detector, update_info
+from fish_classifier.serving.predictor import Prediction, Predictor
+from fish_classifier.serving.unknown import UnknownDetector
+
+RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    # A high temperature keeps confidences below 1.0, so thresholds around them are testable.
+    return Predictor(make_bundle(tmp_path_factory.mktemp("bundle") / "deploy", temperature=8.0, threshold=0.5))
+
+
+def _png_bytes(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_exposes_the_bundle_settings(predictor):
+    assert predictor.classes == CLASSES
+    assert (predictor.model_name, predictor.input_size, predictor.threshold) == ("tiny", 32, 0.5)
+    assert predictor.info["temperature"] == 8.0
+
+
+def test_paths_bytes_file_likes_and_pil_images_give_the_same_answer(predictor, tmp_path):
+    image = tinted_image(GREEN, seed=3)
+    path = tmp_path / "green.png"
+    image.save(path)
+    upload = io.BytesIO(_png_bytes(image))
+    upload.name = "upload.png"
+
+    results = predictor.predict([str(path), path, _png_bytes(image), upload, image])
+
+    assert [r.source for r in results] == [str(path), str(path), "image 3", "upload.png", "image 5"]
+    assert {r.label for r in results} == {GREEN}
+    assert {r.display_name for r in results} == {"Bass"}
+    assert [r.confidence for r in results] == pytest.approx([results[0].confidence] * 5)
+    assert all(r.error is None for r in results)
+
+
+def test_a_single_image_needs_no_list(predictor):
+    [result] = predictor.predict(tinted_image(BLUE, seed=4))
+    assert result.label == BLUE and result.display_name == "Mullet"
+
+
+def test_an_unreadable_item_gets_an_error_and_the_others_are_still_predicted(predictor, tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    truncated = _png_bytes(tinted_image(RED, seed=5))[:60]
+
+    results = predictor.predict(
+        [tinted_image(RED, seed=1), empty, text, truncated, tmp_path / "missing.png", tinted_image(BLUE, seed=2)]
+    )
+
+    assert [r.label for r in results] == [RED, None, None, None, None, BLUE]
+    assert results[1].error == "file is empty (0 bytes)"
+    assert results[2].error == "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
+    assert results[3].error.startswith("image data is corrupt or truncated")
+    assert results[4].error.startswith("no such file")
+    for failed in results[1:5]:
+        assert failed.display_name is None and math.isnan(failed.confidence) and failed.top_k == []
+        assert not failed.is_low_confidence
+    assert results[0].error is None and results[5].error is None
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL.*")  # Pillow's notes on the corrupt EXIF it was fed
+def test_corrupted_files_get_error_rows_and_never_stop_the_batch(predictor, tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 256 * 256)  # a flipped header may claim a huge image
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(tiff_without_dimensions())
+    corrupted = [data for original in fuzz_originals().values() for data in byte_flips(original, 12, seed=5)]
+
+    results = predictor.predict([tinted_image(RED, seed=1), photo, *corrupted])
+
+    assert len(results) == 2 + len(corrupted)
+    assert (results[0].label, results[0].error) == (RED, None)
+    assert results[1].error == "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
+    labels = {c["label"] for c in CLASSES}
+    for result in results[2:]:
+        assert (result.label in labels and result.error is None) or (result.label is None and result.error)
+    assert sum(result.error is not None for result in results) > 10
+
+
+def test_errors_and_predictions_keep_input_order_across_batches(tmp_path):
+    small_batches = Predictor(make_bundle(tmp_path / "deploy"), batch_size=2)
+    images = [tinted_image(RED, 1), b"junk", tinted_image(GREEN, 2), tinted_image(BLUE, 3), b"", tinted_image(RED, 4)]
+    assert [r.label for r in small_batches.predict(images)] == [RED, None, GREEN, BLUE, None, RED]
+
+
+def test_top_k_is_sorted_and_capped_at_the_number_of_classes(predictor):
+    [result] = predictor.predict([tinted_image(RED, seed=6)], top_k=10)
+    assert len(result.top_k) == len(CLASSES)
+    assert result.top_k[0] == (RED, "Trout", result.confidence)
+    probabilities = [p for _, _, p in result.top_k]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+    [two] = predictor.predict([tinted_image(RED, seed=6)], top_k=2)
+    assert [label for label, _, _ in two.top_k] == [label for label, _, _ in result.top_k[:2]]
+    with pytest.raises(ValueError, match="top_k must be at least 1, got 0"):
+        predictor.predict([tinted_image(RED, seed=6)], top_k=0)
+
+
+def test_top_k_defaults_to_the_bundles_select_top_k(predictor, tmp_path):
+    two = tmp_path / "two"
+    shutil.copytree(predictor.bundle.path, two)
+    update_info(two, top_k=2)
+    [result] = Predictor(two).predict([tinted_image(RED, seed=6)])
+    assert Predictor(two).top_k == 2 and len(result.top_k) == 2
+    assert len(predictor.predict([tinted_image(RED, seed=6)])[0].top_k) == min(predictor.top_k, len(CLASSES))
+
+
+def test_low_confidence_follows_the_bundle_threshold_or_an_override(predictor):
+    image = tinted_image(GREEN, seed=8)
+    [result] = predictor.predict(image)
+    assert 0.5 < result.confidence < 1.0
+    assert not result.is_low_confidence
+    [strict] = predictor.predict(image, threshold=result.confidence + 1e-6)
+    assert strict.is_low_confidence
+    [lenient] = predictor.predict(image, threshold=result.confidence)
+    assert not lenient.is_low_confidence  # flagged only when strictly below the threshold
+
+
+def test_rejects_inputs_that_are_not_images(predictor):
+    with pytest.raises(TypeError, match="got int"):
+        predictor.predict([tinted_image(RED, 1), 42])
+
+
+def test_class_activation_map_is_a_normalised_map_over_the_feature_grid(predictor):
+    cam = predictor.class_activation_map(tinted_image(RED, seed=9))
+    assert cam.dtype == np.float32
+    assert cam.shape == (16, 16)  # the tiny model pools once: 32 -> 16
+    assert cam.min() >= 0.0 and cam.max() == pytest.approx(1.0)
+    other = predictor.class_activation_map(tinted_image(RED, seed=9), class_index=0)
+    assert other.shape == (16, 16) and 0.0 <= other.min() and other.max() <= 1.0
+    with pytest.raises(ValueError, match=r"class_index must be in 0..2, got 3"):
+        predictor.class_activation_map(tinted_image(RED, seed=9), class_index=3)
+
+
+def test_prediction_is_a_plain_dataclass():
+    prediction = Prediction(source="x", label="a", display_name="A", confidence=0.9)
+    assert prediction.top_k == [] and prediction.error is None and not prediction.is_low_confidence
+
+
+@pytest.mark.parametrize("name, size, grid", [("cnn", 32, 4), ("mobilenetv2", 64, 2)])
+def test_works_on_the_zoo_models_including_a_nested_backbone(tmp_path, name, size, grid):
+    from fish_classifier.model.zoo import build_model
+    from fish_classifier.serving.bundle import write_bundle
+
+    model = build_model(name, len(CLASSES), weights=None, image_size=size)
+    model.save(tmp_path / "model.keras")
+    write_bundle(tmp_path / "deploy", model_path=tmp_path / "model.keras", classes=CLASSES, model_name=name,
+                 temperature=1.0, threshold=0.5, top_k=5, metrics={}, data_hash="x")
+    predictor = Predictor(tmp_path / "deploy")
+
+    [result] = predictor.predict(tinted_image(RED, seed=1))
+    assert result.error is None and result.label in {c["label"] for c in CLASSES}
+    cam = predictor.class_activation_map(tinted_image(RED, seed=1))
+    assert cam.shape == (grid, grid) and cam.dtype == np.float32
+    assert 0.0 <= cam.min() and cam.max() <= 1.0
+
+
+def test_an_image_unlike_every_class_is_flagged_unknown_and_keeps_its_label(predictor):
+    from support.app_bundles import text_photo
+
+    tinted = [tinted_image(label, seed=300 + i) for i, label in enumerate([RED, GREEN, BLUE] * 3)]
+    fish = predictor.predict(tinted)
+    [text] = predictor.predict(text_photo("no fish here"))
+    assert not any(p.is_unknown for p in fish)
+    assert max(p.unknown_score for p in fish) <= predictor.detector.threshold < text.unknown_score
+    assert text.is_unknown and text.label in {c["label"] for c in CLASSES}  # flagged, never relabelled
+
+
+def test_a_bundle_without_a_detector_flags_nothing_and_scores_nan(tmp_path):
+    plain = Predictor(make_bundle(tmp_path / "deploy", detector=False))
+    [result] = plain.predict(tinted_image(RED, seed=1))
+    assert plain.detector is None and result.is_unknown is False and math.isnan(result.unknown_score)
+
+
+# A careless rebuild: a file of the bundle replaced and its hash recorded again (`add_file`), so only the
+# Predictor's own check, on the model's outputs, can see that the parts no longer fit.
+REBUILD = "rebuild the bundle with `dvc repro select`"
+
+
+def test_labels_that_do_not_fit_the_models_outputs_are_refused_at_load(predictor, tmp_path):
+    folder = tmp_path / "deploy"
+    shutil.copytree(predictor.bundle.path, folder)
+    (folder / "labels.json").write_text(json.dumps({"classes": CLASSES[:2]}))
+    update_info(folder, num_classes=2)
+    add_file(folder, "labels.json")
+    with pytest.raises(BundleError) as error:
+        Predictor(folder)
+    assert str(error.value) == (f"{folder}: the model gives 3 class probabilities but labels.json lists 2 classes; "
+                                f"{REBUILD}")
+
+
+@pytest.mark.parametrize("method", ["knn", "mahalanobis", "energy"])
+def test_a_detector_fitted_on_other_embeddings_is_refused_at_load(predictor, tmp_path, method):
+    folder = tmp_path / "deploy"
+    shutil.copytree(predictor.bundle.path, folder)
+    rng = np.random.default_rng(0)
+    embeddings, labels = rng.normal(size=(30, 5)), np.repeat(np.arange(len(CLASSES)), 10)  # the model's are 8 wide
+    detector = UnknownDetector.fit(method, embeddings, labels, head_kernel=rng.normal(size=(5, len(CLASSES))),
+                                   head_bias=np.zeros(len(CLASSES)))
+    add_unknown_detector(folder, detector)
+    with pytest.raises(BundleError) as error:
+        Predictor(folder)
+    assert str(error.value) == (f"{folder}: the unknown-photo detector was fitted on embeddings of width 5 but the "
+                                f"model gives 8; {REBUILD}")

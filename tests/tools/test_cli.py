@@ -1,0 +1,192 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support.fixtures_models import make_bundle, tinted_image
+
+from fish_classifier.tools.cli import PREDICTION_COLUMNS, main
+
+RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "deploy")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A folder tree: two readable photos at the top, one nested, one broken, and a text file to skip."""
+    folder = tmp_path / "photos"
+    (folder / "nested" / "deeper").mkdir(parents=True)
+    tinted_image(RED, seed=1).save(folder / "a_red.png")
+    tinted_image(GREEN, seed=2).save(folder / "b_green.jpg", quality=95)
+    tinted_image(BLUE, seed=3).save(folder / "nested" / "deeper" / "c_blue.PNG")
+    (folder / "nested" / "d_broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (folder / "readme.txt").write_text("not an image, and not an image extension")
+    return folder
+
+
+def test_predicts_a_folder_recursively_into_a_csv(bundle, photos, tmp_path, capsys):
+    out = tmp_path / "out" / "predictions.csv"
+
+    code = main(["predict", str(photos), "--out", str(out), "--bundle", bundle, "--top-k", "2"])
+
+    assert code == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert table.columns.tolist() == PREDICTION_COLUMNS
+    assert [Path(p).relative_to(photos).as_posix() for p in table["path"]] == [
+        "a_red.png", "b_green.jpg", "nested/d_broken.jpg", "nested/deeper/c_blue.PNG"
+    ]
+    assert table["label"].tolist() == [RED, GREEN, "", BLUE]
+    assert table["display_name"].tolist() == ["Trout", "Bass", "", "Mullet"]
+    assert table["error"].tolist()[2] == "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
+    assert table["top_k"][0].startswith(f"{RED}:") and table["top_k"][0].count(";") == 1
+    assert table["confidence"][2] == ""
+    assert table["is_unknown"].tolist() == [False, False, False, False]
+    assert table["unknown_score"][2] == "" and all(float(table["unknown_score"][i]) >= 0 for i in (0, 1, 3))
+    assert "wrote 4 predictions" in capsys.readouterr().err
+
+
+def test_a_photo_unlike_every_species_is_marked_unknown_in_its_row(bundle, tmp_path, capsys):
+    from support.app_bundles import text_photo
+
+    text_photo("no fish").save(tmp_path / "receipt.png")
+    tinted_image(RED, seed=4).save(tmp_path / "red.png")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(tmp_path / "receipt.png"), str(tmp_path / "red.png"), "--out", str(out),
+                 "--bundle", bundle]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert table["is_unknown"].tolist() == [True, False]
+    assert float(table["unknown_score"][0]) > float(table["unknown_score"][1])
+    assert "(1 unknown, " in capsys.readouterr().err
+
+
+def test_files_and_folders_mix_and_keep_the_order_given(bundle, photos, tmp_path):
+    out = tmp_path / "predictions.csv"
+    code = main(["predict", str(photos / "b_green.jpg"), str(photos / "nested" / "deeper"), "--out", str(out),
+                 "--bundle", bundle, "--batch-size", "1"])
+    assert code == 0
+    assert pd.read_csv(out)["label"].tolist() == [GREEN, BLUE]
+
+
+def test_a_missing_bundle_is_a_usage_error_with_a_clear_message(photos, tmp_path, capsys):
+    code = main(["predict", str(photos), "--out", str(tmp_path / "p.csv"), "--bundle", str(tmp_path / "no_bundle")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no deploy bundle at" in err and "no_bundle" in err and "dvc repro" in err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_missing_paths_and_empty_folders_are_usage_errors(bundle, tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nope.jpg"), "--bundle", bundle]) == 2
+    assert "no such file or folder: " in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(tmp_path / "empty"), "--bundle", bundle]) == 2
+    assert "no images found in" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_through_argparse(capsys):
+    with pytest.raises(SystemExit) as no_command:
+        main([])
+    assert no_command.value.code == 2
+    with pytest.raises(SystemExit) as bad_top_k:
+        main(["predict", "x.jpg", "--top-k", "0"])
+    assert bad_top_k.value.code == 2
+    assert "must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["photos/a_red.png", "photos/nested/deeper/c_blue.PNG", "photos/nested/../b_green.jpg"])
+def test_an_out_that_is_one_of_the_input_images_is_refused_untouched(bundle, photos, tmp_path, capsys, out):
+    before = (tmp_path / out).read_bytes()
+    assert main(["predict", str(photos), "--out", str(tmp_path / out), "--bundle", bundle]) == 2
+    err = capsys.readouterr().err
+    assert err == f"fish-classifier: error: --out {tmp_path / out} is one of the input images; write the CSV elsewhere\n"
+    assert (tmp_path / out).read_bytes() == before
+
+
+def test_an_out_that_is_a_folder_is_refused(bundle, photos, tmp_path, capsys):
+    assert main(["predict", str(photos / "a_red.png"), "--out", str(tmp_path), "--bundle", bundle]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"fish-classifier: error: --out {tmp_path} is a folder; give the CSV file to write, "
+        f"e.g. {tmp_path / 'predictions.csv'}\n"
+    )
+
+
+def test_an_interrupted_run_leaves_the_old_csv_and_no_partial_file(bundle, photos, tmp_path, capsys, monkeypatch):
+    from fish_classifier.serving.predictor import Predictor
+
+    out = tmp_path / "results" / "predictions.csv"
+    out.parent.mkdir()
+    out.write_text("the previous run's predictions\n")
+    original_predict, calls = Predictor.predict, []
+
+    def ctrl_c_on_the_second_batch(self, images, **kwargs):
+        calls.append(images)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original_predict(self, images, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict", ctrl_c_on_the_second_batch)
+    code = main(["predict", str(photos), "--out", str(out), "--bundle", bundle, "--batch-size", "1"])
+
+    assert code == 130
+    assert capsys.readouterr().err.endswith("fish-classifier: interrupted\n")
+    assert len(calls) == 2
+    assert out.read_text() == "the previous run's predictions\n"
+    assert [p.name for p in out.parent.iterdir()] == ["predictions.csv"]
+
+
+def test_a_finished_run_replaces_the_old_csv_and_leaves_no_partial_file(bundle, photos, tmp_path):
+    out = tmp_path / "predictions.csv"
+    out.write_text("the previous run's predictions\n")
+    assert main(["predict", str(photos / "a_red.png"), "--out", str(out), "--bundle", bundle]) == 0
+    assert pd.read_csv(out)["label"].tolist() == [RED]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "predictions.csv"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("1.5", "must be between 0 and 1, got 1.5"), ("-0.1", "must be between 0 and 1, got -0.1"),
+     ("nan", "must be between 0 and 1, got nan"), ("high", "must be a number between 0 and 1, got 'high'")],
+)  # fmt: skip
+def test_a_threshold_outside_0_to_1_is_refused_by_argparse(value, message, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["predict", "x.jpg", "--threshold", value])
+    assert caught.value.code == 2
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line == f"fish-classifier predict: error: argument --threshold: {message}"
+
+
+def test_thresholds_at_the_ends_of_0_to_1_are_accepted(bundle, photos, tmp_path):
+    out = tmp_path / "predictions.csv"
+    for threshold in (0.0, 1.0):
+        assert main(["predict", str(photos / "a_red.png"), "--out", str(out), "--bundle", bundle,
+                     "--threshold", str(threshold)]) == 0  # fmt: skip
+        [row] = pd.read_csv(out).to_dict("records")
+        assert row["is_low_confidence"] == (row["confidence"] < threshold)
+
+
+@pytest.mark.slow
+def test_python_dash_m_runs_the_same_command(bundle, photos, tmp_path):
+    out = tmp_path / "predictions.csv"
+    run = subprocess.run(
+        [sys.executable, "-m", "fish_classifier", "predict", str(photos / "a_red.png"), "--out", str(out),
+         "--bundle", bundle],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert pd.read_csv(out)["label"].tolist() == [RED]
+
+
+def test_version_names_the_installed_package(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"fish-classifier {version('fish-classifier')}\n"
