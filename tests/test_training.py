@@ -21,6 +21,7 @@ from fish_classifier.training.trainer import (
     choose_frozen_pass_runtime,
     choose_strategy,
     class_weights,
+    extract_activations,
     fine_tune_learning_rate,
     frozen_extractor,
     load_training_data,
@@ -172,6 +173,24 @@ def test_augmented_views_each_take_one_frozen_pass_over_the_train_images(colour_
         ("val", len(colour_data.val_paths), False, False, ()),
     ]
     assert model.output_shape == (None, 3)
+
+
+def test_cached_activations_stack_the_copies_after_the_originals_with_their_labels():
+    """Rows: the train images, then their mirrored copy, then each augmented view; labels tiled to match."""
+    codes = {"train": 0, "train, mirrored": 1, "train, augmented view 1 of 2": 2,
+             "train, augmented view 2 of 2": 3, "val": 9}
+
+    def frozen(paths, split, mirror=False, augmentation=None, seed=()):
+        # Each row says which pass made it (tens) and which image it is (units).
+        return np.array([[10 * codes[split] + i] for i in range(len(paths))], dtype="float32")
+
+    data = TrainingData([{"label": "a"}, {"label": "b"}], ["x", "y"], np.array([0, 1]), ["v"], np.array([1]))
+    backbone = BackboneSettings.model_validate(dict(TINY_BACKBONE, mirror_train=True, augmented_views=2))
+    cached = extract_activations(frozen, data, backbone, choose_strategy("default"), AUGMENTATION, seed=0)
+    assert cached.train[:, 0].tolist() == [0, 1, 10, 11, 20, 21, 30, 31]
+    assert cached.train_labels.tolist() == [0, 1] * 4
+    assert cached.train_size == 8
+    assert cached.val[:, 0].tolist() == [90] and cached.val_labels.tolist() == [1]
 
 
 def test_augmented_views_need_the_augmentation_ranges(colour_data):
