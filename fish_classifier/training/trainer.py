@@ -73,7 +73,7 @@ class CnnSettings(Section):
     epochs: integer(ge=1)
     lr: number(gt=0)
     patience: integer(ge=0)
-    augment: Flag  # on-the-fly flips, rotations and zoom
+    augment: Flag  # on-the-fly random changes within params' `augment` ranges (see cnn_augmenter)
     label_smoothing: Fraction
 
     @model_validator(mode="after")
@@ -227,7 +227,8 @@ def train_model(name: str, data: TrainingData, settings: TrainSettings, seed: in
                 augmentation: Augmentation | None = None) -> keras.Model:
     """Train model `name` with its `settings` (params.yaml's `train`, read by `TrainSettings.for_model(name)`).
 
-    `augmentation` (params.yaml's `augment` ranges) makes a backbone's `augmented_views`.
+    `augmentation` (params.yaml's `augment` ranges) makes a backbone's `augmented_views` and the CNN's
+    on-the-fly changes.
     """
     if isinstance(settings.model, CnnSettings) != (check_model_name(name) == "cnn"):
         raise ValueError(f"the settings of train.{name} are {type(settings.model).__name__}; read them with "
@@ -243,12 +244,17 @@ def train_model(name: str, data: TrainingData, settings: TrainSettings, seed: in
         "verbose": 2,
     }
     if name == "cnn":
-        return train_custom_cnn(data, settings.model, strategy, fit_options)
+        return train_custom_cnn(data, settings.model, strategy, fit_options, augmentation=augmentation)
     return train_transfer(name, data, settings.model, strategy, fit_options, settings.frozen_pass,
                           augmentation=augmentation, seed=seed)
 
 
-def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_options: dict) -> keras.Model:
+def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_options: dict,
+                     augmentation: Augmentation | None = None) -> keras.Model:
+    """The custom CNN fitted from scratch on pixels, each batch randomly changed within `augmentation`'s ranges
+    when `settings.augment` is on."""
+    if settings.augment and augmentation is None:
+        raise ValueError("train.cnn.augment is true but no augmentation ranges were given")
     size = settings.image_size
     with strategy.scope():
         model = build_model(
@@ -260,9 +266,7 @@ def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_op
     train = pixel_dataset(data.train_paths[mine], data.train_labels[mine], size).cache()
     augment = None
     if settings.augment:
-        augmenter = keras.Sequential(
-            [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05), keras.layers.RandomZoom(0.1)]
-        )
+        augmenter = cnn_augmenter(augmentation)
 
         def augment(x, y):
             return augmenter(x, training=True), y
@@ -271,6 +275,23 @@ def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_op
     _fit(model, train, val, len(data.train_paths), settings.epochs, settings.patience, strategy, fit_options,
          batch_transform=augment)
     return model
+
+
+def cnn_augmenter(augmentation: Augmentation) -> keras.Sequential:
+    """Random changes for batches of raw [0, 255] pixels (as `pixel_dataset` yields them), in the order and
+    within the ranges of `Augmentation.apply`: left-right flip, rotation, zoom in, brightness, contrast."""
+    pixel_range = (0, 255)
+    zoom = augmentation.max_zoom
+    return keras.Sequential([
+        keras.layers.RandomFlip("horizontal"),
+        keras.layers.RandomRotation(augmentation.max_rotation / 360),  # a fraction of a full turn
+        # Keras zooms in by showing a share 1 - f of the image: f = z / (1 + z) magnifies by up to 1 + z, as apply.
+        keras.layers.RandomZoom((-zoom / (1 + zoom), 0.0)),
+        # Keras adds up to +/- brightness x 255 where PIL scales by 1 +/- brightness: equal at white, more on dark.
+        keras.layers.RandomBrightness(augmentation.brightness, value_range=pixel_range),
+        # A pair: Keras 3 reads a single float c as (0, c), a factor in [1, 1 + c] that only ever raises contrast.
+        keras.layers.RandomContrast((augmentation.contrast, augmentation.contrast), value_range=pixel_range),
+    ], name="cnn_augmenter")
 
 
 def train_transfer(name: str, data: TrainingData, settings: BackboneSettings, strategy, fit_options: dict,
