@@ -21,7 +21,6 @@ The trained layers are then reassembled into one model that takes raw pixels (an
 
 import functools
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
