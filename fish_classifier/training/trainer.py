@@ -21,7 +21,6 @@ The trained layers are then reassembled into one model that takes raw pixels (an
 
 import functools
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +72,7 @@ class CnnSettings(Section):
     epochs: integer(ge=1)
     lr: number(gt=0)
     patience: integer(ge=0)
-    augment: Flag  # on-the-fly flips, rotations and zoom
+    augment: Flag  # on-the-fly random changes within params' `augment` ranges (see cnn_augmenter)
     label_smoothing: Fraction
 
     @model_validator(mode="after")
@@ -227,7 +226,8 @@ def train_model(name: str, data: TrainingData, settings: TrainSettings, seed: in
                 augmentation: Augmentation | None = None) -> keras.Model:
     """Train model `name` with its `settings` (params.yaml's `train`, read by `TrainSettings.for_model(name)`).
 
-    `augmentation` (params.yaml's `augment` ranges) makes a backbone's `augmented_views`.
+    `augmentation` (params.yaml's `augment` ranges) makes a backbone's `augmented_views` and the CNN's
+    on-the-fly changes.
     """
     if isinstance(settings.model, CnnSettings) != (check_model_name(name) == "cnn"):
         raise ValueError(f"the settings of train.{name} are {type(settings.model).__name__}; read them with "
@@ -243,12 +243,17 @@ def train_model(name: str, data: TrainingData, settings: TrainSettings, seed: in
         "verbose": 2,
     }
     if name == "cnn":
-        return train_custom_cnn(data, settings.model, strategy, fit_options)
+        return train_custom_cnn(data, settings.model, strategy, fit_options, augmentation=augmentation)
     return train_transfer(name, data, settings.model, strategy, fit_options, settings.frozen_pass,
                           augmentation=augmentation, seed=seed)
 
 
-def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_options: dict) -> keras.Model:
+def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_options: dict,
+                     augmentation: Augmentation | None = None) -> keras.Model:
+    """The custom CNN fitted from scratch on pixels, each batch randomly changed within `augmentation`'s ranges
+    when `settings.augment` is on."""
+    if settings.augment and augmentation is None:
+        raise ValueError("train.cnn.augment is true but no augmentation ranges were given")
     size = settings.image_size
     with strategy.scope():
         model = build_model(
@@ -260,9 +265,7 @@ def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_op
     train = pixel_dataset(data.train_paths[mine], data.train_labels[mine], size).cache()
     augment = None
     if settings.augment:
-        augmenter = keras.Sequential(
-            [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05), keras.layers.RandomZoom(0.1)]
-        )
+        augmenter = cnn_augmenter(augmentation)
 
         def augment(x, y):
             return augmenter(x, training=True), y
@@ -273,11 +276,26 @@ def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_op
     return model
 
 
+def cnn_augmenter(augmentation: Augmentation) -> keras.Sequential:
+    """Random changes for batches of raw [0, 255] pixels (as `pixel_dataset` yields them), in the order and
+    within the ranges of `Augmentation.apply`: left-right flip, rotation, zoom in, brightness, contrast."""
+    pixel_range = (0, 255)
+    zoom = augmentation.max_zoom
+    return keras.Sequential([
+        keras.layers.RandomFlip("horizontal"),
+        keras.layers.RandomRotation(augmentation.max_rotation / 360),  # a fraction of a full turn
+        # Keras zooms in by showing a share 1 - f of the image: f = z / (1 + z) magnifies by up to 1 + z, as apply.
+        keras.layers.RandomZoom((-zoom / (1 + zoom), 0.0)),
+        # Keras adds up to +/- brightness x 255 where PIL scales by 1 +/- brightness: equal at white, more on dark.
+        keras.layers.RandomBrightness(augmentation.brightness, value_range=pixel_range),
+        # A pair: Keras 3 reads a single float c as (0, c), a factor in [1, 1 + c] that only ever raises contrast.
+        keras.layers.RandomContrast((augmentation.contrast, augmentation.contrast), value_range=pixel_range),
+    ], name="cnn_augmenter")
+
+
 def train_transfer(name: str, data: TrainingData, settings: BackboneSettings, strategy, fit_options: dict,
                    frozen_pass: str, augmentation: Augmentation | None = None, seed: int = 0) -> keras.Model:
     """Two-phase transfer learning on cached activations; `frozen_pass` is params' `train.frozen_pass`."""
-    spec = BACKBONES[name]
-    fine_tune = settings.fine_tune_epochs > 0 and settings.fine_tune_layers > 0
     views = settings.augmented_views
     if views and augmentation is None:
         raise ValueError(f"train.{name}.augmented_views is {views} but no augmentation ranges were given")
@@ -285,73 +303,105 @@ def train_transfer(name: str, data: TrainingData, settings: BackboneSettings, st
         backbone = build_backbone(name, settings.weights)
         backbone.trainable = False
         head = build_head(data.num_classes, settings.dropout)
-        pool, head_dropout, dense = head
-        if fine_tune:
+        if fine_tunes(settings):
             lower, upper = split_for_fine_tuning(backbone, settings.fine_tune_layers)
         else:
             lower, upper = backbone, None
-
-    # The only pass of the frozen layers over the images.
     size = backbone.input_shape[1]
-    batch_size = fit_options["batch_size"]
-    runtime = choose_frozen_pass_runtime(frozen_pass)
-    frozen = FrozenPass(frozen_extractor(name, lower, size), runtime, batch_size)
-    # Under multi_worker each worker extracts, and trains on, its own slice of the train images.
-    mine = worker_slice(strategy)
-    train_paths, train_labels = data.train_paths[mine], data.train_labels[mine]
-    train_acts = frozen(train_paths, "train")
-    train_size = len(data.train_paths)
-    # Cached activations rule out on-the-fly augmentation. Instead each train image also goes through the frozen
-    # layers mirrored, and `augmented_views` times randomly changed, once each: copies fixed for every epoch.
-    copies = []
-    if settings.mirror_train:
-        copies.append(frozen(train_paths, "train, mirrored", mirror=True))
-    for view in range(views):
-        copies.append(frozen(train_paths, f"train, augmented view {view + 1} of {views}",
-                             augmentation=augmentation, seed=(seed, view)))
-    train_acts = np.concatenate([train_acts, *copies])
-    train_labels = np.tile(train_labels, 1 + len(copies))
-    train_size *= 1 + len(copies)
-    val_acts = frozen(data.val_paths, "val")
-
-    # Phase 1: the head alone, on one pooled feature vector per image. Built outside the strategy's scope
-    # (it adds no weights), so predict() runs locally on every worker.
-    acts_input = keras.Input(train_acts.shape[1:], name="activations")
-    top = upper(acts_input, training=False) if upper is not None else acts_input
-    pooled = keras.Model(acts_input, pool(top), name=f"{name}_pooled")
-    train_features = pooled.predict(_batches(train_acts, batch_size=batch_size), verbose=0)
-    val_features = pooled.predict(_batches(val_acts, batch_size=batch_size), verbose=0)
-    with strategy.scope():
-        features = keras.Input(train_features.shape[1:], name="features")
-        head_model = keras.Model(features, dense(head_dropout(features)), name=f"{name}_head")
-        head_model.compile(optimizer=keras.optimizers.Adam(settings.head_lr),
-                           loss=training_loss(settings.label_smoothing), metrics=["accuracy"])
-    _fit(head_model, _pairs(train_features, train_labels), _pairs(val_features, data.val_labels), train_size,
-         settings.head_epochs, settings.patience, strategy, fit_options)
-
-    # Phase 2: unfreeze the top of the backbone, BatchNorm excepted, at a low learning rate.
-    if fine_tune:
-        with strategy.scope():
-            # Layer by layer: `upper` shares its layers with the frozen backbone, and setting `upper.trainable`
-            # does not reach them (their weights stayed frozen until this was set per layer).
-            for layer in upper.layers:
-                layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
-            acts_input = keras.Input(train_acts.shape[1:], name="activations")
-            # training=False keeps BatchNorm on its ImageNet statistics while the weights above it move.
-            x = pool(upper(acts_input, training=False))
-            tuned = keras.Model(acts_input, dense(head_dropout(x)), name=f"{name}_fine_tune")
-            steps = settings.fine_tune_epochs * -(-train_size // batch_size)
-            tuned.compile(optimizer=keras.optimizers.Adam(fine_tune_learning_rate(settings, steps)),
-                          loss=training_loss(settings.label_smoothing), metrics=["accuracy"])
-        _fit(tuned, _pairs(train_acts, train_labels), _pairs(val_acts, data.val_labels), train_size,
-             settings.fine_tune_epochs, settings.patience, strategy, fit_options)
-
+    frozen = FrozenPass(frozen_extractor(name, lower, size), choose_frozen_pass_runtime(frozen_pass),
+                        fit_options["batch_size"])
+    activations = extract_activations(frozen, data, settings, strategy, augmentation, seed)
+    fit_head(name, activations, upper, head, settings, strategy, fit_options)
+    if upper is not None:
+        fine_tune(name, activations, upper, head, settings, strategy, fit_options)
     with strategy.scope():
         backbone.trainable = False
         model = build_model(name, data.num_classes, backbone=backbone, head=head,
                             mirror_average=settings.mirror_average)
-    log.info("%s: input %dx%d, preprocessing %s", name, size, size, spec.preprocessing)
+    log.info("%s: input %dx%d, preprocessing %s", name, size, size, BACKBONES[name].preprocessing)
     return model
+
+
+def fine_tunes(settings: BackboneSettings) -> bool:
+    """Whether phase 2 runs: it needs both layers to unfreeze and epochs to train them."""
+    return settings.fine_tune_epochs > 0 and settings.fine_tune_layers > 0
+
+
+@dataclass
+class CachedActivations:
+    """The frozen layers' output at the cut, for every image the two phases train and validate on."""
+
+    train: np.ndarray  # this worker's train images, then each of their mirrored and augmented copies in turn
+    train_labels: np.ndarray  # one per row of `train`
+    train_size: int  # rows of `train` on all workers together, as `_fit` counts them
+    val: np.ndarray
+    val_labels: np.ndarray
+
+
+def extract_activations(frozen: "FrozenPass", data: TrainingData, settings: BackboneSettings, strategy,
+                        augmentation: Augmentation | None, seed: int) -> CachedActivations:
+    """The only pass of the frozen layers over the images: train, its mirrored and augmented copies, then val."""
+    # Under multi_worker each worker extracts, and trains on, its own slice of the train images.
+    mine = worker_slice(strategy)
+    paths, labels = data.train_paths[mine], data.train_labels[mine]
+    originals = frozen(paths, "train")
+    # Cached activations rule out on-the-fly augmentation. Instead each train image also goes through the frozen
+    # layers mirrored, and `augmented_views` times randomly changed, once each: copies fixed for every epoch.
+    copies = []
+    if settings.mirror_train:
+        copies.append(frozen(paths, "train, mirrored", mirror=True))
+    views = settings.augmented_views
+    for view in range(views):
+        copies.append(frozen(paths, f"train, augmented view {view + 1} of {views}",
+                             augmentation=augmentation, seed=(seed, view)))
+    val = frozen(data.val_paths, "val")
+    return CachedActivations(train=np.concatenate([originals, *copies]), train_labels=np.tile(labels, 1 + len(copies)),
+                             train_size=len(data.train_paths) * (1 + len(copies)), val=val, val_labels=data.val_labels)
+
+
+def fit_head(name: str, activations: CachedActivations, upper: keras.Model | None, head: list[keras.layers.Layer],
+             settings: BackboneSettings, strategy, fit_options: dict) -> None:
+    """Phase 1: the head alone, fitted on one pooled feature vector per image."""
+    pool, dropout, dense = head
+    train_features, val_features = pooled_features(name, activations, upper, pool, fit_options["batch_size"])
+    with strategy.scope():
+        features = keras.Input(train_features.shape[1:], name="features")
+        head_model = keras.Model(features, dense(dropout(features)), name=f"{name}_head")
+        head_model.compile(optimizer=keras.optimizers.Adam(settings.head_lr),
+                           loss=training_loss(settings.label_smoothing), metrics=["accuracy"])
+    _fit(head_model, _pairs(train_features, activations.train_labels), _pairs(val_features, activations.val_labels),
+         activations.train_size, settings.head_epochs, settings.patience, strategy, fit_options)
+
+
+def pooled_features(name: str, activations: CachedActivations, upper: keras.Model | None,
+                    pool: keras.layers.Layer, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The train and val activations run once more through `upper` (if any) and the pooling."""
+    # Built outside the strategy's scope (it adds no weights), so predict() runs locally on every worker.
+    acts_input = keras.Input(activations.train.shape[1:], name="activations")
+    top = upper(acts_input, training=False) if upper is not None else acts_input
+    pooled = keras.Model(acts_input, pool(top), name=f"{name}_pooled")
+    return (pooled.predict(_batches(activations.train, batch_size=batch_size), verbose=0),
+            pooled.predict(_batches(activations.val, batch_size=batch_size), verbose=0))
+
+
+def fine_tune(name: str, activations: CachedActivations, upper: keras.Model, head: list[keras.layers.Layer],
+              settings: BackboneSettings, strategy, fit_options: dict) -> None:
+    """Phase 2: `upper`, BatchNorm excepted, trained with the head at a low learning rate."""
+    pool, dropout, dense = head
+    with strategy.scope():
+        # Layer by layer: `upper` shares its layers with the frozen backbone, and setting `upper.trainable`
+        # does not reach them (their weights stayed frozen until this was set per layer).
+        for layer in upper.layers:
+            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+        acts_input = keras.Input(activations.train.shape[1:], name="activations")
+        # training=False keeps BatchNorm on its ImageNet statistics while the weights above it move.
+        x = pool(upper(acts_input, training=False))
+        tuned = keras.Model(acts_input, dense(dropout(x)), name=f"{name}_fine_tune")
+        steps = settings.fine_tune_epochs * -(-activations.train_size // fit_options["batch_size"])
+        tuned.compile(optimizer=keras.optimizers.Adam(fine_tune_learning_rate(settings, steps)),
+                      loss=training_loss(settings.label_smoothing), metrics=["accuracy"])
+    _fit(tuned, _pairs(activations.train, activations.train_labels), _pairs(activations.val, activations.val_labels),
+         activations.train_size, settings.fine_tune_epochs, settings.patience, strategy, fit_options)
 
 
 def frozen_extractor(name: str, lower: keras.Model, size: int) -> keras.Model:

@@ -22,6 +22,8 @@ from fish_classifier.training.trainer import (
     choose_frozen_pass_runtime,
     choose_strategy,
     class_weights,
+    cnn_augmenter,
+    extract_activations,
     fine_tune_learning_rate,
     frozen_extractor,
     load_training_data,
@@ -175,11 +177,74 @@ def test_augmented_views_each_take_one_frozen_pass_over_the_train_images(colour_
     assert model.output_shape == (None, 3)
 
 
+def test_cached_activations_stack_the_copies_after_the_originals_with_their_labels():
+    """Rows: the train images, then their mirrored copy, then each augmented view; labels tiled to match."""
+    codes = {"train": 0, "train, mirrored": 1, "train, augmented view 1 of 2": 2,
+             "train, augmented view 2 of 2": 3, "val": 9}
+
+    def frozen(paths, split, mirror=False, augmentation=None, seed=()):
+        # Each row says which pass made it (tens) and which image it is (units).
+        return np.array([[10 * codes[split] + i] for i in range(len(paths))], dtype="float32")
+
+    data = TrainingData([{"label": "a"}, {"label": "b"}], ["x", "y"], np.array([0, 1]), ["v"], np.array([1]))
+    backbone = BackboneSettings.model_validate(dict(TINY_BACKBONE, mirror_train=True, augmented_views=2))
+    cached = extract_activations(frozen, data, backbone, choose_strategy("default"), AUGMENTATION, seed=0)
+    assert cached.train[:, 0].tolist() == [0, 1, 10, 11, 20, 21, 30, 31]
+    assert cached.train_labels.tolist() == [0, 1] * 4
+    assert cached.train_size == 8
+    assert cached.val[:, 0].tolist() == [90] and cached.val_labels.tolist() == [1]
+
+
 def test_augmented_views_need_the_augmentation_ranges(colour_data):
     params = tiny_train_params()
     params["vgg16"] = dict(params["vgg16"], augmented_views=1)
     with pytest.raises(ValueError, match="train.vgg16.augmented_views is 1 but no augmentation ranges were given"):
         train_model("vgg16", colour_data, settings("vgg16", params), seed=0)
+
+
+def test_cnn_augmenter_changes_batches_within_the_augment_ranges():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    # Zero ranges leave only the left-right flip: each image comes out as it was or mirrored, both happen.
+    flips_only = np.asarray(cnn_augmenter(Augmentation(max_rotation=0, max_zoom=0, brightness=0, contrast=0))(
+        pixels, training=True))
+    kept = [np.allclose(out, image, atol=1e-3) for out, image in zip(flips_only, pixels)]
+    mirrored = [np.allclose(out, image[:, ::-1], atol=1e-3) for out, image in zip(flips_only, pixels)]
+    assert all(k or m for k, m in zip(kept, mirrored)) and any(kept) and any(mirrored)
+
+    augmenter = cnn_augmenter(AUGMENTATION)  # 30 degrees, zoom in up to 1.3x, brightness and contrast +/- 0.4
+    layers = {type(layer).__name__: layer for layer in augmenter.layers}
+    assert layers["RandomFlip"].mode == "horizontal"
+    assert layers["RandomRotation"].factor == pytest.approx((-30 / 360, 30 / 360))
+    assert 1 / (1 + layers["RandomZoom"].height_factor[0]) == pytest.approx(1.3)  # Keras samples a 1/1.3 share
+    assert layers["RandomZoom"].height_factor[1] == 0 and layers["RandomZoom"].width_factor is None
+    assert layers["RandomBrightness"].factor == pytest.approx((-0.4, 0.4))
+    assert layers["RandomContrast"].factor == pytest.approx((0.4, 0.4))  # Keras draws 1 - 0.4 to 1 + 0.4
+    assert list(layers["RandomBrightness"].value_range) == [0, 255] == list(layers["RandomContrast"].value_range)
+    changed = np.asarray(augmenter(pixels, training=True))
+    assert changed.shape == pixels.shape and changed.dtype == np.float32
+    assert changed.min() >= 0 and changed.max() <= 255
+    assert all(np.abs(out - image).mean() > 5 and np.abs(out - image[:, ::-1]).mean() > 5
+               for out, image in zip(changed, pixels))
+    np.testing.assert_array_equal(np.asarray(augmenter(pixels, training=False)), pixels)  # and never at inference
+
+    # Contrast goes both ways: some images come out flatter, some sharper (flips leave the spread as it is).
+    contrast_only = cnn_augmenter(Augmentation(max_rotation=0, max_zoom=0, brightness=0, contrast=0.4))
+    mid_grey = rng.uniform(96, 160, (32, 8, 8, 3)).astype("float32")  # never clipped at 0.6x to 1.4x contrast
+    spread = np.asarray(contrast_only(mid_grey, training=True)).std(axis=(1, 2, 3)) / mid_grey.std(axis=(1, 2, 3))
+    assert spread.min() < 0.9 and spread.max() > 1.1 and 0.6 - 1e-3 <= spread.min() and spread.max() <= 1.4 + 1e-3
+
+
+def test_cnn_augment_takes_the_augment_ranges(colour_data):
+    params = tiny_train_params()
+    params["cnn"] = dict(params["cnn"], augment=True, epochs=1)
+    with pytest.raises(ValueError, match="train.cnn.augment is true but no augmentation ranges were given"):
+        train_model("cnn", colour_data, settings("cnn", params), seed=0)
+    model = train_model("cnn", colour_data, settings("cnn", params), seed=0, augmentation=AUGMENTATION)
+    assert model.output_shape == (None, 3)
 
 
 def test_training_data_joins_augmented_rows_to_train(tmp_path):
