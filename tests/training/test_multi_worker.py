@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 from support import REPO_ROOT as REPO
-from tests.training.test_training import COLOURS, tiny_train_params, write_colour_images
+from support.training_data import COLOURS, tiny_train_params, write_colour_images
 
 from fish_classifier.layout import MODEL_FILE, model_dir
 from fish_classifier.model.preprocessing import load_model

@@ -6,8 +6,8 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 from support import REPO_ROOT
+from support.training_data import COLOURS, TINY_BACKBONE, tiny_train_params, write_colour_images
 
 from fish_classifier.data.augment import Augmentation
 from fish_classifier.data.manifest import label_indices
@@ -32,37 +32,7 @@ from fish_classifier.training.trainer import (
     training_loss,
 )
 
-# Three classes told apart by colour alone; listed out of alphabetical order on purpose.
-COLOURS = {"zebra red": (220, 30, 30), "alpha green": (30, 200, 40), "mid blue": (30, 40, 220)}
-
-
-def write_colour_images(folder, per_class=6, size=40, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for label, colour in COLOURS.items():
-        for i in range(per_class):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
-            path = folder / f"{label.replace(' ', '_')}_{i}.png"
-            Image.fromarray(pixels).save(path)
-            rows.append((str(path), label))
-    return rows
-
-
-TINY_BACKBONE = {"weights": "none", "head_epochs": 2, "head_lr": 0.01, "fine_tune_layers": 3, "fine_tune_epochs": 1,
-                 "fine_tune_lr": 1e-4, "fine_tune_schedule": "constant", "dropout": 0.1, "patience": 2,
-                 "mirror_train": False, "augmented_views": 0, "label_smoothing": 0.1, "mirror_average": False}
 AUGMENTATION = Augmentation(max_rotation=30, max_zoom=0.3, brightness=0.4, contrast=0.4)
-
-
-def tiny_train_params(**overrides):
-    """A complete `train` section of params.yaml that trains every model in seconds."""
-    params = {"batch_size": 8, "strategy": "default", "mixed_precision": False, "frozen_pass": "auto",
-              "class_weight": False,
-              "cnn": {"image_size": 32, "filters": [8, 16, 16], "dropout": 0.1, "epochs": 25, "lr": 0.01,
-                      "patience": 25, "augment": False, "label_smoothing": 0.0}}
-    params.update({name: dict(TINY_BACKBONE) for name in MODEL_NAMES if name != "cnn"})
-    params.update(overrides)
-    return params
 
 
 def settings(name, params=None) -> TrainSettings:
@@ -117,7 +87,7 @@ def test_frozen_pass_runtime_is_checked_and_auto_follows_the_hardware():
 
 
 # Between them, the two preprocessing modes "tf" and "caffe", and a cut inside a residual network.
-@pytest.mark.parametrize("name", ["mobilenetv2", "resnet50"])
+@pytest.mark.parametrize("name", ["mobilenetv2", pytest.param("resnet50", marks=pytest.mark.slow)])
 def test_litert_frozen_pass_gives_the_keras_activations_row_for_row(colour_data, name):
     """Same images, same order, same numbers (to float32 rounding), mirrored and augmented copies included."""
     backbone = build_backbone(name, None, image_size=64)
@@ -154,6 +124,7 @@ def test_augmented_pixels_are_fixed_by_the_seed_and_the_image_index(colour_data)
     assert np.abs(plain - view).max() > 10
 
 
+@pytest.mark.slow
 def test_augmented_views_each_take_one_frozen_pass_over_the_train_images(colour_data, monkeypatch):
     passes = []
     original = FrozenPass.__call__
@@ -262,7 +233,8 @@ def test_training_data_joins_augmented_rows_to_train(tmp_path):
     assert data.val_paths == ["b.jpg"] and data.val_labels.tolist() == [1]
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize(
+    "name", [name if name in ("cnn", "mobilenetv2") else pytest.param(name, marks=pytest.mark.slow) for name in MODEL_NAMES])
 def test_every_model_trains_end_to_end_without_weights(colour_data, name, tmp_path):
     model = train_model(name, colour_data, settings(name), seed=1)
     assert model.output_shape == (None, 3)
@@ -276,6 +248,7 @@ def test_every_model_trains_end_to_end_without_weights(colour_data, name, tmp_pa
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mirror_average_is_built_into_the_trained_model(colour_data):
     params = tiny_train_params()
     params["mobilenetv2"] = dict(params["mobilenetv2"], mirror_average=True)
@@ -332,6 +305,7 @@ def test_settings_read_for_one_model_take_its_section_and_leave_the_others_alone
         train_model("cnn", None, read, seed=0)
 
 
+@pytest.mark.slow
 def test_cosine_schedule_spans_exactly_the_steps_of_phase_2(colour_data):
     import keras
 
@@ -375,6 +349,7 @@ def test_saved_model_outputs_follow_classes_json(tmp_path):
         assert order[int(np.argmax(model(pixels)))] == label
 
 
+@pytest.mark.slow
 def test_training_steps_run_under_mirrored_strategy_on_two_cpus(tmp_path):
     """Logical devices must be set before TensorFlow starts, so this runs in a fresh interpreter."""
     images = tmp_path / "images"
