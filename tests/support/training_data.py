@@ -4,6 +4,7 @@ import numpy as np
 from PIL import Image
 
 from fish_classifier.model.zoo import MODEL_NAMES
+from fish_classifier.training.trainer import TrainSettings
 
 # Three classes told apart by colour alone; listed out of alphabetical order on purpose.
 COLOURS = {"zebra red": (220, 30, 30), "alpha green": (30, 200, 40), "mid blue": (30, 40, 220)}
@@ -35,3 +36,8 @@ def tiny_train_params(**overrides):
     params.update({name: dict(TINY_BACKBONE) for name in MODEL_NAMES if name != "cnn"})
     params.update(overrides)
     return params
+
+
+def settings(name, params=None) -> TrainSettings:
+    """`train` (by default `tiny_train_params()`) read for model `name`, as stages/train.py reads it."""
+    return TrainSettings.from_params(tiny_train_params() if params is None else params, name)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from support import REPO_ROOT
-from support.training_data import COLOURS, TINY_BACKBONE, tiny_train_params, write_colour_images
+from support.training_data import COLOURS, TINY_BACKBONE, settings, tiny_train_params, write_colour_images
 
 from fish_classifier.data.augment import Augmentation
 from fish_classifier.data.manifest import label_indices
@@ -18,7 +18,6 @@ from fish_classifier.training.trainer import (
     BackboneSettings,
     FrozenPass,
     TrainingData,
-    TrainSettings,
     choose_frozen_pass_runtime,
     choose_strategy,
     class_weights,
@@ -33,11 +32,6 @@ from fish_classifier.training.trainer import (
 )
 
 AUGMENTATION = Augmentation(max_rotation=30, max_zoom=0.3, brightness=0.4, contrast=0.4)
-
-
-def settings(name, params=None) -> TrainSettings:
-    """`train` (by default `tiny_train_params()`) read for model `name`, as stages/train.py reads it."""
-    return TrainSettings.from_params(tiny_train_params() if params is None else params, name)
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +355,8 @@ def test_training_steps_run_under_mirrored_strategy_on_two_cpus(tmp_path):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import numpy as np, pathlib
         from fish_classifier.training.trainer import TrainingData, train_custom_cnn, train_transfer
-        from tests.test_training import COLOURS, settings
+        import sys; sys.path.insert(0, "tests")
+        from support.training_data import COLOURS, settings
         paths = sorted(str(p) for p in pathlib.Path({str(images)!r}).glob("*.png"))
         order = sorted(COLOURS)
         labels = np.array([order.index(next(l for l in COLOURS if p.split("/")[-1].startswith(l.replace(" ", "_"))))
@@ -374,11 +369,6 @@ def test_training_steps_run_under_mirrored_strategy_on_two_cpus(tmp_path):
         print("replicas", strategy.num_replicas_in_sync, cnn.output_shape, net.output_shape)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                            cwd=str(pytest_root()))
+                            cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas 2 (None, 3) (None, 3)" in result.stdout
-
-
-def pytest_root():
-
-    return REPO_ROOT
