@@ -206,10 +206,11 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     assert info["input_size"] == 32
     assert info["temperature"] == 1.5
     assert info["threshold"] == pytest.approx(0.15)
+    assert info["top_k"] == params["select"]["top_k"]  
     assert info["metrics"]["val"]["macro_f1"] == 0.9
     assert info["data_hash"].startswith("sha256:") and info["created_at"]
     assert json.loads((deploy / "labels.json").read_text())["classes"] == CLASSES
-    assert (deploy / "model.keras").read_bytes() == (tmp_path / "models" / "mobilenetv2" / "model.keras").read_bytes()
+    assert (deploy / "model.keras").read_bytes() == (tmp_path / model_dir("mobilenetv2") / MODEL_FILE).read_bytes()
     assert (deploy / "model.tflite").is_file()
     assert info["serving"]["parity"]["images"] == 6 and info["serving"]["parity"]["labels_agree"] == 6
     assert info["serving"]["parity"]["max_abs_diff"] <= 1e-4
