@@ -206,7 +206,7 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     assert info["input_size"] == 32
     assert info["temperature"] == 1.5
     assert info["threshold"] == pytest.approx(0.15)
-    assert info["top_k"] == params["select"]["top_k"]  
+    assert info["top_k"] == params["select"]["top_k"]  # what the app and the CLI show per photo
     assert info["metrics"]["val"]["macro_f1"] == 0.9
     assert info["data_hash"].startswith("sha256:") and info["created_at"]
     assert json.loads((deploy / "labels.json").read_text())["classes"] == CLASSES
