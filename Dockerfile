@@ -16,16 +16,17 @@ ARG BASE_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352db
 FROM ${BASE_IMAGE} AS build
 ARG WHEELHOUSE=
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-COPY app/requirements.txt /build/requirements.txt
+# requirements.txt says what the app needs; constraints.txt pins it and everything it pulls in (pip-compile).
+COPY app/requirements.txt app/constraints.txt /build/
 # Without a wheelhouse this copies the requirements file a second time: harmless, and one COPY serves both.
 COPY ${WHEELHOUSE:-app/requirements.txt} /build/wheels/
 # Never used here, and about 100 MB of the 800 MB budget: the packages' test suites, pyarrow's C++ headers,
 # and pydeck's Jupyter widget bundle (Streamlit draws maps with its own).
 RUN python3 -m venv /venv \
  && if [ -n "$WHEELHOUSE" ]; then \
-        /venv/bin/pip install --no-index --find-links /build/wheels -r /build/requirements.txt; \
+        /venv/bin/pip install --no-index --find-links /build/wheels -r /build/requirements.txt -c /build/constraints.txt; \
     else \
-        /venv/bin/pip install -r /build/requirements.txt; \
+        /venv/bin/pip install -r /build/requirements.txt -c /build/constraints.txt; \
     fi \
  && /venv/bin/pip uninstall --yes pip setuptools \
  && find /venv -type d -name tests -prune -exec rm -rf {} + \

@@ -95,7 +95,7 @@ docker run --rm "$BASE_IMAGE" python3 -c 'import sys, venv; assert sys.version_i
 
 # 4. The serving wheels, for the base image's Python and platform.
 arch=$(uname -m)
-wheels="$CACHE/wheelhouse-cp311-$arch-$(sha256sum app/requirements.txt | cut -c1-12)"
+wheels="$CACHE/wheelhouse-cp311-$arch-$(cat app/requirements.txt app/constraints.txt | sha256sum | cut -c1-12)"
 if [ -f "$wheels/.complete" ]; then
   echo "wheelhouse $wheels: reused"
 else
@@ -103,7 +103,7 @@ else
   for glibc in $(seq 17 36); do platforms+=(--platform "manylinux_2_${glibc}_$arch"); done  # bookworm: glibc 2.36
   rm -rf "$wheels.partial" && mkdir -p "$wheels.partial"
   timeout 600 "$PYTHON" -m pip download --quiet --only-binary=:all: --python-version 3.11 --implementation cp \
-      --abi cp311 "${platforms[@]}" -r app/requirements.txt -d "$wheels.partial" \
+      --abi cp311 "${platforms[@]}" -r app/requirements.txt -c app/constraints.txt -d "$wheels.partial" \
     || fail "pip download of app/requirements.txt failed"
   touch "$wheels.partial/.complete" && rm -rf "$wheels" && mv "$wheels.partial" "$wheels"
   echo "wheelhouse $wheels: $(find "$wheels" -name '*.whl' | wc -l) wheels"

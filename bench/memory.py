@@ -141,7 +141,7 @@ def main() -> None:
         if (bundle / "bundle.json").is_file():
             print(f"Deploy bundle: {bundle}")
         else:
-            from app_bundles import build_colour_bundle
+            from support.app_bundles import build_colour_bundle
 
             print(f"No deploy bundle at {bundle}: built a small colour test bundle "
                   f"(tests/app_bundles.build_colour_bundle) in {work / 'deploy'} instead.")  # fmt: skip

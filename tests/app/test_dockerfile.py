@@ -2,6 +2,9 @@
 
 import re
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from support import REPO_ROOT
 
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
@@ -16,3 +19,25 @@ def test_every_stage_starts_from_the_base_image_argument():
     # So that CI's locally built base (--build-arg BASE_IMAGE=...) replaces Docker Hub's in both stages.
     stages = re.findall(r"^FROM (\S+)", DOCKERFILE, flags=re.MULTILINE)
     assert stages == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+
+
+def test_the_image_installs_the_app_requirements_under_pinned_constraints():
+    # Both install commands (PyPI and the offline wheelhouse) take the constraints file.
+    installs = re.findall(r"pip install [^;\n]*", DOCKERFILE)
+    assert len(installs) == 2 and all("-r /build/requirements.txt -c /build/constraints.txt" in i for i in installs)
+
+
+def test_the_constraints_pin_every_requirement_within_its_range():
+    requirements = [Requirement(line) for line in _lines(REPO_ROOT / "app" / "requirements.txt")]
+    pins = {}
+    for line in _lines(REPO_ROOT / "app" / "constraints.txt"):
+        name, version = line.split("==")
+        pins[canonicalize_name(name)] = Version(version)
+    for requirement in requirements:
+        pinned = pins[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(pinned), (requirement, pinned)
+    assert len(pins) > len(requirements)  # and what they pull in
+
+
+def _lines(path):
+    return [line.split("#")[0].strip() for line in path.read_text().splitlines() if line.split("#")[0].strip()]
