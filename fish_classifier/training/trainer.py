@@ -72,7 +72,9 @@ class CnnSettings(Section):
     epochs: integer(ge=1)
     lr: number(gt=0)
     patience: integer(ge=0)
-    augment: Flag  # on-the-fly random changes within params' `augment` ranges (see cnn_augmenter)
+    augment: Flag  # on-the-fly random changes of each batch, within augment_ranges (see cnn_augmenter)
+    # Its own ranges: milder than the augment stage's, which makes whole new photos of the rare classes.
+    augment_ranges: Augmentation
     label_smoothing: Fraction
 
     @model_validator(mode="after")
@@ -226,8 +228,8 @@ def train_model(name: str, data: TrainingData, settings: TrainSettings, seed: in
                 augmentation: Augmentation | None = None) -> keras.Model:
     """Train model `name` with its `settings` (params.yaml's `train`, read by `TrainSettings.for_model(name)`).
 
-    `augmentation` (params.yaml's `augment` ranges) makes a backbone's `augmented_views` and the CNN's
-    on-the-fly changes.
+    `augmentation` (params.yaml's `augment` ranges) makes a backbone's `augmented_views`; the CNN has its own
+    (`train.cnn.augment_ranges`).
     """
     if isinstance(settings.model, CnnSettings) != (check_model_name(name) == "cnn"):
         raise ValueError(f"the settings of train.{name} are {type(settings.model).__name__}; read them with "
@@ -243,17 +245,14 @@ def train_model(name: str, data: TrainingData, settings: TrainSettings, seed: in
         "verbose": 2,
     }
     if name == "cnn":
-        return train_custom_cnn(data, settings.model, strategy, fit_options, augmentation=augmentation)
+        return train_custom_cnn(data, settings.model, strategy, fit_options)
     return train_transfer(name, data, settings.model, strategy, fit_options, settings.frozen_pass,
                           augmentation=augmentation, seed=seed)
 
 
-def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_options: dict,
-                     augmentation: Augmentation | None = None) -> keras.Model:
-    """The custom CNN fitted from scratch on pixels, each batch randomly changed within `augmentation`'s ranges
+def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_options: dict) -> keras.Model:
+    """The custom CNN fitted from scratch on pixels, each batch randomly changed within `settings.augment_ranges`
     when `settings.augment` is on."""
-    if settings.augment and augmentation is None:
-        raise ValueError("train.cnn.augment is true but no augmentation ranges were given")
     size = settings.image_size
     with strategy.scope():
         model = build_model(
@@ -265,7 +264,7 @@ def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_op
     train = pixel_dataset(data.train_paths[mine], data.train_labels[mine], size).cache()
     augment = None
     if settings.augment:
-        augmenter = cnn_augmenter(augmentation)
+        augmenter = cnn_augmenter(settings.augment_ranges)
 
         def augment(x, y):
             return augmenter(x, training=True), y

@@ -14,6 +14,7 @@ from fish_classifier.data.manifest import label_indices
 from fish_classifier.images import load_pixels, open_rgb
 from fish_classifier.model.preprocessing import MirrorMean, MirrorPair, load_model
 from fish_classifier.model.zoo import MODEL_NAMES, build_backbone, split_for_fine_tuning
+from fish_classifier.training import trainer
 from fish_classifier.training.trainer import (
     BackboneSettings,
     FrozenPass,
@@ -203,13 +204,15 @@ def test_cnn_augmenter_changes_batches_within_the_augment_ranges():
     assert spread.min() < 0.9 and spread.max() > 1.1 and 0.6 - 1e-3 <= spread.min() and spread.max() <= 1.4 + 1e-3
 
 
-def test_cnn_augment_takes_the_augment_ranges(colour_data):
+def test_the_cnn_augments_each_batch_within_its_own_ranges(colour_data, monkeypatch):
     params = tiny_train_params()
-    params["cnn"] = dict(params["cnn"], augment=True, epochs=1)
-    with pytest.raises(ValueError, match="train.cnn.augment is true but no augmentation ranges were given"):
-        train_model("cnn", colour_data, settings("cnn", params), seed=0)
-    model = train_model("cnn", colour_data, settings("cnn", params), seed=0, augmentation=AUGMENTATION)
-    assert model.output_shape == (None, 3)
+    params["cnn"] = dict(params["cnn"], augment=True, epochs=1, augment_ranges=AUGMENTATION.model_dump())
+    read = settings("cnn", params)
+    assert read.model.augment_ranges == AUGMENTATION
+    built = []
+    monkeypatch.setattr(trainer, "cnn_augmenter", lambda ranges: built.append(ranges) or cnn_augmenter(ranges))
+    model = train_model("cnn", colour_data, read, seed=0)  # the augment stage's ranges play no part
+    assert built == [AUGMENTATION] and model.output_shape == (None, 3)
 
 
 def test_training_data_joins_augmented_rows_to_train(tmp_path):
