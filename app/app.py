@@ -25,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DISPLAY_SIZE = 480  # longest side of the photo sent to the browser, in pixels
 MAX_FILES = 20  # photos identified per upload: each is decoded and run, so a batch must stay small
 HEATMAP_OPACITY = 0.6  # at the hottest spot
+EXAMPLE_COLUMNS = 8  # at least this many columns in the example row, so that a few examples stay thumbnails
 EXAMPLE_KEY = "example"  # session state: the index of the example photo last clicked, until the uploads change
 SHOWN_METRICS = {
     "accuracy": "Accuracy",
@@ -248,9 +249,10 @@ def show_examples(examples: list[Example]) -> Example | None:
     if not examples:
         return None
     st.markdown("No photo at hand? Try one of these test photos, one per species:")
-    for index, (column, example) in enumerate(zip(st.columns(len(examples)), examples)):
-        column.image(str(example.path), width="stretch")
-        column.button(example.display, key=f"example-{index}", width="stretch", on_click=choose_example, args=(index,))
+    for index, (column, example) in enumerate(zip(st.columns(max(len(examples), EXAMPLE_COLUMNS)), examples)):
+        tile = column.container()  # in a container of its own, a long species name wraps instead of being cut short
+        tile.image(str(example.path), width="stretch")
+        tile.button(example.display, key=f"example-{index}", width="stretch", on_click=choose_example, args=(index,))
     chosen = st.session_state.get(EXAMPLE_KEY)
     # A rebuilt bundle may have fewer examples than the one the index was chosen from.
     return examples[chosen] if chosen is not None and chosen < len(examples) else None
