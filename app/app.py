@@ -1,4 +1,4 @@
-"""Fish species from photos: upload, predict, explain.
+"""Fish species from photos: upload (or pick an example), predict, explain.
 
 Run from the repo root with `streamlit run app/app.py`. The deploy bundle comes
 from $FISH_BUNDLE (default models/deploy, which `dvc repro` produces); a relative
@@ -18,13 +18,15 @@ import streamlit as st
 from PIL import Image, ImageOps
 
 from fish_classifier.images import IMAGE_EXTENSIONS, ImageError, open_rgb
-from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, Example
 from fish_classifier.serving.predictor import Prediction, Predictor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DISPLAY_SIZE = 480  # longest side of the photo sent to the browser, in pixels
 MAX_FILES = 20  # photos identified per upload: each is decoded and run, so a batch must stay small
 HEATMAP_OPACITY = 0.6  # at the hottest spot
+EXAMPLE_COLUMNS = 8  # at least this many columns in the example row, so that a few examples stay thumbnails
+EXAMPLE_KEY = "example"  # session state: the index of the example photo last clicked, until the uploads change
 SHOWN_METRICS = {
     "accuracy": "Accuracy",
     "macro_f1": "Macro F1",
@@ -242,6 +244,54 @@ def top_k_chart(prediction: Prediction) -> alt.Chart:
     )
 
 
+def show_examples(examples: list[Example]) -> Example | None:
+    """A row of the bundle's example photos, each with a button naming its species; returns the one last chosen."""
+    if not examples:
+        return None
+    st.markdown("No photo at hand? Try one of these test photos, one per species:")
+    for index, (column, example) in enumerate(zip(st.columns(max(len(examples), EXAMPLE_COLUMNS)), examples)):
+        tile = column.container()  # in a container of its own, a long species name wraps instead of being cut short
+        tile.image(str(example.path), width="stretch")
+        tile.button(example.display, key=f"example-{index}", width="stretch", on_click=choose_example, args=(index,))
+    chosen = st.session_state.get(EXAMPLE_KEY)
+    # A rebuilt bundle may have fewer examples than the one the index was chosen from.
+    return examples[chosen] if chosen is not None and chosen < len(examples) else None
+
+
+def choose_example(index: int) -> None:
+    # Kept in the session, so that moving the slider or the toggle keeps the example's result on the page.
+    st.session_state[EXAMPLE_KEY] = index
+
+
+def forget_example() -> None:
+    st.session_state.pop(EXAMPLE_KEY, None)
+
+
+def identify(predictor: Predictor, bundle_key: str, name: str, data: bytes, threshold: float, with_heatmap: bool):
+    """(name, prediction, photo to show, heatmap) for one file; no images for a file that cannot be read."""
+    # One decoded photo at a time, for the model, the display and the heatmap alike.
+    photo = decode_once(data, predictor.input_size)
+    prediction = predict_upload(predictor, bundle_key, data, threshold, photo)
+    if prediction.error:
+        return name, prediction, None, None
+    wants_heatmap = with_heatmap and not prediction.is_unknown
+    return name, prediction, *result_images(predictor, bundle_key, data, wants_heatmap, photo)
+
+
+def show_results_table(results: list[tuple[str, Prediction]]) -> None:
+    """The results as a table on the page and as a CSV download, one row per photo."""
+    table = results_table(results)
+    shares = [column for column in table if column == "confidence" or column.endswith("_probability")]
+    st.dataframe(table, hide_index=True,
+                 column_config={column: st.column_config.NumberColumn(format="percent") for column in shares})
+    st.download_button(
+        f"Download the {len(results)} results as CSV",
+        table.to_csv(index=False),
+        file_name="fish_predictions.csv",
+        mime="text/csv",
+    )
+
+
 def main() -> None:
     st.set_page_config(page_title="Fish species classifier", page_icon="🐟", layout="wide")
     st.title("Fish species classifier")
@@ -259,9 +309,12 @@ def main() -> None:
         f"Photos of fish, to identify among the {n_classes} known species",
         type=[extension.lstrip(".") for extension in IMAGE_EXTENSIONS],
         accept_multiple_files=True,
+        on_change=forget_example,
     )
-    if not uploads:
-        st.info(f"Upload one or more photos ({', '.join(IMAGE_EXTENSIONS)}).")
+    example = show_examples(predictor.bundle.examples)
+    if not uploads and example is None:
+        also = ", or try an example photo" if predictor.bundle.examples else ""
+        st.info(f"Upload one or more photos ({', '.join(IMAGE_EXTENSIONS)}){also}.")
         return
     if len(uploads) > MAX_FILES:
         st.error(
@@ -269,25 +322,14 @@ def main() -> None:
             f"the first {MAX_FILES} are shown below. Upload the other {len(uploads) - MAX_FILES} in another batch."
         )
         uploads = uploads[:MAX_FILES]
+    # Each file's bytes are read when its turn comes: a batch of large uploads is never copied whole at once.
+    photos = [(upload.name, upload.getvalue) for upload in uploads]
+    if example is not None:
+        photos.insert(0, (f"Example: {example.display}", example.path.read_bytes))
 
     with st.spinner("Identifying…"):
-        results = []
-        for upload in uploads:
-            # One decoded photo at a time, for the model, the display and the heatmap alike.
-            data = upload.getvalue()
-            photo = decode_once(data, predictor.input_size)
-            prediction = predict_upload(predictor, bundle_key, data, threshold, photo)
-            wants_heatmap = with_heatmap and not prediction.is_unknown
-            shown = None, None
-            if not prediction.error:
-                shown = result_images(predictor, bundle_key, data, wants_heatmap, photo)
-            results.append((upload.name, prediction, *shown))
-    st.download_button(
-        f"Download the {len(results)} results as CSV",
-        results_table([(name, prediction) for name, prediction, _, _ in results]).to_csv(index=False),
-        file_name="fish_predictions.csv",
-        mime="text/csv",
-    )
+        results = [identify(predictor, bundle_key, name, read(), threshold, with_heatmap) for name, read in photos]
+    show_results_table([(name, prediction) for name, prediction, _, _ in results])
     for name, prediction, photo, heatmap in results:
         if prediction.error:
             st.error(f"**{literal(name)}**: {literal(prediction.error)}")

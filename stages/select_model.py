@@ -3,7 +3,8 @@ unknown-photo detector, and write the comparison and the detector's figures.
 
 Reads metrics/models/<model>/ (metrics.json, val_confidence.csv) of every model of train.models, their
 models/zoo/<model>/model.keras, data/ (manifests, classes, prepared photos) and data/unknown; writes the
-deploy bundle models/deploy/, metrics/summary.json, metrics/summary.md and metrics/unknown/ (plots).
+deploy bundle models/deploy/ (with a thumbnail of the first test photo of each species, for the app to
+offer), metrics/summary.json, metrics/summary.md and metrics/unknown/ (plots).
 
 The bundle gets the Keras model and its LiteRT export for serving, checked against each other on test
 images. The detector is fitted on the LiteRT model's embeddings of the train photos, its threshold set on
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fish_classifier.data.manifest import label_indices, read_classes, read_manifest, scored_split
+from fish_classifier.data.manifest import example_photos, label_indices, read_classes, read_manifest, scored_split
 from fish_classifier.data.unknown_set import FISH_ELSEWHERE, GROUPS
 from fish_classifier.evaluation.metrics import EvaluateSettings
 from fish_classifier.evaluation.selection import (
@@ -35,7 +36,13 @@ from fish_classifier.evaluation.selection import (
 )
 from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
 from fish_classifier.params import stage_arguments, stage_params
-from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, add_unknown_detector, training_data_hash, write_bundle
+from fish_classifier.serving.bundle import (
+    DEFAULT_BUNDLE_DIR,
+    add_examples,
+    add_unknown_detector,
+    training_data_hash,
+    write_bundle,
+)
 from fish_classifier.serving.export import evenly_spaced, export_for_serving
 from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, LiteRTBackend, outputs_for_files
 from fish_classifier.splits import SPLITS
@@ -80,6 +87,8 @@ def main(argv=None) -> None:
     )
     print(f"exported {DEFAULT_BUNDLE_DIR}/model.tflite: largest difference {parity['max_abs_diff']:.1e} (probabilities), "
           f"{parity['embedding_max_abs_diff']:.1e} (embeddings) on {parity['images']} test images")
+    examples = add_examples(DEFAULT_BUNDLE_DIR, example_photos(manifest, classes), size=select.example_size)
+    print(f"added {len(examples)} example photos (test split, one per species) to {DEFAULT_BUNDLE_DIR}")
 
     # The unknown-photo detector sees what serving sees: the LiteRT model's outputs.
     backend = LiteRTBackend(DEFAULT_BUNDLE_DIR / "model.tflite")

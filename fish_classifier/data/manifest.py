@@ -33,6 +33,14 @@ def scored_split(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
     return manifest[(manifest["split"] == split) & ~manifest["augmented"].astype(bool)]
 
 
+def example_photos(manifest: pd.DataFrame, classes: list[dict], split: str = "test") -> list[tuple[dict, str]]:
+    """(class entry, path) of the first scored photo of each class in `split`, in manifest order: the same
+    photos every run. In the order of `classes`; a class with no photo in `split` gets none."""
+    first = scored_split(manifest, split).drop_duplicates("label")
+    paths = dict(zip(first["label"], first["path"]))
+    return [(entry, paths[entry["label"]]) for entry in classes if entry["label"] in paths]
+
+
 def read_classes(path: str | Path) -> list[dict]:
     """Classes in model output order: [{"label": raw folder name, "display": readable name}, ...]."""
     with open(path, encoding="utf-8") as f:

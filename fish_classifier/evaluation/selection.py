@@ -43,6 +43,7 @@ class SelectSettings(Section):
     fixed_threshold: Share
     top_k: integer(ge=1)
     serving_parity_images: integer(ge=1)
+    example_size: integer(ge=1)
     unknown_method: choice(*METHODS)
     unknown_power: number(gt=0, le=1)
     unknown_k: integer(ge=1)

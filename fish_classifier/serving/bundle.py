@@ -5,10 +5,12 @@
         model.tflite  the same model exported for serving without TensorFlow (fish_classifier.serving.export)
         unknown.npz   the unknown-photo detector fitted on the model's embeddings (fish_classifier.serving.unknown)
         labels.json   {"classes": [{"label", "display"}, ...]} in model output order
+        examples/     optional: <n>.jpg, small thumbnails of test photos the app offers to try (`add_examples`)
         bundle.json   model (its name in the zoo), input_size, num_classes, temperature,
                       threshold, metrics (its scores), data_hash, created_at, files (the sha256
                       of every other file), serving (the export's parity with model.keras) and
-                      unknown (the detector's method, threshold and figures)
+                      unknown (the detector's method, threshold and figures), examples
+                      ([{"file", "label", "display"}, ...], when the bundle has them)
 
 A bundle needs at least one of the two models: the Docker image carries model.tflite only.
 `read_bundle` checks every file against its sha256, so a changed or corrupt file is refused at load.
@@ -23,12 +25,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fish_classifier.hashing import file_sha256
+from fish_classifier.images import open_rgb
 
 MODEL_FILE = "model.keras"
 SERVING_MODEL_FILE = "model.tflite"
 UNKNOWN_FILE = "unknown.npz"
 LABELS_FILE = "labels.json"
 INFO_FILE = "bundle.json"
+EXAMPLES_DIR = "examples"
+# A thumbnail of about 256 px at this quality is 10 to 30 KB: a row of eleven stays a few hundred KB.
+EXAMPLE_QUALITY = 85
 DEFAULT_BUNDLE_DIR = Path("models/deploy")
 
 _REQUIRED_INFO = ("model", "input_size", "temperature", "threshold", "top_k")
@@ -38,6 +44,15 @@ _HOW_TO_REBUILD = "rebuild the bundle with `dvc repro select`"
 
 class BundleError(Exception):
     """A deploy bundle that is missing or broken; the message says what and how to get a good one."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example photo of the bundle: its thumbnail and the species it shows."""
+
+    path: Path
+    label: str
+    display: str
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,12 @@ class Bundle:
     def unknown_path(self) -> Path | None:
         """The unknown-photo detector's file, when the bundle has one."""
         return self.path / UNKNOWN_FILE if "unknown" in self.info else None
+
+    @property
+    def examples(self) -> list[Example]:
+        """The example photos, one per species in class order; none in a bundle made before they existed."""
+        return [Example(self.path / entry["file"], entry["label"], entry["display"])
+                for entry in self.info.get("examples", [])]
 
 
 def write_bundle(
@@ -137,6 +158,27 @@ def add_unknown_detector(path, detector, **details) -> dict:
                                                  "threshold": detector.threshold, **details})
 
 
+def add_examples(path, photos, *, size: int) -> list[dict]:
+    """Save `photos`, (class entry, image source) pairs, as JPEG thumbnails of at most `size` px a side in the
+    bundle's examples/ folder, hashed like the models and listed under `examples`; returns that list."""
+    path = Path(path)
+    # Replace any earlier row whole, so that no old thumbnail stays listed.
+    shutil.rmtree(path / EXAMPLES_DIR, ignore_errors=True)
+    (path / EXAMPLES_DIR).mkdir()
+    info = _read_json(path / INFO_FILE)
+    files = {name: sha for name, sha in info.get("files", {}).items() if not name.startswith(f"{EXAMPLES_DIR}/")}
+    examples = []
+    for index, (entry, source) in enumerate(photos):
+        name = f"{EXAMPLES_DIR}/{index}.jpg"
+        thumbnail = open_rgb(source, size)
+        thumbnail.thumbnail((size, size))  # only ever shrinks
+        thumbnail.save(path / name, format="JPEG", quality=EXAMPLE_QUALITY)
+        files[name] = file_sha256(path / name)
+        examples.append({"file": name, "label": entry["label"], "display": entry["display"]})
+    update_info(path, files=files, examples=examples)
+    return examples
+
+
 def read_bundle(path=DEFAULT_BUNDLE_DIR) -> Bundle:
     """Check and read a bundle folder; raises BundleError naming the missing or broken part."""
     path = Path(path)
@@ -164,6 +206,7 @@ def read_bundle(path=DEFAULT_BUNDLE_DIR) -> Bundle:
             + _HOW_TO_FIX
         )
     _check_files(path, info)
+    _check_examples(path, info, classes)
     return Bundle(
         path=path,
         model_path=model_path if model_path.is_file() else None,
@@ -217,6 +260,23 @@ def _check_files(path: Path, info: dict) -> None:
                 f"{file} does not match the sha256 in {INFO_FILE} (changed or corrupt since the bundle was made); "
                 + _HOW_TO_REBUILD
             )
+
+
+def _check_examples(path: Path, info: dict, classes: list[dict]) -> None:
+    """Each example must be a hashed file of the bundle showing one of its species: the app shows it as such."""
+    examples = info.get("examples", [])
+    if not isinstance(examples, list):
+        raise BundleError(f"{path / INFO_FILE}: examples must be a list, got {examples!r}; {_HOW_TO_REBUILD}")
+    labels = {entry["label"] for entry in classes}
+    for example in examples:
+        if not isinstance(example, dict) or not {"file", "label", "display"} <= example.keys():
+            raise BundleError(f"{path / INFO_FILE}: each example needs 'file', 'label' and 'display', "
+                              f"got {example!r}; {_HOW_TO_REBUILD}")
+        if example["file"] not in info["files"]:
+            raise BundleError(f"{path / INFO_FILE} lists example {example['file']} but no hash for it; {_HOW_TO_REBUILD}")
+        if example["label"] not in labels:
+            raise BundleError(f"{path / INFO_FILE}: example {example['file']} shows {example['label']!r}, "
+                              f"not one of the bundle's classes; {_HOW_TO_REBUILD}")
 
 
 def _check_settings(path: Path, info: dict) -> None:

@@ -50,6 +50,11 @@ def run_app(monkeypatch, bundle_dir, uploads=None) -> AppTest:
     return app
 
 
+def captions(app: AppTest) -> list[str]:
+    """The captions of the photos shown, in page order; the example row's photos have none."""
+    return [caption for image in app.get("image") for caption in image.captions if caption]
+
+
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -139,11 +144,15 @@ def test_each_bad_file_gets_its_own_error_and_the_others_their_results(monkeypat
         assert name in message and reason in message, message
     # CMYK, 16-bit and grayscale photos are valid: each gets an answer. The test species are colours, so
     # the grey ones look like none of them, and the unknown-photo check says so instead of naming one.
-    shown = [caption for image in app.get("image") for caption in image.captions]
-    assert [c for c in shown if c in uploads] == ["crimson.jpg", "cmyk.jpg", "sixteen-bit.png", "grayscale.png"]
+    assert [c for c in captions(app) if c in uploads] == ["crimson.jpg", "cmyk.jpg", "sixteen-bit.png", "grayscale.png"]
     species = [h.value for h in app.subheader]
     assert species == ["Crimson testfish", "Crimson testfish", "Not a known fish", "Not a known fish"]
     assert app.get("download_button")[0].proto.label == f"Download the {len(uploads)} results as CSV"
+    # The table on the page is the CSV's: a row per file, errors included.
+    table = app.dataframe[0].value
+    assert table["file"].tolist() == list(uploads)
+    assert table.set_index("file").loc["crimson.jpg", "species"] == "Crimson testfish"
+    assert "not a readable image" in table.set_index("file").loc["notes.jpg", "error"]
 
 
 def test_low_confidence_warning_follows_the_threshold_slider(monkeypatch, bundle):
@@ -165,14 +174,14 @@ def test_a_photo_that_is_no_fish_gets_a_plain_message_and_no_species(monkeypatch
     assert not app.metric  # no confidence shown for a species it does not get
     assert app.caption[0].value.startswith("Closest species, not an answer: ")
     # No heatmap for a photo the model does not know: it would point at some part of it as if it were a fish.
-    assert [c for image in app.get("image") for c in image.captions] == ["receipt.jpg"]
+    assert captions(app) == ["receipt.jpg"]
 
 
 def test_heatmap_toggle_adds_and_removes_the_overlay(monkeypatch, bundle):
     app = run_app(monkeypatch, bundle, ("cobalt.png", png_bytes(colour_photo(2, 80)), "image/png"))
-    assert [c for image in app.get("image") for c in image.captions] == ["cobalt.png", "Where the model looked"]
+    assert captions(app) == ["cobalt.png", "Where the model looked"]
     app.toggle[0].set_value(False).run()
-    assert [c for image in app.get("image") for c in image.captions] == ["cobalt.png"]
+    assert captions(app) == ["cobalt.png"]
 
 
 def test_more_photos_than_the_cap_get_the_first_ones_identified_and_a_message(monkeypatch, bundle, app_module):
@@ -184,8 +193,7 @@ def test_more_photos_than_the_cap_get_the_first_ones_identified_and_a_message(mo
         f"{cap + 2} photos chosen, but the app identifies at most {cap} at a time: "
         f"the first {cap} are shown below. Upload the other 2 in another batch."
     ]
-    shown = [caption for image in app.get("image") for caption in image.captions if caption.startswith("crimson-")]
-    assert shown == [name for name, _, _ in uploads[:cap]]
+    assert [c for c in captions(app) if c.startswith("crimson-")] == [name for name, _, _ in uploads[:cap]]
     assert app.get("download_button")[0].proto.label == f"Download the {cap} results as CSV"
 
 
@@ -203,12 +211,45 @@ def test_each_upload_is_decoded_once_a_run_and_not_again_once_its_results_are_ca
     app = run_app(monkeypatch, bundle, uploads)
     # Once each for the model, the display and the heatmap (it used to be three times).
     assert len(decoded) == 3
-    assert [c for image in app.get("image") for c in image.captions].count("Where the model looked") == 3
+    assert captions(app).count("Where the model looked") == 3
 
     app.toggle[0].set_value(False).run()  # the predictions are cached, the photos without heatmap are not
     assert len(decoded) == 6
     app.toggle[0].set_value(True).run()  # everything is cached
     assert len(decoded) == 6
+
+
+def test_clicking_an_example_photo_identifies_it_like_an_upload_until_photos_are_uploaded(monkeypatch, bundle):
+    app = run_app(monkeypatch, bundle)
+    assert [button.label for button in app.button] == [c["display"] for c in COLOUR_CLASSES]
+    assert len(app.get("image")) == len(COLOUR_CLASSES)  # the row of example photos
+    assert "or try an example photo" in app.info[0].value
+
+    app.button(key="example-1").click().run()
+    assert [h.value for h in app.subheader] == ["Emerald testfish"]
+    assert captions(app) == ["Example: Emerald testfish", "Where the model looked"]
+    assert float(app.metric[0].value.rstrip("%")) > 99
+    assert app.dataframe[0].value[["file", "species"]].values.tolist() == [["Example: Emerald testfish",
+                                                                            "Emerald testfish"]]
+    app.sidebar.slider[0].set_value(1.0).run()  # the example stays chosen while the settings change
+    assert [h.value for h in app.subheader] == ["Emerald testfish"]
+    assert "may not be one of the 3 known species" in app.warning[0].value
+
+    app.file_uploader[0].set_value(("cobalt.png", png_bytes(colour_photo(2, 80)), "image/png")).run()
+    assert [h.value for h in app.subheader] == ["Cobalt testfish"]
+    assert captions(app) == ["cobalt.png", "Where the model looked"]
+
+
+def test_a_bundle_without_examples_shows_no_example_row(monkeypatch, tmp_path, bundle):
+    older = shutil.copytree(bundle, tmp_path / "older")
+    info = json.loads((older / "bundle.json").read_text())
+    del info["examples"]
+    info["files"] = {name: sha for name, sha in info["files"].items() if not name.startswith("examples/")}
+    (older / "bundle.json").write_text(json.dumps(info))
+    shutil.rmtree(older / "examples")
+    app = run_app(monkeypatch, older)
+    assert not app.button and not app.get("image")
+    assert app.info[0].value == "Upload one or more photos (.jpg, .jpeg, .png, .webp, .bmp)."
 
 
 def test_a_rebuilt_bundle_is_picked_up_without_restarting(monkeypatch, tmp_path, bundle):

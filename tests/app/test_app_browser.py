@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from support.app_bundles import (
+    COLOUR_CLASSES,
     DEV_ZIP,
     MOBILENET_WEIGHTS,
     build_colour_bundle,
@@ -22,6 +23,7 @@ from support.app_harness import (
     ARTIFACTS,
     CHROMIUM,
     UNKNOWN_HEADING,
+    click,
     headless_chromium,
     save_full_page_screenshot,
     streamlit_server,
@@ -44,6 +46,11 @@ def browser():
         yield driver
 
 
+@pytest.fixture(scope="module")
+def colour_bundle(tmp_path_factory):
+    return build_colour_bundle(tmp_path_factory.mktemp("colour") / "deploy")
+
+
 def upload_and_wait(browser, url, good: Path, bad: Path, species: str, *more: Path) -> dict:
     """Upload `good`, `bad` and `more` in one batch; the page once it shows the species of one and the error
     of the other."""
@@ -62,16 +69,15 @@ def error_for(state: dict, file_name: str) -> str:
     return next(error for error in state["errors"] if file_name in error)
 
 
-def assert_full_result_shown(state: dict, good: Path) -> None:
-    assert good.name in state["text"]  # the photo's caption
+def assert_full_result_shown(state: dict, caption: str) -> None:
+    assert caption in state["text"]  # the photo's caption
     assert "Where the model looked" in state["text"]  # the heatmap overlay
     assert "Confidence (calibrated)" in state["text"]
     assert state["charts"] == 1  # the top-5 chart
     assert not [w for w in state["warnings"] if "may not be one of" in w]  # confident: no low-confidence warning
 
 
-def test_a_good_photo_gets_its_species_and_a_bad_file_its_error_in_one_batch(browser, tmp_path):
-    bundle = build_colour_bundle(tmp_path / "deploy")
+def test_a_good_photo_gets_its_species_and_a_bad_file_its_error_in_one_batch(browser, tmp_path, colour_bundle):
     good = tmp_path / "crimson-sample.jpg"
     good.write_bytes(jpeg_bytes(colour_photo(0, 256, seed=3)))
     bad = tmp_path / "field-notes.jpg"
@@ -79,13 +85,24 @@ def test_a_good_photo_gets_its_species_and_a_bad_file_its_error_in_one_batch(bro
     receipt = tmp_path / "receipt.jpg"  # a readable photo of something else: named as no species
     receipt.write_bytes(jpeg_bytes(text_photo("receipt #1234")))
 
-    with streamlit_server(bundle, tmp_path / "streamlit.log") as url:
+    with streamlit_server(colour_bundle, tmp_path / "streamlit.log") as url:
         state = upload_and_wait(browser, url, good, bad, "Crimson testfish", receipt)
         assert "not a readable image" in error_for(state, bad.name)
-        assert_full_result_shown(state, good)
+        assert_full_result_shown(state, good.name)
         assert_unknown_shown(state, 3)
         shot = save_full_page_screenshot(browser, ARTIFACTS / "app-synthetic-bundle.png")
     assert shot.stat().st_size > 10_000
+
+
+def test_clicking_an_example_photo_names_its_species(browser, tmp_path, colour_bundle):
+    emerald = COLOUR_CLASSES[1]["display"]
+    with streamlit_server(colour_bundle, tmp_path / "streamlit.log") as url:
+        browser.get(url)
+        click(browser, "example-1", timeout=RESULT_TIMEOUT)  # the second photo of the row, under its button
+        state = wait_for_results(browser, emerald, timeout=RESULT_TIMEOUT)
+        assert state["headings"] == [emerald]
+        assert_full_result_shown(state, f"Example: {emerald}")
+        save_full_page_screenshot(browser, ARTIFACTS / "app-example-photo.png")
 
 
 @pytest.mark.slow
@@ -115,6 +132,6 @@ def test_a_real_fish_photo_is_named_correctly(browser, tmp_path):
     with streamlit_server(bundle, tmp_path / "streamlit.log") as url:
         state = upload_and_wait(browser, url, good, bad, display_name(labels[0]), no_fish)
         assert "truncated" in error_for(state, bad.name)
-        assert_full_result_shown(state, good)
+        assert_full_result_shown(state, good.name)
         assert_unknown_shown(state, len(labels))
         save_full_page_screenshot(browser, ARTIFACTS / "app-real-photo.png")

@@ -5,6 +5,7 @@ from fish_classifier.data.manifest import (
     MANIFEST_COLUMNS,
     DatasetError,
     display_name,
+    example_photos,
     find_classes,
     read_classes,
     read_manifest,
@@ -114,3 +115,16 @@ def test_scores_are_computed_on_a_split_s_original_images_only():
                              "augmented": [False, True, False, False]})
     assert scored_split(manifest, "val")["path"].tolist() == ["a", "d"]
     assert scored_split(manifest, "test")["path"].tolist() == ["c"]
+
+
+def test_example_photos_are_each_class_s_first_original_test_photo_in_class_order():
+    manifest = pd.DataFrame({
+        "path": ["t/bass", "x/bass", "a/bass", "b/bass", "c/trout", "d/bass"],
+        "split": ["train", "test", "test", "test", "test", "test"],
+        "label": ["bass", "bass", "bass", "bass", "trout", "bass"],
+        "augmented": [False, True, False, False, False, False],
+    })
+    classes = [{"label": "trout", "display": "Trout"}, {"label": "bass", "display": "Bass"},
+               {"label": "sprat", "display": "Sprat"}]
+    # Not the train photo, not the augmented copy; sprat has no test photo and gets none.
+    assert example_photos(manifest, classes) == [(classes[0], "c/trout"), (classes[1], "a/bass")]

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from support import REPO_ROOT as REPO
 from support.app_bundles import text_photo
+from PIL import Image
 from support.fixtures_models import CLASSES, save_tiny_model, tinted_image, write_tinted_images
 
 from fish_classifier.evaluation.selection import (
@@ -156,7 +157,7 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["models"] = names
     params["select"].update(metric="macro_f1", threshold_rule="val_flag_rate", val_flag_rate=0.1,
-                            unknown_val_flag_rate=0.0, catch_all_labels=[CLASSES[0]["label"]])
+                            unknown_val_flag_rate=0.0, catch_all_labels=[CLASSES[0]["label"]], example_size=32)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data" / "augmented").mkdir(parents=True)
     (tmp_path / "data" / "classes.json").write_text(json.dumps({"classes": CLASSES}))
@@ -216,7 +217,8 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     assert info["serving"]["parity"]["max_abs_diff"] <= 1e-4
     assert info["serving"]["parity"]["embedding_max_abs_diff"] <= 1e-4
     # The detector: in the bundle and hashed there; its threshold passes every validation photo (rate 0).
-    assert set(info["files"]) == {"model.keras", "labels.json", "model.tflite", "unknown.npz"}
+    assert set(info["files"]) == {"model.keras", "labels.json", "model.tflite", "unknown.npz",
+                                  "examples/0.jpg", "examples/1.jpg", "examples/2.jpg"}
     assert info["unknown"]["method"] == params["select"]["unknown_method"]
     figures = info["unknown"]["figures"]
     assert figures["flagged"]["not-fish"] == 1.0 and figures["flagged"]["fish-elsewhere"] == 0.0
@@ -224,3 +226,24 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     assert result["unknown"]["auroc_test_fish_vs_not_fish"] == 1.0
     for plot in ("scores.csv", "scores.png", "tradeoff.csv", "tradeoff.png"):
         assert (tmp_path / "metrics" / "unknown" / plot).stat().st_size > 0
+    assert_examples_are_first_test_photos(tmp_path, info["examples"], size=32)
+
+
+def assert_examples_are_first_test_photos(root: Path, examples: list[dict], size: int) -> None:
+    """One small thumbnail per class, in class order, and of each class's photos it is the first test one's."""
+    assert [(e["label"], e["display"]) for e in examples] == [(c["label"], c["display"]) for c in CLASSES]
+    for example in examples:
+        with Image.open(root / "models" / "deploy" / example["file"]) as thumbnail:
+            assert (thumbnail.format, thumbnail.size) == ("JPEG", (size, size))  # the 48 px photos, shrunk
+            pixels = np.asarray(thumbnail, dtype=np.float64)
+        photos = sorted((root / "data" / "prepared").glob(f"*/{example['label']}/*.png"))
+        distance = {photo.relative_to(root).as_posix(): np.abs(pixels - shrunk(photo, size)).mean() for photo in photos}
+        assert min(distance, key=distance.get) == f"data/prepared/test/{example['label']}/000.png"
+        assert (root / "models" / "deploy" / example["file"]).stat().st_size < 5_000
+
+
+def shrunk(path: Path, size: int) -> np.ndarray:
+    with Image.open(path) as photo:
+        photo = photo.convert("RGB")
+        photo.thumbnail((size, size))
+        return np.asarray(photo, dtype=np.float64)

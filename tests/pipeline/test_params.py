@@ -216,6 +216,8 @@ RULES = [
      "select.top_k must be an integer >= 1, got 0"),
     ("select", "select.serving_parity_images", 0,
      "select.serving_parity_images must be an integer >= 1, got 0"),
+    ("select", "select.example_size", 0,
+     "select.example_size must be an integer >= 1, got 0"),
     ("select", "select.unknown_method", "svm",
      "select.unknown_method must be one of: knn, mahalanobis, energy, got 'svm'"),
     ("select", "select.unknown_power", 0,

@@ -5,10 +5,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from support.fixtures_models import CLASSES, make_bundle, save_tiny_model, tinted_pixels, trained_tiny_model
+from support.fixtures_models import (
+    CLASSES,
+    make_bundle,
+    save_tiny_model,
+    tinted_image,
+    tinted_pixels,
+    trained_tiny_model,
+)
 
 from fish_classifier.hashing import file_sha256
-from fish_classifier.serving.bundle import BundleError, read_bundle, training_data_hash, update_info, write_bundle
+from fish_classifier.serving.bundle import (
+    BundleError,
+    add_examples,
+    read_bundle,
+    training_data_hash,
+    update_info,
+    write_bundle,
+)
 from fish_classifier.serving.predictor import Predictor
 from fish_classifier.serving.unknown import UnknownDetector
 from fish_classifier.temperature import apply_temperature
@@ -17,6 +31,15 @@ from fish_classifier.temperature import apply_temperature
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
     return make_bundle(tmp_path_factory.mktemp("bundle") / "deploy", temperature=1.7, threshold=0.42)
+
+
+@pytest.fixture(scope="module")
+def examples_dir(bundle_dir, tmp_path_factory):
+    """The bundle with a row of examples: a large photo of each class, and a PNG with transparency."""
+    folder = shutil.copytree(bundle_dir, tmp_path_factory.mktemp("examples") / "deploy")
+    photos = [(entry, tinted_image(entry["label"], seed=k, size=400)) for k, entry in enumerate(CLASSES)]
+    add_examples(folder, photos, size=64)
+    return folder
 
 
 def test_round_trip_keeps_settings_and_label_order(bundle_dir):
@@ -168,3 +191,60 @@ def test_a_temperature_threshold_or_top_k_the_predictor_cannot_use_is_refused_at
         read_bundle(edited)
     assert str(error.value) == (f"{edited / 'bundle.json'}: {key} must be {rule}, got {value!r}; "
                                 "rebuild the bundle with `dvc repro select`")
+
+
+def test_examples_round_trip_as_hashed_thumbnails_in_class_order(examples_dir):
+    bundle = read_bundle(examples_dir)
+    assert [(e.label, e.display) for e in bundle.examples] == [(c["label"], c["display"]) for c in CLASSES]
+    assert [e.path for e in bundle.examples] == [Path(examples_dir) / "examples" / f"{k}.jpg" for k in range(3)]
+    for example in bundle.examples:
+        assert bundle.info["files"][f"examples/{example.path.name}"] == file_sha256(example.path)
+        with Image.open(example.path) as thumbnail:
+            assert (thumbnail.format, thumbnail.size) == ("JPEG", (64, 64))  # 400 px shrunk to the size asked
+    # The bundle's own model names each example's species.
+    assert [p.label for p in Predictor(examples_dir).predict([e.path for e in bundle.examples])] == [
+        c["label"] for c in CLASSES]
+
+
+def test_examples_never_grow_a_small_photo_and_replace_an_earlier_row(tmp_path, examples_dir):
+    again = shutil.copytree(examples_dir, tmp_path / "again")
+    [example] = add_examples(again, [(CLASSES[1], tinted_image(CLASSES[1]["label"], seed=9, size=40))], size=64)
+    bundle = read_bundle(again)
+    assert example == {"file": "examples/0.jpg", "label": CLASSES[1]["label"], "display": CLASSES[1]["display"]}
+    assert [e.label for e in bundle.examples] == [CLASSES[1]["label"]]
+    assert sorted(p.name for p in (again / "examples").iterdir()) == ["0.jpg"]
+    assert not {"examples/1.jpg", "examples/2.jpg"} & bundle.info["files"].keys()
+    with Image.open(bundle.examples[0].path) as thumbnail:
+        assert thumbnail.size == (40, 40)
+
+
+def test_a_bundle_without_examples_loads_with_none(bundle_dir):
+    assert "examples" not in read_bundle(bundle_dir).info
+    assert read_bundle(bundle_dir).examples == []
+
+
+def test_a_changed_example_is_refused_naming_the_file(tmp_path, examples_dir):
+    tampered = shutil.copytree(examples_dir, tmp_path / "tampered")
+    tinted_image(CLASSES[0]["label"], seed=0, size=64).save(tampered / "examples" / "1.jpg")  # another species
+    with pytest.raises(BundleError) as error:
+        read_bundle(tampered)
+    assert str(error.value) == (f"{tampered / 'examples' / '1.jpg'} does not match the sha256 in bundle.json "
+                                "(changed or corrupt since the bundle was made); rebuild the bundle with `dvc repro select`")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda info: info["files"].pop("examples/2.jpg"), "lists example examples/2.jpg but no hash for it"),
+        (lambda info: info["examples"][0].update(label="shark"), "example examples/0.jpg shows 'shark', not one of"),
+        (lambda info: info["examples"][0].pop("display"), "each example needs 'file', 'label' and 'display'"),
+        (lambda info: info.update(examples="examples/"), "examples must be a list, got 'examples/'"),
+    ],
+)
+def test_an_example_the_bundle_cannot_vouch_for_is_refused(tmp_path, examples_dir, edit, message):
+    edited = shutil.copytree(examples_dir, tmp_path / "edited")
+    info = json.loads((edited / "bundle.json").read_text())
+    edit(info)
+    (edited / "bundle.json").write_text(json.dumps(info))
+    with pytest.raises(BundleError, match=message):
+        read_bundle(edited)

@@ -5,6 +5,7 @@ tiny CNN that follows the model contract (raw RGB in, `pool`, `head`).
 `build_real_photo_bundle`: a few real species from ../shared/data/fish-dev.zip
 on a frozen ImageNet MobileNetV2 (weights from ../shared/keras), for checks that
 a real photo gets its real name.
+Both carry a row of example photos, one per class, as the `select` stage writes it.
 """
 
 import io
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fish_classifier.serving.bundle import write_bundle
+from fish_classifier.serving.bundle import add_examples, write_bundle
 from support import REPO_ROOT
 from support.fixtures_models import add_detector
 
@@ -31,6 +32,7 @@ COLOUR_CLASSES = [
 ]
 COLOURS = [(210, 40, 50), (40, 190, 70), (40, 70, 210)]
 COLOUR_METRICS = {"accuracy": 0.97, "macro_f1": 0.96, "macro_precision": 0.95, "macro_recall": 0.94}
+EXAMPLE_SIZE = 256  # as params.yaml's select.example_size
 
 
 def colour_photo(class_index: int, size: int = 64, seed: int = 0) -> Image.Image:
@@ -64,8 +66,12 @@ def build_colour_bundle(out_dir, *, classes=COLOUR_CLASSES, threshold: float = 0
 
     held_out = np.stack([load_pixels(jpeg_bytes(colour_photo(i % n, size, seed=1000 + i)), image_size)
                          for i in range(6 * n) for size in (32, 64, 96, 128)])
-    return _bundle_from_model(model, out_dir, classes, "colour-test-cnn", threshold, COLOUR_METRICS,
-                              detector_photos=(x, y, held_out))
+    _bundle_from_model(model, out_dir, classes, "colour-test-cnn", threshold, COLOUR_METRICS,
+                       detector_photos=(x, y, held_out))
+    # Like the dataset's photos, examples come in at full size and are shrunk by add_examples.
+    add_examples(out_dir, [(entry, colour_photo(k, 2 * EXAMPLE_SIZE, seed=2000 + k)) for k, entry in enumerate(classes)],
+                 size=EXAMPLE_SIZE)
+    return Path(out_dir)
 
 
 def real_photos(classes: list[str], split: str, per_class: int) -> list[tuple[str, bytes]]:
@@ -115,8 +121,11 @@ def build_real_photo_bundle(out_dir, labels: list[str], *, per_class: int = 30, 
     probs = model.predict(val, verbose=0)
     accuracy = float(np.mean([labels[k] == label for k, (label, _) in zip(probs.argmax(1), held_out)]))
     classes = [{"label": label, "display": display_name(label)} for label in labels]
-    return _bundle_from_model(model, out_dir, classes, "mobilenetv2", 0.5, {"accuracy": accuracy},
-                              detector_photos=(x, y, val))
+    _bundle_from_model(model, out_dir, classes, "mobilenetv2", 0.5, {"accuracy": accuracy}, detector_photos=(x, y, val))
+    # The first test photo of each species, as `select` picks them.
+    add_examples(out_dir, [(classes[labels.index(label)], data) for label, data in real_photos(labels, "test", 1)],
+                 size=EXAMPLE_SIZE)
+    return Path(out_dir)
 
 
 def display_name(label: str) -> str:

@@ -113,6 +113,30 @@ def upload(driver, paths, *, timeout: float = 120) -> None:
         ) from None
 
 
+def click(driver, key: str, *, timeout: float = 120) -> None:
+    """Click the app's button with widget key `key` (Streamlit marks its element with the class st-key-<key>)."""
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        StaleElementReferenceException,
+        TimeoutException,
+    )
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def press(driver):
+        buttons = driver.find_elements(By.CSS_SELECTOR, f".st-key-{key} button")
+        if buttons:
+            buttons[0].click()
+        return bool(buttons)
+
+    # As with the uploader: a re-render can replace or briefly cover the button.
+    try:
+        WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,
+                                                           ElementClickInterceptedException)).until(press)
+    except TimeoutException:
+        raise AssertionError(f"no button {key!r} after {timeout:.0f} s; page text:\n{page_state(driver)['text']}") from None
+
+
 UNKNOWN_HEADING = "Not a known fish"  # app/app.py's heading for a photo unlike every species
 
 # One atomic look at the page: Streamlit re-renders often, so holding element handles goes stale.
