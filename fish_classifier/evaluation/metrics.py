@@ -11,6 +11,7 @@ from fish_classifier.params import Section, integer, number
 from fish_classifier.temperature import apply_temperature
 
 HEADLINE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+PER_CLASS_COLUMNS = ["label", "display", "precision", "recall", "f1", "support"]
 
 
 class EvaluateSettings(Section):
@@ -22,38 +23,39 @@ class EvaluateSettings(Section):
     temperature_prior_sigma: number(gt=0)  # width of the prior on log T that the validation fit starts from
 
 
-def classification_report(y_true, y_pred, labels: list[str]) -> dict:
-    """Accuracy, macro precision/recall/F1 and per-class scores for integer class indices.
+def headline(y_true, y_pred, num_classes: int) -> dict:
+    """Accuracy and macro precision/recall/F1 for integer class indices in range(num_classes).
 
-    `labels[i]` names class index i. Every class counts in the macro average, also one
-    the model never predicts (its precision is 0 rather than undefined).
+    Every class counts in the macro average, also one the model never predicts (its precision is 0
+    rather than undefined).
     """
-    indices = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=indices, average=None, zero_division=0
-    )
+    indices = list(range(num_classes))
     macro = precision_recall_fscore_support(y_true, y_pred, labels=indices, average="macro", zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_precision": float(macro[0]),
         "macro_recall": float(macro[1]),
         "macro_f1": float(macro[2]),
-        "per_class": {
-            label: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, label in enumerate(labels)
-        },
     }
 
 
-def headline(y_true, y_pred, num_classes: int) -> dict:
-    """The four headline scores of `classification_report`, without the per-class table."""
-    report = classification_report(y_true, y_pred, [str(i) for i in range(num_classes)])
-    return {key: report[key] for key in HEADLINE_METRICS}
+def per_class_table(y_true, y_pred, classes: list[dict]) -> pd.DataFrame:
+    """One row per class of `classes` (data/classes.json's entries, index i = class i): label, display name,
+    precision, recall, F1 and support (the class's true images). A class never predicted has precision 0."""
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(len(classes))), average=None, zero_division=0
+    )
+    return pd.DataFrame(
+        {
+            "label": [c["label"] for c in classes],
+            "display": [c["display"] for c in classes],
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": support.astype(int),
+        },
+        columns=PER_CLASS_COLUMNS,
+    )
 
 
 def confusion(y_true, y_pred, num_classes: int) -> np.ndarray:

@@ -14,15 +14,24 @@ from support.fixtures_models import CLASSES, save_tiny_model, write_tinted_image
 
 from fish_classifier.evaluation.calibration import TEMPERATURE_BOUNDS
 from fish_classifier.evaluation.metrics import (
+    PER_CLASS_COLUMNS,
     calibration_report,
-    classification_report,
     confusion,
     expected_calibration_error,
+    headline,
+    per_class_table,
     predictions_table,
     reliability_table,
 )
 from fish_classifier.evaluation.predictions import predict_split
-from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
+from fish_classifier.layout import (
+    METRICS_FILE,
+    MODEL_FILE,
+    PER_CLASS_FILE,
+    VAL_CONFIDENCE_FILE,
+    metrics_dir,
+    model_dir,
+)
 
 # Rows = actual class, columns = predicted class.
 HAND_MADE = np.array(
@@ -42,24 +51,24 @@ def _pairs(matrix):
     return np.array(y_true), np.array(y_pred)
 
 
+ABC = [{"label": label, "display": label.upper()} for label in "abc"]
+
+
 def test_scores_match_hand_computed_values_on_a_known_confusion_matrix():
     y_true, y_pred = _pairs(HAND_MADE)
-    report = classification_report(y_true, y_pred, ["a", "b", "c"])
+    report = headline(y_true, y_pred, 3)
+    table = per_class_table(y_true, y_pred, ABC)
 
     assert report["accuracy"] == pytest.approx(0.7)  # 7 on the diagonal of 10
+    assert table.columns.tolist() == PER_CLASS_COLUMNS
+    assert table["label"].tolist() == ["a", "b", "c"] and table["display"].tolist() == ["A", "B", "C"]
     # precision = diagonal / column sum: a 3/4, b 2/3, c 2/3
-    assert report["per_class"]["a"]["precision"] == pytest.approx(3 / 4)
-    assert report["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
-    assert report["per_class"]["c"]["precision"] == pytest.approx(2 / 3)
+    assert table["precision"].tolist() == pytest.approx([3 / 4, 2 / 3, 2 / 3])
     # recall = diagonal / row sum: a 3/4, b 2/4, c 2/2
-    assert report["per_class"]["a"]["recall"] == pytest.approx(3 / 4)
-    assert report["per_class"]["b"]["recall"] == pytest.approx(1 / 2)
-    assert report["per_class"]["c"]["recall"] == pytest.approx(1.0)
+    assert table["recall"].tolist() == pytest.approx([3 / 4, 1 / 2, 1.0])
     # f1 = 2pr / (p + r): a 3/4, b (2/3)/(7/6) = 4/7, c (4/3)/(5/3) = 4/5
-    assert report["per_class"]["a"]["f1"] == pytest.approx(3 / 4)
-    assert report["per_class"]["b"]["f1"] == pytest.approx(4 / 7)
-    assert report["per_class"]["c"]["f1"] == pytest.approx(4 / 5)
-    assert [report["per_class"][k]["support"] for k in "abc"] == [4, 4, 2]
+    assert table["f1"].tolist() == pytest.approx([3 / 4, 4 / 7, 4 / 5])
+    assert table["support"].tolist() == [4, 4, 2]
     # macro = plain mean over classes: P (3/4 + 2/3 + 2/3)/3 = 25/36, R (3/4 + 1/2 + 1)/3 = 3/4,
     # F1 (3/4 + 4/7 + 4/5)/3 = (105 + 80 + 112)/140/3 = 99/140
     assert report["macro_precision"] == pytest.approx(25 / 36)
@@ -70,8 +79,10 @@ def test_scores_match_hand_computed_values_on_a_known_confusion_matrix():
 
 def test_a_class_never_predicted_scores_zero_precision_not_nan():
     # Everything predicted as class 0: class 0 P = 2/4, R = 1, F1 = 2/3; class 1 P = R = F1 = 0.
-    report = classification_report([0, 0, 1, 1], [0, 0, 0, 0], ["x", "y"])
-    assert report["per_class"]["y"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    report = headline([0, 0, 1, 1], [0, 0, 0, 0], 2)
+    table = per_class_table([0, 0, 1, 1], [0, 0, 0, 0], [{"label": k, "display": k.upper()} for k in "xy"])
+    assert table.iloc[1].to_dict() == {"label": "y", "display": "Y", "precision": 0.0, "recall": 0.0, "f1": 0.0,
+                                       "support": 2}
     assert report["macro_precision"] == pytest.approx(0.25)
     assert report["macro_f1"] == pytest.approx(1 / 3)
 
@@ -157,9 +168,14 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     assert (report["test_clean"]["images"], report["test_clean"]["left_out"]) == (11, 1)
     assert report["test_clean"]["accuracy"] == pytest.approx(10 / 11)
     assert report["val"]["accuracy"] == 1.0 and report["val"]["images"] == 15
-    assert report["per_class"][CLASSES[0]["label"]]["support"] == 5
-    assert report["per_class"][CLASSES[0]["label"]]["recall"] == pytest.approx(4 / 5)
-    assert report["per_class"][CLASSES[-1]["label"]]["precision"] == pytest.approx(3 / 4)
+    # Each class's scores sit in per_class.csv, not in metrics.json (whose every number is a `dvc exp show` column).
+    assert "per_class" not in report
+    per_class = pd.read_csv(tmp_path / metrics_dir("tiny") / PER_CLASS_FILE).set_index("label")
+    assert per_class.index.tolist() == [c["label"] for c in CLASSES]
+    assert per_class["display"].tolist() == [c["display"] for c in CLASSES]
+    assert per_class.loc[CLASSES[0]["label"], "support"] == 5
+    assert per_class.loc[CLASSES[0]["label"], "recall"] == pytest.approx(4 / 5)
+    assert per_class.loc[CLASSES[-1]["label"], "precision"] == pytest.approx(3 / 4)
     assert report["input_size"] == 32
     assert report["images_per_second"] > 0 and report["model_size_mb"] > 0
     # The tiny model names every validation tint right: the likelihood alone would sharpen without end;
