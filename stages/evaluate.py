@@ -3,7 +3,7 @@
 Reads models/zoo/<model>/model.keras, data/manifest.csv, data/classes.json, data/prepared and
 data/prepare_report.json; writes, in metrics/models/<model>/, metrics.json (the headline scores),
 per_class.csv (each class's scores), the predictions, validation confidences, confusion matrix and reliability
-diagram (CSV and PNG).
+diagram (CSV and PNG), and misclassified.png (a gallery of the test photos it got wrong).
 
 The validation scores are what `select` chooses by; the test scores are reported, on the whole split and
 on its clean subset (the test photos with no exact or near duplicate in train, by prepare's report).
@@ -25,6 +25,7 @@ from fish_classifier.evaluation.metrics import (
     headline,
     per_class_table,
     plot_confusion,
+    plot_misclassified,
     plot_reliability,
     predictions_table,
     reliability_table,
@@ -97,6 +98,8 @@ def main(argv=None) -> None:
         out_dir / "confusion.csv", index=False
     )
     plot_confusion(confusion(y_test, y_pred, len(classes)), displays, out_dir / "confusion.png", f"{name}: test split")
+    plot_misclassified(test.rows["path"], y_test, calibrated, displays, out_dir / "misclassified.png",
+                       f"{name}: test split", limit=params.gallery_size)
     after.to_csv(out_dir / "reliability.csv", index=False)
     plot_reliability(
         {"before (T=1)": before, f"after (T={temperature:.2f})": after}, out_dir / "reliability.png", f"{name}: test split"

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from fish_classifier.contact_sheet import draw_contact_sheet, thumbnail
 from fish_classifier.evaluation.calibration import count_errors, fit_temperature, negative_log_likelihood
 from fish_classifier.params import Section, integer, number
 from fish_classifier.temperature import apply_temperature
@@ -21,6 +22,7 @@ class EvaluateSettings(Section):
     top_k: integer(ge=1)  # the most likely classes listed per test photo in predictions.csv
     ece_bins: integer(ge=1)
     temperature_prior_sigma: number(gt=0)  # width of the prior on log T that the validation fit starts from
+    gallery_size: integer(ge=1)  # misclassified test photos drawn in misclassified.png, at most
 
 
 def headline(y_true, y_pred, num_classes: int) -> dict:
@@ -172,6 +174,33 @@ def plot_reliability(curves: dict[str, pd.DataFrame], path: str | Path, title: s
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def most_confident_mistakes(y_true, probabilities: np.ndarray, limit: int) -> np.ndarray:
+    """Row indices of the wrongly predicted images, the most confident mistake first (ties in row order),
+    at most `limit` of them."""
+    confidence = probabilities.max(axis=1)
+    wrong = np.flatnonzero(probabilities.argmax(axis=1) != np.asarray(y_true))
+    return wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
+
+
+def plot_misclassified(paths, y_true, probabilities: np.ndarray, names: list[str], path: str | Path, title: str,
+                       limit: int) -> None:
+    """A gallery of the misclassified photos, the most confident mistakes first (at most `limit`), each
+    captioned with its true class, the predicted class and the confidence in it; `names[i]` names class i."""
+    paths, y_true = list(paths), np.asarray(y_true)
+    predicted = probabilities.argmax(axis=1)
+    wrong = int((predicted != y_true).sum())
+    shown = most_confident_mistakes(y_true, probabilities, limit)
+    photos = [
+        (thumbnail(paths[i]),
+         f"true: {names[y_true[i]]}\npredicted: {names[predicted[i]]}\nconfidence {probabilities[i].max():.1%}")
+        for i in shown
+    ]
+    heading = f"{title}: {wrong} of {len(y_true)} photos misclassified"
+    if wrong:
+        heading += f", the {len(shown)} most confident shown" if wrong > len(shown) else ", most confident first"
+    draw_contact_sheet(photos, path, heading, columns=6, empty_message="No misclassified photos")
 
 
 def plot_unknown_scores(histogram: pd.DataFrame, threshold: float, path: str | Path, title: str) -> None:

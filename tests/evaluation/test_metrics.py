@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from support import REPO_ROOT as REPO
 from support.fixtures_models import CLASSES, save_tiny_model, write_tinted_images
 
@@ -19,7 +20,9 @@ from fish_classifier.evaluation.metrics import (
     confusion,
     expected_calibration_error,
     headline,
+    most_confident_mistakes,
     per_class_table,
+    plot_misclassified,
     predictions_table,
     reliability_table,
 )
@@ -190,8 +193,14 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     assert confusion_rows.columns.tolist() == ["actual", "predicted"]
     assert set(confusion_rows["actual"]) == {c["display"] for c in CLASSES}
     assert len(pd.read_csv(tmp_path / metrics_dir("tiny") / VAL_CONFIDENCE_FILE)) == 15
-    for png in ("confusion.png", "reliability.png"):
+    for png in ("confusion.png", "reliability.png", "misclassified.png"):
         assert (tmp_path / metrics_dir("tiny") / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The one miss: a red photo filed under the first (blue) class, taken for the red class.
+    with Image.open(tmp_path / metrics_dir("tiny") / "misclassified.png") as gallery:
+        assert gallery.size == (650, 360)  # one captioned photo on a sheet of the narrowest width
+        assert gallery.text["Title"].startswith("tiny: test split: 1 of 12 photos misclassified")
+        assert gallery.text["Description"].startswith(
+            f"true: {CLASSES[0]['display']}\npredicted: {CLASSES[-1]['display']}\nconfidence ")
 
 
 def test_calibration_report_fits_on_validation_and_scores_test():
@@ -236,3 +245,63 @@ def test_predict_split_scores_the_split_originals_with_labels_in_classes_order(t
     assert test.probabilities.shape == (2, 3)
     assert test.probabilities.argmax(axis=1).tolist() == [0, 1]
     assert test.seconds > 0
+
+
+FLAT = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+
+
+def _flat_photo(folder: Path, colour: str, size=(48, 32)) -> str:
+    path = folder / f"{colour}.png"
+    Image.new("RGB", size, FLAT[colour]).save(path)
+    return str(path)
+
+
+def _pixels_of(png: Path, colour: str) -> int:
+    """How many pixels of the PNG are (within 3 levels) the flat colour."""
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=int)
+    return int((np.abs(pixels - FLAT[colour]).max(axis=2) <= 3).sum())
+
+
+def test_most_confident_mistakes_come_first_and_right_answers_never():
+    probabilities = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]])
+    # Rows 0 and 4 are right; the mistakes are row 2 (0.8 sure), row 1 (0.7), row 3 (0.6).
+    y_true = [0, 0, 0, 1, 1]
+    assert most_confident_mistakes(y_true, probabilities, limit=24).tolist() == [2, 1, 3]
+    assert most_confident_mistakes(y_true, probabilities, limit=2).tolist() == [2, 1]
+
+
+def test_misclassified_gallery_shows_the_most_confident_mistakes_first(tmp_path):
+    names = ["Mullet", "Bass", "Trout"]
+    paths = [_flat_photo(tmp_path, colour) for colour in ("blue", "red", "green")]
+    y_true = [0, 0, 2]
+    # blue: right; red: a Mullet taken for a Trout, 95% sure; green: a Trout taken for a Bass, 50% sure.
+    probabilities = np.array([[0.9, 0.05, 0.05], [0.03, 0.02, 0.95], [0.1, 0.5, 0.4]])
+    red_caption = "true: Mullet\npredicted: Trout\nconfidence 95.0%"
+    green_caption = "true: Trout\npredicted: Bass\nconfidence 50.0%"
+
+    plot_misclassified(paths, y_true, probabilities, names, tmp_path / "both.png", "cnn", limit=24)
+    plot_misclassified(paths, y_true, probabilities, names, tmp_path / "one.png", "cnn", limit=1)
+
+    with Image.open(tmp_path / "both.png") as both:
+        assert both.size == (650, 360)  # two photos in one row, at the sheet's narrowest width
+        assert both.text["Title"] == "cnn: 2 of 3 photos misclassified, most confident first"
+        assert both.text["Description"] == f"{red_caption}\n\n{green_caption}"
+    with Image.open(tmp_path / "one.png") as one:
+        assert one.size == (650, 360)
+        assert one.text["Title"] == "cnn: 2 of 3 photos misclassified, the 1 most confident shown"
+        assert one.text["Description"] == red_caption
+    assert _pixels_of(tmp_path / "one.png", "red") > 5000
+    assert _pixels_of(tmp_path / "one.png", "green") == 0
+    assert _pixels_of(tmp_path / "both.png", "green") > 5000
+    assert _pixels_of(tmp_path / "both.png", "blue") == 0  # the right answer is never drawn
+
+
+def test_misclassified_gallery_without_mistakes_says_so(tmp_path):
+    paths = [_flat_photo(tmp_path, "blue")]
+    plot_misclassified(paths, [0], np.array([[0.9, 0.1]]), ["Mullet", "Bass"], tmp_path / "none.png", "cnn", limit=24)
+    with Image.open(tmp_path / "none.png") as none:
+        assert none.size == (650, 200)
+        assert none.text["Title"] == "cnn: 0 of 1 photos misclassified"
+        assert none.text["Description"] == "No misclassified photos"
+    assert _pixels_of(tmp_path / "none.png", "blue") == 0
