@@ -116,6 +116,8 @@ RULES = [
      "prepare.hash_size must be an integer >= 2, got 1"),
     ("prepare", "prepare.display_names", ["Horse mackerel"],
      "prepare.display_names must be a mapping of label: display name ({} for none), got ['Horse mackerel']"),
+    ("prepare", "prepare.duplicate_pairs_shown", 0,
+     "prepare.duplicate_pairs_shown must be an integer >= 1, got 0"),
     ("augment", "augment.min_per_class", 2.5,
      "augment.min_per_class must be an integer >= 0, got 2.5"),
     ("augment", "augment.max_rotation", 181,
