@@ -45,14 +45,14 @@ def draw_contact_sheet(photos: list[tuple[Image.Image, str]], path: str | Path, 
         width, height = cell_inches
         # Never narrower than MIN_WIDTH_INCHES, so that a sheet of one photo still has room for its title.
         figsize = (max(width * columns, MIN_WIDTH_INCHES), height * rows + 0.6)
-        fig, axes = plt.subplots(rows, columns, figsize=figsize, squeeze=False)
+        # Constrained, not tight: tight_layout lets the title run into the top row's captions.
+        fig, axes = plt.subplots(rows, columns, figsize=figsize, squeeze=False, layout="constrained")
         _suptitle(fig, title)
         for ax in axes.flat:
             ax.axis("off")
         for ax, (photo, caption) in zip(axes.flat, photos, strict=False):
             ax.imshow(photo)
             ax.set_title(caption, fontsize=8)
-        fig.tight_layout()
     # The words also go in as PNG text, like an image's alt text: readable without seeing the picture.
     words = "\n\n".join(caption for _, caption in photos) or empty_message
     fig.savefig(path, dpi=DPI, metadata={"Title": title, "Description": words})
