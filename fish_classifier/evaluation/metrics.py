@@ -43,7 +43,8 @@ def headline(y_true, y_pred, num_classes: int) -> dict:
 
 def per_class_table(y_true, y_pred, classes: list[dict]) -> pd.DataFrame:
     """One row per class of `classes` (data/classes.json's entries, index i = class i): label, display name,
-    precision, recall, F1 and support (the class's true images). A class never predicted has precision 0."""
+    precision, recall, F1 (to 4 places) and support (the class's true images). A class never predicted has
+    precision 0."""
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=list(range(len(classes))), average=None, zero_division=0
     )
@@ -51,9 +52,9 @@ def per_class_table(y_true, y_pred, classes: list[dict]) -> pd.DataFrame:
         {
             "label": [c["label"] for c in classes],
             "display": [c["display"] for c in classes],
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
+            "precision": precision.round(4),
+            "recall": recall.round(4),
+            "f1": f1.round(4),
             "support": support.astype(int),
         },
         columns=PER_CLASS_COLUMNS,

@@ -63,14 +63,14 @@ def test_scores_match_hand_computed_values_on_a_known_confusion_matrix():
     table = per_class_table(y_true, y_pred, ABC)
 
     assert report["accuracy"] == pytest.approx(0.7)  # 7 on the diagonal of 10
-    assert table.columns.tolist() == PER_CLASS_COLUMNS
+    assert table.columns.tolist() == PER_CLASS_COLUMNS  # the scores rounded to 4 places, hence abs=5e-5 below
     assert table["label"].tolist() == ["a", "b", "c"] and table["display"].tolist() == ["A", "B", "C"]
     # precision = diagonal / column sum: a 3/4, b 2/3, c 2/3
-    assert table["precision"].tolist() == pytest.approx([3 / 4, 2 / 3, 2 / 3])
+    assert table["precision"].tolist() == pytest.approx([3 / 4, 2 / 3, 2 / 3], abs=5e-5)
     # recall = diagonal / row sum: a 3/4, b 2/4, c 2/2
-    assert table["recall"].tolist() == pytest.approx([3 / 4, 1 / 2, 1.0])
+    assert table["recall"].tolist() == pytest.approx([3 / 4, 1 / 2, 1.0], abs=5e-5)
     # f1 = 2pr / (p + r): a 3/4, b (2/3)/(7/6) = 4/7, c (4/3)/(5/3) = 4/5
-    assert table["f1"].tolist() == pytest.approx([3 / 4, 4 / 7, 4 / 5])
+    assert table["f1"].tolist() == pytest.approx([3 / 4, 4 / 7, 4 / 5], abs=5e-5)
     assert table["support"].tolist() == [4, 4, 2]
     # macro = plain mean over classes: P (3/4 + 2/3 + 2/3)/3 = 25/36, R (3/4 + 1/2 + 1)/3 = 3/4,
     # F1 (3/4 + 4/7 + 4/5)/3 = (105 + 80 + 112)/140/3 = 99/140
