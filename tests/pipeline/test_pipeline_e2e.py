@@ -69,6 +69,14 @@ def test_metrics_show_reads_every_model(repo):
         assert (metrics_dir(name) / METRICS_FILE).as_posix() in shown
 
 
+def test_plots_show_draws_the_photo_sheets_and_each_models_class_scores(repo):
+    shown = json.loads(dvc(repo, "plots", "show", "--json").stdout)["data"]
+    assert shown["data/near_duplicates.png"][0]["type"] == "image"
+    for name in MODEL_NAMES:
+        assert shown[(metrics_dir(name) / "misclassified.png").as_posix()][0]["type"] == "image"
+        assert shown[(metrics_dir(name) / PER_CLASS_FILE).as_posix()][0]["type"] == "vega"
+
+
 def test_nothing_changed_means_nothing_runs(repo):
     again = dvc(repo, "repro")
     assert ran_stages(again.stdout) == set()
