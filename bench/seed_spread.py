@@ -52,7 +52,7 @@ def train_and_score(name: str, seed: int) -> dict:
 
     from fish_classifier.data.augment import Augmentation
     from fish_classifier.data.manifest import read_manifest
-    from fish_classifier.evaluation.metrics import calibration_report, classification_report
+    from fish_classifier.evaluation.metrics import calibration_report, headline
     from fish_classifier.evaluation.predictions import predict_split
     from fish_classifier.params import load_params
     from fish_classifier.serving.inference import KerasBackend
@@ -74,7 +74,7 @@ def train_and_score(name: str, seed: int) -> dict:
     y_val, y_test = val.y_true, test.y_true
     val_probs, test_probs = val.probabilities, test.probabilities
 
-    report = classification_report(y_test, test_probs.argmax(axis=1), [c["label"] for c in data.classes])
+    report = headline(y_test, test_probs.argmax(axis=1), len(data.classes))
     calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins,
                                      params["evaluate"]["temperature_prior_sigma"])
     return {

@@ -8,9 +8,10 @@ to keep in step (tests/pipeline/test_pipeline_deps.py checks that dvc.yaml spell
 from pathlib import Path
 
 ZOO_DIR = Path("models/zoo")  # <model>/model.keras, <model>/live/ (the training curves)
-MODEL_METRICS_DIR = Path("metrics/models")  # <model>/metrics.json, predictions, calibration, plots
+MODEL_METRICS_DIR = Path("metrics/models")  # <model>/metrics.json, per_class.csv, predictions, calibration, plots
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
+PER_CLASS_FILE = "per_class.csv"
 VAL_CONFIDENCE_FILE = "val_confidence.csv"
 
 

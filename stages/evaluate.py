@@ -1,8 +1,9 @@
 """Stage `evaluate@<model>`: score one trained model on the validation and test splits, and calibrate it.
 
 Reads models/zoo/<model>/model.keras, data/manifest.csv, data/classes.json, data/prepared and
-data/prepare_report.json; writes, in metrics/models/<model>/, metrics.json (the scores), the predictions,
-validation confidences, confusion matrix and reliability diagram (CSV and PNG).
+data/prepare_report.json; writes, in metrics/models/<model>/, metrics.json (the headline scores),
+per_class.csv (each class's scores), the predictions, validation confidences, confusion matrix and reliability
+diagram (CSV and PNG), and misclassified.png (a gallery of the test photos it got wrong).
 
 The validation scores are what `select` chooses by; the test scores are reported, on the whole split and
 on its clean subset (the test photos with no exact or near duplicate in train, by prepare's report).
@@ -20,16 +21,24 @@ from fish_classifier.data.manifest import read_classes, read_manifest
 from fish_classifier.evaluation.metrics import (
     EvaluateSettings,
     calibration_report,
-    classification_report,
     confusion,
     headline,
+    per_class_table,
     plot_confusion,
+    plot_misclassified,
     plot_reliability,
     predictions_table,
     reliability_table,
 )
 from fish_classifier.evaluation.predictions import predict_split
-from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
+from fish_classifier.layout import (
+    METRICS_FILE,
+    MODEL_FILE,
+    PER_CLASS_FILE,
+    VAL_CONFIDENCE_FILE,
+    metrics_dir,
+    model_dir,
+)
 from fish_classifier.model.preprocessing import load_model
 from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.serving.inference import KerasBackend
@@ -67,8 +76,8 @@ def main(argv=None) -> None:
     leaked = test.rows["path"].isin(duplicated_from_train(json.loads(Path("data/prepare_report.json").read_text()), "test"))
     clean = ~leaked.to_numpy()
 
-    report = classification_report(y_test, y_pred, labels)
-    report.update(
+    report = dict(
+        **headline(y_test, y_pred, len(classes)),
         val={**headline(y_val, val_probs.argmax(axis=1), len(classes)), "images": len(y_val)},
         test_clean={**headline(y_test[clean], y_pred[clean], len(classes)), "images": int(clean.sum()),
                     "left_out": int((~clean).sum())},
@@ -79,6 +88,8 @@ def main(argv=None) -> None:
         calibration=calibration,
     )
     (out_dir / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    # Beside the metrics, not in them: one column per class and score would swamp `dvc exp show`.
+    per_class_table(y_test, y_pred, classes).to_csv(out_dir / PER_CLASS_FILE, index=False)
 
     predictions_table(test.rows["path"], y_test, calibrated, labels, top_k=params.top_k).to_csv(
         out_dir / "predictions.csv", index=False
@@ -87,6 +98,8 @@ def main(argv=None) -> None:
         out_dir / "confusion.csv", index=False
     )
     plot_confusion(confusion(y_test, y_pred, len(classes)), displays, out_dir / "confusion.png", f"{name}: test split")
+    plot_misclassified(test.rows["path"], y_test, calibrated, displays, out_dir / "misclassified.png",
+                       f"{name}: test split", limit=params.gallery_size)
     after.to_csv(out_dir / "reliability.csv", index=False)
     plot_reliability(
         {"before (T=1)": before, f"after (T={temperature:.2f})": after}, out_dir / "reliability.png", f"{name}: test split"

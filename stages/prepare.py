@@ -1,6 +1,6 @@
 """Stage prepare: decode every image of data/raw, keep the usable ones as RGB in data/prepared,
-and write data/manifest.csv, data/classes.json and data/prepare_report.json (skipped files,
-counts and train/val/test leakage).
+and write data/manifest.csv, data/classes.json, data/prepare_report.json (skipped files,
+counts and train/val/test leakage) and data/near_duplicates.png (the closest near-duplicate pairs).
 
     python stages/prepare.py
 """
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from fish_classifier.data.leakage import find_leaks
+from fish_classifier.data.leakage_plot import plot_near_duplicates
 from fish_classifier.data.manifest import DatasetError, find_classes, write_classes, write_manifest
 from fish_classifier.data.prepare import PrepareSettings, prepare_images
 from fish_classifier.params import stage_arguments, stage_params
@@ -19,6 +20,7 @@ from fish_classifier.splits import SPLITS
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
 REPORT = Path("data/prepare_report.json")
+NEAR_DUPLICATES = Path("data/near_duplicates.png")
 
 
 def main(argv=None) -> int:
@@ -52,6 +54,10 @@ def main(argv=None) -> int:
         "near_duplicate_pairs": leaks["near_duplicate_pairs"],
     }
     REPORT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    label_of = dict(zip(manifest["path"], manifest["label"], strict=True))
+    display_of = {c["label"]: c["display"] for c in classes}
+    plot_near_duplicates(leaks, label_of, display_of, NEAR_DUPLICATES, limit=params.duplicate_pairs_shown,
+                         max_distance=params.near_duplicate_distance)
 
     print(f"{len(manifest)} images in {len(classes)} classes {report['images']}, {len(prepared.skipped)} skipped")
     print(f"leakage: exact {leaks['exact_duplicates']}, near {leaks['near_duplicates']}")

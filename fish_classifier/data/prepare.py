@@ -34,6 +34,7 @@ class PrepareSettings(Section):
     near_duplicate_distance: integer(ge=0)  # perceptual-hash Hamming distance counted as a near duplicate
     hash_size: integer(ge=2)  # imagehash.phash refuses a smaller one
     display_names: Annotated[dict[str, str], Rule("a mapping of label: display name ({} for none)")]
+    duplicate_pairs_shown: integer(ge=1)  # the closest near-duplicate pairs drawn in data/near_duplicates.png
 
 
 @dataclass

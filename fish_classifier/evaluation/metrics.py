@@ -6,11 +6,13 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from fish_classifier.contact_sheet import draw_contact_sheet, thumbnail
 from fish_classifier.evaluation.calibration import count_errors, fit_temperature, negative_log_likelihood
 from fish_classifier.params import Section, integer, number
 from fish_classifier.temperature import apply_temperature
 
 HEADLINE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+PER_CLASS_COLUMNS = ["label", "display", "precision", "recall", "f1", "support"]
 
 
 class EvaluateSettings(Section):
@@ -20,40 +22,43 @@ class EvaluateSettings(Section):
     top_k: integer(ge=1)  # the most likely classes listed per test photo in predictions.csv
     ece_bins: integer(ge=1)
     temperature_prior_sigma: number(gt=0)  # width of the prior on log T that the validation fit starts from
+    gallery_size: integer(ge=1)  # misclassified test photos drawn in misclassified.png, at most
 
 
-def classification_report(y_true, y_pred, labels: list[str]) -> dict:
-    """Accuracy, macro precision/recall/F1 and per-class scores for integer class indices.
+def headline(y_true, y_pred, num_classes: int) -> dict:
+    """Accuracy and macro precision/recall/F1 for integer class indices in range(num_classes).
 
-    `labels[i]` names class index i. Every class counts in the macro average, also one
-    the model never predicts (its precision is 0 rather than undefined).
+    Every class counts in the macro average, also one the model never predicts (its precision is 0
+    rather than undefined).
     """
-    indices = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=indices, average=None, zero_division=0
-    )
+    indices = list(range(num_classes))
     macro = precision_recall_fscore_support(y_true, y_pred, labels=indices, average="macro", zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_precision": float(macro[0]),
         "macro_recall": float(macro[1]),
         "macro_f1": float(macro[2]),
-        "per_class": {
-            label: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, label in enumerate(labels)
-        },
     }
 
 
-def headline(y_true, y_pred, num_classes: int) -> dict:
-    """The four headline scores of `classification_report`, without the per-class table."""
-    report = classification_report(y_true, y_pred, [str(i) for i in range(num_classes)])
-    return {key: report[key] for key in HEADLINE_METRICS}
+def per_class_table(y_true, y_pred, classes: list[dict]) -> pd.DataFrame:
+    """One row per class of `classes` (data/classes.json's entries, index i = class i): label, display name,
+    precision, recall, F1 (to 4 places) and support (the class's true images). A class never predicted has
+    precision 0."""
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(len(classes))), average=None, zero_division=0
+    )
+    return pd.DataFrame(
+        {
+            "label": [c["label"] for c in classes],
+            "display": [c["display"] for c in classes],
+            "precision": precision.round(4),
+            "recall": recall.round(4),
+            "f1": f1.round(4),
+            "support": support.astype(int),
+        },
+        columns=PER_CLASS_COLUMNS,
+    )
 
 
 def confusion(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -170,6 +175,33 @@ def plot_reliability(curves: dict[str, pd.DataFrame], path: str | Path, title: s
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def most_confident_mistakes(y_true, probabilities: np.ndarray, limit: int) -> np.ndarray:
+    """Row indices of the wrongly predicted images, the most confident mistake first (ties in row order),
+    at most `limit` of them."""
+    confidence = probabilities.max(axis=1)
+    wrong = np.flatnonzero(probabilities.argmax(axis=1) != np.asarray(y_true))
+    return wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
+
+
+def plot_misclassified(paths, y_true, probabilities: np.ndarray, names: list[str], path: str | Path, title: str,
+                       limit: int) -> None:
+    """A gallery of the misclassified photos, the most confident mistakes first (at most `limit`), each
+    captioned with its true class, the predicted class and the confidence in it; `names[i]` names class i."""
+    paths, y_true = list(paths), np.asarray(y_true)
+    predicted = probabilities.argmax(axis=1)
+    wrong = int((predicted != y_true).sum())
+    shown = most_confident_mistakes(y_true, probabilities, limit)
+    photos = [
+        (thumbnail(paths[i]),
+         f"true: {names[y_true[i]]}\npredicted: {names[predicted[i]]}\nconfidence {probabilities[i].max():.1%}")
+        for i in shown
+    ]
+    heading = f"{title}: {wrong} of {len(y_true)} photos misclassified"
+    if wrong:
+        heading += f", the {len(shown)} most confident shown" if wrong > len(shown) else ", most confident first"
+    draw_contact_sheet(photos, path, heading, columns=6, empty_message="No misclassified photos")
 
 
 def plot_unknown_scores(histogram: pd.DataFrame, threshold: float, path: str | Path, title: str) -> None:

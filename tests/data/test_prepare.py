@@ -159,7 +159,7 @@ def test_stage_prints_the_warnings_and_records_them_in_the_report(make_image_tre
     counts = {"train": 1, "val": {"animal fish": 1}, "test": {"animal fish": 1}}
     make_image_tree(tmp_path / "data" / "raw", classes=LABELS, counts=counts)
     (tmp_path / "params.yaml").write_text(
-        "prepare:\n  near_duplicate_distance: 4\n  hash_size: 8\n  display_names: {}\n")
+        "prepare:\n  near_duplicate_distance: 4\n  hash_size: 8\n  display_names: {}\n  duplicate_pairs_shown: 12\n")
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "stages" / "prepare.py")],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300,
@@ -169,3 +169,5 @@ def test_stage_prints_the_warnings_and_records_them_in_the_report(make_image_tre
     assert f"warning: {warning}" in result.stdout.splitlines()
     report = json.loads((tmp_path / "data" / "prepare_report.json").read_text())
     assert report["warnings"] == [warning]
+    with Image.open(tmp_path / "data" / "near_duplicates.png") as sheet:  # every photo differs: no pair to draw
+        assert sheet.text["Description"] == "No near-duplicate pairs across splits"

@@ -9,20 +9,32 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from support import REPO_ROOT as REPO
 from support.fixtures_models import CLASSES, save_tiny_model, write_tinted_images
 
 from fish_classifier.evaluation.calibration import TEMPERATURE_BOUNDS
 from fish_classifier.evaluation.metrics import (
+    PER_CLASS_COLUMNS,
     calibration_report,
-    classification_report,
     confusion,
     expected_calibration_error,
+    headline,
+    most_confident_mistakes,
+    per_class_table,
+    plot_misclassified,
     predictions_table,
     reliability_table,
 )
 from fish_classifier.evaluation.predictions import predict_split
-from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
+from fish_classifier.layout import (
+    METRICS_FILE,
+    MODEL_FILE,
+    PER_CLASS_FILE,
+    VAL_CONFIDENCE_FILE,
+    metrics_dir,
+    model_dir,
+)
 
 # Rows = actual class, columns = predicted class.
 HAND_MADE = np.array(
@@ -42,24 +54,24 @@ def _pairs(matrix):
     return np.array(y_true), np.array(y_pred)
 
 
+ABC = [{"label": label, "display": label.upper()} for label in "abc"]
+
+
 def test_scores_match_hand_computed_values_on_a_known_confusion_matrix():
     y_true, y_pred = _pairs(HAND_MADE)
-    report = classification_report(y_true, y_pred, ["a", "b", "c"])
+    report = headline(y_true, y_pred, 3)
+    table = per_class_table(y_true, y_pred, ABC)
 
     assert report["accuracy"] == pytest.approx(0.7)  # 7 on the diagonal of 10
+    assert table.columns.tolist() == PER_CLASS_COLUMNS  # the scores rounded to 4 places, hence abs=5e-5 below
+    assert table["label"].tolist() == ["a", "b", "c"] and table["display"].tolist() == ["A", "B", "C"]
     # precision = diagonal / column sum: a 3/4, b 2/3, c 2/3
-    assert report["per_class"]["a"]["precision"] == pytest.approx(3 / 4)
-    assert report["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
-    assert report["per_class"]["c"]["precision"] == pytest.approx(2 / 3)
+    assert table["precision"].tolist() == pytest.approx([3 / 4, 2 / 3, 2 / 3], abs=5e-5)
     # recall = diagonal / row sum: a 3/4, b 2/4, c 2/2
-    assert report["per_class"]["a"]["recall"] == pytest.approx(3 / 4)
-    assert report["per_class"]["b"]["recall"] == pytest.approx(1 / 2)
-    assert report["per_class"]["c"]["recall"] == pytest.approx(1.0)
+    assert table["recall"].tolist() == pytest.approx([3 / 4, 1 / 2, 1.0], abs=5e-5)
     # f1 = 2pr / (p + r): a 3/4, b (2/3)/(7/6) = 4/7, c (4/3)/(5/3) = 4/5
-    assert report["per_class"]["a"]["f1"] == pytest.approx(3 / 4)
-    assert report["per_class"]["b"]["f1"] == pytest.approx(4 / 7)
-    assert report["per_class"]["c"]["f1"] == pytest.approx(4 / 5)
-    assert [report["per_class"][k]["support"] for k in "abc"] == [4, 4, 2]
+    assert table["f1"].tolist() == pytest.approx([3 / 4, 4 / 7, 4 / 5], abs=5e-5)
+    assert table["support"].tolist() == [4, 4, 2]
     # macro = plain mean over classes: P (3/4 + 2/3 + 2/3)/3 = 25/36, R (3/4 + 1/2 + 1)/3 = 3/4,
     # F1 (3/4 + 4/7 + 4/5)/3 = (105 + 80 + 112)/140/3 = 99/140
     assert report["macro_precision"] == pytest.approx(25 / 36)
@@ -70,8 +82,10 @@ def test_scores_match_hand_computed_values_on_a_known_confusion_matrix():
 
 def test_a_class_never_predicted_scores_zero_precision_not_nan():
     # Everything predicted as class 0: class 0 P = 2/4, R = 1, F1 = 2/3; class 1 P = R = F1 = 0.
-    report = classification_report([0, 0, 1, 1], [0, 0, 0, 0], ["x", "y"])
-    assert report["per_class"]["y"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    report = headline([0, 0, 1, 1], [0, 0, 0, 0], 2)
+    table = per_class_table([0, 0, 1, 1], [0, 0, 0, 0], [{"label": k, "display": k.upper()} for k in "xy"])
+    assert table.iloc[1].to_dict() == {"label": "y", "display": "Y", "precision": 0.0, "recall": 0.0, "f1": 0.0,
+                                       "support": 2}
     assert report["macro_precision"] == pytest.approx(0.25)
     assert report["macro_f1"] == pytest.approx(1 / 3)
 
@@ -157,9 +171,14 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     assert (report["test_clean"]["images"], report["test_clean"]["left_out"]) == (11, 1)
     assert report["test_clean"]["accuracy"] == pytest.approx(10 / 11)
     assert report["val"]["accuracy"] == 1.0 and report["val"]["images"] == 15
-    assert report["per_class"][CLASSES[0]["label"]]["support"] == 5
-    assert report["per_class"][CLASSES[0]["label"]]["recall"] == pytest.approx(4 / 5)
-    assert report["per_class"][CLASSES[-1]["label"]]["precision"] == pytest.approx(3 / 4)
+    # Each class's scores sit in per_class.csv, not in metrics.json (whose every number is a `dvc exp show` column).
+    assert "per_class" not in report
+    per_class = pd.read_csv(tmp_path / metrics_dir("tiny") / PER_CLASS_FILE).set_index("label")
+    assert per_class.index.tolist() == [c["label"] for c in CLASSES]
+    assert per_class["display"].tolist() == [c["display"] for c in CLASSES]
+    assert per_class.loc[CLASSES[0]["label"], "support"] == 5
+    assert per_class.loc[CLASSES[0]["label"], "recall"] == pytest.approx(4 / 5)
+    assert per_class.loc[CLASSES[-1]["label"], "precision"] == pytest.approx(3 / 4)
     assert report["input_size"] == 32
     assert report["images_per_second"] > 0 and report["model_size_mb"] > 0
     # The tiny model names every validation tint right: the likelihood alone would sharpen without end;
@@ -174,8 +193,14 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     assert confusion_rows.columns.tolist() == ["actual", "predicted"]
     assert set(confusion_rows["actual"]) == {c["display"] for c in CLASSES}
     assert len(pd.read_csv(tmp_path / metrics_dir("tiny") / VAL_CONFIDENCE_FILE)) == 15
-    for png in ("confusion.png", "reliability.png"):
+    for png in ("confusion.png", "reliability.png", "misclassified.png"):
         assert (tmp_path / metrics_dir("tiny") / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The one miss: a red photo filed under the first (blue) class, taken for the red class.
+    with Image.open(tmp_path / metrics_dir("tiny") / "misclassified.png") as gallery:
+        assert gallery.size == (650, 360)  # one captioned photo on a sheet of the narrowest width
+        assert gallery.text["Title"].startswith("tiny: test split: 1 of 12 photos misclassified")
+        assert gallery.text["Description"].startswith(
+            f"true: {CLASSES[0]['display']}\npredicted: {CLASSES[-1]['display']}\nconfidence ")
 
 
 def test_calibration_report_fits_on_validation_and_scores_test():
@@ -220,3 +245,63 @@ def test_predict_split_scores_the_split_originals_with_labels_in_classes_order(t
     assert test.probabilities.shape == (2, 3)
     assert test.probabilities.argmax(axis=1).tolist() == [0, 1]
     assert test.seconds > 0
+
+
+FLAT = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+
+
+def _flat_photo(folder: Path, colour: str, size=(48, 32)) -> str:
+    path = folder / f"{colour}.png"
+    Image.new("RGB", size, FLAT[colour]).save(path)
+    return str(path)
+
+
+def _pixels_of(png: Path, colour: str) -> int:
+    """How many pixels of the PNG are (within 3 levels) the flat colour."""
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=int)
+    return int((np.abs(pixels - FLAT[colour]).max(axis=2) <= 3).sum())
+
+
+def test_most_confident_mistakes_come_first_and_right_answers_never():
+    probabilities = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]])
+    # Rows 0 and 4 are right; the mistakes are row 2 (0.8 sure), row 1 (0.7), row 3 (0.6).
+    y_true = [0, 0, 0, 1, 1]
+    assert most_confident_mistakes(y_true, probabilities, limit=24).tolist() == [2, 1, 3]
+    assert most_confident_mistakes(y_true, probabilities, limit=2).tolist() == [2, 1]
+
+
+def test_misclassified_gallery_shows_the_most_confident_mistakes_first(tmp_path):
+    names = ["Mullet", "Bass", "Trout"]
+    paths = [_flat_photo(tmp_path, colour) for colour in ("blue", "red", "green")]
+    y_true = [0, 0, 2]
+    # blue: right; red: a Mullet taken for a Trout, 95% sure; green: a Trout taken for a Bass, 50% sure.
+    probabilities = np.array([[0.9, 0.05, 0.05], [0.03, 0.02, 0.95], [0.1, 0.5, 0.4]])
+    red_caption = "true: Mullet\npredicted: Trout\nconfidence 95.0%"
+    green_caption = "true: Trout\npredicted: Bass\nconfidence 50.0%"
+
+    plot_misclassified(paths, y_true, probabilities, names, tmp_path / "both.png", "cnn", limit=24)
+    plot_misclassified(paths, y_true, probabilities, names, tmp_path / "one.png", "cnn", limit=1)
+
+    with Image.open(tmp_path / "both.png") as both:
+        assert both.size == (650, 360)  # two photos in one row, at the sheet's narrowest width
+        assert both.text["Title"] == "cnn: 2 of 3 photos misclassified, most confident first"
+        assert both.text["Description"] == f"{red_caption}\n\n{green_caption}"
+    with Image.open(tmp_path / "one.png") as one:
+        assert one.size == (650, 360)
+        assert one.text["Title"] == "cnn: 2 of 3 photos misclassified, the 1 most confident shown"
+        assert one.text["Description"] == red_caption
+    assert _pixels_of(tmp_path / "one.png", "red") > 5000
+    assert _pixels_of(tmp_path / "one.png", "green") == 0
+    assert _pixels_of(tmp_path / "both.png", "green") > 5000
+    assert _pixels_of(tmp_path / "both.png", "blue") == 0  # the right answer is never drawn
+
+
+def test_misclassified_gallery_without_mistakes_says_so(tmp_path):
+    paths = [_flat_photo(tmp_path, "blue")]
+    plot_misclassified(paths, [0], np.array([[0.9, 0.1]]), ["Mullet", "Bass"], tmp_path / "none.png", "cnn", limit=24)
+    with Image.open(tmp_path / "none.png") as none:
+        assert none.size == (650, 200)
+        assert none.text["Title"] == "cnn: 0 of 1 photos misclassified"
+        assert none.text["Description"] == "No misclassified photos"
+    assert _pixels_of(tmp_path / "none.png", "blue") == 0

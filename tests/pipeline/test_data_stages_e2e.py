@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 from support.repo_copy import copy_repo, dvc
 from support.synthetic_images import dataset_files, image_bytes, truncated_jpeg_bytes
 
@@ -77,6 +78,11 @@ def test_report_lists_the_bad_files_and_the_leak(repo):
     assert report["exact_duplicate_pairs"]["train-val"] == [
         {"train": "data/prepared/train/animal fish/000.jpg", "val": "data/prepared/val/animal fish/leaked.jpg"}
     ]
+    # The picture of the near duplicates: none here, and the exact one named in its title, not drawn.
+    with Image.open(repo / "data" / "near_duplicates.png") as sheet:
+        assert sheet.text["Description"] == "No near-duplicate pairs across splits"
+        assert sheet.text["Title"].endswith(
+            "\nExact duplicates (identical files), listed in prepare_report.json and not drawn: 1")
 
 
 def test_small_train_classes_are_raised_to_the_minimum(repo):

@@ -116,6 +116,8 @@ RULES = [
      "prepare.hash_size must be an integer >= 2, got 1"),
     ("prepare", "prepare.display_names", ["Horse mackerel"],
      "prepare.display_names must be a mapping of label: display name ({} for none), got ['Horse mackerel']"),
+    ("prepare", "prepare.duplicate_pairs_shown", 0,
+     "prepare.duplicate_pairs_shown must be an integer >= 1, got 0"),
     ("augment", "augment.min_per_class", 2.5,
      "augment.min_per_class must be an integer >= 0, got 2.5"),
     ("augment", "augment.max_rotation", 181,
@@ -195,6 +197,8 @@ RULES = [
      "evaluate.top_k must be an integer >= 1, got 0"),
     ("evaluate", "evaluate.temperature_prior_sigma", 0,
      "evaluate.temperature_prior_sigma must be a number > 0, got 0"),
+    ("evaluate", "evaluate.gallery_size", 0,
+     "evaluate.gallery_size must be an integer >= 1, got 0"),
     ("select", "train.models", [],
      "train.models must be a non-empty list of distinct model names from: cnn, vgg16, resnet50, mobilenetv2, "
      "inceptionv3, efficientnetb0, got []"),
@@ -276,7 +280,8 @@ def test_a_misspelt_key_is_named_with_the_keys_its_section_has(tmp_path):
 
 def test_a_missing_or_malformed_section_is_named_with_its_keys(tmp_path):
     assert problems(tmp_path, "evaluate", {"evaluate": 5}) == [
-        "evaluate must be a mapping with the keys: batch_size, top_k, ece_bins, temperature_prior_sigma, got 5"]
+        "evaluate must be a mapping with the keys: batch_size, top_k, ece_bins, temperature_prior_sigma, gallery_size, "
+        "got 5"]
     assert problems(tmp_path, "train@vgg16", {"train.vgg16": MISSING}) == [
         "train.vgg16 is missing; it must be a mapping with the keys: weights, head_epochs, head_lr, fine_tune_layers, "
         "fine_tune_epochs, fine_tune_lr, fine_tune_schedule, dropout, patience, mirror_train, augmented_views, "

@@ -4,13 +4,22 @@
 import json
 import subprocess
 
+import pandas as pd
 import pytest
 import yaml
 from support.repo_copy import TINY_CLASSES as CLASSES
 from support.repo_copy import dvc, ran_stages, tiny_pipeline_repo
 
 from fish_classifier.data.manifest import read_classes
-from fish_classifier.layout import METRICS_FILE, MODEL_FILE, MODEL_METRICS_DIR, ZOO_DIR, metrics_dir, model_dir
+from fish_classifier.layout import (
+    METRICS_FILE,
+    MODEL_FILE,
+    MODEL_METRICS_DIR,
+    PER_CLASS_FILE,
+    ZOO_DIR,
+    metrics_dir,
+    model_dir,
+)
 from fish_classifier.model.zoo import MODEL_NAMES
 
 pytestmark = pytest.mark.slow
@@ -31,7 +40,8 @@ def test_every_model_is_trained_and_evaluated(repo):
         assert (repo / model_dir(name) / MODEL_FILE).stat().st_size > 0
         metrics = json.loads((repo / metrics_dir(name) / METRICS_FILE).read_text())
         assert 0.0 <= metrics["accuracy"] <= 1.0
-        assert set(metrics["per_class"]) == set(CLASSES)
+        assert "per_class" not in metrics  # each class's scores: per_class.csv, out of `dvc exp show`'s columns
+        assert set(pd.read_csv(repo / metrics_dir(name) / PER_CLASS_FILE)["label"]) == set(CLASSES)
         assert (repo / model_dir(name) / "live" / "plots" / "metrics").is_dir()
 
 
@@ -57,6 +67,14 @@ def test_metrics_show_reads_every_model(repo):
     shown = dvc(repo, "metrics", "show", "--json").stdout
     for name in MODEL_NAMES:
         assert (metrics_dir(name) / METRICS_FILE).as_posix() in shown
+
+
+def test_plots_show_draws_the_photo_sheets_and_each_models_class_scores(repo):
+    shown = json.loads(dvc(repo, "plots", "show", "--json").stdout)["data"]
+    assert shown["data/near_duplicates.png"][0]["type"] == "image"
+    for name in MODEL_NAMES:
+        assert shown[(metrics_dir(name) / "misclassified.png").as_posix()][0]["type"] == "image"
+        assert shown[(metrics_dir(name) / PER_CLASS_FILE).as_posix()][0]["type"] == "vega"
 
 
 def test_nothing_changed_means_nothing_runs(repo):
