@@ -1,11 +1,11 @@
 """dvc.yaml lists, for each stage, exactly the package modules its script imports, so a code change re-runs what it should."""
 
-import ast
 import re
 from pathlib import Path
 
 import yaml
 from support import REPO_ROOT
+from support.imports import import_graph, imports, module_file, reachable
 
 from fish_classifier.layout import METRICS_FILE, MODEL_FILE, MODEL_METRICS_DIR, VAL_CONFIDENCE_FILE, ZOO_DIR
 from fish_classifier.model.zoo import MODEL_NAMES
@@ -14,21 +14,10 @@ from fish_classifier.model.zoo import MODEL_NAMES
 NOT_DEPS = {"download": {"fish_classifier/params.py"}}
 
 
-def package_imports(script: Path, found: set[str] | None = None) -> set[str]:
-    """The fish_classifier modules `script` imports, directly or through other package modules, at any depth."""
-    found = set() if found is None else found
-    for node in ast.walk(ast.parse(script.read_text())):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-        elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        for name in names:
-            module = name.replace(".", "/") + ".py"
-            if name.startswith("fish_classifier.") and (REPO_ROOT / module).is_file() and module not in found:
-                found.add(module)
-                package_imports(REPO_ROOT / module, found)
-    return found
+def package_imports(script: Path) -> set[str]:
+    """The fish_classifier module files `script` imports, directly or through other package modules, at any depth."""
+    modules = reachable(import_graph(), imports(script))
+    return {module_file(m) for m in modules if not module_file(m).endswith("__init__.py")}
 
 
 def test_package_imports_follows_imports_inside_functions(tmp_path):
