@@ -22,6 +22,8 @@ from pathlib import Path
 import networkx as nx
 from dvc.repo import Repo
 
+from fish_classifier.cpus import usable_cpus
+
 TRAIN_PREFIX = "train@"
 
 
@@ -71,7 +73,7 @@ def repro(jobs: int, root: str | Path = ".", log=say) -> list[str]:
 
 def thread_limited_env(jobs: int) -> dict[str, str]:
     """Each of `jobs` TensorFlow processes gets an equal share of the cores, and grows GPU memory on demand."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, usable_cpus() // jobs)
     return {
         **os.environ,
         "TF_NUM_INTRAOP_THREADS": str(threads),

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from support.repo_copy import dvc, ran_stages, tiny_pipeline_repo
 
+from fish_classifier.tools import concurrent_repro
 from fish_classifier.tools.concurrent_repro import thread_limited_env
 
 pytestmark = pytest.mark.slow
 
 
 def test_each_job_gets_its_share_of_the_threads(monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(concurrent_repro, "usable_cpus", lambda: 8)
     env = thread_limited_env(4)
     assert env["TF_NUM_INTRAOP_THREADS"] == "2" and env["OMP_NUM_THREADS"] == "2"
     assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
