@@ -108,6 +108,7 @@ def build_model(
     image_size: int | None = None,
     dropout: float = 0.3,
     filters: tuple[int, ...] = (32, 64, 128),
+    convs_per_block: int = 1,
     backbone: keras.Model | None = None,
     head: list[keras.layers.Layer] | None = None,
     mirror_average: bool = False,
@@ -124,7 +125,8 @@ def build_model(
     if name == "cnn":
         if mirror_average:
             raise ValueError("mirror_average is for the backbones; the custom CNN trains on flips instead")
-        return build_custom_cnn(num_classes, image_size=image_size or 128, filters=filters, dropout=dropout)
+        return build_custom_cnn(num_classes, image_size=image_size or 128, filters=filters,
+                                convs_per_block=convs_per_block, dropout=dropout)
     spec = BACKBONES[name]
     backbone = backbone or build_backbone(name, weights, image_size)
     size = backbone.input_shape[1]
@@ -139,16 +141,23 @@ def build_model(
 
 
 def build_custom_cnn(
-    num_classes: int, *, image_size: int = 128, filters: tuple[int, ...] = (32, 64, 128), dropout: float = 0.25
+    num_classes: int, *, image_size: int = 128, filters: tuple[int, ...] = (32, 64, 128), convs_per_block: int = 1,
+    dropout: float = 0.25,
 ) -> keras.Model:
-    """The from-scratch baseline: conv blocks of Conv2D, BatchNorm, MaxPool and Dropout."""
+    """The from-scratch baseline: conv blocks of `convs_per_block` x (3x3 Conv2D, BatchNorm, ReLU), then
+    MaxPool and Dropout; `filters` gives each block's width."""
+    if convs_per_block < 1:
+        raise ValueError(f"convs_per_block must be at least 1, got {convs_per_block}")
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
     x = BackbonePreprocess("unit", name="preprocess")(pixels)
     for block, width in enumerate(filters, start=1):
-        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{block}_conv")(x)
-        # momentum 0.9: running statistics settle within a few short epochs of training from scratch
-        x = layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn")(x)
-        x = layers.Activation("relu", name=f"block{block}_relu")(x)
+        for conv in range(1, convs_per_block + 1):
+            # One conv per block keeps the names the first models were saved with.
+            suffix = "" if convs_per_block == 1 else str(conv)
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{block}_conv{suffix}")(x)
+            # momentum 0.9: running statistics settle within a few short epochs of training from scratch
+            x = layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn{suffix}")(x)
+            x = layers.Activation("relu", name=f"block{block}_relu{suffix}")(x)
         x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
         x = layers.Dropout(dropout, name=f"block{block}_dropout")(x)
     return _attach_head(pixels, x, build_head(num_classes, dropout), "cnn")

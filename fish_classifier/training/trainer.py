@@ -21,6 +21,7 @@ The trained layers are then reassembled into one model that takes raw pixels (an
 
 import functools
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 FROZEN_PASS_RUNTIMES = ("auto", "litert", "keras")  # auto: LiteRT on a CPU, Keras when a GPU is visible
-FINE_TUNE_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = FINE_TUNE_SCHEDULES = ("constant", "cosine")
 
 Fraction = number(ge=0, lt=1)  # a dropout rate, a label smoothing
 
@@ -68,9 +69,11 @@ class CnnSettings(Section):
     image_size: integer(ge=1)  # and at least 2 ** len(filters), checked below
     filters: Annotated[list[Annotated[int, Field(strict=True, ge=1)]], Field(min_length=1),
                        Rule("a non-empty list of integers >= 1 (one conv block each)")]
+    convs_per_block: integer(ge=1)
     dropout: Fraction
     epochs: integer(ge=1)
     lr: number(gt=0)
+    lr_schedule: choice(*LR_SCHEDULES)
     patience: integer(ge=0)
     augment: Flag  # on-the-fly random changes of each batch, within augment_ranges (see cnn_augmenter)
     # Its own ranges: milder than the augment stage's, which makes whole new photos of the rare classes.
@@ -255,11 +258,11 @@ def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_op
     when `settings.augment` is on."""
     size = settings.image_size
     with strategy.scope():
-        model = build_model(
-            "cnn", data.num_classes, image_size=size, filters=tuple(settings.filters), dropout=settings.dropout
-        )
-        model.compile(optimizer=keras.optimizers.Adam(settings.lr), loss=training_loss(settings.label_smoothing),
-                      metrics=["accuracy"])
+        model = build_model("cnn", data.num_classes, image_size=size, filters=tuple(settings.filters),
+                            convs_per_block=settings.convs_per_block, dropout=settings.dropout)
+        steps = settings.epochs * math.ceil(len(data.train_paths) / fit_options["batch_size"])
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate(settings.lr, settings.lr_schedule, steps)),
+                      loss=training_loss(settings.label_smoothing), metrics=["accuracy"])
     mine = worker_slice(strategy)
     train = pixel_dataset(data.train_paths[mine], data.train_labels[mine], size).cache()
     augment = None
@@ -487,15 +490,21 @@ def _litert_runner(extractor: keras.Model):
 
 
 def fine_tune_learning_rate(settings: BackboneSettings, steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """Phase 2's learning rate: `fine_tune_lr` held (`constant`), or decayed along a half cosine from
-    `fine_tune_lr` to 0 over the `steps` of all `fine_tune_epochs` (`cosine`, `fine_tune_schedule`).
+    """Phase 2's learning rate: `fine_tune_lr` under `fine_tune_schedule` over the `steps` of all `fine_tune_epochs`."""
+    return learning_rate(settings.fine_tune_lr, settings.fine_tune_schedule, steps)
 
-    The decay lets a short phase 2 start at a higher rate and still end on small steps, so the
-    weights it stops with do not jump from one epoch to the next.
+
+def learning_rate(start: float, schedule: str, steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """`start` held (`constant`), or decayed along a half cosine from `start` to 0 over `steps` (`cosine`).
+
+    The decay lets a run start at a higher rate and still end on small steps, so the weights
+    it stops with do not jump from one epoch to the next.
     """
-    if settings.fine_tune_schedule == "constant":
-        return settings.fine_tune_lr
-    return keras.optimizers.schedules.CosineDecay(settings.fine_tune_lr, decay_steps=max(steps, 1))
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}, expected one of: {', '.join(LR_SCHEDULES)}")
+    if schedule == "constant":
+        return start
+    return keras.optimizers.schedules.CosineDecay(start, decay_steps=max(steps, 1))
 
 
 def training_loss(label_smoothing: float) -> keras.losses.Loss:

@@ -75,6 +75,18 @@ def test_custom_cnn_has_three_conv_blocks_then_pooling_and_softmax():
     assert model.get_layer("preprocess").mode == "unit"
 
 
+def test_custom_cnn_stacks_convs_per_block_before_each_pool():
+    model = zoo.build_model("cnn", 4, image_size=32, filters=(8, 16), convs_per_block=2)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [(c.name, c.filters) for c in convs] == [
+        ("block1_conv1", 8), ("block1_conv2", 8), ("block2_conv1", 16), ("block2_conv2", 16)]
+    names = [layer.name for layer in model.layers]
+    assert names.index("block1_relu2") < names.index("block1_pool") < names.index("block2_conv1")
+    assert model.get_layer("block2_pool").output.shape[1:3] == (8, 8)  # one halving per block, not per conv
+    with pytest.raises(ValueError, match="convs_per_block must be at least 1, got 0"):
+        zoo.build_model("cnn", 4, image_size=32, convs_per_block=0)
+
+
 def test_unknown_model_name_lists_the_choices():
     with pytest.raises(ValueError, match="unknown model 'resnet', expected one of: cnn, vgg16, resnet50"):
         zoo.build_model("resnet", 3)

@@ -31,8 +31,8 @@ def tiny_train_params(**overrides):
     """A complete `train` section of params.yaml that trains every model in seconds."""
     params = {"batch_size": 8, "strategy": "default", "mixed_precision": False, "frozen_pass": "auto",
               "class_weight": False,
-              "cnn": {"image_size": 32, "filters": [8, 16, 16], "dropout": 0.1, "epochs": 25, "lr": 0.01,
-                      "patience": 25, "augment": False, "label_smoothing": 0.0,
+              "cnn": {"image_size": 32, "filters": [8, 16, 16], "convs_per_block": 1, "dropout": 0.1, "epochs": 25,
+                      "lr": 0.01, "lr_schedule": "constant", "patience": 25, "augment": False, "label_smoothing": 0.0,
                       "augment_ranges": {"max_rotation": 18, "max_zoom": 0.1, "brightness": 0.0, "contrast": 0.0}}}
     params.update({name: dict(TINY_BACKBONE) for name in MODEL_NAMES if name != "cnn"})
     params.update(overrides)

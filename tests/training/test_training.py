@@ -302,6 +302,32 @@ def test_settings_read_for_one_model_take_its_section_and_leave_the_others_alone
         train_model("cnn", None, read, seed=0)
 
 
+def test_the_cnn_learning_rate_decays_along_a_cosine_over_all_its_epochs(colour_data):
+    import keras
+
+    class EpochRates(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.rates = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.rates.append(float(self.model.optimizer.learning_rate))
+
+    rates = EpochRates()
+    params = tiny_train_params()
+    params["cnn"] = dict(params["cnn"], epochs=4, patience=4, lr=0.02, lr_schedule="cosine", convs_per_block=2)
+    model = train_model("cnn", colour_data, settings("cnn", params), seed=0, callbacks=[rates])
+    # cos(pi * k / 4) after each epoch k of 4: half-way after the second, zero at the end.
+    expected = [0.01 * (1 + np.cos(np.pi * k / 4)) for k in (1, 2, 3, 4)]
+    np.testing.assert_allclose(rates.rates, expected, rtol=1e-5, atol=1e-10)
+    assert model.get_layer("block3_conv2").filters == 16
+
+
+def test_an_unknown_learning_rate_schedule_is_named():
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear', expected one of: constant, cosine"):
+        trainer.learning_rate(1e-3, "linear", steps=10)
+
+
 @pytest.mark.slow
 def test_cosine_schedule_spans_exactly_the_steps_of_phase_2(colour_data):
     import keras
