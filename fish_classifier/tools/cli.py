@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fish_classifier.images import IMAGE_EXTENSIONS, is_image_file
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
+from fish_classifier.top_k import format_top_k
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # what shells report for a command stopped by Ctrl-C
@@ -152,8 +153,6 @@ def collect_images(paths) -> list[str]:
 
 
 def _row(prediction) -> dict:
-    from fish_classifier.evaluation.metrics import format_top_k
-
     return {
         "path": prediction.source,
         "label": prediction.label or "",
