@@ -105,9 +105,10 @@ class KerasBackend:
 class LiteRTBackend:
     """Runs a `model.tflite` on raw RGB pixels with LiteRT's default XNNPACK CPU delegate.
 
-    Same interface as `KerasBackend`. One image per invoke: the input
-    keeps its shape, so nothing is re-allocated between calls, and XNNPACK gains little from
-    batching on a CPU.
+    Same interface as `KerasBackend`. One image per invoke: the input keeps its shape, so
+    nothing is re-allocated between calls, and a whole batch per invoke is slower under XNNPACK
+    on a CPU, for the same outputs (the MobileNetV2 bundle at 224 px on 2 cores: about 20% fewer
+    photos/s in batches of 32, 5% in pairs; `bench/batch_throughput.py` measures it again).
     """
 
     def __init__(self, path, *, num_threads: int | None = None):

@@ -99,6 +99,28 @@ def test_litert_backend_gives_the_keras_probabilities_and_class_maps(exported):
     np.testing.assert_allclose(softmax / softmax.sum(axis=1, keepdims=True), probs, atol=1e-5)
 
 
+def test_litert_outputs_for_a_batch_equal_each_photos_own(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    litert = LiteRTBackend(exported[0] / "model.tflite")
+    pixels = np.stack([np.asarray(image.resize((32, 32))) for image in probe_images(12)])
+    alone = [litert.outputs(pixels[i : i + 1]) for i in range(len(pixels))]
+    # The same model with a whole batch per invoke, its input resized to the batch: what LiteRTBackend
+    # could do instead, were it faster (bench/batch_throughput.py), giving the same outputs.
+    interpreter = Interpreter(model_path=str(exported[0] / "model.tflite"))
+    [(key, signature)] = interpreter.get_signature_list().items()
+    whole_batch = interpreter.get_signature_runner(key)
+
+    # Batch sizes that change from call to call, as a run's last, partial batch does.
+    for start, stop in [(0, 7), (7, 12), (0, 7), (3, 4)]:
+        batch = pixels[start:stop]
+        for outputs in (litert.outputs(batch), whole_batch(**{signature["inputs"][0]: batch.astype(np.float32)})):
+            for name in OUTPUTS:
+                expected = np.concatenate([one[name] for one in alone[start:stop]])
+                assert outputs[name].shape == expected.shape
+                np.testing.assert_allclose(outputs[name], expected, atol=1e-5, err_msg=name)
+
+
 def test_probabilities_for_files_keep_the_files_order(exported, tmp_path):
     litert = LiteRTBackend(exported[0] / "model.tflite")
     paths = []
