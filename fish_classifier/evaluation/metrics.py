@@ -10,6 +10,7 @@ from fish_classifier.contact_sheet import draw_contact_sheet, thumbnail
 from fish_classifier.evaluation.calibration import count_errors, fit_temperature, negative_log_likelihood
 from fish_classifier.params import Section, integer, number
 from fish_classifier.temperature import apply_temperature
+from fish_classifier.top_k import format_top_k
 
 HEADLINE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
 PER_CLASS_COLUMNS = ["label", "display", "precision", "recall", "f1", "support"]
@@ -117,11 +118,6 @@ def calibration_report(val_probs, y_val, test_probs, y_test, bins: int, prior_si
         "nll_before": negative_log_likelihood(test_probs, y_test),
         "nll_after": negative_log_likelihood(calibrated, y_test),
     }
-
-
-def format_top_k(top_k) -> str:
-    """`label:probability` pairs, most likely first, joined by '; ' (labels may hold spaces, never ';')."""
-    return "; ".join(f"{label}:{probability:.4f}" for label, probability in top_k)
 
 
 def predictions_table(paths, y_true, probabilities: np.ndarray, labels: list[str], top_k: int) -> pd.DataFrame:

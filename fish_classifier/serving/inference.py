@@ -11,12 +11,13 @@ A backend takes a batch of raw RGB pixels (n, S, S, 3) and gives the serving mod
 
 `LiteRTBackend` runs the bundle's `model.tflite` with nothing but the LiteRT runtime and NumPy, which is all
 the Docker image has; `KerasBackend` runs a `.keras` model and imports TensorFlow only when built. The
-Predictor (one photo at a time, or a few), `evaluate` and `select` (whole splits, `outputs_for_files`) all run
-models through here.
+Predictor (one photo at a time in the app, a folder in the CLI), `evaluate` and `select` (whole splits,
+`outputs_for_files`) all run models through here, and decode photos beside the model with `decoded_batches`.
 """
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,9 +105,10 @@ class KerasBackend:
 class LiteRTBackend:
     """Runs a `model.tflite` on raw RGB pixels with LiteRT's default XNNPACK CPU delegate.
 
-    Same interface as `KerasBackend`. One image per invoke: the input
-    keeps its shape, so nothing is re-allocated between calls, and XNNPACK gains little from
-    batching on a CPU.
+    Same interface as `KerasBackend`. One image per invoke: the input keeps its shape, so
+    nothing is re-allocated between calls, and a whole batch per invoke is slower under XNNPACK
+    on a CPU, for the same outputs (the MobileNetV2 bundle at 224 px on 2 cores: about 20% fewer
+    photos/s in batches of 32, 5% in pairs; `bench/batch_throughput.py` measures it again).
     """
 
     def __init__(self, path, *, num_threads: int | None = None):
@@ -194,7 +196,7 @@ def _over_files(backend, run, paths, *, batch_size: int, desc: str) -> tuple[np.
     """`run` over image files in batches at `backend`'s input size; returns (its outputs, seconds spent in it).
     `run` returns an array, or a dict of arrays (concatenated name by name).
 
-    A worker thread decodes the next batch while the model runs on this one. A
+    Threads decode the next batch while the model runs on this one (`decoded_batches`). A
     warm-up call before timing keeps graph building out of the measured speed.
     """
     from tqdm import tqdm
@@ -202,19 +204,12 @@ def _over_files(backend, run, paths, *, batch_size: int, desc: str) -> tuple[np.
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("no images to predict")
-    chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
     size = backend.input_size
-
-    def load(chunk):
-        return np.stack([load_pixels(p, size) for p in chunk])
-
+    batches = decoded_batches(paths, lambda path: load_pixels(path, size), batch_size=batch_size, threads=usable_cpus())
     outputs, seconds = [], 0.0
-    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=len(paths), desc=desc, unit="img") as bar:
-        upcoming = pool.submit(load, chunks[0])
-        for i in range(len(chunks)):
-            batch = upcoming.result()
-            if i + 1 < len(chunks):
-                upcoming = pool.submit(load, chunks[i + 1])
+    with tqdm(total=len(paths), desc=desc, unit="img") as bar:
+        for i, pixels in enumerate(batches):
+            batch = np.stack(pixels)
             if i == 0:
                 run(batch)
             start = time.perf_counter()
@@ -224,3 +219,27 @@ def _over_files(backend, run, paths, *, batch_size: int, desc: str) -> tuple[np.
     if isinstance(outputs[0], dict):
         return {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}, seconds
     return np.concatenate(outputs), seconds
+
+
+def decoded_batches(items: list, decode, *, batch_size: int, threads: int) -> Iterator[list]:
+    """`[decode(item) for item in batch]` for each batch of `batch_size` items, in order.
+
+    With `threads` of 1 or more, that many threads decode the next batch while the caller works
+    on this one (Pillow and LiteRT let go of the GIL while they work); with 0, each batch is
+    decoded on the calling thread when it is asked for. An exception from `decode` is raised
+    when its batch is asked for.
+    """
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    if threads < 1:
+        yield from ([decode(item) for item in batch] for batch in batches)
+        return
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
+    try:
+        upcoming = [pool.submit(decode, item) for item in batches[0]] if batches else []
+        for i in range(len(batches)):
+            current = upcoming
+            if i + 1 < len(batches):
+                upcoming = [pool.submit(decode, item) for item in batches[i + 1]]
+            yield [future.result() for future in current]
+    finally:  # also when the caller stops early: drop the decoding nobody will use
+        pool.shutdown(cancel_futures=True)

@@ -9,17 +9,26 @@ It runs the bundle's `model.tflite` with LiteRT when the bundle has one, else it
 neither TensorFlow nor Keras: only the Keras backend imports them, so the Docker image can leave them out.
 """
 
+import functools
 import math
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from fish_classifier.images import ImageError, load_pixels
+from fish_classifier.cpus import usable_cpus
+from fish_classifier.images import ImageError, load_pixels, open_rgb
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, read_bundle
-from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, load_backend
+from fish_classifier.serving.inference import (
+    EMBEDDING,
+    PROBABILITIES,
+    decoded_batches,
+    load_backend,
+)
 from fish_classifier.serving.unknown import UnknownDetector
 from fish_classifier.temperature import apply_temperature
 
@@ -38,8 +47,26 @@ class Prediction:
     unknown_score: float = math.nan
 
 
+@dataclass
+class Timings:
+    """Where `Predictor.iter_predict` spent its time, in seconds, added up over the photos it was given.
+
+    `decode` and `resize` are the CPU time of decoding and resizing, on threads beside the model when the
+    photos are paths or bytes. On the calling thread, wall-clock: `waiting` for decoded photos, the
+    `model`'s runs, and `ranking` (calibration, the unknown-photo check and the top-k).
+    """
+
+    photos: int = 0
+    decode_threads: int = 0  # 0: the photos were decoded on the calling thread
+    decode: float = 0.0
+    resize: float = 0.0
+    waiting: float = 0.0
+    model: float = 0.0
+    ranking: float = 0.0
+
+
 class Predictor:
-    """Classifies fish photos with a deploy bundle; see `predict` and `class_activation_map`."""
+    """Classifies fish photos with a deploy bundle; see `predict` (`iter_predict` for many) and `class_activation_map`."""
 
     def __init__(
         self,
@@ -83,16 +110,20 @@ class Predictor:
         `images`: paths, bytes, file-likes or PIL images (or a single one of those).
         `top_k` and `threshold` override the bundle's (select.top_k, and the low-confidence threshold).
         """
+        return list(self.iter_predict(images, top_k, threshold))
+
+    def iter_predict(self, images, top_k: int | None = None, threshold: float | None = None, *,
+                     timings: Timings | None = None) -> Iterator[Prediction]:
+        """`predict`, yielding each batch's Predictions as soon as they are ready, and adding where the time
+        went to `timings`. Paths and bytes are decoded on threads, the next batch while the model runs on this one.
+        """
         images = _as_list(images)
         top_k = self.top_k if top_k is None else top_k
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         top_k = min(top_k, len(self.classes))
         threshold = self.threshold if threshold is None else float(threshold)
-        results: list[Prediction] = []
-        for start in range(0, len(images), self.batch_size):
-            results.extend(self._predict_batch(images[start : start + self.batch_size], start, top_k, threshold))
-        return results
+        return self._predictions(images, top_k, threshold, Timings() if timings is None else timings)
 
     def class_activation_map(self, image, class_index: int | None = None) -> np.ndarray:
         """Where the model looked: a (h, w) float32 map in [0, 1] for `class_index` (default: the predicted class)."""
@@ -106,24 +137,45 @@ class Predictor:
         peak = cam.max()
         return (cam / peak if peak > 0 else np.zeros_like(cam)).astype(np.float32)
 
-    def _predict_batch(self, images, offset: int, top_k: int, threshold: float) -> list[Prediction]:
+    def _predictions(self, images: list, top_k: int, threshold: float, timings: Timings) -> Iterator[Prediction]:
+        # A file-like or a PIL image is not thread-safe, and one list may hold it twice: such a list is
+        # decoded on this thread, as one photo is (threads would only add their start-up to it).
+        on_threads = len(images) > 1 and all(isinstance(image, (str, os.PathLike, bytes, bytearray)) for image in images)
+        threads = usable_cpus() if on_threads else 0
+        timings.decode_threads = max(timings.decode_threads, threads)
+        batches = decoded_batches(images, functools.partial(_decoded, size=self.input_size),
+                                  batch_size=self.batch_size, threads=threads)
+        offset, asked = 0, time.perf_counter()
+        for decoded in batches:
+            timings.waiting += time.perf_counter() - asked
+            yield from self._predict_batch(images[offset : offset + len(decoded)], decoded, offset, top_k, threshold,
+                                           timings)
+            offset, asked = offset + len(decoded), time.perf_counter()
+
+    def _predict_batch(self, images, decoded, offset: int, top_k: int, threshold: float,
+                       timings: Timings) -> list[Prediction]:
         results: list[Prediction | None] = [None] * len(images)
         readable, pixels = [], []
-        for i, image in enumerate(images):
+        for i, (image, (photo, error, decode_s, resize_s)) in enumerate(zip(images, decoded)):
             source = _source_name(image, offset + i)
-            try:
-                pixels.append(load_pixels(image, self.input_size))
+            timings.decode += decode_s
+            timings.resize += resize_s
+            if error is None:
+                pixels.append(photo)
                 readable.append((i, source))
-            except ImageError as exc:
-                results[i] = _failed(source, str(exc))
-            except OSError as exc:
-                results[i] = _failed(source, f"cannot read the file ({exc.strerror or exc})")
+            else:
+                results[i] = _failed(source, error)
+        timings.photos += len(images)
         if pixels:
+            start = time.perf_counter()
             if self.detector is None:
-                probs, scores = self._backend(np.stack(pixels)), np.full(len(pixels), math.nan)
+                probs, embeddings = self._backend(np.stack(pixels)), None
             else:
                 outputs = self._backend.outputs(np.stack(pixels))
-                probs, scores = outputs[PROBABILITIES], self.detector.score(outputs[EMBEDDING])
+                probs, embeddings = outputs[PROBABILITIES], outputs[EMBEDDING]
+            ranking = time.perf_counter()
+            timings.model += ranking - start
+            scores = np.full(len(pixels), math.nan) if embeddings is None else self.detector.score(embeddings)
             probs = apply_temperature(probs, self.temperature)
             for (i, source), row, score in zip(readable, probs, scores):
                 ranked = np.argsort(-row)[:top_k]
@@ -139,7 +191,24 @@ class Predictor:
                     is_unknown=bool(self.detector is not None and self.detector.is_unknown(score)),
                     unknown_score=float(score),
                 )
+            timings.ranking += time.perf_counter() - ranking
         return results
+
+
+def _decoded(image, size: int) -> tuple[np.ndarray | None, str | None, float, float]:
+    """(pixels, None) or (None, why it is unreadable) for one image, then the CPU seconds spent decoding and
+    resizing it (CPU, not wall-clock: a decoding thread waits whenever the model has the cores)."""
+    start = time.thread_time()
+    try:
+        photo = open_rgb(image, size)
+        decoded = time.thread_time()
+        # load_pixels(image, size) in its two steps, timed apart (tests/test_images.py: the same pixels)
+        return load_pixels(photo, size), None, decoded - start, time.thread_time() - decoded
+    except ImageError as exc:
+        error = str(exc)
+    except OSError as exc:
+        error = f"cannot read the file ({exc.strerror or exc})"
+    return None, error, time.thread_time() - start, 0.0
 
 
 def _load_detector(bundle) -> UnknownDetector | None:

@@ -14,11 +14,13 @@ import csv
 import math
 import os
 import sys
+import time
 from importlib.metadata import version
 from pathlib import Path
 
 from fish_classifier.images import IMAGE_EXTENSIONS, is_image_file
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
+from fish_classifier.top_k import format_top_k
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # what shells report for a command stopped by Ctrl-C
@@ -59,12 +61,15 @@ def _add_predict(commands) -> None:
     predict.add_argument("--top-k", type=_positive_int, help="classes per image (default: the bundle's, select.top_k)")
     predict.add_argument("--batch-size", type=_positive_int, default=32, help="images per call (default: %(default)s)")
     predict.add_argument("--threshold", type=_probability, help="low-confidence threshold (default: the bundle's)")
+    predict.add_argument("--timings", action="store_true",
+                         help="also print where the time went: loading, decoding, resizing, the model, the CSV")
     predict.set_defaults(run=run_predict)
 
 
 def run_predict(args) -> int:
-    from fish_classifier.serving.bundle import BundleError, read_bundle
+    from fish_classifier.serving.bundle import BundleError
 
+    started = time.perf_counter()
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         return _usage_error(f"no such file or folder: {', '.join(missing)}")
@@ -76,32 +81,50 @@ def run_predict(args) -> int:
         return _usage_error(f"--out {args.out} is a folder; give the CSV file to write, e.g. {out / 'predictions.csv'}")
     if out.resolve() in {Path(image).resolve() for image in images}:
         return _usage_error(f"--out {args.out} is one of the input images; write the CSV elsewhere")
-    try:
-        read_bundle(args.bundle)  # fails fast, before TensorFlow loads
-    except BundleError as exc:
-        return _usage_error(str(exc))
 
     from tqdm import tqdm
 
-    from fish_classifier.serving.predictor import Predictor
+    from fish_classifier.serving.predictor import Predictor, Timings
 
-    predictor = Predictor(args.bundle, batch_size=args.batch_size)
+    load_start = time.perf_counter()
+    try:  # the Predictor reads and checks the bundle before it loads a model (and TensorFlow, for model.keras)
+        predictor = Predictor(args.bundle, batch_size=args.batch_size)
+    except BundleError as exc:
+        return _usage_error(str(exc))
+    loading = time.perf_counter() - load_start
 
     low, unknown, failed = 0, 0, 0
+    timings, writing = Timings(), 0.0
     with _written_when_complete(out) as f, tqdm(total=len(images), desc="predict", unit="img") as bar:
         writer = csv.DictWriter(f, fieldnames=PREDICTION_COLUMNS)
         writer.writeheader()
-        for start in range(0, len(images), args.batch_size):
-            batch = images[start : start + args.batch_size]
-            for prediction in predictor.predict(batch, top_k=args.top_k, threshold=args.threshold):
-                writer.writerow(_row(prediction))
-                low += bool(prediction.is_low_confidence)
-                unknown += prediction.is_unknown
-                failed += prediction.error is not None
-            bar.update(len(batch))
+        for prediction in predictor.iter_predict(images, top_k=args.top_k, threshold=args.threshold, timings=timings):
+            start = time.perf_counter()
+            writer.writerow(_row(prediction))
+            writing += time.perf_counter() - start
+            low += bool(prediction.is_low_confidence)
+            unknown += prediction.is_unknown
+            failed += prediction.error is not None
+            bar.update()
     print(f"wrote {len(images)} predictions to {out} ({unknown} unknown, {low} low-confidence, {failed} unreadable)",
           file=sys.stderr)
+    if args.timings:
+        print(_timings_line(timings, loading=loading, writing=writing, total=time.perf_counter() - started),
+              file=sys.stderr)
     return 0
+
+
+def _timings_line(timings, *, loading: float, writing: float, total: float) -> str:
+    """One line on where `predict` spent its time: the main thread's steps, which add up to `total`, then
+    the CPU time of decoding and resizing, done on threads beside the model."""
+    steps = {"loading the bundle": loading, "model": timings.model, "waiting for photos": timings.waiting,
+             "ranking": timings.ranking, "CSV": writing}
+    steps["other"] = max(0.0, total - sum(steps.values()))
+    threads = timings.decode_threads
+    beside = f"{threads} thread{'s' * (threads > 1)}" if threads else "the main thread"
+    return (f"timings: {timings.photos} photos in {total:.2f} s ({timings.photos / total:.1f} photos/s): "
+            + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in steps.items())
+            + f"; decoding {timings.decode:.2f} s and resizing {timings.resize:.2f} s of CPU on {beside}")
 
 
 @contextlib.contextmanager
@@ -152,8 +175,6 @@ def collect_images(paths) -> list[str]:
 
 
 def _row(prediction) -> dict:
-    from fish_classifier.evaluation.metrics import format_top_k
-
     return {
         "path": prediction.source,
         "label": prediction.label or "",

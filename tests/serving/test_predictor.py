@@ -2,6 +2,7 @@ import io
 import json
 import math
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -9,8 +10,10 @@ from support.fixtures_models import CLASSES, make_bundle, tinted_image
 from support.synthetic_images import byte_flips, fuzz_originals, tiff_without_dimensions
 
 from fish_classifier import images
+from fish_classifier.cpus import usable_cpus
+from fish_classifier.serving import predictor as predictor_module
 from fish_classifier.serving.bundle import BundleError, add_file, add_unknown_detector, update_info
-from fish_classifier.serving.predictor import Prediction, Predictor
+from fish_classifier.serving.predictor import Prediction, Predictor, Timings
 from fish_classifier.serving.unknown import UnknownDetector
 
 RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
@@ -99,6 +102,93 @@ def test_errors_and_predictions_keep_input_order_across_batches(tmp_path):
     small_batches = Predictor(make_bundle(tmp_path / "deploy"), batch_size=2)
     images = [tinted_image(RED, 1), b"junk", tinted_image(GREEN, 2), tinted_image(BLUE, 3), b"", tinted_image(RED, 4)]
     assert [r.label for r in small_batches.predict(images)] == [RED, None, GREEN, BLUE, None, RED]
+
+
+def _saved(tmp_path, labels, seed: int = 40) -> list:
+    paths = []
+    for i, label in enumerate(labels):
+        paths.append(tmp_path / f"{i:02d}.png")
+        tinted_image(label, seed=seed + i).save(paths[-1])
+    return paths
+
+
+def _decoding_threads(monkeypatch) -> list:
+    """The threads that decode photos from now on, one entry per photo."""
+    threads, decode = [], predictor_module.open_rgb
+
+    def recorded(source, size):
+        threads.append(threading.current_thread())
+        return decode(source, size)
+
+    monkeypatch.setattr(predictor_module, "open_rgb", recorded)
+    return threads
+
+
+def _assert_same_answer(together: Prediction, alone: Prediction) -> None:
+    """A photo's prediction among others is its prediction alone: the batch it came in changes nothing."""
+    assert (together.source, together.label, together.error, together.is_unknown) == (
+        alone.source, alone.label, alone.error, alone.is_unknown)
+    assert [label for label, _, _ in together.top_k] == [label for label, _, _ in alone.top_k]
+    assert together.confidence == pytest.approx(alone.confidence, abs=1e-6)
+    assert together.unknown_score == pytest.approx(alone.unknown_score, rel=1e-5)
+
+
+def test_paths_are_decoded_on_threads_and_keep_their_order_and_their_answers(predictor, tmp_path, monkeypatch):
+    labels = [RED, GREEN, BLUE, GREEN, RED, BLUE, BLUE, RED, GREEN, RED, GREEN]  # three batches, the last one short
+    paths = _saved(tmp_path, labels)
+    alone = [predictor.predict(path)[0] for path in paths]
+    monkeypatch.setattr(predictor, "batch_size", 4)
+    threads, timings = _decoding_threads(monkeypatch), Timings()
+
+    together = list(predictor.iter_predict([*paths[:5], paths[5].read_bytes(), *paths[6:]], timings=timings))
+
+    assert [p.label for p in together] == labels
+    for i, (prediction, reference) in enumerate(zip(together, alone)):
+        if i == 5:  # given as bytes: named by its place
+            assert prediction.source == "image 6"
+            prediction.source = reference.source
+        _assert_same_answer(prediction, reference)
+    assert len(threads) == len(paths) and threading.current_thread() not in threads
+    assert timings.decode_threads == usable_cpus() and timings.photos == len(paths)
+    assert timings.decode > 0 and timings.resize > 0 and timings.model > 0 and timings.ranking > 0
+
+
+def test_an_unreadable_file_in_the_middle_of_a_batch_gets_its_error_and_its_neighbours_their_answers(
+        predictor, tmp_path, monkeypatch):
+    paths = _saved(tmp_path, [RED, GREEN, BLUE, RED, GREEN])
+    broken, empty = tmp_path / "broken.jpg", tmp_path / "empty.png"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    empty.write_bytes(b"")
+    alone = [predictor.predict(path)[0] for path in paths]
+    monkeypatch.setattr(predictor, "batch_size", 6)
+
+    results = predictor.predict([paths[0], paths[1], broken, paths[2], empty, paths[3], tmp_path / "gone.png", paths[4]])
+
+    assert [r.label for r in results] == [RED, GREEN, None, BLUE, None, RED, None, GREEN]
+    assert results[2].error == "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
+    assert results[4].error == "file is empty (0 bytes)"
+    assert results[6].error.startswith("no such file")
+    assert [r.source for r in results[2::2]] == [str(broken), str(empty), str(tmp_path / "gone.png")]
+    for result, reference in zip([r for r in results if r.error is None], alone):
+        _assert_same_answer(result, reference)
+
+
+def test_file_likes_and_pil_images_are_decoded_on_the_calling_thread(predictor, tmp_path, monkeypatch):
+    [path] = _saved(tmp_path, [BLUE])
+    upload = io.BytesIO(_png_bytes(tinted_image(GREEN, seed=2)))
+    threads, timings = _decoding_threads(monkeypatch), Timings()
+
+    results = list(predictor.iter_predict([tinted_image(RED, seed=1), upload, path], timings=timings))
+
+    assert [r.label for r in results] == [RED, GREEN, BLUE]
+    assert threads == [threading.current_thread()] * 3 and timings.decode_threads == 0
+
+
+def test_iter_predict_checks_its_arguments_when_called(predictor):
+    with pytest.raises(ValueError, match="top_k must be at least 1, got 0"):
+        predictor.iter_predict([tinted_image(RED, seed=1)], top_k=0)
+    with pytest.raises(TypeError, match="got int"):
+        predictor.iter_predict([42])
 
 
 def test_top_k_is_sorted_and_capped_at_the_number_of_classes(predictor):

@@ -12,6 +12,7 @@ from support import REPO_ROOT
 from support.fixtures_models import CLASSES, make_bundle, tinted_image, trained_tiny_model
 
 from fish_classifier.hashing import file_sha256
+from fish_classifier.images import load_pixels
 from fish_classifier.serving.bundle import BundleError, add_file, read_bundle
 from fish_classifier.serving.export import (
     PARITY_TOLERANCE,
@@ -21,7 +22,17 @@ from fish_classifier.serving.export import (
     export_for_serving,
     export_litert,
 )
-from fish_classifier.serving.inference import CLASS_MAPS, EMBEDDING, PROBABILITIES, KerasBackend, LiteRTBackend
+from fish_classifier.serving.inference import (
+    CLASS_MAPS,
+    EMBEDDING,
+    OUTPUTS,
+    PROBABILITIES,
+    KerasBackend,
+    LiteRTBackend,
+    decoded_batches,
+    outputs_for_files,
+    probabilities_for_files,
+)
 from fish_classifier.serving.predictor import Predictor
 
 LABELS = [c["label"] for c in CLASSES]
@@ -86,6 +97,74 @@ def test_litert_backend_gives_the_keras_probabilities_and_class_maps(exported):
     means = maps.mean(axis=(1, 2)) + np.asarray(trained_tiny_model().get_layer("head").bias)
     softmax = np.exp(means - means.max(axis=1, keepdims=True))
     np.testing.assert_allclose(softmax / softmax.sum(axis=1, keepdims=True), probs, atol=1e-5)
+
+
+def test_litert_outputs_for_a_batch_equal_each_photos_own(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    litert = LiteRTBackend(exported[0] / "model.tflite")
+    pixels = np.stack([np.asarray(image.resize((32, 32))) for image in probe_images(12)])
+    alone = [litert.outputs(pixels[i : i + 1]) for i in range(len(pixels))]
+    # The same model with a whole batch per invoke, its input resized to the batch: what LiteRTBackend
+    # could do instead, were it faster (bench/batch_throughput.py), giving the same outputs.
+    interpreter = Interpreter(model_path=str(exported[0] / "model.tflite"))
+    [(key, signature)] = interpreter.get_signature_list().items()
+    whole_batch = interpreter.get_signature_runner(key)
+
+    # Batch sizes that change from call to call, as a run's last, partial batch does.
+    for start, stop in [(0, 7), (7, 12), (0, 7), (3, 4)]:
+        batch = pixels[start:stop]
+        for outputs in (litert.outputs(batch), whole_batch(**{signature["inputs"][0]: batch.astype(np.float32)})):
+            for name in OUTPUTS:
+                expected = np.concatenate([one[name] for one in alone[start:stop]])
+                assert outputs[name].shape == expected.shape
+                np.testing.assert_allclose(outputs[name], expected, atol=1e-5, err_msg=name)
+
+
+def test_probabilities_for_files_keep_the_files_order(exported, tmp_path):
+    litert = LiteRTBackend(exported[0] / "model.tflite")
+    paths = []
+    for i, image in enumerate(probe_images(11)):
+        paths.append(tmp_path / f"{i:02d}.png")
+        image.save(paths[-1])
+    expected = litert(np.stack([load_pixels(path, litert.input_size) for path in paths]))
+
+    probabilities, seconds = probabilities_for_files(litert, paths, batch_size=4)
+    outputs = outputs_for_files(litert, paths, batch_size=3)
+
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+    np.testing.assert_allclose(outputs[PROBABILITIES], expected, atol=1e-6)
+    assert outputs[EMBEDDING].shape == (11, 8) and seconds > 0
+    assert [LABELS[k] for k in probabilities.argmax(axis=1)] == [LABELS[i % 3] for i in range(11)]
+
+
+@pytest.mark.parametrize("threads", [0, 1, 3])
+def test_decoded_batches_come_in_order_a_batch_at_a_time(threads):
+    batches = list(decoded_batches(list(range(10)), lambda item: item * item, batch_size=4, threads=threads))
+    assert batches == [[0, 1, 4, 9], [16, 25, 36, 49], [64, 81]]
+    assert list(decoded_batches([], str, batch_size=4, threads=threads)) == []
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_a_decoding_error_is_raised_when_its_batch_is_asked_for(threads):
+    def decode(item):
+        if item == 5:
+            raise MemoryError("photo 5")
+        return item
+
+    batches = decoded_batches(list(range(8)), decode, batch_size=3, threads=threads)
+    assert next(batches) == [0, 1, 2]
+    with pytest.raises(MemoryError, match="photo 5"):
+        next(batches)
+
+
+def test_decoding_stops_when_the_caller_stops_asking():
+    decoded = []
+    batches = decoded_batches(list(range(100)), decoded.append, batch_size=5, threads=2)
+    next(batches)
+    batches.close()
+    # At most the batch taken and the one decoded ahead; the other eighteen never start.
+    assert len(decoded) <= 10
 
 
 def test_predictor_prefers_the_litert_model_and_agrees_with_keras(exported):

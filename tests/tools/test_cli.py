@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ import pandas as pd
 import pytest
 from support.fixtures_models import make_bundle, tinted_image
 
+from fish_classifier.cpus import usable_cpus
 from fish_classifier.tools.cli import PREDICTION_COLUMNS, main
 
 RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
@@ -73,6 +75,23 @@ def test_files_and_folders_mix_and_keep_the_order_given(bundle, photos, tmp_path
     assert pd.read_csv(out)["label"].tolist() == [GREEN, BLUE]
 
 
+def test_timings_say_where_the_time_went_in_one_line(bundle, photos, tmp_path, capsys):
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(photos), "--out", str(out), "--bundle", bundle, "--batch-size", "2"]) == 0
+    assert "timings:" not in capsys.readouterr().err
+
+    assert main(["predict", str(photos), "--out", str(out), "--bundle", bundle, "--batch-size", "2", "--timings"]) == 0
+
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("timings:")]
+    match = re.fullmatch(r"timings: 4 photos in ([\d.]+) s \([\d.]+ photos/s\): (.*); decoding ([\d.]+) s and "
+                         r"resizing ([\d.]+) s of CPU on (\d+) threads?", line)
+    assert match, line
+    total, steps, threads = float(match[1]), dict(step.rsplit(" ", 2)[:2] for step in match[2].split(", ")), match[5]
+    assert list(steps) == ["loading the bundle", "model", "waiting for photos", "ranking", "CSV", "other"]
+    assert sum(map(float, steps.values())) == pytest.approx(total, abs=0.02)  # the main thread's steps add up
+    assert int(threads) == usable_cpus()  # the photos are files: decoded beside the model
+
+
 def test_a_missing_bundle_is_a_usage_error_with_a_clear_message(photos, tmp_path, capsys):
     code = main(["predict", str(photos), "--out", str(tmp_path / "p.csv"), "--bundle", str(tmp_path / "no_bundle")])
     assert code == 2
@@ -123,20 +142,21 @@ def test_an_interrupted_run_leaves_the_old_csv_and_no_partial_file(bundle, photo
     out = tmp_path / "results" / "predictions.csv"
     out.parent.mkdir()
     out.write_text("the previous run's predictions\n")
-    original_predict, calls = Predictor.predict, []
+    original_iter_predict, written = Predictor.iter_predict, []
 
-    def ctrl_c_on_the_second_batch(self, images, **kwargs):
-        calls.append(images)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original_predict(self, images, **kwargs)
+    def ctrl_c_on_the_second_batch(self, images, *args, **kwargs):
+        for prediction in original_iter_predict(self, images, *args, **kwargs):
+            if written:
+                raise KeyboardInterrupt
+            written.append(prediction)
+            yield prediction
 
-    monkeypatch.setattr(Predictor, "predict", ctrl_c_on_the_second_batch)
+    monkeypatch.setattr(Predictor, "iter_predict", ctrl_c_on_the_second_batch)
     code = main(["predict", str(photos), "--out", str(out), "--bundle", bundle, "--batch-size", "1"])
 
     assert code == 130
     assert capsys.readouterr().err.endswith("fish-classifier: interrupted\n")
-    assert len(calls) == 2
+    assert len(written) == 1  # one row was written to the partial file before the interrupt
     assert out.read_text() == "the previous run's predictions\n"
     assert [p.name for p in out.parent.iterdir()] == ["predictions.csv"]
 
