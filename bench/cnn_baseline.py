@@ -77,13 +77,21 @@ def main() -> None:
 
 
 def run_child(recipe: str, seed: int, epochs: int | None) -> dict:
-    """Train and score one recipe in a fresh process; its last stdout line is the JSON row."""
+    """Train and score one recipe in a fresh process, showing its epochs as they end; its last stdout line
+    is the JSON row."""
     cap = ["--epochs", str(epochs)] if epochs else []
-    result = subprocess.run([sys.executable, __file__, "--one", recipe, "--seeds", str(seed), *cap],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        sys.exit(f"{recipe}, seed {seed} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    child = subprocess.Popen([sys.executable, __file__, "--one", recipe, "--seeds", str(seed), *cap],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in child.stdout:  # Keras prints one line per epoch (verbose=2)
+        lines.append(line)
+        if " - val_loss: " in line:
+            print(f"  {recipe} seed {seed}, epoch {sum(' - val_loss: ' in x for x in lines)}: {line.strip()}",
+                  file=sys.stderr, flush=True)
+    errors = child.stderr.read()
+    if child.wait() != 0:
+        sys.exit(f"{recipe}, seed {seed} failed:\n{errors[-3000:]}")
+    return json.loads(lines[-1])
 
 
 def train_and_score(recipe: str, seed: int, epochs: int | None = None) -> dict:
