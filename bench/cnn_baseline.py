@@ -77,20 +77,19 @@ def main() -> None:
 
 
 def run_child(recipe: str, seed: int, epochs: int | None) -> dict:
-    """Train and score one recipe in a fresh process, showing its epochs as they end; its last stdout line
-    is the JSON row."""
+    """Train and score one recipe in a fresh process, showing its epochs as they end; the last line it
+    prints is the JSON row."""
     cap = ["--epochs", str(epochs)] if epochs else []
     child = subprocess.Popen([sys.executable, __file__, "--one", recipe, "--seeds", str(seed), *cap],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in child.stdout:  # Keras prints one line per epoch (verbose=2)
         lines.append(line)
         if " - val_loss: " in line:
             print(f"  {recipe} seed {seed}, epoch {sum(' - val_loss: ' in x for x in lines)}: {line.strip()}",
                   file=sys.stderr, flush=True)
-    errors = child.stderr.read()
     if child.wait() != 0:
-        sys.exit(f"{recipe}, seed {seed} failed:\n{errors[-3000:]}")
+        sys.exit(f"{recipe}, seed {seed} failed:\n{''.join(lines)[-3000:]}")
     return json.loads(lines[-1])
 
 
