@@ -90,7 +90,7 @@ def run_child(recipe: str, seed: int, epochs: int | None) -> dict:
                   file=sys.stderr, flush=True)
     if child.wait() != 0:
         sys.exit(f"{recipe}, seed {seed} failed:\n{''.join(lines)[-3000:]}")
-    return json.loads(lines[-1])
+    return json.loads(next(line for line in reversed(lines) if line.startswith("{")))
 
 
 def train_and_score(recipe: str, seed: int, epochs: int | None = None) -> dict:
