@@ -302,7 +302,8 @@ def test_settings_read_for_one_model_take_its_section_and_leave_the_others_alone
         train_model("cnn", None, read, seed=0)
 
 
-def test_the_cnn_learning_rate_decays_along_a_cosine_over_all_its_epochs(colour_data):
+def epoch_rates():
+    """A Keras callback that records the optimizer's learning rate at the end of each epoch, in `.rates`."""
     import keras
 
     class EpochRates(keras.callbacks.Callback):
@@ -313,7 +314,11 @@ def test_the_cnn_learning_rate_decays_along_a_cosine_over_all_its_epochs(colour_
         def on_epoch_end(self, epoch, logs=None):
             self.rates.append(float(self.model.optimizer.learning_rate))
 
-    rates = EpochRates()
+    return EpochRates()
+
+
+def test_the_cnn_learning_rate_decays_along_a_cosine_over_all_its_epochs(colour_data):
+    rates = epoch_rates()
     params = tiny_train_params()
     params["cnn"] = dict(params["cnn"], epochs=4, patience=4, lr=0.02, lr_schedule="cosine", convs_per_block=2)
     model = train_model("cnn", colour_data, settings("cnn", params), seed=0, callbacks=[rates])
@@ -330,17 +335,7 @@ def test_an_unknown_learning_rate_schedule_is_named():
 
 @pytest.mark.slow
 def test_cosine_schedule_spans_exactly_the_steps_of_phase_2(colour_data):
-    import keras
-
-    class EpochRates(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.rates = []
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.rates.append(float(self.model.optimizer.learning_rate))
-
-    rates = EpochRates()
+    rates = epoch_rates()
     params = tiny_train_params()
     params["mobilenetv2"] = dict(params["mobilenetv2"], fine_tune_schedule="cosine", head_epochs=2, fine_tune_epochs=2,
                                  fine_tune_lr=4e-4, patience=5, mirror_train=True)
