@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 FROZEN_PASS_RUNTIMES = ("auto", "litert", "keras")  # auto: LiteRT on a CPU, Keras when a GPU is visible
-LR_SCHEDULES = FINE_TUNE_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine")  # train.cnn.lr_schedule and each backbone's fine_tune_schedule
 
 Fraction = number(ge=0, lt=1)  # a dropout rate, a label smoothing
 
@@ -99,7 +99,7 @@ class BackboneSettings(Section):
     fine_tune_layers: integer(ge=0)  # 0, or fine_tune_epochs 0: no phase 2
     fine_tune_epochs: integer(ge=0)
     fine_tune_lr: number(gt=0)
-    fine_tune_schedule: choice(*FINE_TUNE_SCHEDULES)
+    fine_tune_schedule: choice(*LR_SCHEDULES)
     dropout: Fraction
     patience: integer(ge=0)
     mirror_train: Flag
