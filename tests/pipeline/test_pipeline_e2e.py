@@ -116,6 +116,15 @@ def test_push_then_pull_gives_a_fresh_clone_the_bundle_with_nothing_to_rerun(rep
     assert json.loads((server / "models" / "deploy" / "bundle.json").read_text()) == bundle
     assert not (server / "data" / "prepared").exists() and not (server / "models" / "zoo").exists()
 
+    # Without a checkout: an annotated version tag (GTO's NAME@vX.Y.Z; a lightweight one is not found)
+    # names what `dvc artifacts get` fetches.
+    subprocess.run(git + ["tag", "-a", "fish-classifier@v1.0.0", "-m", "fish-classifier v1.0.0"], cwd=repo, check=True)
+    fetched = tmp_path / "fetched"
+    got = dvc(tmp_path, "artifacts", "get", str(repo), "fish-classifier", "--rev", "v1.0.0", "-o", str(fetched))
+    assert "Downloaded" in got.stdout
+    assert json.loads((fetched / "bundle.json").read_text()) == bundle
+    assert sorted(p.name for p in fetched.iterdir()) == sorted(p.name for p in (repo / "models" / "deploy").iterdir())
+
 
 def test_exp_run_with_one_learning_rate_shows_in_metrics_diff(repo):
     subprocess.run(["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost", "commit", "-qam", "baseline"],
