@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="as predict's --batch-size (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     args = parser.parse_args()
+    args.photos, args.bundle = args.photos.resolve(), args.bundle.resolve()  # predict runs from the repo root
 
     try:
         bundle = read_bundle(args.bundle)
