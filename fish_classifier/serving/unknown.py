@@ -101,7 +101,9 @@ class UnknownDetector:
 
         The products run on BLAS held to one thread: with more, BLAS's worker threads spin for a while after
         each call, taking the cores from the LiteRT interpreter's next photo (a served photo took 64% longer);
-        a plain einsum avoids that but is about 10x slower (0.86 s of `predict`'s 20.3 s on 2,840 photos)."""
+        a plain einsum avoids that but is about 10x slower (0.86 s of `predict`'s 20.3 s on 2,840 photos).
+        The limit is process-wide while it lasts (app sessions on other threads see it too, harmlessly: serving
+        leaves the cores to LiteRT) and costs about 10 us a call."""
         x = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
         with _blas().limit(limits=1, user_api="blas"):
             return self._score(x)

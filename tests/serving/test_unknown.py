@@ -77,24 +77,27 @@ def test_a_saved_detector_scores_the_same_after_loading(tmp_path):
     assert np.allclose(loaded.score(train[:20]), detector.score(train[:20]))
 
 
+def _blas_threads() -> list[int]:
+    return [lib["num_threads"] for lib in unknown._blas().info() if lib["user_api"] == "blas"]
+
+
 def test_scoring_holds_numpys_blas_to_one_thread_and_then_lets_go(monkeypatch):
     # threadpoolctl before 3.5 does not recognise NumPy 2's OpenBLAS (libscipy_openblas): its limit did nothing.
-    blas = [lib for lib in unknown._blas().info() if lib["user_api"] == "blas"]
-    assert blas, "threadpoolctl finds no BLAS under NumPy: the one-thread limit would be a no-op"
-    before = [lib["num_threads"] for lib in blas]
+    before = _blas_threads()
+    assert before, "threadpoolctl finds no BLAS under NumPy: the one-thread limit would be a no-op"
     seen = []
     real = UnknownDetector._score
 
     def spy(self, x):
-        seen.append([lib["num_threads"] for lib in unknown._blas().info() if lib["user_api"] == "blas"])
+        seen.append(_blas_threads())
         return real(self, x)
 
     monkeypatch.setattr(UnknownDetector, "_score", spy)
     train, labels = _clusters(0)
     for method in ("knn", "mahalanobis"):
         UnknownDetector.fit(method, train, labels).score(train[:8])
-    assert seen == [[1] * len(blas)] * 2
-    assert [lib["num_threads"] for lib in unknown._blas().info() if lib["user_api"] == "blas"] == before
+    assert seen == [[1] * len(before)] * 2
+    assert _blas_threads() == before
 
 
 def test_energy_needs_the_head():
