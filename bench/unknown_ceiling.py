@@ -1,0 +1,151 @@
+"""How far the unknown-photo detector could go on these photos: the ceiling behind issue #17's
+"98% of not-fish flagged at 1% of test fish".
+
+On the bundle's own LiteRT embeddings (and, for comparison, a frozen ImageNet backbone's), it prints for
+each detector: AUROC (test fish against not-fish), the share of each group flagged at a threshold set on
+validation fish (`select.unknown_val_flag_rate`, as the bundle does), and the share of not-fish flagged at
+the best threshold that flags at most 1% of the test fish. That last column chooses its threshold on the
+test fish themselves: it is an upper bound for the detector's scores, never a figure to report as its own.
+
+It also says where the not-fish that pass go (the label the bundle gives them) and which classes the
+highest-scoring test fish belong to: the 1% budget on 408 test fish is 4 photos.
+
+Rows:
+    bundle            the deploy bundle's detector as fitted by `select`
+    imagenet          Mahalanobis at power 1 on the frozen ImageNet MobileNetV2's mirror-averaged pooled
+                      features (the backbone before any fine-tuning; needs its weights under KERAS_HOME)
+    bundle + imagenet the two scores, each standardised on validation fish, summed
+    train+val         the bundle's method fitted on train and validation embeddings, its threshold set on
+                      5-fold out-of-fold validation scores (train embeddings are in-sample: the catch-all
+                      class's validation distances are about 3x its train distances)
+
+Usage (from the repo root, after `dvc repro` with `data.unknown_source` set):
+    python bench/unknown_ceiling.py [--bundle models/deploy] [--unknown PATH] [--json out.json]
+"""
+
+import argparse
+import json
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from fish_classifier.data.download import UnpackLimits
+from fish_classifier.data.manifest import label_indices, read_manifest, scored_split
+from fish_classifier.data.unknown_set import FISH_ELSEWHERE, NOT_FISH, collect_unknown_set
+from fish_classifier.evaluation.selection import TEST_FISH, auroc
+from fish_classifier.images import load_pixels
+from fish_classifier.params import load_params
+from fish_classifier.serving.inference import EMBEDDING, LiteRTBackend, outputs_for_files
+from fish_classifier.serving.predictor import Predictor
+from fish_classifier.serving.unknown import UnknownDetector, threshold_for_flag_rate
+
+DEFAULT_UNKNOWN = Path(__file__).resolve().parents[2] / "shared" / "data" / "unknown-dev.zip"
+MAX_TEST_FISH_RATE = 0.01
+
+
+def imagenet_features(paths, batch: int) -> np.ndarray:
+    """The frozen ImageNet MobileNetV2's pooled features, averaged over each photo and its mirror."""
+    import keras
+
+    backbone = keras.applications.MobileNetV2(include_top=False, weights="imagenet", pooling="avg",
+                                              input_shape=(224, 224, 3))
+    rows = []
+    for start in range(0, len(paths), batch):
+        pixels = np.stack([load_pixels(p, 224) for p in paths[start : start + batch]]).astype("float32")
+        pixels = keras.applications.mobilenet_v2.preprocess_input(pixels)
+        rows.append((backbone.predict(pixels, verbose=0) + backbone.predict(pixels[:, :, ::-1], verbose=0)) / 2)
+    return np.concatenate(rows)
+
+
+def figures(scores: dict, threshold: float) -> dict:
+    """Flag shares at `threshold`, AUROC, and not-fish flagged at the best threshold allowed by the test fish."""
+    ceiling = threshold_for_flag_rate(scores[TEST_FISH], MAX_TEST_FISH_RATE)
+    return {
+        "auroc": auroc(scores[TEST_FISH], scores[NOT_FISH]),
+        "flagged": {group: float((values > threshold).mean()) for group, values in scores.items() if group != "val"},
+        "not_fish_at_1pct_test_fish": float((scores[NOT_FISH] > ceiling).mean()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", default="models/deploy")
+    parser.add_argument("--manifest", default="data/manifest.csv")
+    parser.add_argument("--unknown", default=str(DEFAULT_UNKNOWN), help="zip or folder: not-fish/, fish-elsewhere/")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+
+    params = load_params()
+    rate, batch = params["select"]["unknown_val_flag_rate"], params["evaluate"]["batch_size"]
+    predictor = Predictor(args.bundle)
+    if predictor.detector is None or predictor.detector.method != "mahalanobis":
+        raise SystemExit("this bench compares Mahalanobis detectors: the bundle's must be one (select.unknown_method)")
+    manifest = read_manifest(args.manifest)
+    splits = {split: scored_split(manifest, split) for split in ("train", "val", "test")}
+    with tempfile.TemporaryDirectory() as work:
+        unknowns = collect_unknown_set(args.unknown, Path(work), UnpackLimits.from_params(params["data"])).manifest
+        paths = {"train": list(splits["train"]["path"]), "val": list(splits["val"]["path"]),
+                 TEST_FISH: list(splits["test"]["path"])}
+        paths.update({group: list(rows["path"]) for group, rows in unknowns.groupby("group")})
+        backend = LiteRTBackend(predictor.bundle.serving_model_path)
+        bundle = {g: outputs_for_files(backend, p, batch_size=batch, desc=g)[EMBEDDING] for g, p in paths.items()}
+        imagenet = {group: imagenet_features(p, batch) for group, p in paths.items()}
+        passing = [p.label for p in predictor.predict(paths[NOT_FISH], top_k=1) if not p.is_unknown]
+    labels = {split: label_indices(splits[split]["label"], predictor.classes) for split in ("train", "val", "test")}
+    power = predictor.detector.power
+    groups = (TEST_FISH, NOT_FISH, FISH_ELSEWHERE, "val")
+
+    def fitted(embeddings, fit_power):
+        detector = UnknownDetector.fit("mahalanobis", embeddings["train"], labels["train"], power=fit_power)
+        return {group: detector.score(embeddings[group]) for group in groups}
+
+    def standardised(scores):
+        mean, spread = scores["val"].mean(), scores["val"].std()
+        return {group: (values - mean) / spread for group, values in scores.items()}
+
+    rows = {"bundle": {g: predictor.detector.score(bundle[g]) for g in groups}, "imagenet": fitted(imagenet, 1.0)}
+    rows["bundle + imagenet"] = {g: standardised(rows["bundle"])[g] + standardised(rows["imagenet"])[g] for g in groups}
+    rows["train+val"] = cross_fitted(bundle, labels, power, groups)
+
+    print(f"bundle {args.bundle}: {predictor.model_name}, mahalanobis at power {power:g}; thresholds flag "
+          f"{rate:.0%} of validation fish; the last column's flags at most {MAX_TEST_FISH_RATE:.0%} of test fish")
+    print(f"{'detector':<20}{'AUROC':>8}{TEST_FISH:>12}{NOT_FISH:>12}{FISH_ELSEWHERE:>16}{'not-fish at 1% test':>22}")
+    results = {}
+    for name, scores in rows.items():
+        results[name] = figures(scores, threshold_for_flag_rate(scores["val"], rate))
+        flagged = results[name]["flagged"]
+        print(f"{name:<20}{results[name]['auroc']:>8.4f}{flagged[TEST_FISH]:>12.1%}{flagged[NOT_FISH]:>12.1%}"
+              f"{flagged[FISH_ELSEWHERE]:>16.1%}{results[name]['not_fish_at_1pct_test_fish']:>22.1%}")
+
+    top = np.argsort(-rows["bundle"][TEST_FISH])[: 3 * int(np.ceil(MAX_TEST_FISH_RATE * len(labels["test"])))]
+    strangest = Counter(predictor.classes[i]["label"] for i in labels["test"][top])
+    print(f"\nnot-fish the bundle lets through ({len(passing)} of {len(paths[NOT_FISH])}), by the label it gives them: "
+          + ", ".join(f"{label} {n}" for label, n in Counter(passing).most_common()))
+    print(f"classes of the {len(top)} highest-scoring test fish: "
+          + ", ".join(f"{label} {n}" for label, n in strangest.most_common()))
+    if args.json:
+        summary = {"model": predictor.model_name, "rows": results, "passing_not_fish_labels": Counter(passing),
+                   "highest_scoring_test_fish_classes": strangest}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def cross_fitted(embeddings, labels, power, groups, folds=5) -> dict:
+    """Fitted on train and validation embeddings; validation's own scores come from the fold left out."""
+    both = np.concatenate([embeddings["train"], embeddings["val"]])
+    both_labels = np.concatenate([labels["train"], labels["val"]])
+    detector = UnknownDetector.fit("mahalanobis", both, both_labels, power=power)
+    scores = {group: detector.score(embeddings[group]) for group in groups if group != "val"}
+    scores["val"] = np.zeros(len(labels["val"]), np.float32)
+    for kept, left_out in StratifiedKFold(folds, shuffle=True, random_state=0).split(embeddings["val"], labels["val"]):
+        fold = UnknownDetector.fit("mahalanobis", np.concatenate([embeddings["train"], embeddings["val"][kept]]),
+                                   np.concatenate([labels["train"], labels["val"][kept]]), power=power)
+        scores["val"][left_out] = fold.score(embeddings["val"][left_out])
+    return scores
+
+
+if __name__ == "__main__":
+    main()
