@@ -17,7 +17,7 @@ Rows:
     bundle + imagenet the two scores, each standardised on validation fish, summed
     train+val         the bundle's method fitted on train and validation embeddings, its threshold set on
                       5-fold out-of-fold validation scores (train embeddings are in-sample: the catch-all
-                      class's validation distances are about 3x its train distances)
+                      classes' validation distances are over 3x their train distances)
 
 Usage (from the repo root, after `dvc repro` with `data.unknown_source` set):
     python bench/unknown_ceiling.py [--bundle models/deploy] [--unknown PATH] [--json out.json]
