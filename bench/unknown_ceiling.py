@@ -12,8 +12,8 @@ highest-scoring test fish belong to: the 1% budget on 408 test fish is 4 photos.
 
 Rows:
     bundle            the deploy bundle's detector as fitted by `select`
-    imagenet          Mahalanobis at power 1 on the frozen ImageNet MobileNetV2's mirror-averaged pooled
-                      features (the backbone before any fine-tuning; needs its weights under KERAS_HOME)
+    imagenet          Mahalanobis at power 1 on the selected backbone's mirror-averaged pooled features as
+                      ImageNet left them, before any fine-tuning (needs its weights under KERAS_HOME)
     bundle + imagenet the two scores, each standardised on validation fish, summed
     train+val         the bundle's method fitted on train and validation embeddings, its threshold set on
                       5-fold out-of-fold validation scores (train embeddings are in-sample: the catch-all
@@ -38,26 +38,33 @@ from fish_classifier.data.unknown_set import FISH_ELSEWHERE, NOT_FISH, collect_u
 from fish_classifier.evaluation.selection import TEST_FISH, auroc
 from fish_classifier.images import load_pixels
 from fish_classifier.params import load_params
-from fish_classifier.serving.inference import EMBEDDING, LiteRTBackend, outputs_for_files
+from fish_classifier.model.zoo import BACKBONES, build_backbone
+from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, LiteRTBackend, outputs_for_files
 from fish_classifier.serving.predictor import Predictor
 from fish_classifier.serving.unknown import UnknownDetector, threshold_for_flag_rate
 
 DEFAULT_UNKNOWN = Path(__file__).resolve().parents[2] / "shared" / "data" / "unknown-dev.zip"
 MAX_TEST_FISH_RATE = 0.01
+GROUPS = (TEST_FISH, NOT_FISH, FISH_ELSEWHERE, "val")  # what each detector scores; "val" sets its threshold
 
 
-def imagenet_features(paths, batch: int) -> np.ndarray:
-    """The frozen ImageNet MobileNetV2's pooled features, averaged over each photo and its mirror."""
-    import keras
+def imagenet_features(model_name: str, paths: dict, batch: int) -> dict:
+    """Per group of photos, the selected model's backbone as ImageNet left it, before any fine-tuning: its
+    pooled features, averaged over each photo and its mirror. Size, preprocessing and weights come from the zoo."""
+    spec, backbone = BACKBONES[model_name], build_backbone(model_name, "imagenet")
 
-    backbone = keras.applications.MobileNetV2(include_top=False, weights="imagenet", pooling="avg",
-                                              input_shape=(224, 224, 3))
-    rows = []
-    for start in range(0, len(paths), batch):
-        pixels = np.stack([load_pixels(p, 224) for p in paths[start : start + batch]]).astype("float32")
-        pixels = keras.applications.mobilenet_v2.preprocess_input(pixels)
-        rows.append((backbone.predict(pixels, verbose=0) + backbone.predict(pixels[:, :, ::-1], verbose=0)) / 2)
-    return np.concatenate(rows)
+    def pooled(inputs):
+        return backbone.predict(inputs, verbose=0).mean(axis=(1, 2))
+
+    features = {}
+    for group, files in paths.items():
+        rows = []
+        for start in range(0, len(files), batch):
+            pixels = np.stack([load_pixels(p, spec.input_size) for p in files[start : start + batch]]).astype("float32")
+            inputs = spec.preprocess_input(pixels)  # per pixel, so it commutes with the mirror
+            rows.append((pooled(inputs) + pooled(inputs[:, :, ::-1])) / 2)
+        features[group] = np.concatenate(rows)
+    return features
 
 
 def figures(scores: dict, threshold: float) -> dict:
@@ -83,6 +90,8 @@ def main() -> None:
     predictor = Predictor(args.bundle)
     if predictor.detector is None or predictor.detector.method != "mahalanobis":
         raise SystemExit("this bench compares Mahalanobis detectors: the bundle's must be one (select.unknown_method)")
+    if predictor.model_name not in BACKBONES:
+        raise SystemExit(f"the bundle's model {predictor.model_name!r} has no ImageNet backbone to compare with")
     manifest = read_manifest(args.manifest)
     splits = {split: scored_split(manifest, split) for split in ("train", "val", "test")}
     with tempfile.TemporaryDirectory() as work:
@@ -91,24 +100,19 @@ def main() -> None:
                  TEST_FISH: list(splits["test"]["path"])}
         paths.update({group: list(rows["path"]) for group, rows in unknowns.groupby("group")})
         backend = LiteRTBackend(predictor.bundle.serving_model_path)
-        bundle = {g: outputs_for_files(backend, p, batch_size=batch, desc=g)[EMBEDDING] for g, p in paths.items()}
-        imagenet = {group: imagenet_features(p, batch) for group, p in paths.items()}
-        passing = [p.label for p in predictor.predict(paths[NOT_FISH], top_k=1) if not p.is_unknown]
+        outputs = {g: outputs_for_files(backend, p, batch_size=batch, desc=g) for g, p in paths.items()}
+        imagenet = imagenet_features(predictor.model_name, paths, batch)
+    bundle = {group: values[EMBEDDING] for group, values in outputs.items()}
     labels = {split: label_indices(splits[split]["label"], predictor.classes) for split in ("train", "val", "test")}
     power = predictor.detector.power
-    groups = (TEST_FISH, NOT_FISH, FISH_ELSEWHERE, "val")
 
-    def fitted(embeddings, fit_power):
-        detector = UnknownDetector.fit("mahalanobis", embeddings["train"], labels["train"], power=fit_power)
-        return {group: detector.score(embeddings[group]) for group in groups}
-
-    def standardised(scores):
-        mean, spread = scores["val"].mean(), scores["val"].std()
-        return {group: (values - mean) / spread for group, values in scores.items()}
-
-    rows = {"bundle": {g: predictor.detector.score(bundle[g]) for g in groups}, "imagenet": fitted(imagenet, 1.0)}
-    rows["bundle + imagenet"] = {g: standardised(rows["bundle"])[g] + standardised(rows["imagenet"])[g] for g in groups}
-    rows["train+val"] = cross_fitted(bundle, labels, power, groups)
+    rows = {"bundle": {g: predictor.detector.score(bundle[g]) for g in GROUPS},
+            "imagenet": fitted(imagenet, labels["train"], 1.0)}
+    rows["bundle + imagenet"] = {g: standardised(rows["bundle"])[g] + standardised(rows["imagenet"])[g] for g in GROUPS}
+    rows["train+val"] = cross_fitted(bundle, labels, power)
+    # The label the bundle gives each not-fish photo it lets through (calibration does not move the argmax).
+    through = ~predictor.detector.is_unknown(rows["bundle"][NOT_FISH])
+    passing = [predictor.classes[i]["label"] for i in outputs[NOT_FISH][PROBABILITIES].argmax(axis=1)[through]]
 
     print(f"bundle {args.bundle}: {predictor.model_name}, mahalanobis at power {power:g}; thresholds flag "
           f"{rate:.0%} of validation fish; the last column's flags at most {MAX_TEST_FISH_RATE:.0%} of test fish")
@@ -133,12 +137,23 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def cross_fitted(embeddings, labels, power, groups, folds=5) -> dict:
+def fitted(embeddings, train_labels, power) -> dict:
+    detector = UnknownDetector.fit("mahalanobis", embeddings["train"], train_labels, power=power)
+    return {group: detector.score(embeddings[group]) for group in GROUPS}
+
+
+def standardised(scores) -> dict:
+    """Each group's scores in units of the validation fish's spread, so that two detectors can be summed."""
+    mean, spread = scores["val"].mean(), scores["val"].std()
+    return {group: (values - mean) / spread for group, values in scores.items()}
+
+
+def cross_fitted(embeddings, labels, power, folds=5) -> dict:
     """Fitted on train and validation embeddings; validation's own scores come from the fold left out."""
     both = np.concatenate([embeddings["train"], embeddings["val"]])
     both_labels = np.concatenate([labels["train"], labels["val"]])
     detector = UnknownDetector.fit("mahalanobis", both, both_labels, power=power)
-    scores = {group: detector.score(embeddings[group]) for group in groups if group != "val"}
+    scores = {group: detector.score(embeddings[group]) for group in GROUPS if group != "val"}
     scores["val"] = np.zeros(len(labels["val"]), np.float32)
     for kept, left_out in StratifiedKFold(folds, shuffle=True, random_state=0).split(embeddings["val"], labels["val"]):
         fold = UnknownDetector.fit("mahalanobis", np.concatenate([embeddings["train"], embeddings["val"][kept]]),
