@@ -110,7 +110,7 @@ def main() -> None:
               f"{predictor.detector.threshold if predictor.detector else float('nan'):.4g}; "
               f"low-confidence threshold {predictor.threshold:.4f}")
         print(f"{'set':<24}{'images':>8}{'unknown':>10}{'low conf.':>11}{'catch-all label':>17}")
-        catch_all = set(params["select"]["catch_all_labels"])
+        catch_all = set(params["data"]["catch_all_labels"])
         for name, row in rows.items():
             labelled = np.mean([p.label in catch_all for p in results[name] if p.error is None])
             print(f"{name:<24}{row['images']:>8}{row['unknown']:>10.1%}{row['low_confidence']:>11.1%}{labelled:>17.1%}")

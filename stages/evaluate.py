@@ -1,12 +1,14 @@
 """Stage `evaluate@<model>`: score one trained model on the validation and test splits, and calibrate it.
 
-Reads models/zoo/<model>/model.keras, data/manifest.csv, data/classes.json, data/prepared and
-data/prepare_report.json; writes, in metrics/models/<model>/, metrics.json (the headline scores),
-per_class.csv (each class's scores), the predictions, validation confidences, confusion matrix and reliability
-diagram (CSV and PNG), and misclassified.png (a gallery of the test photos it got wrong).
+Reads models/zoo/<model>/model.keras, data/manifest.csv, data/classes.json, data/prepared,
+data/prepare_report.json and data/field (the field photos, maybe none); writes, in metrics/models/<model>/,
+metrics.json (the headline scores), per_class.csv (each class's scores), the predictions, validation
+confidences, confusion matrix and reliability diagram (CSV and PNG), misclassified.png (a gallery of the
+test photos it got wrong), and field_predictions.csv and field_mistakes.png (the field photos).
 
 The validation scores are what `select` chooses by; the test scores are reported, on the whole split and
-on its clean subset (the test photos with no exact or near duplicate in train, by prepare's report).
+on its clean subset (the test photos with no exact or near duplicate in train, by prepare's report), and on
+the field photos (params `data.field_source`: the species photographed outside the studio), which choose nothing.
 
 Usage: python stages/evaluate.py <model>
 """
@@ -14,14 +16,16 @@ Usage: python stages/evaluate.py <model>
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fish_classifier.data.leakage import duplicated_from_train
-from fish_classifier.data.manifest import read_classes, read_manifest
+from fish_classifier.data.manifest import CatchAllLabels, label_indices, read_classes, read_manifest
 from fish_classifier.evaluation.metrics import (
     EvaluateSettings,
     calibration_report,
     confusion,
+    field_scores,
     headline,
     per_class_table,
     plot_confusion,
@@ -41,13 +45,14 @@ from fish_classifier.layout import (
 )
 from fish_classifier.model.preprocessing import load_model
 from fish_classifier.params import stage_arguments, stage_params
-from fish_classifier.serving.inference import KerasBackend
+from fish_classifier.serving.inference import KerasBackend, probabilities_for_files
 from fish_classifier.temperature import apply_temperature
 
 
 def main(argv=None) -> None:
     name = stage_arguments(__doc__, argv, takes_model=True).model
-    params = stage_params(evaluate=EvaluateSettings).evaluate
+    settings = stage_params(evaluate=EvaluateSettings, data=CatchAllLabels)
+    params = settings.evaluate
     bins = params.ece_bins
     model_path = model_dir(name) / MODEL_FILE
     out_dir = metrics_dir(name)
@@ -76,6 +81,13 @@ def main(argv=None) -> None:
     leaked = test.rows["path"].isin(duplicated_from_train(json.loads(Path("data/prepare_report.json").read_text()), "test"))
     clean = ~leaked.to_numpy()
 
+    field = pd.read_csv("data/field/manifest.csv", dtype=str, keep_default_na=False)
+    field_probs = np.zeros((0, len(classes)))
+    if len(field):
+        field_probs = apply_temperature(probabilities_for_files(backend, field["path"], batch_size=params.batch_size,
+                                                                desc=f"{name} field")[0], temperature)
+    y_field = label_indices(field["label"], classes)
+
     report = dict(
         **headline(y_test, y_pred, len(classes)),
         val={**headline(y_val, val_probs.argmax(axis=1), len(classes)), "images": len(y_val)},
@@ -86,6 +98,8 @@ def main(argv=None) -> None:
         images_per_second=round(len(y_test) / test.seconds, 2),
         model_size_mb=round(model_path.stat().st_size / 1e6, 2),
         calibration=calibration,
+        field=field_scores(field["label"], y_field, field_probs.argmax(axis=1), classes,
+                           settings.data.other_fish_labels),
     )
     (out_dir / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     # Beside the metrics, not in them: one column per class and score would swamp `dvc exp show`.
@@ -100,6 +114,11 @@ def main(argv=None) -> None:
     plot_confusion(confusion(y_test, y_pred, len(classes)), displays, out_dir / "confusion.png", f"{name}: test split")
     plot_misclassified(test.rows["path"], y_test, calibrated, displays, out_dir / "misclassified.png",
                        f"{name}: test split", limit=params.gallery_size)
+    predictions_table(field["path"], y_field, field_probs, labels, top_k=params.top_k).to_csv(
+        out_dir / "field_predictions.csv", index=False
+    )
+    plot_misclassified(field["path"], y_field, field_probs, displays, out_dir / "field_mistakes.png",
+                       f"{name}: field photos (taken outside the studio)", limit=params.gallery_size)
     after.to_csv(out_dir / "reliability.csv", index=False)
     plot_reliability(
         {"before (T=1)": before, f"after (T={temperature:.2f})": after}, out_dir / "reliability.png", f"{name}: test split"
@@ -114,6 +133,8 @@ def main(argv=None) -> None:
         f"macro F1 {report['macro_f1']:.4f} (clean subset of {report['test_clean']['images']}: "
         f"{report['test_clean']['accuracy']:.4f}, {report['test_clean']['macro_f1']:.4f}), "
         f"T {temperature:.3f}, ECE {ece['ece_before']:.4f} -> {ece['ece_after']:.4f}"
+        + ("" if not len(field) else f"; field accuracy {report['field']['accuracy']:.1%} of {len(field)} photos, "
+           f"species {report['field']['species_accuracy'] or 0:.1%}")
     )
 
 

@@ -19,14 +19,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from fish_classifier.data.manifest import example_photos, label_indices, read_classes, read_manifest, scored_split
+from fish_classifier.data.manifest import CatchAllLabels, example_photos, label_indices, read_classes, read_manifest, scored_split
 from fish_classifier.data.unknown_set import FISH_ELSEWHERE, GROUPS
 from fish_classifier.evaluation.metrics import EvaluateSettings
 from fish_classifier.evaluation.selection import (
+    BUNDLE,
     TEST_FISH,
     SelectSettings,
     TrainedModels,
-    choose_threshold,
+    field_figures,
+    model_threshold,
     fit_unknown_detector,
     rank_models,
     summary,
@@ -52,7 +54,7 @@ OUT = Path("metrics/unknown")
 
 def main(argv=None) -> None:
     stage_arguments(__doc__, argv)
-    params = stage_params(train=TrainedModels, select=SelectSettings, evaluate=EvaluateSettings)
+    params = stage_params(train=TrainedModels, select=SelectSettings, evaluate=EvaluateSettings, data=CatchAllLabels)
     names = params.train.models
     select = params.select
     settings = select.unknown
@@ -60,12 +62,7 @@ def main(argv=None) -> None:
     metrics = {name: json.loads((metrics_dir(name) / METRICS_FILE).read_text(encoding="utf-8")) for name in names}
     best = rank_models(metrics, select.metric)[0]
     val_confidence = pd.read_csv(metrics_dir(best) / VAL_CONFIDENCE_FILE)["confidence"]
-    threshold = choose_threshold(
-        val_confidence,
-        rule=select.threshold_rule,
-        val_flag_rate=select.val_flag_rate,
-        fixed_threshold=select.fixed_threshold,
-    )
+    threshold = model_threshold(best, select)
     classes = read_classes("data/classes.json")
     write_bundle(
         DEFAULT_BUNDLE_DIR,
@@ -116,17 +113,29 @@ def main(argv=None) -> None:
             detector, settings.val_flag_rate, scores,
             fish_elsewhere_labels=None if elsewhere is None else
             [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)],
-            catch_all_labels=select.catch_all_labels,
+            catch_all_labels=params.data.catch_all_labels,
         )
     add_unknown_detector(DEFAULT_BUNDLE_DIR, detector, power=settings.power, k=settings.k,
                          val_flag_rate=settings.val_flag_rate, figures=figures)
 
     write_unknown_plots(scores, detector, OUT, bins=select.unknown_histogram_bins, model=best)
 
+    # The field photos: each model flags by its own low-confidence threshold; the bundle by its detector too.
+    field = {}
+    for name in names:
+        predictions = pd.read_csv(metrics_dir(name) / "field_predictions.csv", keep_default_na=False)
+        if len(predictions):
+            field[name] = field_figures(predictions, model_threshold(name, select), params.data.other_fish_labels)
+    if field:
+        predictions = pd.read_csv(metrics_dir(best) / "field_predictions.csv", keep_default_na=False)
+        unknown = detector.is_unknown(detector.score(outputs_for_files(
+            backend, predictions["path"], batch_size=batch_size, desc="field")[EMBEDDING]))
+        field[BUNDLE] = field_figures(predictions, threshold, params.data.other_fish_labels, unknown)
+
     Path("metrics/summary.json").write_text(
-        json.dumps(summary(metrics, select.metric, threshold, figures), indent=2) + "\n", encoding="utf-8"
+        json.dumps(summary(metrics, select.metric, threshold, figures, field), indent=2) + "\n", encoding="utf-8"
     )
-    Path("metrics/summary.md").write_text(summary_markdown(metrics, select.metric, figures), encoding="utf-8")
+    Path("metrics/summary.md").write_text(summary_markdown(metrics, select.metric, figures, field), encoding="utf-8")
     if figures:
         print(f"unknown photos ({settings.method}, threshold {detector.threshold:.4g}): "
               + ", ".join(f"{group} {share:.1%} flagged" for group, share in figures["flagged"].items())

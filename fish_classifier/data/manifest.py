@@ -3,10 +3,13 @@
 import json
 import unicodedata
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import ConfigDict
 
+from fish_classifier.params import Rule, Section
 from fish_classifier.splits import SPLITS
 
 MANIFEST_COLUMNS = ["path", "split", "label", "sha256", "width", "height", "augmented", "source"]
@@ -14,6 +17,17 @@ MANIFEST_COLUMNS = ["path", "split", "label", "sha256", "width", "height", "augm
 # The dataset's folder names lead with category words ("fish sea_food red_mullet");
 # the species is what follows them.
 GENERIC_WORDS = ("animal", "fish", "sea_food")
+
+
+class CatchAllLabels(Section):
+    """params.yaml's `data.catch_all_labels`: the classes of varied fish photographed anywhere (the dataset's
+    `animal fish` and `animal fish bass`), where every market species was photographed in one studio; and
+    `data.other_fish_labels`, those of them that name no species (`animal fish`: any other fish)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)  # the rest of `data` is other settings' business
+
+    catch_all_labels: Annotated[list[str], Rule("a list of class labels (strings)")]
+    other_fish_labels: Annotated[list[str], Rule("a list of class labels (strings)")]  # name no species
 
 
 class DatasetError(ValueError):

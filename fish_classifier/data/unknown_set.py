@@ -11,15 +11,13 @@ as the fish (`images.open_rgb`); one that cannot be read is skipped with its rea
 used to fit or tune the detector, only to measure it.
 """
 
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from fish_classifier.data.download import DownloadError, UnpackLimits, extract_zip
-from fish_classifier.images import ImageError, is_image_file, open_rgb
+from fish_classifier.data.download import UnpackLimits
+from fish_classifier.data.photo_source import gather_photos
 from fish_classifier.params import text
 
 # The set's groups: photos to flag, and fish that should pass.
@@ -48,34 +46,9 @@ def collect_unknown_set(source: str, out_dir: str | Path, limits: UnpackLimits) 
     An empty `source` gives an empty set. Raises DownloadError when the source is missing or not a zip or folder.
     """
     out_dir = Path(out_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
     photos = out_dir / "photos"
-    out_dir.mkdir(parents=True)
-    if source:
-        _copy_source(Path(source), photos, limits)
-    rows, skipped = [], []
-    for path in sorted(p for p in photos.rglob("*") if p.is_file()):
-        relative = path.relative_to(out_dir).as_posix()
-        if not is_image_file(path):
-            skipped.append({"path": relative, "reason": "not an image file by its name"})
-            continue
-        try:
-            open_rgb(path)
-        except (ImageError, OSError) as exc:
-            skipped.append({"path": relative, "reason": str(exc)})
-            continue
-        group = FISH_ELSEWHERE if FISH_ELSEWHERE in path.relative_to(photos).parts else NOT_FISH
-        rows.append({"path": (out_dir / relative).as_posix(), "group": group})
-    return UnknownSet(pd.DataFrame(rows, columns=["path", "group"]), skipped)
-
-
-def _copy_source(source: Path, photos: Path, limits: UnpackLimits) -> None:
-    if source.is_dir():
-        shutil.copytree(source, photos)
-    elif source.is_file():
-        with tempfile.TemporaryDirectory(dir=photos.parent) as scratch:
-            extract_zip(source, Path(scratch) / "unpacked", limits)
-            Path(scratch, "unpacked").rename(photos)
-    else:
-        raise DownloadError(f"data.unknown_source {str(source)!r} is neither a zip nor a folder; "
-                            "set it to one, or to \"\" to skip the unknown-photo figures")
+    found = gather_photos(source, photos, limits, "data.unknown_source", "to skip the unknown-photo figures")
+    rows = [{"path": path.as_posix(),
+             "group": FISH_ELSEWHERE if FISH_ELSEWHERE in path.relative_to(photos).parts else NOT_FISH}
+            for path in found.photos]
+    return UnknownSet(pd.DataFrame(rows, columns=["path", "group"]), found.skipped)

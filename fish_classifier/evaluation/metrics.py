@@ -62,6 +62,24 @@ def per_class_table(y_true, y_pred, classes: list[dict]) -> pd.DataFrame:
     )
 
 
+def field_scores(labels, y_true, y_pred, classes: list[dict], other_fish_labels: list[str]) -> dict:
+    """How a model names the field photos (species photographed outside the studio): overall accuracy, the
+    accuracy on the photos of a named species (a class outside `other_fish_labels`, which name no species),
+    and each class's accuracy ({label: {images, accuracy}}). `labels[i]` is photo i's true label."""
+    labels, right = np.asarray(labels), np.asarray(y_true) == np.asarray(y_pred)
+    species = ~np.isin(labels, other_fish_labels)
+    per_class = {c["label"]: {"images": int((labels == c["label"]).sum()),
+                              "accuracy": float(right[labels == c["label"]].mean())}
+                 for c in classes if (labels == c["label"]).any()}
+    return {
+        "images": int(len(labels)),
+        "accuracy": float(right.mean()) if len(labels) else None,
+        "species_images": int(species.sum()),
+        "species_accuracy": float(right[species].mean()) if species.any() else None,
+        "per_class": per_class,
+    }
+
+
 def confusion(y_true, y_pred, num_classes: int) -> np.ndarray:
     """Counts with rows = actual class, columns = predicted class."""
     return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field
 from sklearn.metrics import roc_auc_score
 
 from fish_classifier.data.unknown_set import FISH_ELSEWHERE, GROUPS, NOT_FISH
+from fish_classifier.layout import VAL_CONFIDENCE_FILE, metrics_dir
 from fish_classifier.evaluation.metrics import HEADLINE_METRICS, plot_flag_tradeoff, plot_unknown_scores
 from fish_classifier.model.zoo import MODEL_NAMES
 from fish_classifier.params import Rule, Section, choice, integer, number
@@ -49,7 +50,6 @@ class SelectSettings(Section):
     unknown_k: integer(ge=1)
     unknown_val_flag_rate: Share
     unknown_histogram_bins: integer(ge=1)
-    catch_all_labels: Annotated[list[str], Rule("a list of class labels (strings)")]
 
     @property
     def unknown(self) -> UnknownSettings:
@@ -103,9 +103,18 @@ def choose_threshold(val_confidences, *, rule: str, val_flag_rate: float, fixed_
     return float(confidences[allowed])
 
 
-def summary(metrics: dict[str, dict], metric: str, threshold: float, unknown: dict | None) -> dict:
+def model_threshold(name: str, select: SelectSettings) -> float:
+    """Model `name`'s low-confidence threshold by `select`'s rule, from its calibrated validation confidences."""
+    confidence = pd.read_csv(metrics_dir(name) / VAL_CONFIDENCE_FILE)["confidence"]
+    return choose_threshold(confidence, rule=select.threshold_rule, val_flag_rate=select.val_flag_rate,
+                            fixed_threshold=select.fixed_threshold)
+
+
+def summary(metrics: dict[str, dict], metric: str, threshold: float, unknown: dict | None,
+            field: dict | None = None) -> dict:
     """What `dvc metrics show` reports for the selection: the winner, every model's headline numbers
-    (validation, test, clean test) and, when an unknown-photo set was given, the detector's figures."""
+    (validation, test, clean test), when an unknown-photo set was given the detector's figures, and when a
+    field set was given each model's and the bundle's field figures (`field_figures`)."""
     ranking = rank_models(metrics, metric)
     return {
         "selected": ranking[0],
@@ -114,17 +123,19 @@ def summary(metrics: dict[str, dict], metric: str, threshold: float, unknown: di
         "ranking": ranking,
         "models": {name: _headline(metrics[name]) for name in ranking},
         **({"unknown": unknown} if unknown else {}),
+        **({"field": field} if field else {}),
     }
 
 
-def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None) -> str:
-    """A table of all models, best first, with the selected one in bold, then the unknown-photo figures."""
+def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None, field: dict | None = None) -> str:
+    """A table of all models, best first, with the selected one in bold, then the field photos' figures
+    (`field_figures` per model and for the bundle) and the unknown-photo figures."""
     ranking = rank_models(metrics, metric)
     best = metrics[ranking[0]]
     lines = [
         f"| Model | Val {_NAMES[metric]} | Test accuracy | Test macro F1 | Clean test accuracy | Clean test macro F1 "
-        "| ECE | img/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| Field species right | ECE | img/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ranking:
         row = _headline(metrics[name])
@@ -132,7 +143,8 @@ def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None
         ece = "n/a" if row["ece"] is None else f"{row['ece']:.4f}"
         lines.append(
             f"| {label} | {row['val'][metric]:.4f} | {row['test']['accuracy']:.4f} | {row['test']['macro_f1']:.4f} "
-            f"| {row['test_clean']['accuracy']:.4f} | {row['test_clean']['macro_f1']:.4f} | {ece} "
+            f"| {row['test_clean']['accuracy']:.4f} | {row['test_clean']['macro_f1']:.4f} "
+            f"| {_share(metrics[name].get('field', {}).get('species_accuracy'))} | {ece} "
             f"| {row['images_per_second']:.1f} |"
         )
     clean = best["test_clean"]
@@ -144,6 +156,7 @@ def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None
         f"duplicate in train ({clean['left_out']} left out; the dataset was augmented before it was split). "
         "ECE (expected calibration error) is on the test split, after temperature scaling.",
         "",
+        *field_markdown(field or {}, ranking[0]),
         "## Unknown photos",
         "",
     ]
@@ -198,6 +211,70 @@ def unknown_figures(detector: UnknownDetector, val_flag_rate: float, scores: dic
     if fish_elsewhere_labels is not None and len(fish_elsewhere_labels):
         figures["fish_elsewhere_catch_all"] = float(np.isin(fish_elsewhere_labels, list(catch_all_labels)).mean())
     return figures
+
+
+def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels: list[str],
+                  unknown=None) -> dict:
+    """What a user photographing fish anywhere would get, from a model's field_predictions.csv (path, label,
+    predicted, confidence): a photo is flagged when its confidence is below `threshold` or, given `unknown`
+    (one boolean per photo, the unknown-photo detector's verdict), when it is an unknown photo.
+
+    species_right: photos of a named species (a class outside `other_fish_labels`) whose top class is right,
+    flagged or not. confidently_wrong: photos whose top class is wrong and that are not flagged. other_fish_ok:
+    photos of `other_fish_labels` that get one of those labels or are flagged.
+    """
+    labels, predicted = predictions["label"].to_numpy(), predictions["predicted"].to_numpy()
+    flagged = predictions["confidence"].to_numpy() < threshold
+    if unknown is not None:
+        flagged |= np.asarray(unknown, dtype=bool)
+    right = labels == predicted
+    species, other = ~np.isin(labels, other_fish_labels), np.isin(labels, other_fish_labels)
+
+    def share(values, where):
+        return float(values[where].mean()) if where.any() else None
+
+    return {
+        "images": int(len(labels)),
+        "species_right": share(right, species),
+        "flagged": share(flagged, np.ones_like(right)),
+        "confidently_wrong": share(~right & ~flagged, np.ones_like(right)),
+        "other_fish_ok": share(np.isin(predicted, other_fish_labels) | flagged, other),
+        "per_class": {label: {"images": int((labels == label).sum()), "right": share(right, labels == label),
+                              "flagged": share(flagged, labels == label)}
+                      for label in sorted(set(labels))},
+    }
+
+
+def field_markdown(figures: dict[str, dict], selected: str) -> list[str]:
+    """The field section of summary.md: one row per model (its low-confidence threshold alone flags), and
+    the deploy bundle's row (the unknown-photo detector flags too)."""
+    if not figures:
+        return ["## Field photos", "", "No field set was given (`data.field_source` is empty), so how the models "
+                "name fish photographed outside the studio is not measured.", ""]
+    lines = ["## Field photos", "",
+             "Species photographed outside the studio (`data.field_source`). They train nothing and choose nothing.",
+             "", "| Model | Photos | Species right | Flagged | Confidently wrong | Other fish: catch-all or flagged |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, row in figures.items():
+        label = f"**{name}**" if name == selected else name
+        lines.append(f"| {label} | {row['images']} | {_share(row['species_right'])} | {_share(row['flagged'])} "
+                     f"| {_share(row['confidently_wrong'])} | {_share(row['other_fish_ok'])} |")
+    bundle = figures.get(BUNDLE)
+    if bundle:
+        lines += ["", "Per class, the deploy bundle: " + "; ".join(
+            f"{label} {_share(c['right'])} right, {_share(c['flagged'])} flagged of {c['images']}"
+            for label, c in bundle["per_class"].items()) + "."]
+    lines += ["", "Species right: the top class is right, flagged or not. Flagged: confidence below the model's "
+              "low-confidence threshold (set on validation) or, for the deploy bundle, an unknown photo. "
+              "Confidently wrong: wrong and not flagged, out of every field photo.", ""]
+    return lines
+
+
+BUNDLE = "deploy bundle"
+
+
+def _share(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def auroc(fish_scores, unknown_scores) -> float:

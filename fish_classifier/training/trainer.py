@@ -79,6 +79,7 @@ class CnnSettings(Section):
     # Its own ranges: milder than the augment stage's, which makes whole new photos of the rare classes.
     augment_ranges: Augmentation
     label_smoothing: Fraction
+    composites: Flag  # also train on data/composited: the studio fish put onto other backgrounds
 
     @model_validator(mode="after")
     def _image_survives_the_pooling(self):
@@ -106,6 +107,7 @@ class BackboneSettings(Section):
     augmented_views: integer(ge=0)
     label_smoothing: Fraction
     mirror_average: Flag
+    composites: Flag  # also train on data/composited: the studio fish put onto other backgrounds
 
 
 class TrainSettings(Section):
@@ -149,13 +151,16 @@ class TrainingData:
         return len(self.classes)
 
 
-def load_training_data(manifest: str | Path, augmented_manifest: str | Path | None, classes: str | Path) -> TrainingData:
-    """Train = original train images plus augmented copies; validation = original val images."""
+def load_training_data(manifest: str | Path, augmented_manifest: str | Path | None, classes: str | Path,
+                       composited_manifest: str | Path | None = None) -> TrainingData:
+    """Train = original train images plus augmented copies (and composites, when given); validation = original
+    val images."""
     class_list = read_classes(classes)
     frame = read_manifest(manifest)
     train = frame[frame["split"] == "train"]
-    if augmented_manifest is not None and Path(augmented_manifest).is_file():
-        train = pd.concat([train, read_manifest(augmented_manifest)], ignore_index=True)
+    for extra in (augmented_manifest, composited_manifest):
+        if extra is not None and Path(extra).is_file():
+            train = pd.concat([train, read_manifest(extra)], ignore_index=True)
     val = frame[frame["split"] == "val"]
     return TrainingData(
         classes=class_list,

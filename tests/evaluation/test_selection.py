@@ -157,7 +157,8 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["models"] = names
     params["select"].update(metric="macro_f1", threshold_rule="val_flag_rate", val_flag_rate=0.1,
-                            unknown_val_flag_rate=0.0, catch_all_labels=[CLASSES[0]["label"]], example_size=32)
+                            unknown_val_flag_rate=0.0, example_size=32)
+    params["data"]["catch_all_labels"] = [CLASSES[0]["label"]]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data" / "augmented").mkdir(parents=True)
     (tmp_path / "data" / "classes.json").write_text(json.dumps({"classes": CLASSES}))

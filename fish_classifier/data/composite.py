@@ -1,0 +1,256 @@
+"""Fish cut out of the studio and put somewhere else: composites that stop a model leaning on the setting.
+
+Every market species in the dataset lies on the same blue tray, in the same light, so a model can name
+the tray instead of the fish. The studio's plain background makes each fish easy to cut out: the border's
+colours (tray, shadow, the black corners of the dataset's rotations) are clustered, the pixels far from
+all of them seed OpenCV's GrabCut, and its largest region, holes filled, is the fish (`fish_mask`).
+`composite_photo` then pastes the cut-out onto a real background at a random scale, angle and place,
+with lighting and colour shifts, a chance of something covering part of it, blur and JPEG artefacts.
+
+Each composite draws from a generator seeded by `base.seed`, its class and its number, so the same params
+and photos give byte-identical files, in any order and on any number of processes.
+"""
+
+import fnmatch
+import hashlib
+import io
+import os
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Annotated
+
+import cv2
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageEnhance, ImageFilter
+from pydantic import Field, model_validator
+from tqdm import tqdm
+
+from fish_classifier.contact_sheet import draw_contact_sheet, side_by_side, thumbnail
+from fish_classifier.data.download import UnpackLimits
+from fish_classifier.data.manifest import MANIFEST_COLUMNS, CatchAllLabels
+from fish_classifier.images import open_rgb
+from fish_classifier.params import Rule, Section, integer, number, refuse, text
+
+BORDER_CLUSTERS = 4  # the tray, its shadow and highlights, and the rotation corners
+
+
+class CompositeSourceSettings(UnpackLimits, CatchAllLabels):
+    """What the composite stage reads from params.yaml's `data`: the backgrounds' source, how much a zip of it
+    may unpack to, and the catch-all classes (not cut out: they are photographed anywhere already)."""
+
+    background_source: text(empty=True, meaning=": a zip or folder of background photos, or empty for none")
+
+
+class CompositeSettings(Section):
+    """params.yaml's `composite`."""
+
+    per_class: integer(ge=0)  # composites per cut-out class (its train photos taken in turn); 0: none
+    size: integer(ge=32)  # px, side of each composite (square)
+    background_classes: Annotated[list[str], Rule("a list of folder-name patterns (fnmatch), [] for all")]
+    mask_distance: number(gt=0, meaning=" (CIELAB distance from the border's colours)")
+    min_mask_share: number(gt=0, lt=1)
+    max_mask_share: number(gt=0, le=1)
+    min_scale: number(gt=0, le=2, meaning=" (the fish's longer side over the composite's side)")
+    max_scale: number(gt=0, le=2)
+    max_rotation: number(ge=0, le=180, meaning=" (degrees either way)")
+    brightness: number(ge=0, lt=1, meaning=" (+/- fraction)")
+    contrast: number(ge=0, lt=1, meaning=" (+/- fraction)")
+    saturation: number(ge=0, lt=1, meaning=" (+/- fraction)")
+    occlusion: number(ge=0, le=1, meaning=" (chance that a patch covers part of the fish)")
+    max_blur: number(ge=0, meaning=" (px, Gaussian radius)")
+    jpeg_quality: Annotated[list[Annotated[int, Field(strict=True, ge=1, le=95)]], Field(min_length=2, max_length=2),
+                            Rule("[lowest, highest], integers within [1, 95]", holds=lambda q: q[0] <= q[1])]
+    shown: integer(ge=0)  # cut-outs and composites drawn in data/composite_masks.png
+
+    @model_validator(mode="after")
+    def _ranges_in_order(self):
+        if self.min_scale > self.max_scale:
+            raise refuse("min_scale", self.min_scale, f"<= max_scale ({self.max_scale})")
+        if self.min_mask_share >= self.max_mask_share:
+            raise refuse("min_mask_share", self.min_mask_share, f"< max_mask_share ({self.max_mask_share})")
+        return self
+
+
+def fish_mask(image: Image.Image, settings: CompositeSettings) -> np.ndarray | None:
+    """The subject of a studio photo as a boolean (height, width) mask, or None when no single subject
+    covering between `min_mask_share` and `max_mask_share` of the photo stands out from its border."""
+    pixels = np.asarray(image.convert("RGB"))
+    height, width = pixels.shape[:2]
+    lab = cv2.cvtColor(pixels, cv2.COLOR_RGB2LAB).astype(np.float32)
+    ring = np.zeros((height, width), bool)
+    band = max(2, min(height, width) // 32)
+    ring[:band], ring[-band:], ring[:, :band], ring[:, -band:] = True, True, True, True
+    cv2.setRNGSeed(0)  # k-means and GrabCut draw from OpenCV's generator: the same mask every run
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
+    clusters = min(BORDER_CLUSTERS, int(ring.sum()))
+    _, _, centres = cv2.kmeans(lab[ring], clusters, None, criteria, 3, cv2.KMEANS_PP_CENTERS)
+    distance = np.min(np.linalg.norm(lab[:, :, None, :] - centres[None, None], axis=3), axis=2)
+    far = settings.mask_distance
+    seed = _largest_region(cv2.morphologyEx((distance > far).astype(np.uint8), cv2.MORPH_OPEN, _disc(3)))
+    if seed is None:
+        return None
+    # GrabCut refines the seed: certain inside its eroded core, likely near it, certain on the border colours.
+    labels = np.full((height, width), cv2.GC_PR_BGD, np.uint8)
+    labels[distance < far / 2] = cv2.GC_BGD
+    labels[cv2.dilate(seed, _disc(5)) > 0] = cv2.GC_PR_FGD
+    labels[cv2.erode(seed, _disc(5)) > 0] = cv2.GC_FGD
+    labels[ring] = cv2.GC_BGD
+    cv2.grabCut(pixels, labels, None, np.zeros((1, 65)), np.zeros((1, 65)), 3, cv2.GC_INIT_WITH_MASK)
+    subject = ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).astype(np.uint8)
+    region = _largest_region(cv2.morphologyEx(subject, cv2.MORPH_CLOSE, _disc(5)))
+    if region is None:
+        return None
+    mask = _fill_holes(region)
+    share = mask.mean()
+    return mask if settings.min_mask_share <= share <= settings.max_mask_share else None
+
+
+def cut_out(image: Image.Image, mask: np.ndarray) -> Image.Image:
+    """The masked subject as RGBA, cropped to its bounding box, its edge softened by a pixel."""
+    alpha = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(1))
+    rgba = image.convert("RGB").copy()
+    rgba.putalpha(alpha)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return rgba.crop((cols[0], rows[0], cols[-1] + 1, rows[-1] + 1))
+
+
+def composite_photo(fish: Image.Image, background: Image.Image, cover: Image.Image, settings: CompositeSettings,
+                    rng: np.random.Generator) -> bytes:
+    """The RGBA `fish` on `background`, changed at random within `settings`, as a JPEG file's bytes; `cover`
+    supplies the patch that may hide part of it. Always draws the same numbers, so streams stay aligned."""
+    size = settings.size
+    crop, left, top, flip = rng.uniform(0.6, 1.0), rng.random(), rng.random(), rng.random() < 0.5
+    angle = rng.uniform(-settings.max_rotation, settings.max_rotation)
+    scale = rng.uniform(settings.min_scale, settings.max_scale)
+    centre = rng.uniform(0.2, 0.8, size=2)
+    shifts = [1 + rng.uniform(-r, r) for r in (settings.brightness, settings.contrast, settings.saturation)]
+    occluded, patch = rng.random() < settings.occlusion, rng.uniform(0.2, 0.45, size=4)
+    blur = rng.uniform(0, settings.max_blur) if rng.random() < 0.5 else 0.0
+    quality = int(rng.integers(settings.jpeg_quality[0], settings.jpeg_quality[1], endpoint=True))
+
+    canvas = _square_crop(background, crop, left, top).resize((size, size), Image.Resampling.BICUBIC)
+    if flip:
+        canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    fish = fish.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+    fish = fish.resize(_fit_longer_side(fish.size, round(scale * size)), Image.Resampling.LANCZOS)
+    for enhancer, factor in zip((ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color), shifts):
+        fish = Image.merge("RGBA", (*enhancer(fish.convert("RGB")).enhance(factor).split(), fish.getchannel("A")))
+    x, y = (int(c * size - s / 2) for c, s in zip(centre, fish.size))
+    canvas.paste(fish, (x, y), fish)
+    if occluded:  # a hand, a net, a rail: something between the camera and part of the fish
+        w, h = max(1, int(patch[0] * fish.width)), max(1, int(patch[1] * fish.height))
+        px, py = x + int(patch[2] * (fish.width - w)), y + int(patch[3] * (fish.height - h))
+        canvas.paste(cover.convert("RGB").resize((w, h), Image.Resampling.BILINEAR), (px, py))
+    if blur:
+        canvas = canvas.filter(ImageFilter.GaussianBlur(blur))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG", quality=quality)  # libjpeg: the same pixels give the same bytes
+    return buffer.getvalue()
+
+
+def select_backgrounds(photos: list[Path], root: Path, patterns: list[str]) -> list[Path]:
+    """The photos whose folder (any folder between `root` and the photo) matches one of `patterns`; all of
+    them when `patterns` is empty."""
+    if not patterns:
+        return list(photos)
+    return [p for p in photos if any(fnmatch.fnmatch(part, pattern)
+                                     for part in p.relative_to(root).parts[:-1] for pattern in patterns)]
+
+
+def composite_train(manifest: pd.DataFrame, backgrounds: list[Path], out_dir: str | Path, *,
+                    settings: CompositeSettings, skip_labels: list[str], seed: int, workers: int = 1,
+                    repo_root: str | Path = ".") -> tuple[pd.DataFrame, list[dict]]:
+    """Write `per_class` composites of each train class not in `skip_labels` under out_dir/<label>/.
+
+    Returns their manifest rows and the train photos no subject could be cut out of (path, reason).
+    Paths in `manifest` and in the result are relative to `repo_root`.
+    """
+    out_dir, repo_root = Path(out_dir), Path(repo_root)
+    originals = manifest[(manifest["split"] == "train") & ~manifest["augmented"].astype(bool)]
+    labels = sorted(set(originals["label"]) - set(skip_labels))
+    if settings.per_class and labels and not backgrounds:
+        raise ValueError("no background photos to composite onto: set data.background_source to a zip or folder "
+                         "of photos (composite.background_classes picks its folders), or composite.per_class to 0")
+    jobs = []
+    for label in labels:
+        sources = sorted(originals.loc[originals["label"] == label, "path"])
+        jobs += [(label, i, sources[i % len(sources)]) for i in range(settings.per_class)]
+    backgrounds = sorted(str(p) for p in backgrounds)
+    work = [(label, i, source, seed, backgrounds, settings, str(out_dir), str(repo_root)) for label, i, source in jobs]
+    rows, failed = [], []
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for row in tqdm(pool.map(_make_one, work, chunksize=8), total=len(work), desc="composite", unit="image"):
+            (rows if "reason" not in row else failed).append(row)
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS), failed
+
+
+def draw_composites(manifest: pd.DataFrame, composites: pd.DataFrame, settings: CompositeSettings,
+                    path: str | Path, repo_root: str | Path = ".") -> None:
+    """A contact sheet of the first `settings.shown` composites, each beside its studio photo with the
+    mask drawn on it (the rest of the photo darkened), to check the cut-outs by eye."""
+    repo_root = Path(repo_root)
+    pairs = []
+    for row in composites.head(settings.shown).itertuples():
+        studio = open_rgb(repo_root / row.source)
+        mask = fish_mask(studio, settings)
+        shaded = Image.composite(studio, Image.eval(studio, lambda v: v // 4),
+                                 Image.fromarray(mask.astype(np.uint8) * 255))
+        shaded.thumbnail((128, 128))
+        pairs.append((side_by_side(shaded, thumbnail(repo_root / row.path, 128)), row.label.split()[-1]))
+    draw_contact_sheet(pairs, path, f"Studio photo with its mask, and a composite ({len(composites)} in all)",
+                       columns=4, empty_message="No composites (data.background_source is empty)",
+                       cell_inches=(3.0, 1.9))
+
+
+def composite_rng(seed: int, label: str, index: int) -> np.random.Generator:
+    """The generator of composite `index` of class `label`: the same numbers in any order, on any process."""
+    return np.random.default_rng([seed, zlib.crc32(label.encode("utf-8")), index])
+
+
+def _make_one(job) -> dict:
+    label, index, source, seed, backgrounds, settings, out_dir, repo_root = job
+    image = open_rgb(Path(repo_root) / source)
+    mask = fish_mask(image, settings)
+    if mask is None:
+        return {"path": source, "reason": "no single subject stands out from the photo's border"}
+    rng = composite_rng(seed, label, index)
+    background, cover = (open_rgb(backgrounds[k]) for k in rng.integers(len(backgrounds), size=2))
+    data = composite_photo(cut_out(image, mask), background, cover, settings, rng)
+    target = Path(out_dir) / label / f"{Path(source).stem}-comp{index:04d}.jpg"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return {"path": Path(os.path.relpath(target, repo_root)).as_posix(), "split": "train", "label": label,
+            "sha256": hashlib.sha256(data).hexdigest(), "width": settings.size, "height": settings.size,
+            "augmented": True, "source": source}
+
+
+def _square_crop(image: Image.Image, share: float, left: float, top: float) -> Image.Image:
+    side = max(1, int(min(image.size) * share))
+    x, y = int(left * (image.width - side)), int(top * (image.height - side))
+    return image.crop((x, y, x + side, y + side))
+
+
+def _fit_longer_side(size: tuple[int, int], longer: int) -> tuple[int, int]:
+    w, h = size
+    factor = max(1, longer) / max(w, h)
+    return max(1, round(w * factor)), max(1, round(h * factor))
+
+
+def _disc(diameter: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter, diameter))
+
+
+def _largest_region(binary: np.ndarray) -> np.ndarray | None:
+    count, regions, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return None
+    return (regions == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])).astype(np.uint8)
+
+
+def _fill_holes(region: np.ndarray) -> np.ndarray:
+    """`region` with every hole inside it filled: whatever the flood from outside cannot reach."""
+    padded = np.pad(1 - region, 1, constant_values=1).astype(np.uint8)
+    cv2.floodFill(padded, None, (0, 0), 2)
+    return (padded[1:-1, 1:-1] != 2)

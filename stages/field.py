@@ -1,0 +1,39 @@
+"""Stage field: gather the photos of params `data.field_source` (the species photographed outside the studio,
+in <class folder>/<photo> layout) into data/field, with data/field/manifest.csv (path, label), for `evaluate`
+and `select` to report on. They never train or choose anything. An empty source gives an empty set.
+
+    python stages/field.py
+"""
+
+import sys
+from pathlib import Path
+
+from fish_classifier.data.download import DownloadError
+from fish_classifier.data.field_set import FieldSetSettings, collect_field_set
+from fish_classifier.data.manifest import DatasetError, read_classes
+from fish_classifier.params import stage_arguments, stage_params
+
+OUT_DIR = Path("data/field")
+
+
+def main(argv=None) -> int:
+    stage_arguments(__doc__, argv)
+    data = stage_params(data=FieldSetSettings).data
+    labels = [entry["label"] for entry in read_classes("data/classes.json")]
+    try:
+        field = collect_field_set(data.field_source, OUT_DIR, data, labels)
+    except (DownloadError, DatasetError) as exc:
+        print(f"field failed: {exc}", file=sys.stderr)
+        return 1
+    field.manifest.to_csv(OUT_DIR / "manifest.csv", index=False)
+    if not data.field_source:
+        print("data.field_source is empty: no field photos, evaluate and select skip the field figures")
+        return 0
+    counts = field.manifest["label"].value_counts().sort_index()
+    print(f"{len(field.manifest)} field photos from {data.field_source}, {len(field.skipped)} files skipped"
+          + "".join(f"\n  {label}: {n}" for label, n in counts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
