@@ -3,8 +3,8 @@ them onto the background photos of params `data.background_source`, so that no c
 setting. Writes data/composited/<label>/*.jpg with data/composited/manifest.csv, and
 data/composite_masks.png (cut-outs and composites side by side, to check the masks by eye).
 
-The catch-all classes (params `data.catch_all_labels`) are photographed anywhere already: they are not cut
-out. Knobs: params `composite` and `base.seed`. An empty `data.background_source` makes no composites.
+The catch-all classes (params `data.catch_all_labels`) have no plain background to cut from: with
+`composite.catch_all` a soft oval of each photo is composited instead, so that no class owns the composites' look. Knobs: params `composite` and `base.seed`. An empty `data.background_source` makes no composites.
 
     python stages/composite.py
 """
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         backgrounds = select_backgrounds(found.photos, Path(scratch) / "photos", settings.background_classes)
         per_class = settings.per_class if backgrounds else 0
         composites, uncut = composite_train(manifest, backgrounds, OUT_DIR, settings=settings.model_copy(
-            update={"per_class": per_class}), skip_labels=params.data.catch_all_labels, seed=params.base.seed,
+            update={"per_class": per_class}), catch_all_labels=params.data.catch_all_labels, seed=params.base.seed,
             workers=cpu_threads())
     write_manifest(composites, OUT_DIR / "manifest.csv")
     draw_composites(manifest, composites, settings, SHEET)

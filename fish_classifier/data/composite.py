@@ -31,7 +31,7 @@ from fish_classifier.contact_sheet import draw_contact_sheet, side_by_side, thum
 from fish_classifier.data.download import UnpackLimits
 from fish_classifier.data.manifest import MANIFEST_COLUMNS, CatchAllLabels
 from fish_classifier.images import open_rgb
-from fish_classifier.params import Rule, Section, integer, number, refuse, text
+from fish_classifier.params import Flag, Rule, Section, integer, number, refuse, text
 
 BORDER_CLUSTERS = 4  # the tray, its shadow and highlights, and the rotation corners
 
@@ -59,6 +59,7 @@ class CompositeSettings(Section):
     contrast: number(ge=0, lt=1, meaning=" (+/- fraction)")
     saturation: number(ge=0, lt=1, meaning=" (+/- fraction)")
     occlusion: number(ge=0, le=1, meaning=" (chance that a patch covers part of the fish)")
+    catch_all: Flag  # also composite the catch-all classes' photos (a soft oval of each), so no class owns the look
     max_blur: number(ge=0, meaning=" (px, Gaussian radius)")
     jpeg_quality: Annotated[list[Annotated[int, Field(strict=True, ge=1, le=95)]], Field(min_length=2, max_length=2),
                             Rule("[lowest, highest], integers within [1, 95]", holds=lambda q: q[0] <= q[1])]
@@ -105,6 +106,14 @@ def fish_mask(image: Image.Image, settings: CompositeSettings) -> np.ndarray | N
     mask = _fill_holes(region)
     share = mask.mean()
     return mask if settings.min_mask_share <= share <= settings.max_mask_share else None
+
+
+def oval_mask(size: tuple[int, int], share: float = 0.9) -> np.ndarray:
+    """An oval filling `share` of each side of a (width, height) photo: the cut-out of a photo with no plain
+    background, whose subject is most often in the middle."""
+    width, height = size
+    y, x = np.ogrid[:height, :width]
+    return ((x - (width - 1) / 2) / (share * width / 2)) ** 2 + ((y - (height - 1) / 2) / (share * height / 2)) ** 2 <= 1
 
 
 def cut_out(image: Image.Image, mask: np.ndarray) -> Image.Image:
@@ -160,16 +169,18 @@ def select_backgrounds(photos: list[Path], root: Path, patterns: list[str]) -> l
 
 
 def composite_train(manifest: pd.DataFrame, backgrounds: list[Path], out_dir: str | Path, *,
-                    settings: CompositeSettings, skip_labels: list[str], seed: int, workers: int = 1,
+                    settings: CompositeSettings, catch_all_labels: list[str], seed: int, workers: int = 1,
                     repo_root: str | Path = ".") -> tuple[pd.DataFrame, list[dict]]:
-    """Write `per_class` composites of each train class not in `skip_labels` under out_dir/<label>/.
+    """Write `per_class` composites of each train class under out_dir/<label>/: the studio classes' fish cut
+    out; the `catch_all_labels` photos (no plain background to cut from) as a soft oval of the whole photo,
+    when `settings.catch_all` is on, so that the composites' look tells no class from another.
 
     Returns their manifest rows and the train photos no subject could be cut out of (path, reason).
     Paths in `manifest` and in the result are relative to `repo_root`.
     """
     out_dir, repo_root = Path(out_dir), Path(repo_root)
     originals = manifest[(manifest["split"] == "train") & ~manifest["augmented"].astype(bool)]
-    labels = sorted(set(originals["label"]) - set(skip_labels))
+    labels = sorted(set(originals["label"]) - (set() if settings.catch_all else set(catch_all_labels)))
     if settings.per_class and labels and not backgrounds:
         raise ValueError("no background photos to composite onto: set data.background_source to a zip or folder "
                          "of photos (composite.background_classes picks its folders), or composite.per_class to 0")
@@ -178,7 +189,8 @@ def composite_train(manifest: pd.DataFrame, backgrounds: list[Path], out_dir: st
         sources = sorted(originals.loc[originals["label"] == label, "path"])
         jobs += [(label, i, sources[i % len(sources)]) for i in range(settings.per_class)]
     backgrounds = sorted(str(p) for p in backgrounds)
-    work = [(label, i, source, seed, backgrounds, settings, str(out_dir), str(repo_root)) for label, i, source in jobs]
+    work = [(label, i, source, seed, backgrounds, settings, label in catch_all_labels, str(out_dir), str(repo_root))
+            for label, i, source in jobs]
     rows, failed = [], []
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         for row in tqdm(pool.map(_make_one, work, chunksize=8), total=len(work), desc="composite", unit="image"):
@@ -188,13 +200,16 @@ def composite_train(manifest: pd.DataFrame, backgrounds: list[Path], out_dir: st
 
 def draw_composites(manifest: pd.DataFrame, composites: pd.DataFrame, settings: CompositeSettings,
                     path: str | Path, repo_root: str | Path = ".") -> None:
-    """A contact sheet of the first `settings.shown` composites, each beside its studio photo with the
-    mask drawn on it (the rest of the photo darkened), to check the cut-outs by eye."""
+    """A contact sheet of `settings.shown` composites spread evenly over the classes, each beside its studio
+    photo with the mask drawn on it (the rest of the photo darkened), to check the cut-outs by eye."""
     repo_root = Path(repo_root)
     pairs = []
-    for row in composites.head(settings.shown).itertuples():
+    spread = np.unique(np.linspace(0, len(composites) - 1, min(settings.shown, len(composites))).astype(int))
+    for row in composites.iloc[spread].itertuples():
         studio = open_rgb(repo_root / row.source)
         mask = fish_mask(studio, settings)
+        if mask is None:  # a catch-all photo, composited as an oval
+            mask = oval_mask(studio.size)
         shaded = Image.composite(studio, Image.eval(studio, lambda v: v // 4),
                                  Image.fromarray(mask.astype(np.uint8) * 255))
         shaded.thumbnail((128, 128))
@@ -210,9 +225,9 @@ def composite_rng(seed: int, label: str, index: int) -> np.random.Generator:
 
 
 def _make_one(job) -> dict:
-    label, index, source, seed, backgrounds, settings, out_dir, repo_root = job
+    label, index, source, seed, backgrounds, settings, whole, out_dir, repo_root = job
     image = open_rgb(Path(repo_root) / source)
-    mask = fish_mask(image, settings)
+    mask = oval_mask(image.size) if whole else fish_mask(image, settings)
     if mask is None:
         return {"path": source, "reason": "no single subject stands out from the photo's border"}
     rng = composite_rng(seed, label, index)

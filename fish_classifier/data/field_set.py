@@ -1,8 +1,8 @@
 """The field set (`data.field_source`): photos of the dataset's species taken outside its studio, to measure
 how well a model names fish photographed anywhere.
 
-A zip or folder laid out as `<class folder>/<photo>` (at any depth: a photo's class is the folder it lies
-in), with the dataset's own class folder names. It never trains a model and never chooses one, nor a
+A zip or folder laid out as `<class folder>/<photo>` (at any depth: a photo's class is the innermost folder
+above it named as a class, so `trout/anglers/1.jpg` is a trout), with the dataset's own class folder names. It never trains a model and never chooses one, nor a
 temperature or a threshold: `evaluate` and `select` only report on it.
 """
 
@@ -40,10 +40,14 @@ def collect_field_set(source: str, out_dir: str | Path, limits: UnpackLimits, la
     """
     photos = Path(out_dir) / "photos"
     found = gather_photos(source, photos, limits, "data.field_source", "to skip the field figures")
-    rows = [{"path": path.as_posix(), "label": path.parent.name} for path in found.photos]
-    frame = pd.DataFrame(rows, columns=FIELD_COLUMNS)
-    strangers = sorted(set(frame["label"]) - set(labels))
+    rows, strangers = [], set()
+    for path in found.photos:
+        folders = path.relative_to(photos).parts[:-1]
+        label = next((name for name in reversed(folders) if name in labels), None)
+        if label is None:
+            strangers.add("/".join(folders) or "(the top folder)")
+        rows.append({"path": path.as_posix(), "label": label})
     if strangers:
-        raise DatasetError(f"data.field_source has folders that are no class of the dataset: {', '.join(strangers)}; "
-                           f"a photo's folder must be one of: {', '.join(labels)}")
-    return FieldSet(frame, found.skipped)
+        raise DatasetError(f"data.field_source has photos in no class folder: {', '.join(sorted(strangers))}; "
+                           f"a photo must lie in a folder named as a class: {', '.join(labels)}")
+    return FieldSet(pd.DataFrame(rows, columns=FIELD_COLUMNS), found.skipped)

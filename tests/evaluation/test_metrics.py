@@ -133,7 +133,9 @@ def _declared_evaluate_outputs(model: str) -> set[str]:
 
 @pytest.mark.slow
 def test_evaluate_stage_writes_every_declared_output(tmp_path):
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["other_fish_labels"] = [CLASSES[0]["label"]]  # blue: "any other fish" in the field figures
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     save_tiny_model(tmp_path / model_dir("tiny") / MODEL_FILE)
     data = tmp_path / "data"
     data.mkdir()
@@ -156,6 +158,13 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
         "exact_duplicate_pairs": {"train-test": []},
         "near_duplicate_pairs": {"train-test": [{"train": train_path, "test": test_rows[0]["path"], "distance": 2}]},
     }))
+
+    # The field set: two green photos (one filed as red, so missed) and one blue (the "other fish" class).
+    field = [(path, index) for path, index in write_tinted_images(data / "field" / "photos", 1, seed=99)]
+    field_rows = [{"path": Path(path).relative_to(tmp_path).as_posix(), "label": CLASSES[index]["label"]}
+                  for path, index in field]
+    field_rows.append({**field_rows[1], "label": CLASSES[2]["label"]})
+    pd.DataFrame(field_rows).to_csv(data / "field" / "manifest.csv", index=False)
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     run = subprocess.run([sys.executable, str(REPO / "stages" / "evaluate.py"), "tiny"], cwd=tmp_path,
@@ -180,6 +189,15 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     assert per_class.loc[CLASSES[0]["label"], "recall"] == pytest.approx(4 / 5)
     assert per_class.loc[CLASSES[-1]["label"], "precision"] == pytest.approx(3 / 4)
     assert report["input_size"] == 32
+    # Field: 3 of 4 right; the species (all but blue) 2 of 3; per class, red 0 of 1 (the green photo filed as red).
+    assert report["field"]["images"] == 4 and report["field"]["accuracy"] == pytest.approx(3 / 4)
+    assert (report["field"]["species_images"], report["field"]["species_accuracy"]) == (3, pytest.approx(2 / 3))
+    assert report["field"]["per_class"][CLASSES[2]["label"]] == {"images": 1, "accuracy": 0.0}
+    assert report["field"]["per_class"][CLASSES[0]["label"]] == {"images": 1, "accuracy": 1.0}
+    field_predictions = pd.read_csv(tmp_path / metrics_dir("tiny") / "field_predictions.csv")
+    assert field_predictions["path"].tolist() == [r["path"] for r in field_rows]
+    with Image.open(tmp_path / metrics_dir("tiny") / "field_mistakes.png") as gallery:
+        assert gallery.text["Title"].startswith("tiny: field photos (taken outside the studio): 1 of 4 photos")
     assert report["images_per_second"] > 0 and report["model_size_mb"] > 0
     # The tiny model names every validation tint right: the likelihood alone would sharpen without end;
     # params' prior on log T stops it inside the bounds (tests/evaluation/test_calibration.py checks that minimum).
@@ -193,7 +211,7 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     assert confusion_rows.columns.tolist() == ["actual", "predicted"]
     assert set(confusion_rows["actual"]) == {c["display"] for c in CLASSES}
     assert len(pd.read_csv(tmp_path / metrics_dir("tiny") / VAL_CONFIDENCE_FILE)) == 15
-    for png in ("confusion.png", "reliability.png", "misclassified.png"):
+    for png in ("confusion.png", "reliability.png", "misclassified.png", "field_mistakes.png"):
         assert (tmp_path / metrics_dir("tiny") / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The one miss: a red photo filed under the first (blue) class, taken for the red class.
     with Image.open(tmp_path / metrics_dir("tiny") / "misclassified.png") as gallery:

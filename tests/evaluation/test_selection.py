@@ -14,7 +14,9 @@ from PIL import Image
 from support.fixtures_models import CLASSES, save_tiny_model, tinted_image, write_tinted_images
 
 from fish_classifier.evaluation.selection import (
+    BUNDLE,
     choose_threshold,
+    field_figures,
     flag_tradeoff,
     rank_models,
     score_histogram,
@@ -117,12 +119,34 @@ def test_summary_table_lists_every_model_best_first_with_the_winner_in_bold():
     text = summary_markdown(metrics, "macro_f1", None)
     table = text.splitlines()
     assert table[0] == ("| Model | Val macro F1 | Test accuracy | Test macro F1 | Clean test accuracy "
-                        "| Clean test macro F1 | ECE | img/s |")
-    assert table[2] == "| **mobilenetv2** | 0.9700 | 0.9900 | 0.9600 | 0.9800 | 0.9500 | 0.0080 | 90.0 |"
-    assert table[3] == "| cnn | 0.8000 | 0.8400 | 0.7800 | 0.8300 | 0.7700 | 0.0200 | 300.0 |"
+                        "| Clean test macro F1 | Field species right | ECE | img/s |")
+    assert table[2] == "| **mobilenetv2** | 0.9700 | 0.9900 | 0.9600 | 0.9800 | 0.9500 | n/a | 0.0080 | 90.0 |"
+    assert table[3] == "| cnn | 0.8000 | 0.8400 | 0.7800 | 0.8300 | 0.7700 | n/a | 0.0200 | 300.0 |"
+    assert "`data.field_source` is empty" in text
     assert "Clean test: the 90 of them with no exact or near duplicate in train (10 left out" in text
     assert "`data.unknown_source` is empty), so the figures of the unknown-photo detector are skipped" in text
     assert summary(metrics, "macro_f1", 0.4, None)["ranking"] == ["mobilenetv2", "cnn"]
+
+
+def test_field_figures_on_known_predictions():
+    predictions = pd.DataFrame({
+        "label": ["trout", "trout", "trout", "bass", "other", "other"],
+        "predicted": ["trout", "other", "bass", "bass", "other", "trout"],
+        "confidence": [0.95, 0.99, 0.40, 0.90, 0.97, 0.30],
+    })
+    figures = field_figures(predictions, threshold=0.5, other_fish_labels=["other"])
+    # Species photos (trout, bass): 2 of 4 right. Flagged (< 0.5): the wrong bass guess and the other fish
+    # taken for a trout. Confidently wrong: the trout taken for other fish, 1 of 6.
+    assert figures["species_right"] == 0.5 and figures["flagged"] == pytest.approx(2 / 6)
+    assert figures["confidently_wrong"] == pytest.approx(1 / 6) and figures["other_fish_ok"] == 1.0
+    assert figures["per_class"]["trout"] == {"images": 3, "right": pytest.approx(1 / 3), "flagged": pytest.approx(1 / 3)}
+    # The unknown-photo detector's verdicts flag on top of the low confidence.
+    unknown = field_figures(predictions, 0.5, ["other"], unknown=[False, True, False, False, False, False])
+    assert unknown["flagged"] == 0.5 and unknown["confidently_wrong"] == 0.0
+    text = summary_markdown({"mobilenetv2": _scores(0.97, 0.98, 90)}, "macro_f1", None,
+                            {"mobilenetv2": figures, BUNDLE: unknown})
+    assert "| **mobilenetv2** | 6 | 50.0% | 33.3% | 16.7% | 100.0% |" in text
+    assert "| deploy bundle | 6 | 50.0% | 50.0% | 0.0% | 100.0% |" in text
 
 
 def test_unknown_figures_on_known_scores():
@@ -158,7 +182,7 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     params["train"]["models"] = names
     params["select"].update(metric="macro_f1", threshold_rule="val_flag_rate", val_flag_rate=0.1,
                             unknown_val_flag_rate=0.0, example_size=32)
-    params["data"]["catch_all_labels"] = [CLASSES[0]["label"]]
+    params["data"].update(catch_all_labels=[CLASSES[0]["label"]], other_fish_labels=[CLASSES[0]["label"]])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data" / "augmented").mkdir(parents=True)
     (tmp_path / "data" / "classes.json").write_text(json.dumps({"classes": CLASSES}))
@@ -187,8 +211,16 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
         (tmp_path / metrics_dir(name)).mkdir(parents=True)
         (tmp_path / metrics_dir(name) / METRICS_FILE).write_text(json.dumps(scores))
         save_tiny_model(tmp_path / model_dir(name) / MODEL_FILE)
+        pd.DataFrame(columns=["path", "label", "predicted", "confidence"]).to_csv(
+            tmp_path / metrics_dir(name) / "field_predictions.csv", index=False)
     val = pd.DataFrame({"confidence": np.arange(1, 21) / 20})  # 0.05 .. 1.00; 10% of 20 = 2 may be flagged
     val.to_csv(tmp_path / metrics_dir("mobilenetv2") / VAL_CONFIDENCE_FILE, index=False)
+    # Two field photos of the winner: one named right and sure, one named wrong below its threshold (flagged).
+    green, red = (next((tmp_path / "data" / "prepared" / "test").glob(f"*/{c['label']}/*.png"))
+                  for c in (CLASSES[1], CLASSES[2]))
+    pd.DataFrame({"path": [str(green), str(red)], "label": [CLASSES[1]["label"]] * 2,
+                  "predicted": [CLASSES[1]["label"], CLASSES[2]["label"]], "confidence": [0.9, 0.1]}).to_csv(
+        tmp_path / metrics_dir("mobilenetv2") / "field_predictions.csv", index=False)
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     run = subprocess.run([sys.executable, str(REPO / "stages" / "select_model.py")], cwd=tmp_path,
@@ -199,6 +231,11 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     assert result["selected"] == "mobilenetv2"
     assert result["ranking"] == ["mobilenetv2", "cnn", "vgg16"]
     assert result["threshold"] == pytest.approx(0.15)  # flags 0.05 and 0.10 only
+    assert sorted(result["field"]) == ["deploy bundle", "mobilenetv2"]  # the others have no field photos
+    assert {key: result["field"]["mobilenetv2"][key] for key in ("images", "species_right", "flagged",
+                                                                  "confidently_wrong")} == {
+        "images": 2, "species_right": 0.5, "flagged": 0.5, "confidently_wrong": 0.0}
+    assert result["field"]["deploy bundle"]["flagged"] >= 0.5  # the detector may flag more, never fewer
     summary_text = (tmp_path / "metrics" / "summary.md").read_text()
     assert "| **mobilenetv2** |" in summary_text and "| not-fish | 3 | 100.0% |" in summary_text
 

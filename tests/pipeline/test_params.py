@@ -8,6 +8,9 @@ import yaml
 from support import REPO_ROOT
 
 from fish_classifier.data.augment import AugmentSettings
+from fish_classifier.data.composite import CompositeSettings, CompositeSourceSettings
+from fish_classifier.data.field_set import FieldSetSettings
+from fish_classifier.data.manifest import CatchAllLabels
 from fish_classifier.data.download import DownloadSettings
 from fish_classifier.data.prepare import PrepareSettings
 from fish_classifier.data.unknown_set import UnknownSetSettings
@@ -24,12 +27,14 @@ MISSING = object()
 STAGES = {
     "download": {"data": DownloadSettings},
     "unknowns": {"data": UnknownSetSettings},
+    "field": {"data": FieldSetSettings},
+    "composite": {"base": Base, "data": CompositeSourceSettings, "composite": CompositeSettings},
     "prepare": {"prepare": PrepareSettings},
     "augment": {"base": Base, "augment": AugmentSettings},
     **{f"train@{name}": {"base": Base, "augment": AugmentSettings, "train": TrainSettings.for_model(name)}
        for name in PARAMS["train"]["models"]},
-    "evaluate": {"evaluate": EvaluateSettings},
-    "select": {"train": TrainedModels, "select": SelectSettings, "evaluate": EvaluateSettings},
+    "evaluate": {"evaluate": EvaluateSettings, "data": CatchAllLabels},
+    "select": {"train": TrainedModels, "select": SelectSettings, "evaluate": EvaluateSettings, "data": CatchAllLabels},
 }
 
 
@@ -193,6 +198,42 @@ RULES = [
      "train.mobilenetv2.label_smoothing must be a number within [0, 1), got -0.1"),
     ("train@mobilenetv2", "train.mobilenetv2.mirror_average", None,
      "train.mobilenetv2.mirror_average must be true or false, got None"),
+    ("train@mobilenetv2", "train.mobilenetv2.composites", "yes",
+     "train.mobilenetv2.composites must be true or false, got 'yes'"),
+    ("train@cnn", "train.cnn.composites", 1,
+     "train.cnn.composites must be true or false, got 1"),
+    ("field", "data.field_source", 5,
+     "data.field_source must be a string: a zip or folder of <class folder>/<photo>, or empty for none, got 5"),
+    ("composite", "data.background_source", None,
+     "data.background_source must be a string: a zip or folder of background photos, or empty for none, got None"),
+    ("composite", "data.catch_all_labels", "animal fish",
+     "data.catch_all_labels must be a list of class labels (strings), got 'animal fish'"),
+    ("evaluate", "data.other_fish_labels", "animal fish",
+     "data.other_fish_labels must be a list of class labels (strings), got 'animal fish'"),
+    ("composite", "composite.per_class", -1, "composite.per_class must be an integer >= 0, got -1"),
+    ("composite", "composite.size", 16, "composite.size must be an integer >= 32, got 16"),
+    ("composite", "composite.background_classes", "*lake",
+     "composite.background_classes must be a list of folder-name patterns (fnmatch), [] for all, got '*lake'"),
+    ("composite", "composite.mask_distance", 0,
+     "composite.mask_distance must be a number > 0 (CIELAB distance from the border's colours), got 0"),
+    ("composite", "composite.min_mask_share", 0, "composite.min_mask_share must be a number within (0, 1), got 0"),
+    ("composite", "composite.max_mask_share", 1.5, "composite.max_mask_share must be a number within (0, 1], got 1.5"),
+    ("composite", "composite.min_scale", 0,
+     "composite.min_scale must be a number within (0, 2] (the fish's longer side over the composite's side), got 0"),
+    ("composite", "composite.max_scale", 3, "composite.max_scale must be a number within (0, 2], got 3"),
+    ("composite", "composite.max_rotation", 200,
+     "composite.max_rotation must be a number within [0, 180] (degrees either way), got 200"),
+    ("composite", "composite.brightness", 1, "composite.brightness must be a number within [0, 1) (+/- fraction), got 1"),
+    ("composite", "composite.contrast", -1, "composite.contrast must be a number within [0, 1) (+/- fraction), got -1"),
+    ("composite", "composite.saturation", 1,
+     "composite.saturation must be a number within [0, 1) (+/- fraction), got 1"),
+    ("composite", "composite.occlusion", 2,
+     "composite.occlusion must be a number within [0, 1] (chance that a patch covers part of the fish), got 2"),
+    ("composite", "composite.catch_all", "no", "composite.catch_all must be true or false, got 'no'"),
+    ("composite", "composite.max_blur", -1, "composite.max_blur must be a number >= 0 (px, Gaussian radius), got -1"),
+    ("composite", "composite.jpeg_quality", [10, 100],
+     "composite.jpeg_quality must be [lowest, highest], integers within [1, 95], got [10, 100]"),
+    ("composite", "composite.shown", -1, "composite.shown must be an integer >= 0, got -1"),
     ("evaluate", "evaluate.batch_size", 0,
      "evaluate.batch_size must be an integer >= 1, got 0"),
     ("evaluate", "evaluate.ece_bins", 0,
@@ -236,8 +277,6 @@ RULES = [
      "select.unknown_val_flag_rate must be a number within [0, 1], got 2"),
     ("select", "select.unknown_histogram_bins", 0,
      "select.unknown_histogram_bins must be an integer >= 1, got 0"),
-    ("select", "select.catch_all_labels", "animal fish",
-     "select.catch_all_labels must be a list of class labels (strings), got 'animal fish'"),
     ("select", "evaluate.batch_size", -32,
      "evaluate.batch_size must be an integer >= 1, got -32"),
 ]

@@ -1,0 +1,167 @@
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw
+
+from fish_classifier.data.composite import (
+    CompositeSettings,
+    composite_photo,
+    composite_rng,
+    composite_train,
+    cut_out,
+    draw_composites,
+    fish_mask,
+    oval_mask,
+    select_backgrounds,
+)
+from fish_classifier.data.manifest import MANIFEST_COLUMNS
+from fish_classifier.params import ParamsError, check_params
+
+SETTINGS = dict(per_class=3, size=64, background_classes=[], mask_distance=30, min_mask_share=0.02,
+                max_mask_share=0.7, min_scale=0.4, max_scale=1.0, max_rotation=45, brightness=0.3, contrast=0.3,
+                saturation=0.3, occlusion=0.5, catch_all=False, max_blur=1.5, jpeg_quality=[40, 95], shown=4)
+
+
+def settings(**changes) -> CompositeSettings:
+    return CompositeSettings(**{**SETTINGS, **changes})
+
+
+def studio_photo(seed=0, size=128):
+    """A studio photo as the dataset's look: a fish-coloured ellipse on a noisy blue tray, black rotation corners.
+    Returns the photo and the ellipse's true mask."""
+    rng = np.random.default_rng(seed)
+    tray = np.clip(rng.normal((40, 70, 150), 12, (size, size, 3)), 0, 255).astype(np.uint8)
+    photo = Image.fromarray(tray)
+    draw = ImageDraw.Draw(photo)
+    corner = size // 5
+    for x, y in ((0, 0), (size, 0), (0, size), (size, size)):  # the black triangles a rotation leaves
+        draw.polygon([(x, y), (abs(x - corner), y), (x, abs(y - corner))], fill=(0, 0, 0))
+    truth = Image.new("L", photo.size)
+    box = (size * 0.25, size * 0.4, size * 0.8, size * 0.62)
+    draw.ellipse(box, fill=(205, 160, 95))
+    ImageDraw.Draw(truth).ellipse(box, fill=255)
+    return photo, np.asarray(truth) > 0
+
+
+def test_the_mask_covers_the_fish_on_a_studio_like_photo_and_nothing_of_the_tray():
+    photo, truth = studio_photo()
+    mask = fish_mask(photo, settings())
+    assert mask is not None and mask.shape == truth.shape
+    overlap = (mask & truth).sum() / (mask | truth).sum()
+    assert overlap > 0.9, overlap
+    assert mask[truth].mean() > 0.95  # the fish is covered
+    assert not mask[:10].any() and not mask[-10:].any()  # the tray and the black corners are not
+
+
+def test_a_photo_with_no_subject_or_all_subject_is_not_cut_out():
+    plain = Image.new("RGB", (64, 64), (40, 70, 150))
+    assert fish_mask(plain, settings()) is None
+    photo, _ = studio_photo()
+    assert fish_mask(photo, settings(max_mask_share=0.05)) is None  # the fish covers more than 5%
+
+
+def test_the_same_seed_gives_the_same_composite_bytes_and_another_seed_another():
+    photo, _ = studio_photo()
+    fish = cut_out(photo, fish_mask(photo, settings()))
+    background, cover = studio_photo(seed=1)[0].rotate(90), Image.new("RGB", (20, 20), "green")
+    first = composite_photo(fish, background, cover, settings(), composite_rng(42, "trout", 0))
+    again = composite_photo(fish, background, cover, settings(), composite_rng(42, "trout", 0))
+    other = composite_photo(fish, background, cover, settings(), composite_rng(43, "trout", 0))
+    assert first == again and first != other
+    image = Image.open(io.BytesIO(first))
+    assert image.format == "JPEG" and image.size == (64, 64)
+
+
+def test_cut_out_is_cropped_to_the_fish_with_its_mask_as_alpha():
+    photo, truth = studio_photo()
+    fish = cut_out(photo, truth)
+    rows, cols = np.flatnonzero(truth.any(axis=1)), np.flatnonzero(truth.any(axis=0))
+    assert fish.mode == "RGBA" and fish.size == (cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1)
+    alpha = np.asarray(fish.getchannel("A"))
+    assert alpha[alpha.shape[0] // 2, alpha.shape[1] // 2] == 255 and alpha[0, 0] < 128
+
+
+def _studio_tree(root, labels, per_label=2):
+    rows = []
+    for label in labels:
+        (root / "data" / "prepared" / label).mkdir(parents=True)
+        for i in range(per_label):
+            path = f"data/prepared/{label}/{i}.png"
+            studio_photo(seed=i)[0].save(root / path)
+            rows.append({"path": path, "split": "train", "label": label, "sha256": "", "width": 128, "height": 128,
+                         "augmented": False, "source": ""})
+    rows.append({**rows[0], "split": "val"})
+    backgrounds = []
+    for i in range(3):
+        (root / "scenes" / f"n0_lake{i}").mkdir(parents=True)
+        backgrounds.append(root / "scenes" / f"n0_lake{i}" / "a.jpg")
+        Image.new("RGB", (48, 48), (30 * i, 120, 60)).save(backgrounds[-1])
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS), backgrounds
+
+
+def test_composite_train_makes_per_class_composites_of_the_studio_classes_only_the_same_on_any_workers(tmp_path):
+    manifest, backgrounds = _studio_tree(tmp_path, ["animal fish", "fish sea_food trout", "fish sea_food shrimp"])
+    made = {}
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        frame, failed = composite_train(manifest, backgrounds, out, settings=settings(), catch_all_labels=["animal fish"],
+                                        seed=7, workers=workers, repo_root=tmp_path)
+        assert not failed
+        made[workers] = frame
+    frame = made[1]
+    assert frame["label"].value_counts().to_dict() == {"fish sea_food shrimp": 3, "fish sea_food trout": 3}
+    assert frame["augmented"].all() and (frame["split"] == "train").all()
+    assert frame["source"].str.startswith("data/prepared/").all()  # each composite names its studio photo
+    assert frame["sha256"].tolist() == made[2]["sha256"].tolist()  # byte-identical whatever the processes
+    assert all((tmp_path / path).is_file() for path in frame["path"])
+    # With composite.catch_all the catch-all class is composited too, as an oval of each photo.
+    frame, failed = composite_train(manifest, backgrounds, tmp_path / "all", settings=settings(catch_all=True),
+                                    catch_all_labels=["animal fish"], seed=7, repo_root=tmp_path)
+    assert frame["label"].value_counts().to_dict() == {"animal fish": 3, "fish sea_food shrimp": 3,
+                                                       "fish sea_food trout": 3}
+
+
+def test_oval_mask_fills_the_middle_and_leaves_the_corners():
+    mask = oval_mask((40, 20))
+    assert mask.shape == (20, 40) and mask[10, 20] and not mask[0, 0] and not mask[19, 39]
+    assert 0.55 < mask.mean() < 0.7  # pi/4 of the 0.9 x 0.9 box: about 0.64
+
+
+def test_composite_train_without_backgrounds_says_what_to_set(tmp_path):
+    manifest, _ = _studio_tree(tmp_path, ["fish sea_food trout"])
+    with pytest.raises(ValueError, match="set data.background_source"):
+        composite_train(manifest, [], tmp_path / "out", settings=settings(), catch_all_labels=[], seed=0,
+                        repo_root=tmp_path)
+    frame, failed = composite_train(manifest, [], tmp_path / "out", settings=settings(per_class=0), catch_all_labels=[],
+                                    seed=0, repo_root=tmp_path)
+    assert frame.empty and not failed
+
+
+def test_draw_composites_writes_a_sheet_and_says_when_there_are_none(tmp_path):
+    manifest, backgrounds = _studio_tree(tmp_path, ["fish sea_food trout"])
+    frame, _ = composite_train(manifest, backgrounds, tmp_path / "out", settings=settings(), catch_all_labels=[], seed=0,
+                               repo_root=tmp_path)
+    draw_composites(manifest, frame, settings(), tmp_path / "sheet.png", repo_root=tmp_path)
+    draw_composites(manifest, frame.head(0), settings(), tmp_path / "none.png", repo_root=tmp_path)
+    assert "3 in all" in Image.open(tmp_path / "sheet.png").text["Title"]
+    assert "data.background_source is empty" in Image.open(tmp_path / "none.png").text["Description"]
+
+
+def test_select_backgrounds_keeps_the_photos_of_matching_folders(tmp_path):
+    photos = [tmp_path / "n1_lakeside" / "a.jpg", tmp_path / "n2_goose" / "b.jpg", tmp_path / "c.jpg"]
+    assert select_backgrounds(photos, tmp_path, ["*lakeside"]) == photos[:1]
+    assert select_backgrounds(photos, tmp_path, []) == photos
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"min_scale": 0.9, "max_scale": 0.5}, "composite.min_scale must be <= max_scale (0.5), got 0.9"),
+    ({"jpeg_quality": [90, 40]}, "composite.jpeg_quality must be [lowest, highest], integers within [1, 95], "
+                                 "got [90, 40]"),
+    ({"min_mask_share": 0.8}, "composite.min_mask_share must be < max_mask_share (0.7), got 0.8"),
+])
+def test_settings_out_of_order_are_refused_naming_the_key(changes, message):
+    with pytest.raises(ParamsError) as error:
+        check_params(CompositeSettings, {**SETTINGS, **changes}, "composite")
+    assert error.value.problems == [message]

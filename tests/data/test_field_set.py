@@ -1,0 +1,42 @@
+import pytest
+from support.app_bundles import text_photo
+
+from fish_classifier.data.download import DownloadError, UnpackLimits
+from fish_classifier.data.field_set import collect_field_set
+from fish_classifier.data.manifest import DatasetError
+
+LIMITS = UnpackLimits(max_unpacked_mb=100, max_compression_ratio=100)
+LABELS = ["animal fish", "fish sea_food trout"]
+
+
+def test_photos_get_the_class_of_their_folder_and_unreadable_files_are_skipped(tmp_path):
+    source = tmp_path / "field-dev"
+    (source / "fish sea_food trout" / "angler").mkdir(parents=True)
+    (source / "animal fish").mkdir()
+    text_photo("trout").save(source / "fish sea_food trout" / "angler" / "t1.jpg")
+    text_photo("carp").save(source / "animal fish" / "c1.png")
+    (source / "animal fish" / "broken.jpg").write_bytes(b"\xff\xd8 no")
+    (source / "SOURCES.csv").write_text("file,source\n")
+    found = collect_field_set(str(source), tmp_path / "field", LIMITS, LABELS)
+    out = (tmp_path / "field" / "photos").as_posix()
+    assert found.manifest.values.tolist() == [[f"{out}/animal fish/c1.png", "animal fish"],
+                                              [f"{out}/fish sea_food trout/angler/t1.jpg", "fish sea_food trout"]]
+    assert sorted(entry["path"] for entry in found.skipped) == ["photos/SOURCES.csv", "photos/animal fish/broken.jpg"]
+
+
+def test_a_folder_that_is_no_class_is_refused_naming_it_and_the_classes(tmp_path):
+    (tmp_path / "src" / "salmon").mkdir(parents=True)
+    text_photo("salmon").save(tmp_path / "src" / "salmon" / "s.jpg")
+    with pytest.raises(DatasetError) as error:
+        collect_field_set(str(tmp_path / "src"), tmp_path / "field", LIMITS, LABELS)
+    assert str(error.value) == ("data.field_source has photos in no class folder: salmon; a photo must lie in a "
+                                "folder named as a class: animal fish, fish sea_food trout")
+
+
+def test_an_empty_source_is_an_empty_set_and_a_missing_one_says_what_to_set(tmp_path):
+    found = collect_field_set("", tmp_path / "field", LIMITS, LABELS)
+    assert found.manifest.empty and list(found.manifest.columns) == ["path", "label"]
+    with pytest.raises(DownloadError) as error:
+        collect_field_set("nowhere.zip", tmp_path / "field", LIMITS, LABELS)
+    assert str(error.value) == ("data.field_source 'nowhere.zip' is neither a zip nor a folder; "
+                                'set it to one, or to "" to skip the field figures')
