@@ -40,6 +40,7 @@ REFERENCE = {
     "augment": True,
     "augment_ranges": {"max_rotation": 20, "max_zoom": 0.2, "brightness": 0.0, "contrast": 0.0},
     "label_smoothing": 0.0,
+    "composites": False,
 }
 RECIPES = ("reference", "project")
 COLUMNS = ("epochs", "val_accuracy", "accuracy", "macro_f1", "train_s", "peak_mib")

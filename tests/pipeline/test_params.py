@@ -317,7 +317,7 @@ def test_a_misspelt_key_is_named_with_the_keys_its_section_has(tmp_path):
         "train.mobilenetv2.fine_tune_epochs is missing; it must be an integer >= 0",
         "train.mobilenetv2.fine_tune_epoch is not a known key (a typo?), got 5; the keys of train.mobilenetv2 are: "
         "weights, head_epochs, head_lr, fine_tune_layers, fine_tune_epochs, fine_tune_lr, fine_tune_schedule, "
-        "dropout, patience, mirror_train, augmented_views, label_smoothing, mirror_average",
+        "dropout, patience, mirror_train, augmented_views, label_smoothing, mirror_average, composites",
     ]
 
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 def repo(tmp_path_factory):
     repo = tiny_pipeline_repo(tmp_path_factory.mktemp("pipeline"))
     first = dvc(repo, "repro")
-    expected = {"download", "prepare", "unknowns", "augment", "select"}
+    expected = {"download", "prepare", "unknowns", "field", "composite", "augment", "select"}
     expected |= {f"{stage}@{name}" for stage in ("train", "evaluate") for name in MODEL_NAMES}
     assert ran_stages(first.stdout) == expected
     return repo
@@ -61,6 +61,17 @@ def test_deploy_bundle_keeps_the_class_order_of_the_data(repo):
     assert "unknown.npz" in bundle["files"] and bundle["unknown"]["figures"] is None
     assert summary  # the ranking that chose the bundle's model
     assert bundle["model"] in json.dumps(summary)
+
+
+def test_every_model_is_scored_on_the_field_photos_and_the_summary_says_how_the_bundle_does(repo):
+    for name in MODEL_NAMES:
+        field = json.loads((repo / metrics_dir(name) / METRICS_FILE).read_text())["field"]
+        assert field["images"] == len(CLASSES) and set(field["per_class"]) == set(CLASSES)
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert set(summary["field"]) == {*MODEL_NAMES, "deploy bundle"}
+    assert "## Field photos" in (repo / "metrics" / "summary.md").read_text()
+    composites = pd.read_csv(repo / "data" / "composited" / "manifest.csv")
+    assert set(composites["label"]) <= set(CLASSES) - {"animal fish", "animal fish bass"}  # no catch-all cut out
 
 
 def test_metrics_show_reads_every_model(repo):
@@ -148,7 +159,7 @@ def test_train_models_picks_the_models_that_are_trained_evaluated_and_selected_a
     repo = tiny_pipeline_repo(tmp_path)
     run = dvc(repo, "exp", "run", "-S", "train.models=[cnn,mobilenetv2]")
     chosen = {"cnn", "mobilenetv2"}
-    expected = {"download", "prepare", "unknowns", "augment", "select"}
+    expected = {"download", "prepare", "unknowns", "field", "composite", "augment", "select"}
     assert ran_stages(run.stdout) == expected | {f"{stage}@{name}" for stage in ("train", "evaluate") for name in chosen}
     assert {p.name for p in (repo / ZOO_DIR).iterdir()} == chosen
     assert {p.name for p in (repo / MODEL_METRICS_DIR).iterdir()} == chosen

@@ -17,7 +17,7 @@ TINY_CLASSES = ("animal fish", "fish sea_food red_mullet", "fish sea_food trout"
 TINY_BACKBONE = {"weights": "none", "head_epochs": 2, "head_lr": 0.01, "fine_tune_layers": 2,
                  "fine_tune_epochs": 1, "fine_tune_lr": 1e-4, "fine_tune_schedule": "constant", "dropout": 0.1,
                  "patience": 2, "mirror_train": False, "augmented_views": 0, "label_smoothing": 0.1,
-                 "mirror_average": False}
+                 "mirror_average": False, "composites": False}
 
 
 def copy_repo(dest: Path) -> Path:
@@ -59,15 +59,23 @@ def tiny_pipeline_repo(root: Path) -> Path:
     with zipfile.ZipFile(root / "Dataset.zip", "w") as archive:
         for name, data in dataset_files(TINY_CLASSES, {"train": 4, "val": 2, "test": 2}, size=(48, 48)).items():
             archive.writestr(f"Dataset/data/{name}", data)
+    # Field photos (one per class, in <class folder>/ layout) and scenes to composite the studio classes onto.
+    for name, data in dataset_files(TINY_CLASSES, {"test": 1}, size=(40, 40)).items():
+        (root / "field" / Path(name).relative_to("test")).parent.mkdir(parents=True, exist_ok=True)
+        (root / "field" / Path(name).relative_to("test")).write_bytes(data)
+    for name, data in dataset_files(("n0_lakeside", "n1_goose"), {"train": 2}, size=(32, 32)).items():
+        (root / "scenes" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "scenes" / name).write_bytes(data)
     repo = copy_repo(root / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"]["source"] = "../Dataset.zip"
+    params["data"].update(source="../Dataset.zip", field_source="../field", background_source="../scenes")
+    params["composite"].update(per_class=2, size=48, background_classes=["*lakeside"])
     params["augment"]["min_per_class"] = 5
     params["train"]["batch_size"] = 8
     params["train"]["cnn"].update(image_size=32, filters=[4, 8, 8], epochs=2)
     for name in params["train"]["models"]:
         if name != "cnn":
-            params["train"][name] = dict(TINY_BACKBONE)
+            params["train"][name] = dict(TINY_BACKBONE, composites=name == "mobilenetv2")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return repo
 

@@ -24,7 +24,8 @@ def write_colour_images(folder, per_class=6, size=40, seed=0):
 
 TINY_BACKBONE = {"weights": "none", "head_epochs": 2, "head_lr": 0.01, "fine_tune_layers": 3, "fine_tune_epochs": 1,
                  "fine_tune_lr": 1e-4, "fine_tune_schedule": "constant", "dropout": 0.1, "patience": 2,
-                 "mirror_train": False, "augmented_views": 0, "label_smoothing": 0.1, "mirror_average": False}
+                 "mirror_train": False, "augmented_views": 0, "label_smoothing": 0.1, "mirror_average": False,
+                 "composites": False}
 
 
 def tiny_train_params(**overrides):
@@ -33,6 +34,7 @@ def tiny_train_params(**overrides):
               "class_weight": False,
               "cnn": {"image_size": 32, "filters": [8, 16, 16], "convs_per_block": 1, "dropout": 0.1, "epochs": 25,
                       "lr": 0.01, "lr_schedule": "constant", "patience": 25, "augment": False, "label_smoothing": 0.0,
+                      "composites": False,
                       "augment_ranges": {"max_rotation": 18, "max_zoom": 0.1, "brightness": 0.0, "contrast": 0.0}}}
     params.update({name: dict(TINY_BACKBONE) for name in MODEL_NAMES if name != "cnn"})
     params.update(overrides)
