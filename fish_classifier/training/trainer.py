@@ -145,18 +145,10 @@ class TrainingData:
     train_labels: np.ndarray
     val_paths: list[str]
     val_labels: np.ndarray
-    composites: int = 0  # the last `composites` train photos are composites (data/composited)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-    @property
-    def labels_to_balance(self) -> np.ndarray:
-        """The labels the class weights count: every train photo but the composites. A class's composites add
-        photos of it taken elsewhere on top of its weight, instead of diluting its studio photos, so the
-        catch-all class stops owning every photo that is not the studio's."""
-        return self.train_labels[:len(self.train_labels) - self.composites]
 
 
 def load_training_data(manifest: str | Path, augmented_manifest: str | Path | None, classes: str | Path,
@@ -166,10 +158,9 @@ def load_training_data(manifest: str | Path, augmented_manifest: str | Path | No
     class_list = read_classes(classes)
     frame = read_manifest(manifest)
     train = frame[frame["split"] == "train"]
-    if augmented_manifest is not None and Path(augmented_manifest).is_file():
-        train = pd.concat([train, read_manifest(augmented_manifest)], ignore_index=True)
-    composites = read_manifest(composited_manifest) if composited_manifest is not None else train.head(0)
-    train = pd.concat([train, composites], ignore_index=True)
+    for extra in (augmented_manifest, composited_manifest):
+        if extra is not None and Path(extra).is_file():
+            train = pd.concat([train, read_manifest(extra)], ignore_index=True)
     val = frame[frame["split"] == "val"]
     return TrainingData(
         classes=class_list,
@@ -177,7 +168,6 @@ def load_training_data(manifest: str | Path, augmented_manifest: str | Path | No
         train_labels=label_indices(train["label"], class_list),
         val_paths=val["path"].tolist(),
         val_labels=label_indices(val["label"], class_list),
-        composites=len(composites),
     )
 
 
@@ -258,7 +248,7 @@ def train_model(name: str, data: TrainingData, settings: TrainSettings, seed: in
     configure_precision(settings.mixed_precision)
     fit_options = {
         "batch_size": settings.batch_size,
-        "class_weight": class_weights(data.labels_to_balance, data.num_classes) if settings.class_weight else None,
+        "class_weight": class_weights(data.train_labels, data.num_classes) if settings.class_weight else None,
         "callbacks": list(callbacks),
         "verbose": 2,
     }

@@ -228,15 +228,6 @@ def test_training_data_joins_augmented_rows_to_train(tmp_path):
     assert data.train_paths == ["a.jpg", "aug/a0.png"]
     assert data.train_labels.tolist() == [0, 1]
     assert data.val_paths == ["b.jpg"] and data.val_labels.tolist() == [1]
-    # Composites join train last, and the class weights leave them out: they add to their class's weight.
-    composited = pd.DataFrame([[f"comp/{i}.jpg", "train", "x", str(i), 8, 8, True, "a.jpg"] for i in range(3)],
-                              columns=columns)
-    composited.to_csv(tmp_path / "composited.csv", index=False)
-    data = load_training_data(tmp_path / "manifest.csv", tmp_path / "augmented.csv", tmp_path / "classes.json",
-                              tmp_path / "composited.csv")
-    assert data.train_paths[-3:] == ["comp/0.jpg", "comp/1.jpg", "comp/2.jpg"] and data.composites == 3
-    assert data.labels_to_balance.tolist() == [0, 1]
-    assert class_weights(data.labels_to_balance, 2) == {0: 1.0, 1: 1.0}
 
 
 @pytest.mark.parametrize(
