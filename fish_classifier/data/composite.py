@@ -59,6 +59,7 @@ class CompositeSettings(Section):
     contrast: number(ge=0, lt=1, meaning=" (+/- fraction)")
     saturation: number(ge=0, lt=1, meaning=" (+/- fraction)")
     occlusion: number(ge=0, le=1, meaning=" (chance that a patch covers part of the fish)")
+    soften: number(ge=0, le=1, meaning=" (chance that a composite is brought down to its background's sharpness)")
     catch_all: Flag  # also composite the catch-all classes' photos (a soft oval of each), so no class owns the look
     max_blur: number(ge=0, meaning=" (px, Gaussian radius)")
     jpeg_quality: Annotated[list[Annotated[int, Field(strict=True, ge=1, le=95)]], Field(min_length=2, max_length=2),
@@ -137,9 +138,11 @@ def composite_photo(fish: Image.Image, background: Image.Image, cover: Image.Ima
     shifts = [1 + rng.uniform(-r, r) for r in (settings.brightness, settings.contrast, settings.saturation)]
     occluded, patch = rng.random() < settings.occlusion, rng.uniform(0.2, 0.45, size=4)
     blur = rng.uniform(0, settings.max_blur) if rng.random() < 0.5 else 0.0
+    soften = rng.random() < settings.soften
     quality = int(rng.integers(settings.jpeg_quality[0], settings.jpeg_quality[1], endpoint=True))
 
-    canvas = _square_crop(background, crop, left, top).resize((size, size), Image.Resampling.BICUBIC)
+    scene = _square_crop(background, crop, left, top)
+    canvas = scene.resize((size, size), Image.Resampling.BICUBIC)
     if flip:
         canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     fish = fish.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
@@ -152,6 +155,8 @@ def composite_photo(fish: Image.Image, background: Image.Image, cover: Image.Ima
         w, h = max(1, int(patch[0] * fish.width)), max(1, int(patch[1] * fish.height))
         px, py = x + int(patch[2] * (fish.width - w)), y + int(patch[3] * (fish.height - h))
         canvas.paste(cover.convert("RGB").resize((w, h), Image.Resampling.BILINEAR), (px, py))
+    if soften and scene.width < size:  # a sharp fish on a blown-up scene looks pasted: blow the fish up alike
+        canvas = canvas.resize(scene.size, Image.Resampling.LANCZOS).resize((size, size), Image.Resampling.BICUBIC)
     if blur:
         canvas = canvas.filter(ImageFilter.GaussianBlur(blur))
     buffer = io.BytesIO()

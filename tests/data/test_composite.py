@@ -21,7 +21,7 @@ from fish_classifier.params import ParamsError, check_params
 
 SETTINGS = dict(per_class=3, size=64, background_classes=[], mask_distance=30, min_mask_share=0.02,
                 max_mask_share=0.7, min_scale=0.4, max_scale=1.0, max_rotation=45, brightness=0.3, contrast=0.3,
-                saturation=0.3, occlusion=0.5, catch_all=False, max_blur=1.5, jpeg_quality=[40, 95], shown=4)
+                saturation=0.3, occlusion=0.5, catch_all=False, max_blur=1.5, soften=0.5, jpeg_quality=[40, 95], shown=4)
 
 
 def settings(**changes) -> CompositeSettings:
@@ -72,6 +72,21 @@ def test_the_same_seed_gives_the_same_composite_bytes_and_another_seed_another()
     assert first == again and first != other
     image = Image.open(io.BytesIO(first))
     assert image.format == "JPEG" and image.size == (64, 64)
+
+
+def test_a_softened_composite_is_no_sharper_than_its_background():
+    photo, _ = studio_photo()
+    fish = cut_out(photo, fish_mask(photo, settings()))
+    scene = Image.new("RGB", (16, 16), (90, 140, 60))  # a 16 px scene: blown up 4x to the 64 px composite
+
+    def sharpness(data):
+        pixels = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=float)
+        return np.abs(np.diff(pixels, axis=1)).mean()
+
+    calm = settings(max_blur=0, occlusion=0, jpeg_quality=[95, 95], min_scale=0.8, max_scale=0.8)
+    sharp = composite_photo(fish, scene, scene, calm.model_copy(update={"soften": 0.0}), composite_rng(1, "t", 0))
+    soft = composite_photo(fish, scene, scene, calm.model_copy(update={"soften": 1.0}), composite_rng(1, "t", 0))
+    assert sharpness(soft) < 0.8 * sharpness(sharp)
 
 
 def test_cut_out_is_cropped_to_the_fish_with_its_mask_as_alpha():

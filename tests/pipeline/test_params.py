@@ -229,6 +229,8 @@ RULES = [
      "composite.saturation must be a number within [0, 1) (+/- fraction), got 1"),
     ("composite", "composite.occlusion", 2,
      "composite.occlusion must be a number within [0, 1] (chance that a patch covers part of the fish), got 2"),
+    ("composite", "composite.soften", 2, "composite.soften must be a number within [0, 1] (chance that a composite "
+                                         "is brought down to its background's sharpness), got 2"),
     ("composite", "composite.catch_all", "no", "composite.catch_all must be true or false, got 'no'"),
     ("composite", "composite.max_blur", -1, "composite.max_blur must be a number >= 0 (px, Gaussian radius), got -1"),
     ("composite", "composite.jpeg_quality", [10, 100],
