@@ -22,12 +22,11 @@ import pandas as pd
 from fish_classifier.data.manifest import CatchAllLabels, example_photos, label_indices, read_classes, read_manifest, scored_split
 from fish_classifier.data.unknown_set import FISH_ELSEWHERE, GROUPS
 from fish_classifier.evaluation.metrics import EvaluateSettings
+from fish_classifier.evaluation.field import BUNDLE, field_figures
 from fish_classifier.evaluation.selection import (
-    BUNDLE,
     TEST_FISH,
     SelectSettings,
     TrainedModels,
-    field_figures,
     model_threshold,
     fit_unknown_detector,
     rank_models,

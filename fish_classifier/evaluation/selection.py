@@ -11,8 +11,9 @@ from pydantic import ConfigDict, Field
 from sklearn.metrics import roc_auc_score
 
 from fish_classifier.data.unknown_set import FISH_ELSEWHERE, GROUPS, NOT_FISH
-from fish_classifier.layout import VAL_CONFIDENCE_FILE, metrics_dir
+from fish_classifier.evaluation.field import field_markdown, share
 from fish_classifier.evaluation.metrics import HEADLINE_METRICS, plot_flag_tradeoff, plot_unknown_scores
+from fish_classifier.layout import VAL_CONFIDENCE_FILE, metrics_dir
 from fish_classifier.model.zoo import MODEL_NAMES
 from fish_classifier.params import Rule, Section, choice, integer, number
 from fish_classifier.serving.unknown import METHODS, UnknownDetector, UnknownSettings, threshold_for_flag_rate
@@ -144,7 +145,7 @@ def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None
         lines.append(
             f"| {label} | {row['val'][metric]:.4f} | {row['test']['accuracy']:.4f} | {row['test']['macro_f1']:.4f} "
             f"| {row['test_clean']['accuracy']:.4f} | {row['test_clean']['macro_f1']:.4f} "
-            f"| {_share(metrics[name].get('field', {}).get('species_accuracy'))} | {ece} "
+            f"| {share(metrics[name].get('field', {}).get('species_accuracy'))} | {ece} "
             f"| {row['images_per_second']:.1f} |"
         )
     clean = best["test_clean"]
@@ -211,70 +212,6 @@ def unknown_figures(detector: UnknownDetector, val_flag_rate: float, scores: dic
     if fish_elsewhere_labels is not None and len(fish_elsewhere_labels):
         figures["fish_elsewhere_catch_all"] = float(np.isin(fish_elsewhere_labels, list(catch_all_labels)).mean())
     return figures
-
-
-def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels: list[str],
-                  unknown=None) -> dict:
-    """What a user photographing fish anywhere would get, from a model's field_predictions.csv (path, label,
-    predicted, confidence): a photo is flagged when its confidence is below `threshold` or, given `unknown`
-    (one boolean per photo, the unknown-photo detector's verdict), when it is an unknown photo.
-
-    species_right: photos of a named species (a class outside `other_fish_labels`) whose top class is right,
-    flagged or not. confidently_wrong: photos whose top class is wrong and that are not flagged. other_fish_ok:
-    photos of `other_fish_labels` that get one of those labels or are flagged.
-    """
-    labels, predicted = predictions["label"].to_numpy(), predictions["predicted"].to_numpy()
-    flagged = predictions["confidence"].to_numpy() < threshold
-    if unknown is not None:
-        flagged |= np.asarray(unknown, dtype=bool)
-    right = labels == predicted
-    species, other = ~np.isin(labels, other_fish_labels), np.isin(labels, other_fish_labels)
-
-    def share(values, where):
-        return float(values[where].mean()) if where.any() else None
-
-    return {
-        "images": int(len(labels)),
-        "species_right": share(right, species),
-        "flagged": share(flagged, np.ones_like(right)),
-        "confidently_wrong": share(~right & ~flagged, np.ones_like(right)),
-        "other_fish_ok": share(np.isin(predicted, other_fish_labels) | flagged, other),
-        "per_class": {label: {"images": int((labels == label).sum()), "right": share(right, labels == label),
-                              "flagged": share(flagged, labels == label)}
-                      for label in sorted(set(labels))},
-    }
-
-
-def field_markdown(figures: dict[str, dict], selected: str) -> list[str]:
-    """The field section of summary.md: one row per model (its low-confidence threshold alone flags), and
-    the deploy bundle's row (the unknown-photo detector flags too)."""
-    if not figures:
-        return ["## Field photos", "", "No field set was given (`data.field_source` is empty), so how the models "
-                "name fish photographed outside the studio is not measured.", ""]
-    lines = ["## Field photos", "",
-             "Species photographed outside the studio (`data.field_source`). They train nothing and choose nothing.",
-             "", "| Model | Photos | Species right | Flagged | Confidently wrong | Other fish: catch-all or flagged |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for name, row in figures.items():
-        label = f"**{name}**" if name == selected else name
-        lines.append(f"| {label} | {row['images']} | {_share(row['species_right'])} | {_share(row['flagged'])} "
-                     f"| {_share(row['confidently_wrong'])} | {_share(row['other_fish_ok'])} |")
-    bundle = figures.get(BUNDLE)
-    if bundle:
-        lines += ["", "Per class, the deploy bundle: " + "; ".join(
-            f"{label} {_share(c['right'])} right, {_share(c['flagged'])} flagged of {c['images']}"
-            for label, c in bundle["per_class"].items()) + "."]
-    lines += ["", "Species right: the top class is right, flagged or not. Flagged: confidence below the model's "
-              "low-confidence threshold (set on validation) or, for the deploy bundle, an unknown photo. "
-              "Confidently wrong: wrong and not flagged, out of every field photo.", ""]
-    return lines
-
-
-BUNDLE = "deploy bundle"
-
-
-def _share(value) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
 
 
 def auroc(fish_scores, unknown_scores) -> float:

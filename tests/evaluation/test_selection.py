@@ -13,10 +13,9 @@ from support.app_bundles import text_photo
 from PIL import Image
 from support.fixtures_models import CLASSES, save_tiny_model, tinted_image, write_tinted_images
 
+from fish_classifier.evaluation.field import BUNDLE, field_figures
 from fish_classifier.evaluation.selection import (
-    BUNDLE,
     choose_threshold,
-    field_figures,
     flag_tradeoff,
     rank_models,
     score_histogram,
