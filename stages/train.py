@@ -1,6 +1,6 @@
-"""Stage train@<model>: fit one model of the zoo on data/manifest.csv's train photos, data/augmented and, with
-params `train.<model>.composites`, data/composited (classes from data/classes.json, settings from params
-`base.seed`, `augment` and `train`), and save it as
+"""Stage train@<model>: fit one model of the zoo on data/manifest.csv's train photos, data/augmented and the
+composites data/composite_sets/<model>.csv lists (none unless params `train.<model>.composites`; classes from
+data/classes.json, settings from params `base.seed`, `augment` and `train`), and save it as
 models/zoo/<model>/model.keras, with its training curves in models/zoo/<model>/live/.
 
     python stages/train.py mobilenetv2
@@ -26,8 +26,8 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 def main(argv=None) -> None:
     name = stage_arguments(__doc__, argv, takes_model=True, model_names=MODEL_NAMES).model
     params = stage_params(base=Base, augment=AugmentSettings, train=TrainSettings.for_model(name))
-    composites = "data/composited/manifest.csv" if params.train.model.composites else None
-    data = load_training_data("data/manifest.csv", "data/augmented/manifest.csv", "data/classes.json", composites)
+    data = load_training_data("data/manifest.csv", "data/augmented/manifest.csv", "data/classes.json",
+                              f"data/composite_sets/{name}.csv")
     # Under train.strategy multi_worker only the chief writes outputs; the other workers keep theirs in a scratch folder.
     out = model_dir(name) if is_chief() else Path(tempfile.mkdtemp(prefix=f"fish-worker-{name}-"))
     out.mkdir(parents=True, exist_ok=True)

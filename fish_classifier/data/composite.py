@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance, ImageFilter
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from fish_classifier.contact_sheet import draw_contact_sheet, side_by_side, thumbnail
@@ -41,6 +41,30 @@ class CompositeSourceSettings(UnpackLimits, CatchAllLabels):
     may unpack to, and the catch-all classes (not cut out: they are photographed anywhere already)."""
 
     background_source: text(empty=True, meaning=": a zip or folder of background photos, or empty for none")
+
+
+class CompositeUsers(Section):
+    """What the composite_sets stage reads from params.yaml's `train`: the models, and whether each trains on
+    the composites (`train.<model>.composites`; the train stage checks the rest of each model's section)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # each model's own section, by its name
+
+    models: Annotated[list[str], Field(min_length=1), Rule("a non-empty list of model names")]
+
+    @model_validator(mode="after")
+    def _every_model_says(self):
+        for name in self.models:
+            section = (self.model_extra or {}).get(name)
+            if not isinstance(section, dict) or not isinstance(section.get("composites"), bool):
+                raise refuse(f"{name}.composites", (section or {}).get("composites") if isinstance(section, dict)
+                             else None, "true or false")
+        return self
+
+    def uses(self, name: str) -> bool:
+        return self.model_extra[name]["composites"]
+
+    def using(self) -> list[str]:
+        return [name for name in self.models if self.uses(name)]
 
 
 class CompositeSettings(Section):

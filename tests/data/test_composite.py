@@ -7,6 +7,7 @@ from PIL import Image, ImageDraw
 
 from fish_classifier.data.composite import (
     CompositeSettings,
+    CompositeUsers,
     composite_photo,
     composite_rng,
     composite_train,
@@ -180,3 +181,12 @@ def test_settings_out_of_order_are_refused_naming_the_key(changes, message):
     with pytest.raises(ParamsError) as error:
         check_params(CompositeSettings, {**SETTINGS, **changes}, "composite")
     assert error.value.problems == [message]
+
+
+def test_composite_users_say_which_models_train_on_composites_and_refuse_a_missing_flag():
+    users = check_params(CompositeUsers, {"models": ["cnn", "mobilenetv2"], "batch_size": 32,
+                                          "cnn": {"composites": False}, "mobilenetv2": {"composites": True}}, "train")
+    assert users.using() == ["mobilenetv2"] and not users.uses("cnn")
+    with pytest.raises(ParamsError) as error:
+        check_params(CompositeUsers, {"models": ["cnn"], "cnn": {"epochs": 3}}, "train")
+    assert error.value.problems == ["train.cnn.composites must be true or false, got None"]

@@ -8,7 +8,7 @@ import yaml
 from support import REPO_ROOT
 
 from fish_classifier.data.augment import AugmentSettings
-from fish_classifier.data.composite import CompositeSettings, CompositeSourceSettings
+from fish_classifier.data.composite import CompositeSettings, CompositeSourceSettings, CompositeUsers
 from fish_classifier.data.field_set import FieldSetSettings
 from fish_classifier.data.manifest import CatchAllLabels
 from fish_classifier.data.download import DownloadSettings
@@ -29,6 +29,7 @@ STAGES = {
     "unknowns": {"data": UnknownSetSettings},
     "field": {"data": FieldSetSettings},
     "composite": {"base": Base, "data": CompositeSourceSettings, "composite": CompositeSettings},
+    "composite_sets": {"train": CompositeUsers},
     "prepare": {"prepare": PrepareSettings},
     "augment": {"base": Base, "augment": AugmentSettings},
     **{f"train@{name}": {"base": Base, "augment": AugmentSettings, "train": TrainSettings.for_model(name)}
@@ -330,7 +331,7 @@ def test_a_missing_or_malformed_section_is_named_with_its_keys(tmp_path):
     assert problems(tmp_path, "train@vgg16", {"train.vgg16": MISSING}) == [
         "train.vgg16 is missing; it must be a mapping with the keys: weights, head_epochs, head_lr, fine_tune_layers, "
         "fine_tune_epochs, fine_tune_lr, fine_tune_schedule, dropout, patience, mirror_train, augmented_views, "
-        "label_smoothing, mirror_average"]
+        "label_smoothing, mirror_average, composites"]
 
 
 def test_a_stage_reads_only_its_own_keys(tmp_path):
@@ -357,7 +358,7 @@ def test_an_empty_or_broken_params_file_is_refused(tmp_path):
     path.write_text("")
     with pytest.raises(ParamsError) as refused:
         read_params(path, **STAGES["evaluate"])
-    assert refused.value.problems == ["params.yaml must be a mapping with the keys: evaluate, got None"]
+    assert refused.value.problems == ["params.yaml must be a mapping with the keys: evaluate, data, got None"]
     path.write_text("evaluate: [batch_size: 1\n")
     with pytest.raises(ParamsError) as refused:
         read_params(path, **STAGES["evaluate"])

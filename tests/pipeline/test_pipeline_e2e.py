@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 def repo(tmp_path_factory):
     repo = tiny_pipeline_repo(tmp_path_factory.mktemp("pipeline"))
     first = dvc(repo, "repro")
-    expected = {"download", "prepare", "unknowns", "field", "composite", "augment", "select"}
+    expected = {"download", "prepare", "unknowns", "field", "composite", "composite_sets", "augment", "select"}
     expected |= {f"{stage}@{name}" for stage in ("train", "evaluate") for name in MODEL_NAMES}
     assert ran_stages(first.stdout) == expected
     return repo
@@ -103,6 +103,17 @@ def test_one_models_params_retrain_only_that_model(repo):
     assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
 
 
+def test_new_composites_retrain_only_the_models_that_use_them(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["composite"]["jpeg_quality"] = [60, 90]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = ran_stages(dvc(repo, "repro").stdout)
+    assert {"composite", "composite_sets"} <= rerun
+    # Only mobilenetv2 trains on composites (tiny params): no other model is trained again.
+    assert rerun <= {"composite", "composite_sets", "train@mobilenetv2", "evaluate@mobilenetv2", "select"}
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+
+
 def test_push_then_pull_gives_a_fresh_clone_the_bundle_with_nothing_to_rerun(repo, tmp_path):
     dvc(repo, "remote", "add", "--default", "team", str(tmp_path / "remote"))
     dvc(repo, "push")
@@ -159,7 +170,7 @@ def test_train_models_picks_the_models_that_are_trained_evaluated_and_selected_a
     repo = tiny_pipeline_repo(tmp_path)
     run = dvc(repo, "exp", "run", "-S", "train.models=[cnn,mobilenetv2]")
     chosen = {"cnn", "mobilenetv2"}
-    expected = {"download", "prepare", "unknowns", "field", "composite", "augment", "select"}
+    expected = {"download", "prepare", "unknowns", "field", "composite", "composite_sets", "augment", "select"}
     assert ran_stages(run.stdout) == expected | {f"{stage}@{name}" for stage in ("train", "evaluate") for name in chosen}
     assert {p.name for p in (repo / ZOO_DIR).iterdir()} == chosen
     assert {p.name for p in (repo / MODEL_METRICS_DIR).iterdir()} == chosen
