@@ -189,10 +189,10 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     assert per_class.loc[CLASSES[0]["label"], "recall"] == pytest.approx(4 / 5)
     assert per_class.loc[CLASSES[-1]["label"], "precision"] == pytest.approx(3 / 4)
     assert report["input_size"] == 32
-    # Field: 3 of 4 right; the species (all but blue) 2 of 3; per class, red 0 of 1 (the green photo filed as red).
+    # Field: 3 of 4 right; the species (all but blue) 2 of 3; red 1 of 2 (the green photo filed as red is missed).
     assert report["field"]["images"] == 4 and report["field"]["accuracy"] == pytest.approx(3 / 4)
     assert (report["field"]["species_images"], report["field"]["species_accuracy"]) == (3, pytest.approx(2 / 3))
-    assert report["field"]["per_class"][CLASSES[2]["label"]] == {"images": 1, "accuracy": 0.0}
+    assert report["field"]["per_class"][CLASSES[2]["label"]] == {"images": 2, "accuracy": 0.5}
     assert report["field"]["per_class"][CLASSES[0]["label"]] == {"images": 1, "accuracy": 1.0}
     field_predictions = pd.read_csv(tmp_path / metrics_dir("tiny") / "field_predictions.csv")
     assert field_predictions["path"].tolist() == [r["path"] for r in field_rows]
