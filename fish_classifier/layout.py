@@ -13,6 +13,7 @@ MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 PER_CLASS_FILE = "per_class.csv"
 VAL_CONFIDENCE_FILE = "val_confidence.csv"
+FIELD_PREDICTIONS_FILE = "field_predictions.csv"  # evaluate writes it, select reads it
 
 
 def model_dir(name: str) -> Path:

@@ -36,6 +36,7 @@ from fish_classifier.evaluation.metrics import (
 )
 from fish_classifier.evaluation.predictions import predict_split
 from fish_classifier.layout import (
+    FIELD_PREDICTIONS_FILE,
     METRICS_FILE,
     MODEL_FILE,
     PER_CLASS_FILE,
@@ -115,7 +116,7 @@ def main(argv=None) -> None:
     plot_misclassified(test.rows["path"], y_test, calibrated, displays, out_dir / "misclassified.png",
                        f"{name}: test split", limit=params.gallery_size)
     predictions_table(field["path"], y_field, field_probs, labels, top_k=params.top_k).to_csv(
-        out_dir / "field_predictions.csv", index=False
+        out_dir / FIELD_PREDICTIONS_FILE, index=False
     )
     plot_misclassified(field["path"], y_field, field_probs, displays, out_dir / "field_mistakes.png",
                        f"{name}: field photos (taken outside the studio)", limit=params.gallery_size)

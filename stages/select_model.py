@@ -35,7 +35,14 @@ from fish_classifier.evaluation.selection import (
     unknown_figures,
     write_unknown_plots,
 )
-from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
+from fish_classifier.layout import (
+    FIELD_PREDICTIONS_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    VAL_CONFIDENCE_FILE,
+    metrics_dir,
+    model_dir,
+)
 from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.serving.bundle import (
     DEFAULT_BUNDLE_DIR,
@@ -120,16 +127,14 @@ def main(argv=None) -> None:
     write_unknown_plots(scores, detector, OUT, bins=select.unknown_histogram_bins, model=best)
 
     # The field photos: each model flags by its own low-confidence threshold; the bundle by its detector too.
-    field = {}
-    for name in names:
-        predictions = pd.read_csv(metrics_dir(name) / "field_predictions.csv", keep_default_na=False)
-        if len(predictions):
-            field[name] = field_figures(predictions, model_threshold(name, select), params.data.other_fish_labels)
+    predictions = {name: pd.read_csv(metrics_dir(name) / FIELD_PREDICTIONS_FILE, keep_default_na=False)
+                   for name in names}
+    field = {name: field_figures(rows, model_threshold(name, select), params.data.other_fish_labels)
+             for name, rows in predictions.items() if len(rows)}
     if field:
-        predictions = pd.read_csv(metrics_dir(best) / "field_predictions.csv", keep_default_na=False)
         unknown = detector.is_unknown(detector.score(outputs_for_files(
-            backend, predictions["path"], batch_size=batch_size, desc="field")[EMBEDDING]))
-        field[BUNDLE] = field_figures(predictions, threshold, params.data.other_fish_labels, unknown)
+            backend, predictions[best]["path"], batch_size=batch_size, desc="field")[EMBEDDING]))
+        field[BUNDLE] = field_figures(predictions[best], threshold, params.data.other_fish_labels, unknown)
 
     Path("metrics/summary.json").write_text(
         json.dumps(summary(metrics, select.metric, threshold, figures, field), indent=2) + "\n", encoding="utf-8"
