@@ -108,7 +108,7 @@ class Predictor:
         """One Prediction per image, in input order; an unreadable image gets `error` set instead of a label.
 
         `images`: paths, bytes, file-likes or PIL images (or a single one of those).
-        `top_k` and `threshold` override the bundle's (select.top_k, and the low-confidence threshold).
+        `top_k` and `threshold` override the bundle's (select.top_k, and the low-confidence threshold, from 0 to 1).
         """
         return list(self.iter_predict(images, top_k, threshold))
 
@@ -122,7 +122,7 @@ class Predictor:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         top_k = min(top_k, len(self.classes))
-        threshold = self.threshold if threshold is None else float(threshold)
+        threshold = self.threshold if threshold is None else _checked_threshold(threshold)
         return self._predictions(images, top_k, threshold, Timings() if timings is None else timings)
 
     def class_activation_map(self, image, class_index: int | None = None) -> np.ndarray:
@@ -202,6 +202,9 @@ def _decoded(image, size: int) -> tuple[np.ndarray | None, str | None, float, fl
     try:
         photo = open_rgb(image, size)
         decoded = time.thread_time()
+        if 0 in photo.size:  # Pillow makes such an image, and would resize its nothing into a black square
+            width, height = photo.size
+            return None, f"image is {width}x{height} pixels: nothing to classify", decoded - start, 0.0
         # load_pixels(image, size) in its two steps, timed apart (tests/test_images.py: the same pixels)
         return load_pixels(photo, size), None, decoded - start, time.thread_time() - decoded
     except ImageError as exc:
@@ -209,6 +212,17 @@ def _decoded(image, size: int) -> tuple[np.ndarray | None, str | None, float, fl
     except OSError as exc:
         error = f"cannot read the file ({exc.strerror or exc})"
     return None, error, time.thread_time() - start, 0.0
+
+
+def _checked_threshold(threshold) -> float:
+    """`threshold` as a float, refused with a ValueError naming it unless it is a number from 0 to 1."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold must be a number between 0 and 1, got {threshold!r}") from None
+    if not 0 <= value <= 1:  # NaN fails this comparison too
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold!r}")
+    return value
 
 
 def _load_detector(bundle) -> UnknownDetector | None:

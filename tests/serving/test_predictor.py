@@ -224,6 +224,38 @@ def test_low_confidence_follows_the_bundle_threshold_or_an_override(predictor):
     assert not lenient.is_low_confidence  # flagged only when strictly below the threshold
 
 
+@pytest.mark.parametrize(
+    ("threshold", "message"),
+    [(math.nan, "threshold must be between 0 and 1, got nan"), (5, "threshold must be between 0 and 1, got 5"),
+     (-0.1, "threshold must be between 0 and 1, got -0.1"),
+     ("high", "threshold must be a number between 0 and 1, got 'high'"),
+     ([], "threshold must be a number between 0 and 1, got []")],
+)  # fmt: skip
+def test_a_threshold_outside_0_to_1_is_refused_naming_it(predictor, threshold, message):
+    with pytest.raises(ValueError) as caught:
+        predictor.predict([tinted_image(RED, seed=1)], threshold=threshold)
+    assert str(caught.value) == message
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        predictor.iter_predict([tinted_image(RED, seed=1)], threshold=threshold)  # when called, not when iterated
+
+
+@pytest.mark.parametrize("size", [(0, 0), (0, 7), (7, 0)])
+def test_an_image_with_no_pixels_gets_an_error_and_the_others_are_still_predicted(predictor, size):
+    from PIL import Image
+
+    empty = Image.new("RGB", size)
+    results = predictor.predict([tinted_image(RED, seed=1), empty, tinted_image(BLUE, seed=2)])
+
+    assert [r.label for r in results] == [RED, None, BLUE]
+    assert results[1].error == f"image is {size[0]}x{size[1]} pixels: nothing to classify"
+    assert math.isnan(results[1].confidence) and results[1].top_k == [] and not results[1].is_low_confidence
+
+
+def test_an_array_is_not_an_image_the_predictor_takes_even_an_empty_one(predictor):
+    with pytest.raises(TypeError, match="got ndarray"):
+        predictor.predict([np.zeros((0, 0, 3), np.uint8)])
+
+
 def test_rejects_inputs_that_are_not_images(predictor):
     with pytest.raises(TypeError, match="got int"):
         predictor.predict([tinted_image(RED, 1), 42])
