@@ -10,6 +10,7 @@ The schemas give no defaults: every key comes from params.yaml.
 """
 
 import argparse
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -94,7 +95,27 @@ def number(*, gt: float | None = None, ge: float | None = None, lt: float | None
         words = f"a number {'>' if gt is not None else '>='} {low[1:]}"
     else:
         words = f"a number {'<' if lt is not None else '<='} {high[:-1]}"
-    return Annotated[float, Field(strict=True, gt=gt, ge=ge, lt=lt, le=le), Rule(words + meaning)]
+    return Annotated[float, Field(strict=True, gt=gt, ge=ge, lt=lt, le=le), Rule(words + meaning),
+                     _Finite(words.replace("a number", "a finite number", 1) + meaning)]
+
+
+@dataclass(frozen=True)
+class _Finite:
+    """Refuses nan, inf and -inf, which YAML reads as floats (`.nan`, `.inf`), before any bound is checked.
+
+    inf passes `> 0` and trains a model of NaNs that later stages take for a model; nan fails every bound, but
+    the message should say what is wrong with it. `text` is the rule with "a finite number" in it.
+    """
+
+    text: str
+
+    def __get_pydantic_core_schema__(self, source, handler):
+        return core_schema.no_info_before_validator_function(self._validate, handler(source))
+
+    def _validate(self, value):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PydanticCustomError("params", "must be {rule}", {"rule": self.text})
+        return value
 
 
 def choice(*values: str):

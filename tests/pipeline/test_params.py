@@ -16,6 +16,7 @@ from fish_classifier.data.prepare import PrepareSettings
 from fish_classifier.data.unknown_set import UnknownSetSettings
 from fish_classifier.evaluation.metrics import EvaluateSettings
 from fish_classifier.evaluation.selection import SelectSettings, TrainedModels
+from fish_classifier import params as params_module
 from fish_classifier.params import Base, ParamsError, load_params, read_params, stage_params
 from fish_classifier.training.trainer import TrainSettings
 
@@ -309,6 +310,59 @@ def test_every_key_of_params_yaml_has_a_rule_row():
             assert key in checked, key
 
 
+def _numeric_leaves(section, prefix=""):
+    """(dotted key, value) of every number in the project's params.yaml (lists and the display names aside)."""
+    for key, value in section.items():
+        if isinstance(value, dict):
+            yield from _numeric_leaves(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{key}", value
+
+
+def _stages_reading(key: str) -> list[str]:
+    """The stages whose schemas hold `key` (`train.cnn.lr` is read by train@cnn as its `model` section)."""
+    section, *rest = key.split(".")
+    return [stage for stage, sections in STAGES.items()
+            if section in sections and params_module._field(sections[section], tuple(rest)) is not None]
+
+
+NUMERIC_LEAVES = dict(_numeric_leaves(PARAMS))
+NON_FINITE = [(key, value) for key in NUMERIC_LEAVES for value in (float("nan"), float("inf"))]
+
+
+@pytest.mark.parametrize(("key", "value"), NON_FINITE, ids=[f"{key}={value}" for key, value in NON_FINITE])
+def test_no_number_of_params_yaml_may_be_nan_or_infinite(tmp_path, key, value):
+    """`.inf` passes `> 0`: `train.cnn.lr: .inf` once trained a model of NaNs that exited 0. Every number is
+    refused as nan or infinite by every stage that reads it, naming the key and the value."""
+    stages = _stages_reading(key)
+    assert stages, f"no stage reads {key}"
+    for stage in stages:
+        [problem] = problems(tmp_path, stage, {key: value})
+        assert problem.startswith(f"{key} must be ") and problem.endswith(f", got {value!r}"), (stage, problem)
+        if isinstance(NUMERIC_LEAVES[key], float):
+            assert f"{key} must be a finite number" in problem, (stage, problem)
+
+
+NON_FINITE_RULES = [
+    ("train@cnn", "train.cnn.lr", float("inf"), "train.cnn.lr must be a finite number > 0, got inf"),
+    ("train@cnn", "train.cnn.lr", float("-inf"), "train.cnn.lr must be a finite number > 0, got -inf"),
+    ("train@vgg16", "train.vgg16.fine_tune_lr", float("nan"),
+     "train.vgg16.fine_tune_lr must be a finite number > 0, got nan"),
+    ("download", "data.max_unpacked_mb", float("inf"), "data.max_unpacked_mb must be a finite number > 0, got inf"),
+    ("composite", "composite.max_blur", float("inf"),
+     "composite.max_blur must be a finite number >= 0 (px, Gaussian radius), got inf"),
+    ("train@cnn", "train.cnn.dropout", float("nan"), "train.cnn.dropout must be a finite number within [0, 1), "
+                                                     "got nan"),
+    ("train@cnn", "train.cnn.epochs", float("inf"), "train.cnn.epochs must be an integer >= 1, got inf"),
+]
+
+
+@pytest.mark.parametrize(("stage", "key", "value", "message"), NON_FINITE_RULES,
+                         ids=[f"{r[1]}={r[2]}" for r in NON_FINITE_RULES])
+def test_nan_and_infinity_are_refused_by_name(tmp_path, stage, key, value, message):
+    assert problems(tmp_path, stage, {key: value}) == [message]
+
+
 def test_a_cnn_image_too_small_for_its_blocks_is_refused(tmp_path):
     assert problems(tmp_path, "train@cnn", {"train.cnn.image_size": 16, "train.cnn.filters": [8, 8, 8, 8, 8]}) == [
         "train.cnn.image_size must be an integer >= 32 with 5 filters (each conv block halves the image), got 16"]
@@ -386,6 +440,7 @@ STAGE_RUNS = [
                                               "(fraction zoomed in, at most), got 1.5"),
     (["train.py", "mobilenetv2"], "train.mobilenetv2.fine_tune_lr", "x",
      "train.mobilenetv2.fine_tune_lr must be a number > 0, got 'x'"),
+    (["train.py", "cnn"], "train.cnn.lr", float("inf"), "train.cnn.lr must be a finite number > 0, got inf"),
     (["evaluate.py", "cnn"], "evaluate.ece_bins", 0, "evaluate.ece_bins must be an integer >= 1, got 0"),
     (["select_model.py"], "train.models", ["cnn", "cnn"], "train.models must be a non-empty list of distinct model "
                                                           "names from: cnn, vgg16, resnet50, mobilenetv2, inceptionv3, "
@@ -393,7 +448,7 @@ STAGE_RUNS = [
 ]
 
 
-@pytest.mark.parametrize(("script", "key", "value", "message"), STAGE_RUNS, ids=[r[0][0] for r in STAGE_RUNS])
+@pytest.mark.parametrize(("script", "key", "value", "message"), STAGE_RUNS, ids=[" ".join(r[0]) for r in STAGE_RUNS])
 def test_a_stage_with_a_bad_value_says_so_in_one_line_and_exits_1_before_any_work(tmp_path, script, key, value,
                                                                                     message):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(edited({key: value})))
