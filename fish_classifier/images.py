@@ -177,9 +177,32 @@ def _open(stream: BinaryIO) -> Image.Image:
     try:
         return Image.open(stream, formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image is too large to decode safely ({exc})") from exc
+        # Pillow refuses at twice its limit and quotes that figure; name the project's limit and this image's size.
+        size = _declared_size(stream)
+        image = f"{size[0]}x{size[1]} pixels" if size else "too many pixels"
+        raise ImageError(f"image is {image}, over the {MAX_PIXELS:,}-pixel limit") from exc
     except Exception as exc:  # as in open_rgb: a corrupt header can raise anything
         raise ImageError(f"not a readable image (corrupt, or not one of {', '.join(IMAGE_FORMATS)})") from exc
+
+
+def _declared_size(stream: BinaryIO) -> tuple[int, int] | None:
+    """The width and height the header of `stream` declares, read as `Image.open` reads it (each of
+    IMAGE_FORMATS' readers whose prefix test passes) but without its bomb check; None if none reads it."""
+    try:
+        stream.seek(0)
+        prefix = stream.read(16)
+        for name in IMAGE_FORMATS:
+            factory, accept = Image.OPEN[name]
+            if accept is None or accept(prefix):
+                stream.seek(0)
+                try:
+                    with factory(stream, None) as header:  # reads the header only, never the pixels
+                        return header.size
+                except Exception:
+                    continue
+    except Exception:
+        return None
+    return None
 
 
 def _to_8_bit(image: Image.Image) -> Image.Image:

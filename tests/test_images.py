@@ -5,6 +5,7 @@ import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,26 @@ def test_oversized_image_is_refused_before_decoding(monkeypatch):
     monkeypatch.setattr(images, "MAX_PIXELS", 100)
     with pytest.raises(ImageError, match="32x32 pixels, over the 100-pixel limit"):
         open_rgb(image_bytes())
+
+
+def _header_only_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares `width` x `height` RGB pixels and whose data is empty: decoding it would fail."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize(("width", "height"), [(8000, 8000), (12000, 10000), (60000, 60000)])
+def test_an_image_bomb_is_named_with_its_size_and_the_projects_pixel_limit(width, height):
+    """Over twice Image.MAX_IMAGE_PIXELS Pillow refuses first, quoting its own doubled limit (100,000,000): the
+    message names the project's 50,000,000 and the image's size either way, before any pixel is decoded."""
+    assert images.MAX_PIXELS == Image.MAX_IMAGE_PIXELS == 50_000_000
+    with pytest.raises(ImageError) as refused:
+        open_rgb(_header_only_png(width, height))
+    assert str(refused.value) == f"image is {width}x{height} pixels, over the 50,000,000-pixel limit"
 
 
 def test_missing_file_is_named(tmp_path):
