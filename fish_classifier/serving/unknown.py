@@ -19,11 +19,14 @@ A photo is unknown when its score is above the threshold, which is chosen on val
 The detector never changes a label; it only says when not to believe one.
 
 Scoring needs NumPy and threadpoolctl alone (the serving image has no scikit-learn); the detector is
-saved as an `.npz` read with `allow_pickle=False`.
+saved as an `.npz` read with `allow_pickle=False`, and `load` checks every setting and array in it: a NaN
+threshold would flag nothing (NaN > score is never true) and switch the check off without a word.
 """
 
 import functools
 import json
+import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +54,13 @@ class UnknownDetector:
     arrays: dict[str, np.ndarray]  # what the method needs: train embeddings, class means, head weights
     k: int = 1
     power: float = 1.0
-    threshold: float = float("inf")  # scores above it are unknown
+    threshold: float = float("inf")  # scores above it are unknown; inf until `with_threshold` sets it
+
+    def __post_init__(self):
+        check_method(self.method)
+        _check_arrays(self.method, self.arrays, self.k)
+        if math.isnan(self.threshold):
+            raise ValueError(f"the unknown-photo threshold must be a number, got {self.threshold}")
 
     @classmethod
     def fit(cls, method: str, embeddings, labels, *, k: int = 1, power: float = 1.0, head_kernel=None,
@@ -62,6 +71,9 @@ class UnknownDetector:
         labels = np.asarray(labels)
         if embeddings.ndim != 2 or len(embeddings) != len(labels) or len(embeddings) == 0:
             raise ValueError(f"expected (n, d) embeddings with one label each, got {embeddings.shape} and {labels.shape}")
+        if not np.isfinite(embeddings).all():
+            raise ValueError(f"the train embeddings hold {np.size(embeddings) - np.isfinite(embeddings).sum()} "
+                             "non-finite values (NaN or infinite): the model's outputs are broken")
         if not 0 < power <= 1:
             raise ValueError(f"select.unknown_power must be within (0, 1], got {power}")
         if method == "knn":
@@ -124,13 +136,15 @@ class UnknownDetector:
         return (-(peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1)))).astype(np.float32)
 
     def is_unknown(self, scores) -> np.ndarray:
-        return np.asarray(scores) > self.threshold
+        # Not `scores > threshold`: a NaN score (a broken embedding) must count as unknown, not as a fish.
+        return ~(np.asarray(scores) <= self.threshold)
 
     def with_threshold(self, threshold: float) -> "UnknownDetector":
-        return UnknownDetector(self.method, self.arrays, self.k, self.power, float(threshold))
+        return UnknownDetector(self.method, self.arrays, self.k, self.power, _finite_threshold(threshold))
 
     def save(self, path) -> Path:
         path = Path(path)
+        _finite_threshold(self.threshold)  # an unset (inf) threshold would flag nothing
         settings = {"method": self.method, "k": self.k, "power": self.power, "threshold": self.threshold}
         with open(path, "wb") as f:  # a file object, so NumPy adds no .npz of its own to the name
             np.savez(f, settings=np.array(json.dumps(settings)), **self.arrays)
@@ -138,11 +152,24 @@ class UnknownDetector:
 
     @classmethod
     def load(cls, path) -> "UnknownDetector":
-        with np.load(path, allow_pickle=False) as data:
-            settings = json.loads(str(data["settings"]))
-            arrays = {name: data[name] for name in data.files if name != "settings"}
-        check_method(settings["method"])
-        return cls(settings["method"], arrays, int(settings["k"]), float(settings["power"]), float(settings["threshold"]))
+        """The detector saved at `path`; ValueError saying what is wrong when the file is no detector this
+        code can use (unreadable, a setting or array missing, of the wrong type or shape, or not finite)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                settings = json.loads(str(data["settings"])) if "settings" in data.files else None
+                arrays = {name: data[name] for name in data.files if name != "settings"}
+        except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # OSError (no such file) passes as it is
+            raise ValueError(f"not a detector file ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(settings, dict):
+            raise ValueError(f"no settings (a JSON object) in the detector file, got {settings!r:.80}")
+        method = settings.get("method")
+        check_method(method)
+        k, power, threshold = (settings.get(key) for key in ("k", "power", "threshold"))
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"the detector's k must be a whole number >= 1, got {k!r}")
+        if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 < power <= 1:
+            raise ValueError(f"the detector's power must be within (0, 1], got {power!r}")
+        return cls(method, arrays, k, float(power), _finite_threshold(threshold))
 
 
 def threshold_for_flag_rate(val_scores, flag_rate: float) -> float:
@@ -152,9 +179,12 @@ def threshold_for_flag_rate(val_scores, flag_rate: float) -> float:
     scores = np.sort(np.asarray(val_scores, dtype=np.float64))[::-1]
     if scores.size == 0:
         raise ValueError("no validation scores to set the unknown-photo threshold from")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{scores.size - np.isfinite(scores).sum()} of the validation scores are not finite "
+                         "(NaN or infinite): no threshold can be set from them")
     allowed = int(np.floor(flag_rate * scores.size + 1e-9))
     if allowed >= scores.size:
-        return float(-np.inf)
+        return float(np.nextafter(scores[-1], -np.inf))  # just below the lowest: flags every validation photo
     # Flagging is `score > threshold`: the (allowed+1)-th highest score flags exactly the `allowed` above it
     # (fewer on ties), and anything lower would flag one more.
     return float(scores[allowed])
@@ -171,6 +201,39 @@ def features(embeddings, power: float) -> np.ndarray:
 def _blas() -> ThreadpoolController:
     """The BLAS libraries loaded in this process (found once: it walks the loaded libraries)."""
     return ThreadpoolController()
+
+
+# The arrays each method scores with: (name, number of dimensions).
+_ARRAYS = {"knn": (("train", 2),), "mahalanobis": (("means", 2), ("whitening", 2)),
+           "energy": (("kernel", 2), ("bias", 1))}
+
+
+def _check_arrays(method: str, arrays: dict[str, np.ndarray], k: int) -> None:
+    """The arrays `method` needs are there, real numbers, finite, and fit each other."""
+    for name, ndim in _ARRAYS[method]:
+        if name not in arrays:
+            raise ValueError(f"the {method} detector file has no {name!r} array")
+        array = arrays[name]
+        if array.dtype.kind not in "fiu" or array.ndim != ndim or 0 in array.shape:
+            raise ValueError(f"the detector's {name!r} must be a non-empty {ndim}-D array of numbers, "
+                             f"got {array.dtype} of shape {array.shape}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"the detector's {name!r} holds {array.size - np.isfinite(array).sum()} non-finite "
+                             "values (NaN or infinite)")
+    shapes = {name: arrays[name].shape for name, _ in _ARRAYS[method]}
+    fits = {"knn": lambda: k <= shapes["train"][0],
+            "mahalanobis": lambda: shapes["whitening"] == (shapes["means"][1],) * 2,
+            "energy": lambda: shapes["bias"] == (shapes["kernel"][1],)}[method]()
+    if not fits:
+        raise ValueError(f"the {method} detector's arrays do not fit together (k {k}): "
+                         + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
+
+
+def _finite_threshold(threshold) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(threshold):
+        raise ValueError(f"the unknown-photo threshold must be a finite number, got {threshold!r}")
+    return float(threshold)
 
 
 def check_method(method: str) -> str:

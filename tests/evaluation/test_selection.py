@@ -149,7 +149,7 @@ def test_field_figures_on_known_predictions():
 
 
 def test_unknown_figures_on_known_scores():
-    detector = UnknownDetector("knn", {}, threshold=0.5)
+    detector = UnknownDetector("knn", {"train": np.eye(2, dtype=np.float32)}, threshold=0.5)
     scores = {"test fish": np.array([0.1, 0.2, 0.3, 0.6]), "not-fish": np.array([0.4, 0.7, 0.8, 0.9]),
               "fish-elsewhere": np.array([0.2, 0.55])}
     figures = unknown_figures(detector, 0.01, scores, fish_elsewhere_labels=["animal fish", "trout"],
