@@ -11,7 +11,6 @@ The catch-all classes (params `data.catch_all_labels`) have no plain background 
 
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from fish_classifier.cpus import cpu_threads
@@ -22,7 +21,7 @@ from fish_classifier.data.composite import (
     draw_composites,
     select_backgrounds,
 )
-from fish_classifier.data.download import DownloadError
+from fish_classifier.data.download import DownloadError, scratch_folder
 from fish_classifier.data.manifest import read_manifest, write_manifest
 from fish_classifier.data.photo_source import gather_photos
 from fish_classifier.params import Base, stage_arguments, stage_params
@@ -39,7 +38,7 @@ def main(argv=None) -> int:
     shutil.rmtree(OUT_DIR, ignore_errors=True)
     OUT_DIR.mkdir(parents=True)
 
-    with tempfile.TemporaryDirectory(dir="data", prefix="backgrounds-") as scratch:
+    with scratch_folder("data", ".backgrounds-tmp-") as scratch:
         try:
             found = gather_photos(params.data.background_source, Path(scratch) / "photos", params.data,
                                   "data.background_source", "to make no composites")

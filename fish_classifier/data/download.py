@@ -5,14 +5,17 @@ A source is one of:
   https://host/file.zip  any http(s) URL to the zip
   path/to/file.zip       a zip on disk, relative to the repository root
 
-`data/raw` is all or nothing: the zip is unpacked into a temporary folder next to it
+`data/raw` is all or nothing: the zip is unpacked into a scratch folder next to it
 and renamed into place only once the dataset root has been found, so a failed or
-interrupted run never leaves a `data/raw` that `prepare` would trust. Before anything is
+interrupted run never leaves a `data/raw` that `prepare` would trust. A scratch folder left
+by a killed run is removed by the next data stage that starts (`scratch_folder`). Before anything is
 unpacked, the zip's directory is checked: encrypted members and compression methods Python
-lacks are refused by name, and so is a zip over `data.max_unpacked_mb` or with a member
-compressed beyond `data.max_compression_ratio` (a zip bomb).
+lacks are refused by name, and so is a zip over `data.max_unpacked_mb`, or compressed beyond
+`data.max_compression_ratio` as a whole or in a member (a zip bomb).
 """
 
+import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -38,7 +41,13 @@ CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 120
 TIMEOUT = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
 
-TEMP_PREFIX = ".raw-tmp-"
+TEMP_PREFIX = ".raw-tmp-"  # data/raw's scratch folders: .raw-tmp-<pid>-<random>
+# A scratch folder of any data stage: .<what>-tmp-<pid of the process that made it>-<random>.
+_SCRATCH = re.compile(r"^\.[\w.-]+?-tmp-(?:(\d+)-)?")
+# What earlier versions left in data/ (tempfile's own names, by gather_photos and the composite stage).
+_OLD_SCRATCH = re.compile(r"^(?:tmp|backgrounds-)[a-z0-9_]{8}$")
+_DRIVE_FOLDER_URL = re.compile(r"^https?://drive\.google\.com/drive/(?:u/\d+/)?folders/([\w-]+)")
+_DRIVE_ID = re.compile(r"^[\w-]{25,}$")
 # Folders that zip tools add and that never hold the dataset.
 _IGNORED_NAMES = ("__MACOSX",)
 _CHUNK = 1 << 20
@@ -65,7 +74,9 @@ class UnpackLimits(Section):
         return check_params(cls, data_params, "data")
 
     def check(self, members: list[zipfile.ZipInfo], zip_name: str) -> None:
-        """Refuse a zip whose central directory declares more than the limits allow, before unpacking any of it.
+        """Refuse a zip whose central directory declares more than the limits allow, before unpacking any of it:
+        over `max_unpacked_mb` in all, or compressed beyond `max_compression_ratio` in a member or as a whole
+        (2,000 members of 1 MB of zeros each pass one by one, but not together).
 
         zipfile never reads a member past the size declared there (it checks the CRC at that point instead),
         so these declared sizes also bound what the unpacking writes.
@@ -84,6 +95,16 @@ class UnpackLimits(Section):
                     f"data.max_compression_ratio ({self.max_compression_ratio:,g}): photos barely compress, "
                     "so this looks like a zip bomb; raise the limit in params.yaml if this really is the dataset"
                 )
+        unpacked = sum(member.file_size for member in members)
+        packed = sum(member.compress_size for member in members)
+        ratio = unpacked / max(packed, 1)
+        if unpacked >= _RATIO_CHECKED_FROM_BYTES and ratio > self.max_compression_ratio:
+            raise DownloadError(
+                f"{zip_name} would unpack {len(members):,} members from {packed / 2**20:,.1f} MB to "
+                f"{unpacked / 2**20:,.1f} MB, compressed {ratio:,.0f} to 1 as a whole, over "
+                f"data.max_compression_ratio ({self.max_compression_ratio:,g}): photos barely compress, "
+                "so this looks like a zip bomb; raise the limit in params.yaml if this really is the dataset"
+            )
 
 
 class DownloadSettings(UnpackLimits):
@@ -100,8 +121,7 @@ def download_dataset(source: str, *, drive_file: str, raw_dir: str | Path, limit
     and the number of files per split."""
     raw_dir = Path(raw_dir)
     remove_stale(raw_dir)
-    raw_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX, dir=raw_dir.parent) as workdir:
+    with scratch_folder(raw_dir.parent, TEMP_PREFIX) as workdir:
         workdir = Path(workdir)
         zip_path = fetch_zip(source, drive_file=drive_file, into=workdir)
         record = {"source": source, "sha256": file_sha256(zip_path), "size_bytes": zip_path.stat().st_size}
@@ -116,28 +136,83 @@ def download_dataset(source: str, *, drive_file: str, raw_dir: str | Path, limit
 
 
 def remove_stale(raw_dir: Path) -> None:
-    """Delete an earlier `raw_dir` and the temporary folders of interrupted runs next to it."""
+    """Delete an earlier `raw_dir` and the scratch folders of interrupted runs next to it."""
     if raw_dir.exists():
         shutil.rmtree(raw_dir)
-    if raw_dir.parent.is_dir():
-        for leftover in raw_dir.parent.glob(TEMP_PREFIX + "*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+    remove_stale_scratch(raw_dir.parent)
+
+
+def scratch_folder(parent: str | Path, prefix: str) -> tempfile.TemporaryDirectory:
+    """A new folder `<prefix><pid>-<random>` in `parent` (made if need be) for a data stage to unpack into,
+    removed when the `with` block ends. `prefix` is `.<what>-tmp-` (TEMP_PREFIX for data/raw).
+
+    A run killed with -9 never ends its block, and DVC may restore the next run's outputs from its cache
+    without running it: so every data stage that makes one first removes the stale ones, of any stage.
+    """
+    if not _SCRATCH.match(prefix):
+        raise ValueError(f"a scratch folder's prefix is .<what>-tmp-, got {prefix!r}")
+    remove_stale_scratch(parent)
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+
+
+def remove_stale_scratch(parent: str | Path) -> list[Path]:
+    """Delete the scratch folders in `parent` whose process is gone (a killed run's), and return them.
+
+    A folder of a process still running (another stage, unpacking now) is left alone.
+    """
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    stale = []
+    for folder in parent.iterdir():
+        scratch = _SCRATCH.match(folder.name)
+        if folder.is_dir() and ((scratch and not _running(scratch.group(1))) or _OLD_SCRATCH.match(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+            stale.append(folder)
+    return stale
+
+
+def _running(pid: str | None) -> bool:
+    """Whether the process `pid` (from a scratch folder's name; None in an older name) is still running."""
+    if pid is None or int(pid) <= 0:  # os.kill(0, ...) would ask about this process's group
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except PermissionError:
+        return True  # another user's
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
 
 
 def fetch_zip(source: str, *, drive_file: str, into: Path) -> Path:
     """The zip named by `source` on local disk: downloaded into `into`, or the local file itself."""
     if source.startswith(DRIVE_SCHEME):
         return fetch_from_drive(source[len(DRIVE_SCHEME):].strip("/"), drive_file=drive_file, into=into)
+    drive_folder = _DRIVE_FOLDER_URL.match(source)
+    if drive_folder:  # the address a browser shows for the folder: the same as gdrive://<its id>
+        return fetch_from_drive(drive_folder.group(1), drive_file=drive_file, into=into)
     if source.startswith(("https://", "http://")):
         return fetch_url(source, into=into)
     if "://" in source:
         raise DownloadError(f"unsupported data.source {source!r}; expected one of: {SOURCE_FORMS}")
     path = Path(source)
+    where = f" (resolved to {path.resolve()})" if not path.is_absolute() else ""
+    if path.is_dir():
+        # A folder has no one sha256 to record the dataset by, and the zip is what the Drive folder holds.
+        splits = [split for split in SPLITS if (path / split).is_dir()]
+        holds = f"it holds {', '.join(s + '/' for s in splits)}: zip it, and " if splits else ""
+        raise DownloadError(
+            f"data.source {source!r} is a folder{where}, not a zip; {holds}point data.source in params.yaml at the "
+            f"dataset zip, an https URL to it, or a Google Drive folder as gdrive://<folder id>"
+        )
     if not path.is_file():
-        where = f" (resolved to {path.resolve()})" if not path.is_absolute() else ""
+        hint = (f"; if {source!r} is a Google Drive folder id, write gdrive://{source}"
+                if _DRIVE_ID.match(source) else "")
         raise DownloadError(
             f"data.source {source!r} does not exist{where}; point data.source in params.yaml at the dataset zip "
-            "(relative paths start at the repository root)"
+            f"(relative paths start at the repository root){hint}"
         )
     return path
 

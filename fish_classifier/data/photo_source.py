@@ -3,11 +3,16 @@ a zip or a folder, unpacked or copied into the stage's output and listed, each p
 readers as the fish (`images.open_rgb`), a photo that cannot be read skipped with its reason."""
 
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fish_classifier.data.download import DownloadError, UnpackLimits, extract_zip
+from fish_classifier.data.download import (
+    DownloadError,
+    UnpackLimits,
+    extract_zip,
+    remove_stale_scratch,
+    scratch_folder,
+)
 from fish_classifier.images import ImageError, is_image_file, open_rgb
 
 
@@ -25,6 +30,7 @@ def gather_photos(source: str, into: str | Path, limits: UnpackLimits, key: str,
     """
     into = Path(into)
     shutil.rmtree(into, ignore_errors=True)
+    remove_stale_scratch(into.parent)  # a killed run's unpacking, of this stage or another
     into.parent.mkdir(parents=True, exist_ok=True)
     if not source:
         into.mkdir()
@@ -33,7 +39,7 @@ def gather_photos(source: str, into: str | Path, limits: UnpackLimits, key: str,
     if path.is_dir():
         shutil.copytree(path, into)
     elif path.is_file():
-        with tempfile.TemporaryDirectory(dir=into.parent) as scratch:
+        with scratch_folder(into.parent, ".photos-tmp-") as scratch:
             extract_zip(path, Path(scratch) / "unpacked", limits)
             Path(scratch, "unpacked").rename(into)
     else:

@@ -92,6 +92,31 @@ def test_missing_source_path_is_named(tmp_path, raw_dir):
         download_dataset("nowhere/Dataset.zip", drive_file="Dataset.zip", raw_dir=raw_dir, limits=LIMITS)
 
 
+def test_a_folder_source_is_named_as_a_folder_not_as_missing(tmp_path, make_image_tree, raw_dir, monkeypatch):
+    # A folder has no one sha256 for data/download.json to pin the dataset by: the zip is asked for, by name.
+    dataset = make_image_tree(tmp_path / "x")
+    with pytest.raises(DownloadError) as caught:
+        download_dataset(str(dataset), drive_file="Dataset.zip", raw_dir=raw_dir, limits=LIMITS)
+    assert str(caught.value) == (
+        f"data.source {str(dataset)!r} is a folder, not a zip; it holds train/, val/, test/: zip it, and point "
+        "data.source in params.yaml at the dataset zip, an https URL to it, or a Google Drive folder as "
+        "gdrive://<folder id>"
+    )
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DownloadError) as caught:
+        fetch_zip("photos", drive_file="Dataset.zip", into=tmp_path)
+    assert str(caught.value).startswith(f"data.source 'photos' is a folder (resolved to {tmp_path / 'photos'}), "
+                                        "not a zip; point data.source")
+    assert not raw_dir.exists() and _leftovers(raw_dir) == []
+
+
+def test_a_bare_drive_folder_id_is_pointed_at_the_gdrive_form(tmp_path):
+    with pytest.raises(DownloadError) as caught:
+        fetch_zip(DRIVE_ID, drive_file="Dataset.zip", into=tmp_path)
+    assert str(caught.value).endswith(f"; if {DRIVE_ID!r} is a Google Drive folder id, write gdrive://{DRIVE_ID}")
+
+
 def test_a_file_that_is_not_a_zip_is_named(tmp_path, raw_dir):
     fake = tmp_path / "Dataset.zip"
     fake.write_text("<html>quota exceeded</html>")
@@ -139,6 +164,41 @@ def test_a_new_run_removes_the_temporary_folder_of_a_killed_one(make_dataset_zip
     (killed / "unpacked" / "half.jpg").write_bytes(b"\xff\xd8")
     download_dataset(str(make_dataset_zip()), drive_file="Dataset.zip", raw_dir=raw_dir, limits=LIMITS)
     assert _leftovers(raw_dir) == [] and (raw_dir / "train").is_dir()
+
+
+def _gone_pid() -> int:
+    """The pid of a process that has ended."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_unpacking_removes_every_stale_scratch_folder_but_those_of_running_processes(make_dataset_zip, raw_dir):
+    """kill -9 while unpacking left a 1.1 GB data/.raw-tmp-*; DVC may then restore data/raw from its run cache
+    without running download. Any data stage that unpacks removes the scratch folders of processes that are gone,
+    its own kind or another stage's, and of earlier versions (tempfile's names)."""
+    data = raw_dir.parent
+    gone = _gone_pid()
+    stale = [f"{download.TEMP_PREFIX}{gone}-k1ll3d", ".photos-tmp-1234567-x", ".backgrounds-tmp-old", "tmpab_cd123",
+             "backgrounds-0a1b2c3d"]
+    for name in stale:
+        (data / name / "unpacked").mkdir(parents=True)
+        (data / name / "unpacked" / "half.jpg").write_bytes(bytes(1000))
+    running = data / f".photos-tmp-{os.getpid()}-now"  # another stage unpacking at this moment
+    kept = [running, data / "tmp", data / "notes-tmp-1", data / "raw-tmp-1"]  # not scratch names
+    for folder in kept:
+        folder.mkdir()
+    download_dataset(str(make_dataset_zip()), drive_file="Dataset.zip", raw_dir=raw_dir, limits=LIMITS)
+    assert sorted(p.name for p in data.iterdir()) == sorted(["raw", *(folder.name for folder in kept)])
+
+
+def test_a_scratch_folder_is_named_for_its_process_and_removed_after_use(tmp_path):
+    with download.scratch_folder(tmp_path / "data", ".photos-tmp-") as scratch:
+        assert Path(scratch).name.startswith(f".photos-tmp-{os.getpid()}-")
+        assert download.remove_stale_scratch(tmp_path / "data") == []  # its own process is running
+    assert not Path(scratch).exists()
+    with pytest.raises(ValueError, match=r"a scratch folder's prefix is .<what>-tmp-, got 'scratch'"):
+        download.scratch_folder(tmp_path, "scratch")
 
 
 # --- unpacking limits and damaged zips --------------------------------------------------------
@@ -196,6 +256,39 @@ def test_a_zip_bomb_is_refused_by_its_compression_ratio_before_unpacking(tmp_pat
         " to 1, over data.max_compression_ratio (100): photos barely compress, so this looks like a zip bomb; "
         "raise the limit in params.yaml if this really is the dataset"
     )
+
+
+def test_a_zip_of_many_small_bombs_is_refused_by_its_ratio_as_a_whole(tmp_path, raw_dir, no_extraction):
+    """Members under 1 MB escape the per-member ratio: 2,000 of 1 MB of zeros each (a 4.2 MB zip) unpacked to
+    2.0 GB. The same zip in small: 200 members of 100 KB of zeros, 19.5 MB from about 0.1 MB."""
+    zip_path = tmp_path / "Dataset.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i in range(200):
+            archive.writestr(f"Dataset/train/a/{i:04d}.bmp", bytes(100_000))
+    with zipfile.ZipFile(zip_path) as archive:
+        packed = sum(member.compress_size for member in archive.infolist())
+    with pytest.raises(DownloadError) as caught:
+        download_dataset(str(zip_path), drive_file="Dataset.zip", raw_dir=raw_dir, limits=LIMITS)
+    assert str(caught.value) == (
+        f"Dataset.zip would unpack 200 members from {packed / 2**20:,.1f} MB to 19.1 MB, compressed "
+        f"{20_000_000 / packed:,.0f} to 1 as a whole, over data.max_compression_ratio (100): photos barely "
+        "compress, so this looks like a zip bomb; raise the limit in params.yaml if this really is the dataset"
+    )
+    assert 20_000_000 / packed > 100
+    assert not raw_dir.exists() and _leftovers(raw_dir) == []
+
+
+def test_the_whole_zip_ratio_is_the_same_limit_as_a_members(tmp_path, no_extraction):
+    zip_path = tmp_path / "Dataset.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i in range(30):
+            archive.writestr(f"Dataset/train/a/{i:04d}.bmp", bytes(100_000))
+    with zipfile.ZipFile(zip_path) as archive:
+        ratio = 3_000_000 / sum(member.compress_size for member in archive.infolist())
+        UnpackLimits(max_unpacked_mb=100, max_compression_ratio=ratio * 1.01).check(archive.infolist(), "Dataset.zip")
+        with pytest.raises(DownloadError, match=r"compressed [\d,]+ to 1 as a whole, over data.max_compression_ratio"):
+            UnpackLimits(max_unpacked_mb=100, max_compression_ratio=ratio * 0.99).check(archive.infolist(),
+                                                                                        "Dataset.zip")
 
 
 def test_small_members_may_compress_well(tmp_path):
@@ -313,6 +406,21 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", refuse)
     return timeouts
+
+
+def test_a_drive_folder_address_from_the_browser_is_taken_as_gdrive(make_dataset_zip, raw_dir, monkeypatch):
+    zip_path = make_dataset_zip()
+    listed = []
+
+    def list_folder(**kwargs):
+        listed.append(kwargs["id"])
+        return [_drive_entry(id="zip-file-id", path="Dataset.zip", local_path="")]
+
+    monkeypatch.setattr(gdown, "download_folder", list_folder)
+    monkeypatch.setattr(gdown, "download", lambda **kw: Path(kw["output"]).write_bytes(zip_path.read_bytes()))
+    url = f"https://drive.google.com/drive/folders/{DRIVE_ID}?usp=sharing"
+    record = download_dataset(url, drive_file="Dataset.zip", raw_dir=raw_dir, limits=LIMITS)
+    assert listed == [DRIVE_ID] and record["source"] == url and (raw_dir / "train").is_dir()
 
 
 def test_drive_without_network_fails_fast_with_the_manual_fix(raw_dir, no_network):
