@@ -47,7 +47,8 @@ COPY .streamlit/ .streamlit/
 # the serving seam and the few shared modules it uses, no data, model, training or evaluation code.
 COPY fish_classifier/__init__.py fish_classifier/cpus.py fish_classifier/hashing.py fish_classifier/images.py \
      fish_classifier/temperature.py fish_classifier/
-COPY fish_classifier/serving/__init__.py fish_classifier/serving/bundle.py fish_classifier/serving/inference.py \
+COPY fish_classifier/serving/__init__.py fish_classifier/serving/bundle.py fish_classifier/serving/bundle_schema.py \
+     fish_classifier/serving/inference.py \
      fish_classifier/serving/predictor.py fish_classifier/serving/unknown.py fish_classifier/serving/
 COPY app/ app/
 COPY models/deploy/ models/deploy/

@@ -6,14 +6,17 @@
         unknown.npz   the unknown-photo detector fitted on the model's embeddings (fish_classifier.serving.unknown)
         labels.json   {"classes": [{"label", "display"}, ...]} in model output order
         examples/     optional: <n>.jpg, small thumbnails of test photos the app offers to try (`add_examples`)
-        bundle.json   model (its name in the zoo), input_size, num_classes, temperature,
+        bundle.json   format_version, model (its name in the zoo), input_size, num_classes, temperature,
                       threshold, metrics (its scores), data_hash, created_at, files (the sha256
-                      of every other file), serving (the export's parity with model.keras) and
+                      of every other file), required (the files it must have, promised when it is
+                      first written), serving (the export's parity with model.keras) and
                       unknown (the detector's method, threshold and figures), examples
                       ([{"file", "label", "display"}, ...], when the bundle has them)
 
 A bundle needs at least one of the two models: the Docker image carries model.tflite only.
-`read_bundle` checks every file against its sha256, so a changed or corrupt file is refused at load.
+`read_bundle` checks bundle.json once into a typed `BundleInfo` (bundle_schema.py), refuses a bundle missing a
+required file, and checks every file against its sha256, so a changed or corrupt file is refused at load.
+The select stage builds the bundle aside and moves it into place whole (bundle_publish.py).
 """
 
 import hashlib
@@ -26,24 +29,25 @@ from pathlib import Path
 
 from fish_classifier.hashing import file_sha256
 from fish_classifier.images import open_rgb
+from fish_classifier.serving.bundle_schema import (  # noqa: F401  (the names the rest of the package imports from here)
+    EXAMPLES_DIR,
+    FORMAT_VERSION,
+    INFO_FILE,
+    LABELS_FILE,
+    MODEL_FILE,
+    OPTIONAL_PARTS,
+    SERVING_MODEL_FILE,
+    UNKNOWN_FILE,
+    BundleError,
+    BundleInfo,
+    inside,
+)
+from fish_classifier.serving.bundle_schema import HOW_TO_FIX as _HOW_TO_FIX
+from fish_classifier.serving.bundle_schema import HOW_TO_REBUILD as _HOW_TO_REBUILD
 
-MODEL_FILE = "model.keras"
-SERVING_MODEL_FILE = "model.tflite"
-UNKNOWN_FILE = "unknown.npz"
-LABELS_FILE = "labels.json"
-INFO_FILE = "bundle.json"
-EXAMPLES_DIR = "examples"
 # A thumbnail of about 256 px at this quality is 10 to 30 KB: a row of eleven stays a few hundred KB.
 EXAMPLE_QUALITY = 85
 DEFAULT_BUNDLE_DIR = Path("models/deploy")
-
-_REQUIRED_INFO = ("model", "input_size", "temperature", "threshold", "top_k")
-_HOW_TO_FIX = "run `dvc repro` to train, evaluate and select a model"
-_HOW_TO_REBUILD = "rebuild the bundle with `dvc repro select`"
-
-
-class BundleError(Exception):
-    """A deploy bundle that is missing or broken; the message says what and how to get a good one."""
 
 
 @dataclass(frozen=True)
@@ -60,40 +64,40 @@ class Bundle:
     path: Path
     model_path: Path | None  # model.keras, when the bundle has it
     classes: list[dict]
-    info: dict
+    info: dict  # bundle.json as written, for what is only shown (metrics, figures)
+    spec: BundleInfo  # bundle.json checked: what serving acts on
     serving_model_path: Path | None = None  # model.tflite, when the bundle has it
 
     @property
     def model_name(self) -> str:
-        return self.info["model"]
+        return self.spec.model
 
     @property
     def input_size(self) -> int:
-        return int(self.info["input_size"])
+        return self.spec.input_size
 
     @property
     def temperature(self) -> float:
-        return float(self.info["temperature"])
+        return self.spec.temperature
 
     @property
     def threshold(self) -> float:
-        return float(self.info["threshold"])
+        return self.spec.threshold
 
     @property
     def top_k(self) -> int:
         """How many of the most likely species the app and the CLI show (params.yaml's select.top_k)."""
-        return int(self.info["top_k"])
+        return self.spec.top_k
 
     @property
     def unknown_path(self) -> Path | None:
         """The unknown-photo detector's file, when the bundle has one."""
-        return self.path / UNKNOWN_FILE if "unknown" in self.info else None
+        return self.path / UNKNOWN_FILE if self.spec.unknown else None
 
     @property
     def examples(self) -> list[Example]:
         """The example photos, one per species in class order; none in a bundle made before they existed."""
-        return [Example(self.path / entry["file"], entry["label"], entry["display"])
-                for entry in self.info.get("examples", [])]
+        return [Example(self.path / entry.file, entry.label, entry.display) for entry in self.spec.examples]
 
 
 def write_bundle(
@@ -107,14 +111,22 @@ def write_bundle(
     top_k: int,
     metrics: dict,
     data_hash: str,
+    parts: tuple[str, ...] = (),
 ) -> Path:
-    """Copy the model and write its labels and serving settings into `out_dir`; returns `out_dir`."""
+    """Copy the model and write its labels and serving settings into `out_dir`; returns `out_dir`.
+
+    `parts`: files of OPTIONAL_PARTS that will be added next (`export_for_serving`, `add_unknown_detector`).
+    bundle.json requires them from now on, so that a bundle whose writer stopped before adding them is refused.
+    """
     out_dir, model_path = Path(out_dir), Path(model_path)
     if not model_path.is_file():
         raise BundleError(f"model file {model_path} does not exist; {_HOW_TO_FIX}")
     _check_classes(classes, source="classes")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    unknown_parts = [part for part in parts if part not in OPTIONAL_PARTS]
+    if unknown_parts:
+        raise ValueError(f"unknown bundle parts {unknown_parts}, expected some of: {', '.join(OPTIONAL_PARTS)}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], got {threshold}")
     if not top_k >= 1:
@@ -129,6 +141,7 @@ def write_bundle(
     _write_json(
         out_dir / INFO_FILE,
         {
+            "format_version": FORMAT_VERSION,
             "model": model_name,
             "input_size": input_size,
             "num_classes": len(classes),
@@ -139,6 +152,7 @@ def write_bundle(
             "data_hash": data_hash,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "files": {name: file_sha256(out_dir / name) for name in (MODEL_FILE, LABELS_FILE)},
+            "required": [LABELS_FILE, *parts],
         },
     )
     return out_dir
@@ -147,7 +161,7 @@ def write_bundle(
 def add_file(path, name: str, **entries) -> dict:
     """Record a file just written into a bundle: its sha256 under `files`, and `entries` at the top level."""
     info = _read_json(Path(path) / INFO_FILE)
-    files = {**info.get("files", {}), name: file_sha256(Path(path) / name)}
+    files = {**info.get("files", {}), name: file_sha256(inside(Path(path), name))}
     return update_info(path, files=files, **entries)
 
 
@@ -179,8 +193,11 @@ def add_examples(path, photos, *, size: int) -> list[dict]:
     return examples
 
 
-def read_bundle(path=DEFAULT_BUNDLE_DIR) -> Bundle:
-    """Check and read a bundle folder; raises BundleError naming the missing or broken part."""
+def read_bundle(path=DEFAULT_BUNDLE_DIR, *, finished: bool = True) -> Bundle:
+    """Check and read a bundle folder; raises BundleError naming the missing or broken part.
+
+    `finished=False` reads a bundle still being built (`export_for_serving` does): every check but that the
+    files bundle.json promises (`required`) are all there yet. Serving never passes it."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"no deploy bundle at {path} (folder not found); {_HOW_TO_FIX}")
@@ -193,26 +210,28 @@ def read_bundle(path=DEFAULT_BUNDLE_DIR) -> Bundle:
             f"deploy bundle {path} is incomplete: it has neither {SERVING_MODEL_FILE} nor {MODEL_FILE}; {_HOW_TO_FIX}"
         )
     info = _read_json(path / INFO_FILE)
+    spec = BundleInfo.parse(info, path / INFO_FILE)
     labels = _read_json(path / LABELS_FILE)
-    missing = [key for key in _REQUIRED_INFO if key not in info]
-    if missing:
-        raise BundleError(f"{path / INFO_FILE} lacks {', '.join(missing)}; {_HOW_TO_FIX}")
-    _check_settings(path, info)
     classes = labels.get("classes") if isinstance(labels, dict) else None
     _check_classes(classes, source=str(path / LABELS_FILE))
-    if "num_classes" in info and info["num_classes"] != len(classes):
+    if spec.num_classes != len(classes):
         raise BundleError(
-            f"{path / INFO_FILE} says {info['num_classes']} classes but {LABELS_FILE} lists {len(classes)}; "
+            f"{path / INFO_FILE} says {spec.num_classes} classes but {LABELS_FILE} lists {len(classes)}; "
             + _HOW_TO_FIX
         )
-    _check_files(path, info)
-    _check_examples(path, info, classes)
+    _check_files(path, spec, finished)
+    known = {entry["label"] for entry in classes}
+    for example in spec.examples:  # the app shows each as the species it names
+        if example.label not in known:
+            raise BundleError(f"{path / INFO_FILE}: example {example.file} shows {example.label!r}, "
+                              f"not one of the bundle's classes; {_HOW_TO_REBUILD}")
     return Bundle(
         path=path,
         model_path=model_path if model_path.is_file() else None,
         classes=classes,
         info=info,
         serving_model_path=serving_model_path if serving_model_path.is_file() else None,
+        spec=spec,
     )
 
 
@@ -242,14 +261,14 @@ def _model_shape(model_path: Path) -> tuple[int, int]:
     return int(model.input_shape[1]), int(model.output_shape[-1])
 
 
-def _check_files(path: Path, info: dict) -> None:
-    """Every file bundle.json lists must match its sha256; only model.keras may be left out (the Docker image)."""
-    files = info.get("files")
-    if not isinstance(files, dict):
-        raise BundleError(f"{path / INFO_FILE} lists no file hashes (a bundle from an older version); {_HOW_TO_REBUILD}")
-    if "unknown" in info and UNKNOWN_FILE not in files:
-        raise BundleError(f"{path / INFO_FILE} has an unknown-photo detector but no hash for it; {_HOW_TO_REBUILD}")
-    for name, expected in files.items():
+def _check_files(path: Path, spec: BundleInfo, finished: bool) -> None:
+    """The bundle must have every file it requires, and each file bundle.json lists must match its sha256;
+    only model.keras may be left out (the Docker image)."""
+    missing = [name for name in spec.required if name not in spec.files]  # its writer stopped before adding them
+    if finished and missing:
+        raise BundleError(f"deploy bundle {path} is incomplete: {' and '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} missing; {_HOW_TO_REBUILD}")
+    for name, expected in spec.files.items():
         file = path / name
         if not file.is_file():
             if name == MODEL_FILE:
@@ -262,42 +281,17 @@ def _check_files(path: Path, info: dict) -> None:
             )
 
 
-def _check_examples(path: Path, info: dict, classes: list[dict]) -> None:
-    """Each example must be a hashed file of the bundle showing one of its species: the app shows it as such."""
-    examples = info.get("examples", [])
-    if not isinstance(examples, list):
-        raise BundleError(f"{path / INFO_FILE}: examples must be a list, got {examples!r}; {_HOW_TO_REBUILD}")
-    labels = {entry["label"] for entry in classes}
-    for example in examples:
-        if not isinstance(example, dict) or not {"file", "label", "display"} <= example.keys():
-            raise BundleError(f"{path / INFO_FILE}: each example needs 'file', 'label' and 'display', "
-                              f"got {example!r}; {_HOW_TO_REBUILD}")
-        if example["file"] not in info["files"]:
-            raise BundleError(f"{path / INFO_FILE} lists example {example['file']} but no hash for it; {_HOW_TO_REBUILD}")
-        if example["label"] not in labels:
-            raise BundleError(f"{path / INFO_FILE}: example {example['file']} shows {example['label']!r}, "
-                              f"not one of the bundle's classes; {_HOW_TO_REBUILD}")
-
-
-def _check_settings(path: Path, info: dict) -> None:
-    """The temperature, the threshold and the top_k the Predictor applies must be numbers it can use."""
-    rules = {
-        "temperature": ("a finite number > 0", lambda value: math.isfinite(value) and value > 0),
-        "threshold": ("a number within [0, 1]", lambda value: 0 <= value <= 1),
-        "top_k": ("a whole number >= 1", lambda value: float(value).is_integer() and value >= 1),
-    }
-    for key, (rule, holds) in rules.items():
-        value = info[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not holds(value):
-            raise BundleError(f"{path / INFO_FILE}: {key} must be {rule}, got {value!r}; {_HOW_TO_REBUILD}")
-
-
 def _check_classes(classes, *, source: str) -> None:
     if not isinstance(classes, list) or not classes:
         raise BundleError(f"{source}: expected a non-empty list of classes; {_HOW_TO_FIX}")
     for entry in classes:
-        if not isinstance(entry, dict) or not {"label", "display"} <= entry.keys():
-            raise BundleError(f"{source}: each class needs 'label' and 'display', got {entry!r}; {_HOW_TO_FIX}")
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(key), str) and entry[key]
+                                                  for key in ("label", "display")):
+            raise BundleError(f"{source}: each class needs 'label' and 'display' as strings, got {entry!r}; "
+                              + _HOW_TO_FIX)
+    labels = [entry["label"] for entry in classes]
+    if len(set(labels)) != len(labels):
+        raise BundleError(f"{source}: labels must be distinct, got {labels}; {_HOW_TO_FIX}")
 
 
 def _clear(out_dir: Path) -> None:
@@ -311,13 +305,23 @@ def _clear(out_dir: Path) -> None:
 
 def _read_json(path: Path):
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"cannot read {path} ({exc}); {_HOW_TO_FIX}") from exc
+        text = path.read_bytes().decode("utf-8")
+        return json.loads(text)
+    except OSError as exc:
+        problem = str(exc)
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text: {exc.reason} at byte {exc.start}"
+    except json.JSONDecodeError as exc:
+        problem = str(exc)
+    except RecursionError:  # json gives up on deep nesting with Python's recursion limit
+        problem = "JSON nested too deeply"
+    raise BundleError(f"cannot read {path} ({problem}); {_HOW_TO_FIX}")
 
 
 def _write_json(path: Path, data) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    # Written aside and renamed, so that a killed writer leaves the old file or the new one, never half of one.
+    partial = path.with_name(f".partial-{path.name}")  # as export_litert names its own (.dockerignore leaves both out)
+    with open(partial, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, ensure_ascii=False)
         f.write("\n")
+    partial.replace(path)

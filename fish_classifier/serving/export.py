@@ -91,7 +91,7 @@ def export_for_serving(bundle_dir, probe_images, *, tolerance: float = PARITY_TO
     """
     from fish_classifier.model.preprocessing import load_model
 
-    bundle = read_bundle(bundle_dir)
+    bundle = read_bundle(bundle_dir, finished=False)  # it may promise the model.tflite this adds
     if bundle.model_path is None:
         raise BundleError(f"deploy bundle {bundle.path} has no Keras model to export")
     model = load_model(bundle.model_path)

@@ -155,14 +155,17 @@ def test_a_missing_detector_file_is_refused(tmp_path, bundle_dir):
         read_bundle(incomplete)
 
 
-def test_a_bundle_without_hashes_is_refused_as_too_old(tmp_path, bundle_dir):
+def test_a_bundle_from_before_formats_is_refused_as_too_old(tmp_path, bundle_dir):
     old = tmp_path / "old"
     shutil.copytree(bundle_dir, old)
     info = json.loads((old / "bundle.json").read_text())
-    del info["files"]
+    for key in ("format_version", "required", "files"):
+        del info[key]
     (old / "bundle.json").write_text(json.dumps(info))
-    with pytest.raises(BundleError, match=r"lists no file hashes \(a bundle from an older version\)"):
+    with pytest.raises(BundleError) as error:
         read_bundle(old)
+    assert str(error.value) == (f"{old / 'bundle.json'} has no format_version: a bundle from before bundle formats, "
+                                "which cannot show that it is complete; rebuild the bundle with `dvc repro select`")
 
 
 @pytest.mark.parametrize(
@@ -235,7 +238,7 @@ def test_a_changed_example_is_refused_naming_the_file(tmp_path, examples_dir):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda info: info["files"].pop("examples/2.jpg"), "lists example examples/2.jpg but no hash for it"),
+        (lambda info: info["files"].pop("examples/2.jpg"), "example examples/2.jpg has no hash in files"),
         (lambda info: info["examples"][0].update(label="shark"), "example examples/0.jpg shows 'shark', not one of"),
         (lambda info: info["examples"][0].pop("display"), "each example needs 'file', 'label' and 'display'"),
         (lambda info: info.update(examples="examples/"), "examples must be a list, got 'examples/'"),

@@ -336,7 +336,7 @@ def test_a_detector_fitted_on_other_embeddings_is_refused_at_load(predictor, tmp
     rng = np.random.default_rng(0)
     embeddings, labels = rng.normal(size=(30, 5)), np.repeat(np.arange(len(CLASSES)), 10)  # the model's are 8 wide
     detector = UnknownDetector.fit(method, embeddings, labels, head_kernel=rng.normal(size=(5, len(CLASSES))),
-                                   head_bias=np.zeros(len(CLASSES)))
+                                   head_bias=np.zeros(len(CLASSES))).with_threshold(1.0)  # unset, it cannot be saved
     add_unknown_detector(folder, detector)
     with pytest.raises(BundleError) as error:
         Predictor(folder)
