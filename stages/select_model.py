@@ -8,7 +8,8 @@ offer), metrics/summary.json, metrics/summary.md and metrics/unknown/ (plots).
 
 The bundle gets the Keras model and its LiteRT export for serving, checked against each other on test
 images. The detector is fitted on the LiteRT model's embeddings of the train photos, its threshold set on
-validation fish; the photos of data/unknown (params `data.unknown_source`) only measure it.
+validation fish; the photos of data/unknown (params `data.unknown_source`) only measure it. The bundle is
+built in a hidden sibling folder and takes the place of models/deploy only once complete (`staged_bundle`).
 
 Named select_model.py because a stages/select.py would shadow the standard library's `select` module
 for every script in this folder.
@@ -46,11 +47,14 @@ from fish_classifier.layout import (
 from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.serving.bundle import (
     DEFAULT_BUNDLE_DIR,
+    SERVING_MODEL_FILE,
+    UNKNOWN_FILE,
     add_examples,
     add_unknown_detector,
     training_data_hash,
     write_bundle,
 )
+from fish_classifier.serving.bundle_publish import staged_bundle
 from fish_classifier.serving.export import evenly_spaced, export_for_serving
 from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, LiteRTBackend, outputs_for_files
 from fish_classifier.splits import SPLITS
@@ -70,72 +74,72 @@ def main(argv=None) -> None:
     val_confidence = pd.read_csv(metrics_dir(best) / VAL_CONFIDENCE_FILE)["confidence"]
     threshold = model_threshold(best, select)
     classes = read_classes("data/classes.json")
-    write_bundle(
-        DEFAULT_BUNDLE_DIR,
-        model_path=model_dir(best) / MODEL_FILE,
-        classes=classes,
-        model_name=best,
-        temperature=metrics[best]["calibration"]["temperature"],
-        threshold=threshold,
-        top_k=select.top_k,
-        metrics=metrics[best],
-        data_hash=training_data_hash(["data/manifest.csv", "data/augmented/manifest.csv"]),
-    )
-    print(f"selected {best} (validation {select.metric} {metrics[best]['val'][select.metric]:.4f}); "
-          f"threshold {threshold:.4f} flags {(val_confidence < threshold).mean():.1%} of validation images")
-
-    manifest = read_manifest("data/manifest.csv")
-    parity = export_for_serving(
-        DEFAULT_BUNDLE_DIR, evenly_spaced(scored_split(manifest, "test")["path"], select.serving_parity_images)
-    )
-    print(f"exported {DEFAULT_BUNDLE_DIR}/model.tflite: largest difference {parity['max_abs_diff']:.1e} (probabilities), "
-          f"{parity['embedding_max_abs_diff']:.1e} (embeddings) on {parity['images']} test images")
-    examples = add_examples(DEFAULT_BUNDLE_DIR, example_photos(manifest, classes), size=select.example_size)
-    print(f"added {len(examples)} example photos (test split, one per species) to {DEFAULT_BUNDLE_DIR}")
-
-    # The unknown-photo detector sees what serving sees: the LiteRT model's outputs.
-    backend = LiteRTBackend(DEFAULT_BUNDLE_DIR / "model.tflite")
-    fish = {split: scored_split(manifest, split) for split in SPLITS}
-    batch_size = params.evaluate.batch_size
-    outputs = {split: outputs_for_files(backend, rows["path"], batch_size=batch_size, desc=f"{best} {split}")
-               for split, rows in fish.items()}
-    head = None
-    if settings.method == "energy":
-        from fish_classifier.model.preprocessing import load_model
-
-        head = load_model(DEFAULT_BUNDLE_DIR / "model.keras").get_layer("head").get_weights()
-    detector = fit_unknown_detector(settings, outputs["train"][EMBEDDING], label_indices(fish["train"]["label"], classes),
-                                    outputs["val"][EMBEDDING], head)
-
-    unknowns = pd.read_csv("data/unknown/manifest.csv")
-    scores = {TEST_FISH: detector.score(outputs["test"][EMBEDDING])}
-    figures = None
-    if len(unknowns):
-        groups = {group: outputs_for_files(backend, rows["path"], batch_size=batch_size, desc=group)
-                  for group, rows in unknowns.groupby("group") if group in GROUPS}
-        scores.update({group: detector.score(out[EMBEDDING]) for group, out in groups.items()})
-        elsewhere = groups.get(FISH_ELSEWHERE)
-        figures = unknown_figures(
-            detector, settings.val_flag_rate, scores,
-            fish_elsewhere_labels=None if elsewhere is None else
-            [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)],
-            catch_all_labels=params.data.catch_all_labels,
+    with staged_bundle(DEFAULT_BUNDLE_DIR) as deploy:
+        write_bundle(
+            deploy,
+            model_path=model_dir(best) / MODEL_FILE,
+            classes=classes,
+            model_name=best,
+            temperature=metrics[best]["calibration"]["temperature"],
+            threshold=threshold,
+            top_k=select.top_k,
+            metrics=metrics[best],
+            data_hash=training_data_hash(["data/manifest.csv", "data/augmented/manifest.csv"]),
+            parts=(SERVING_MODEL_FILE, UNKNOWN_FILE),  # added below; a bundle without them is refused
         )
-    add_unknown_detector(DEFAULT_BUNDLE_DIR, detector, power=settings.power, k=settings.k,
-                         val_flag_rate=settings.val_flag_rate, figures=figures)
+        print(f"selected {best} (validation {select.metric} {metrics[best]['val'][select.metric]:.4f}); "
+              f"threshold {threshold:.4f} flags {(val_confidence < threshold).mean():.1%} of validation images")
+
+        manifest = read_manifest("data/manifest.csv")
+        parity = export_for_serving(deploy, evenly_spaced(scored_split(manifest, "test")["path"],
+                                                          select.serving_parity_images))
+        print(f"exported {DEFAULT_BUNDLE_DIR}/model.tflite: largest difference {parity['max_abs_diff']:.1e} "
+              f"(probabilities), {parity['embedding_max_abs_diff']:.1e} (embeddings) on {parity['images']} test images")
+        examples = add_examples(deploy, example_photos(manifest, classes), size=select.example_size)
+        print(f"added {len(examples)} example photos (test split, one per species) to {DEFAULT_BUNDLE_DIR}")
+
+        # The unknown-photo detector sees what serving sees: the LiteRT model's outputs.
+        backend = LiteRTBackend(deploy / SERVING_MODEL_FILE)
+        fish = {split: scored_split(manifest, split) for split in SPLITS}
+        batch_size = params.evaluate.batch_size
+        outputs = {split: outputs_for_files(backend, rows["path"], batch_size=batch_size, desc=f"{best} {split}")
+                   for split, rows in fish.items()}
+        head = None
+        if settings.method == "energy":
+            from fish_classifier.model.preprocessing import load_model
+
+            head = load_model(deploy / "model.keras").get_layer("head").get_weights()
+        detector = fit_unknown_detector(settings, outputs["train"][EMBEDDING],
+                                        label_indices(fish["train"]["label"], classes), outputs["val"][EMBEDDING], head)
+
+        unknowns = pd.read_csv("data/unknown/manifest.csv")
+        scores = {TEST_FISH: detector.score(outputs["test"][EMBEDDING])}
+        figures = None
+        if len(unknowns):
+            groups = {group: outputs_for_files(backend, rows["path"], batch_size=batch_size, desc=group)
+                      for group, rows in unknowns.groupby("group") if group in GROUPS}
+            scores.update({group: detector.score(out[EMBEDDING]) for group, out in groups.items()})
+            elsewhere = groups.get(FISH_ELSEWHERE)
+            figures = unknown_figures(
+                detector, settings.val_flag_rate, scores,
+                fish_elsewhere_labels=None if elsewhere is None else
+                [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)],
+                catch_all_labels=params.data.catch_all_labels,
+            )
+        add_unknown_detector(deploy, detector, power=settings.power, k=settings.k,
+                             val_flag_rate=settings.val_flag_rate, figures=figures)
+
+        # The field photos: each model flags by its own low-confidence threshold; the bundle by its detector too.
+        predictions = {name: pd.read_csv(metrics_dir(name) / FIELD_PREDICTIONS_FILE, keep_default_na=False)
+                       for name in names}
+        field = {name: field_figures(rows, model_threshold(name, select), params.data.other_fish_labels)
+                 for name, rows in predictions.items() if len(rows)}
+        if field:
+            unknown = detector.is_unknown(detector.score(outputs_for_files(
+                backend, predictions[best]["path"], batch_size=batch_size, desc="field")[EMBEDDING]))
+            field[BUNDLE] = field_figures(predictions[best], threshold, params.data.other_fish_labels, unknown)
 
     write_unknown_plots(scores, detector, OUT, bins=select.unknown_histogram_bins, model=best)
-
-    # The field photos: each model flags by its own low-confidence threshold; the bundle by its detector too.
-    predictions = {name: pd.read_csv(metrics_dir(name) / FIELD_PREDICTIONS_FILE, keep_default_na=False)
-                   for name in names}
-    field = {name: field_figures(rows, model_threshold(name, select), params.data.other_fish_labels)
-             for name, rows in predictions.items() if len(rows)}
-    if field:
-        unknown = detector.is_unknown(detector.score(outputs_for_files(
-            backend, predictions[best]["path"], batch_size=batch_size, desc="field")[EMBEDDING]))
-        field[BUNDLE] = field_figures(predictions[best], threshold, params.data.other_fish_labels, unknown)
-
     Path("metrics/summary.json").write_text(
         json.dumps(summary(metrics, select.metric, threshold, figures, field), indent=2) + "\n", encoding="utf-8"
     )

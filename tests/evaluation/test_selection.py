@@ -256,6 +256,9 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     # The detector: in the bundle and hashed there; its threshold passes every validation photo (rate 0).
     assert set(info["files"]) == {"model.keras", "labels.json", "model.tflite", "unknown.npz",
                                   "examples/0.jpg", "examples/1.jpg", "examples/2.jpg"}
+    # Built aside and moved into place whole, promising the parts a killed build would lack.
+    assert info["format_version"] == 1 and info["required"] == ["labels.json", "model.tflite", "unknown.npz"]
+    assert sorted(p.name for p in deploy.parent.iterdir() if p.name.startswith(".")) == []
     assert info["unknown"]["method"] == params["select"]["unknown_method"]
     figures = info["unknown"]["figures"]
     assert figures["flagged"]["not-fish"] == 1.0 and figures["flagged"]["fish-elsewhere"] == 0.0
