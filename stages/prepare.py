@@ -19,6 +19,8 @@ from fish_classifier.splits import SPLITS
 
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
+MANIFEST = Path("data/manifest.csv")
+CLASSES = Path("data/classes.json")
 REPORT = Path("data/prepare_report.json")
 NEAR_DUPLICATES = Path("data/near_duplicates.png")
 
@@ -26,18 +28,22 @@ NEAR_DUPLICATES = Path("data/near_duplicates.png")
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
     params = stage_params(prepare=PrepareSettings).prepare
+    # An earlier run's outputs go first: a refused dataset leaves none that a later stage could take for its own.
     shutil.rmtree(PREPARED_DIR, ignore_errors=True)
+    for output in (MANIFEST, CLASSES, REPORT, NEAR_DUPLICATES):
+        output.unlink(missing_ok=True)
     try:
         classes = find_classes(RAW_DIR, params.display_names)
         prepared = prepare_images(
             RAW_DIR, PREPARED_DIR, [c["label"] for c in classes], hash_size=params.hash_size
         )
     except DatasetError as exc:
+        shutil.rmtree(PREPARED_DIR, ignore_errors=True)
         print(f"prepare failed: {exc}", file=sys.stderr)
         return 1
     manifest = prepared.manifest
-    write_manifest(manifest, "data/manifest.csv")
-    write_classes(classes, "data/classes.json")
+    write_manifest(manifest, MANIFEST)
+    write_classes(classes, CLASSES)
 
     leaks = find_leaks(manifest, prepared.hashes, params.near_duplicate_distance)
     counts = manifest["split"].value_counts()

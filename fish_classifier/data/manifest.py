@@ -55,6 +55,32 @@ def example_photos(manifest: pd.DataFrame, classes: list[dict], split: str = "te
     return [(entry, paths[entry["label"]]) for entry in classes if entry["label"] in paths]
 
 
+# Why a split needs photos: validation chooses (when training stops, the model, its temperature, its thresholds)
+# on every class; test gives every reported figure.
+_SPLIT_USE = {
+    "val": "validation chooses the model, its temperature and its thresholds, so every class needs photos there",
+    "test": "every reported figure comes from test/, so it needs photos",
+}
+
+
+def check_scored_splits(manifest: pd.DataFrame, labels: list[str], splits: tuple[str, ...] = ("val", "test")) -> None:
+    """Refuse a manifest whose val split misses a class of `labels` (or everything), or whose test split is empty.
+
+    A class missing from test alone is allowed (prepare warns): nothing is chosen on test, and the other classes'
+    figures stand. Raises DatasetError naming the split and the classes.
+    """
+    for split in splits:
+        present = set(scored_split(manifest, split)["label"])
+        missing = [label for label in labels if label not in present]
+        if not present:
+            raise DatasetError(f"{split}/ has no usable photo; {_SPLIT_USE[split]}")
+        if missing and split == "val":
+            raise DatasetError(
+                f"{split}/ has no usable photo of {len(missing)} of the {len(labels)} classes: "
+                f"{', '.join(map(repr, missing))}; {_SPLIT_USE[split]}"
+            )
+
+
 def read_classes(path: str | Path) -> list[dict]:
     """Classes in model output order: [{"label": raw folder name, "display": readable name}, ...]."""
     with open(path, encoding="utf-8") as f:

@@ -1,8 +1,10 @@
 """Turning `data/raw` into clean RGB images and the manifest that indexes them.
 
 Every file under raw/<split>/<label>/ is decoded with `images.open_rgb`. Files that
-will not decode are reported with the reason and left out; nothing stops the run. A class
-that val or test has no usable image of gets a warning.
+will not decode are reported with the reason and left out; nothing else about a file stops the run.
+Every class needs usable images in train and val (validation chooses the model, its temperature and its
+thresholds), and test needs images: a dataset short of them is refused. A class that test alone has no
+usable image of gets a warning.
 Kept images land in prepared/<split>/<label>/: a byte copy when the file already
 decodes to plain RGB, else the normalised RGB pixels as a lossless PNG.
 """
@@ -20,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from fish_classifier.data.leakage import perceptual_hash
-from fish_classifier.data.manifest import MANIFEST_COLUMNS, DatasetError
+from fish_classifier.data.manifest import MANIFEST_COLUMNS, DatasetError, check_scored_splits
 from fish_classifier.images import IMAGE_FORMATS, ImageError, open_rgb, read_image_file
 from fish_classifier.params import Rule, Section, integer
 from fish_classifier.splits import SPLITS
@@ -42,7 +44,7 @@ class PreparedDataset:
     manifest: pd.DataFrame  # one row per kept image, MANIFEST_COLUMNS
     skipped: list[dict]  # {"path", "split", "label", "reason"} per file left out
     hashes: np.ndarray  # perceptual-hash bits, one row per manifest row
-    warnings: list[str]  # one line per class that val or test has no usable image of
+    warnings: list[str]  # one line per class that test has no usable image of
 
 
 def prepare_images(
@@ -57,7 +59,7 @@ def prepare_images(
 
     `labels` are the class folders (from `manifest.find_classes`); manifest paths are
     POSIX and relative to `repo_root`. Raises DatasetError when a class is left with
-    no usable training image.
+    no usable training image, when val lacks a class, and when test has no image (`check_scored_splits`).
     """
     raw_dir, prepared_dir = Path(raw_dir), Path(prepared_dir)
     known = set(labels)
@@ -105,23 +107,26 @@ def prepare_images(
         raise DatasetError(
             f"train/{empty[0]} has no usable image (see the skipped files); every class needs training images"
         )
+    for split in ("val", "test"):
+        try:
+            check_scored_splits(manifest, labels, splits=(split,))
+        except DatasetError as exc:
+            message = str(exc)
+            left_out = [row for row in skipped if row["split"] == split]
+            if left_out:  # the report that lists them is not written for a refused dataset
+                first = left_out[0]
+                message += f" ({len(left_out)} of its files left out, e.g. {first['path']}: {first['reason']})"
+            raise DatasetError(message) from None
     bits = np.array(hashes, dtype=bool).reshape(len(rows), hash_size * hash_size)
-    warnings = _unscored_classes(manifest, labels)
+    warnings = _untested_classes(manifest, labels)
     return PreparedDataset(manifest=manifest, skipped=skipped, hashes=bits, warnings=warnings)
 
 
-def _unscored_classes(manifest: pd.DataFrame, labels: list[str]) -> list[str]:
-    """A warning per class with no usable image in val or test: the model learns it, but nothing measures it there."""
-    present = set(zip(manifest["split"], manifest["label"]))
-    warnings = []
-    for label in labels:
-        missing = [split for split in SPLITS[1:] if (split, label) not in present]
-        if missing:
-            warnings.append(
-                f"class {label!r} has no usable image in {' or '.join(s + '/' for s in missing)}, "
-                f"so no {' or '.join(missing)} score covers it"
-            )
-    return warnings
+def _untested_classes(manifest: pd.DataFrame, labels: list[str]) -> list[str]:
+    """A warning per class with no usable image in test: the model learns it, but no test figure measures it."""
+    tested = set(manifest.loc[manifest["split"] == "test", "label"])
+    return [f"class {label!r} has no usable image in test/, so no test score covers it"
+            for label in labels if label not in tested]
 
 
 def _is_plain_rgb(data: bytes) -> bool:

@@ -96,9 +96,7 @@ def test_same_name_in_two_formats_gets_two_files(make_image_tree, tmp_path):
         f"{ANIMAL_FISH_TRAIN}/fish.jpg": image_bytes("L", seed=7),
         f"{ANIMAL_FISH_TRAIN}/fish.png": image_bytes("P", seed=8),
     }
-    raw = make_image_tree(classes=LABELS, counts={"train": 1}, extra=extra)
-    for split in ("val", "test"):
-        (raw / split).mkdir()
+    raw = make_image_tree(classes=LABELS, counts={"train": 1, "val": 1, "test": 1}, extra=extra)
     manifest = prepare_images(raw, tmp_path / "prepared", LABELS, hash_size=8, repo_root=tmp_path).manifest
     fish = sorted(p.rsplit("/", 1)[1] for p in manifest["path"] if p.startswith(f"prepared/{ANIMAL_FISH_TRAIN}/fish"))
     assert len(fish) == 2 and "fish.png" in fish
@@ -140,15 +138,69 @@ def test_a_file_over_the_size_limit_is_skipped(make_image_tree, tmp_path, monkey
     ]  # fmt: skip
 
 
-def test_classes_missing_from_val_or_test_get_a_warning(make_image_tree, tmp_path):
+def test_classes_missing_from_test_alone_get_a_warning(make_image_tree, tmp_path):
+    # Nothing is chosen on test: the other classes' figures stand, and the report says which class has none.
     labels = [*LABELS, "fish sea_food trout"]
-    counts = {"train": 1, "val": {"animal fish": 1, "fish sea_food red_mullet": 1}, "test": {"animal fish": 1}}
+    counts = {"train": 1, "val": 1, "test": {"animal fish": 1}}
     raw = make_image_tree(classes=labels, counts=counts)
     prepared = prepare_images(raw, tmp_path / "prepared", labels, hash_size=8)
     assert prepared.warnings == [
         "class 'fish sea_food red_mullet' has no usable image in test/, so no test score covers it",
-        "class 'fish sea_food trout' has no usable image in val/ or test/, so no val or test score covers it",
+        "class 'fish sea_food trout' has no usable image in test/, so no test score covers it",
     ]
+
+
+VAL_USE = "validation chooses the model, its temperature and its thresholds, so every class needs photos there"
+TEST_USE = "every reported figure comes from test/, so it needs photos"
+
+
+@pytest.mark.parametrize(("counts", "message"), [
+    ({"train": 1, "val": {}, "test": 1}, f"val/ has no usable photo; {VAL_USE}"),
+    ({"train": 1, "val": {"animal fish": 1}, "test": 1},
+     f"val/ has no usable photo of 2 of the 3 classes: 'fish sea_food red_mullet', 'fish sea_food trout'; {VAL_USE}"),
+    ({"train": 1, "val": 1, "test": {}}, f"test/ has no usable photo; {TEST_USE}"),
+], ids=["empty val", "classes missing from val", "empty test"])
+def test_a_val_split_short_of_a_class_or_an_empty_test_split_is_refused(make_image_tree, tmp_path, counts, message):
+    """An empty val/ once passed: training ran with no validation and evaluate crashed. Validation chooses the model,
+    its temperature and its thresholds, on every class; test gives every reported figure."""
+    labels = [*LABELS, "fish sea_food trout"]
+    raw = make_image_tree(classes=labels, counts=counts)
+    for split in ("val", "test"):
+        (raw / split).mkdir(exist_ok=True)
+    with pytest.raises(DatasetError) as refused:
+        prepare_images(raw, tmp_path / "prepared", labels, hash_size=8)
+    assert str(refused.value) == message
+
+
+def test_a_val_split_of_unreadable_files_is_refused_naming_one(make_image_tree, tmp_path):
+    raw = make_image_tree(classes=LABELS, counts={"train": 1, "val": {}, "test": 1},
+                          extra={"val/animal fish/broken.jpg": truncated_jpeg_bytes()})
+    with pytest.raises(DatasetError) as refused:
+        prepare_images(raw, tmp_path / "prepared", LABELS, hash_size=8, repo_root=tmp_path)
+    assert str(refused.value).startswith(f"val/ has no usable photo; {VAL_USE} (1 of its files left out, e.g. "
+                                         "raw/val/animal fish/broken.jpg: image data is corrupt or truncated")
+
+
+def _run_prepare_stage(workdir):
+    (workdir / "params.yaml").write_text(
+        "prepare:\n  near_duplicate_distance: 4\n  hash_size: 8\n  display_names: {}\n  duplicate_pairs_shown: 12\n")
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "stages" / "prepare.py")],
+        cwd=workdir, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_stage_refuses_an_empty_val_split_in_one_line_and_leaves_no_outputs(make_image_tree, tmp_path):
+    data = tmp_path / "data"
+    raw = make_image_tree(data / "raw", classes=LABELS, counts={"train": 1, "val": {}, "test": 1})
+    (raw / "val").mkdir(exist_ok=True)
+    (data / "manifest.csv").write_text("an earlier run's\n")  # nothing a later stage could take for this run's
+    (data / "prepared" / "train").mkdir(parents=True)
+    result = _run_prepare_stage(tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"prepare failed: val/ has no usable photo; {VAL_USE}"
+    assert sorted(p.name for p in data.iterdir()) == ["raw"]
 
 
 def test_every_class_in_every_split_gives_no_warning(prepared):
@@ -156,16 +208,11 @@ def test_every_class_in_every_split_gives_no_warning(prepared):
 
 
 def test_stage_prints_the_warnings_and_records_them_in_the_report(make_image_tree, tmp_path):
-    counts = {"train": 1, "val": {"animal fish": 1}, "test": {"animal fish": 1}}
+    counts = {"train": 1, "val": 1, "test": {"animal fish": 1}}
     make_image_tree(tmp_path / "data" / "raw", classes=LABELS, counts=counts)
-    (tmp_path / "params.yaml").write_text(
-        "prepare:\n  near_duplicate_distance: 4\n  hash_size: 8\n  display_names: {}\n  duplicate_pairs_shown: 12\n")
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "stages" / "prepare.py")],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300,
-    )
+    result = _run_prepare_stage(tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    warning = "class 'fish sea_food red_mullet' has no usable image in val/ or test/, so no val or test score covers it"
+    warning = "class 'fish sea_food red_mullet' has no usable image in test/, so no test score covers it"
     assert f"warning: {warning}" in result.stdout.splitlines()
     report = json.loads((tmp_path / "data" / "prepare_report.json").read_text())
     assert report["warnings"] == [warning]
