@@ -17,6 +17,9 @@ backbone more than once per image:
 
 The trained layers are then reassembled into one model that takes raw pixels (and, with
 `mirror_average`, averages each photo's softmax with its mirror image's).
+
+Every fit stops with a TrainingError as soon as an epoch's training or validation loss is nan or infinite
+(`FiniteLoss`): a model of NaNs would otherwise be saved, evaluated and compared like any other.
 """
 
 import functools
@@ -36,7 +39,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from fish_classifier.cpus import cpu_threads
 from fish_classifier.data.augment import Augmentation
-from fish_classifier.data.manifest import label_indices, read_classes, read_manifest
+from fish_classifier.data.manifest import DatasetError, check_scored_splits, label_indices, read_classes, read_manifest
 from fish_classifier.images import load_pixels, open_rgb
 from fish_classifier.model.preprocessing import BackbonePreprocess
 from fish_classifier.model.zoo import (
@@ -61,6 +64,32 @@ Fraction = number(ge=0, lt=1)  # a dropout rate, a label smoothing
 
 def _weights_exist(weights: str) -> bool:
     return weights == "imagenet" or weights.lower() == "none" or Path(weights).is_file()
+
+
+class TrainingError(RuntimeError):
+    """A fit that went wrong in a way no model should be saved from; the one-line message names the model, the
+    epoch and the knob to change."""
+
+
+class FiniteLoss(keras.callbacks.Callback):
+    """Raises TrainingError at the end of the first epoch whose loss or validation loss is nan or infinite.
+
+    `keras.callbacks.TerminateOnNaN` only stops the fit, and the stage then saved the NaN model with exit status 0.
+    `fit` names what is being fitted (`cnn`, `vgg16 head`), `lr_key` the params.yaml key of its learning rate.
+    """
+
+    def __init__(self, fit: str, lr_key: str, lr: float):
+        super().__init__()
+        self.fit, self.lr_key, self.lr = fit, lr_key, lr
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, what in (("loss", "loss"), ("val_loss", "validation loss")):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                raise TrainingError(
+                    f"{self.fit}: {what} became {float(value)} in epoch {epoch + 1}; lower {self.lr_key} "
+                    f"({self.lr:g}) in params.yaml"
+                )
 
 
 class CnnSettings(Section):
@@ -154,9 +183,14 @@ class TrainingData:
 def load_training_data(manifest: str | Path, augmented_manifest: str | Path | None, classes: str | Path,
                        composited_manifest: str | Path | None = None) -> TrainingData:
     """Train = original train images plus augmented copies (and composites, when given); validation = original
-    val images."""
+    val images. Raises DatasetError when val lacks a class: early stopping, and later the choice of the model,
+    its temperature and its thresholds, are made on it."""
     class_list = read_classes(classes)
     frame = read_manifest(manifest)
+    try:
+        check_scored_splits(frame, [entry["label"] for entry in class_list], splits=("val",))
+    except DatasetError as exc:
+        raise DatasetError(f"{manifest}: {exc}") from None
     train = frame[frame["split"] == "train"]
     for extra in (augmented_manifest, composited_manifest):
         if extra is not None and Path(extra).is_file():
@@ -279,7 +313,7 @@ def train_custom_cnn(data: TrainingData, settings: CnnSettings, strategy, fit_op
 
     val = pixel_dataset(data.val_paths, data.val_labels, size).cache()
     _fit(model, train, val, len(data.train_paths), settings.epochs, settings.patience, strategy, fit_options,
-         batch_transform=augment)
+         FiniteLoss("cnn", "train.cnn.lr", settings.lr), batch_transform=augment)
     return model
 
 
@@ -377,7 +411,8 @@ def fit_head(name: str, activations: CachedActivations, upper: keras.Model | Non
         head_model.compile(optimizer=keras.optimizers.Adam(settings.head_lr),
                            loss=training_loss(settings.label_smoothing), metrics=["accuracy"])
     _fit(head_model, _pairs(train_features, activations.train_labels), _pairs(val_features, activations.val_labels),
-         activations.train_size, settings.head_epochs, settings.patience, strategy, fit_options)
+         activations.train_size, settings.head_epochs, settings.patience, strategy, fit_options,
+         FiniteLoss(f"{name} head", f"train.{name}.head_lr", settings.head_lr))
 
 
 def pooled_features(name: str, activations: CachedActivations, upper: keras.Model | None,
@@ -408,7 +443,8 @@ def fine_tune(name: str, activations: CachedActivations, upper: keras.Model, hea
         tuned.compile(optimizer=keras.optimizers.Adam(fine_tune_learning_rate(settings, steps)),
                       loss=training_loss(settings.label_smoothing), metrics=["accuracy"])
     _fit(tuned, _pairs(activations.train, activations.train_labels), _pairs(activations.val, activations.val_labels),
-         activations.train_size, settings.fine_tune_epochs, settings.patience, strategy, fit_options)
+         activations.train_size, settings.fine_tune_epochs, settings.patience, strategy, fit_options,
+         FiniteLoss(f"{name} fine-tuning", f"train.{name}.fine_tune_lr", settings.fine_tune_lr))
 
 
 def frozen_extractor(name: str, lower: keras.Model, size: int) -> keras.Model:
@@ -522,14 +558,15 @@ def training_loss(label_smoothing: float) -> keras.losses.Loss:
 
 
 def _fit(model, train: tf.data.Dataset, val: tf.data.Dataset, train_size: int, epochs: int, patience: int,
-         strategy: tf.distribute.Strategy, fit_options: dict, batch_transform=None) -> None:
+         strategy: tf.distribute.Strategy, fit_options: dict, finite_loss: FiniteLoss, batch_transform=None) -> None:
     """Fit on unbatched (x, label) pairs, early-stopping on validation loss and restoring the best weights.
 
     `train_size` counts the training pairs of all workers together (`train` holds this worker's slice).
-    Labels are class indices; `model.fit` gets them one-hot, as `training_loss` expects.
+    Labels are class indices; `model.fit` gets them one-hot, as `training_loss` expects. `finite_loss` raises
+    TrainingError on a nan or infinite loss, before any other callback (DVCLive) records that epoch.
     """
     batch_size = fit_options["batch_size"]
-    callbacks = [*fit_options["callbacks"], _early_stopping(patience)]
+    callbacks = [finite_loss, *fit_options["callbacks"], _early_stopping(patience)]
     if is_multi_worker(strategy):
         fit_across_workers(model, strategy, train, val, train_size=train_size, epochs=epochs, batch_size=batch_size,
                            class_weight=fit_options["class_weight"], callbacks=callbacks,

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -6,25 +7,31 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from support import REPO_ROOT
 from support.training_data import COLOURS, TINY_BACKBONE, settings, tiny_train_params, write_colour_images
 
 from fish_classifier.data.augment import Augmentation
-from fish_classifier.data.manifest import label_indices
+from fish_classifier.data.manifest import DatasetError, label_indices
 from fish_classifier.images import load_pixels, open_rgb
 from fish_classifier.model.preprocessing import MirrorMean, MirrorPair, load_model
-from fish_classifier.model.zoo import MODEL_NAMES, build_backbone, split_for_fine_tuning
+from fish_classifier.model.zoo import MODEL_NAMES, build_backbone, build_head, split_for_fine_tuning
 from fish_classifier.training import trainer
 from fish_classifier.training.trainer import (
     BackboneSettings,
+    CachedActivations,
+    FiniteLoss,
     FrozenPass,
     TrainingData,
+    TrainingError,
     choose_frozen_pass_runtime,
     choose_strategy,
     class_weights,
     cnn_augmenter,
     extract_activations,
+    fine_tune,
     fine_tune_learning_rate,
+    fit_head,
     frozen_extractor,
     load_training_data,
     pixel_dataset,
@@ -219,7 +226,7 @@ def test_training_data_joins_augmented_rows_to_train(tmp_path):
     columns = ["path", "split", "label", "sha256", "width", "height", "augmented", "source"]
     manifest = pd.DataFrame(
         [["a.jpg", "train", "x", "1", 8, 8, False, ""], ["b.jpg", "val", "y", "2", 8, 8, False, ""],
-         ["c.jpg", "test", "y", "3", 8, 8, False, ""]], columns=columns)
+         ["d.jpg", "val", "x", "5", 8, 8, False, ""], ["c.jpg", "test", "y", "3", 8, 8, False, ""]], columns=columns)
     augmented = pd.DataFrame([["aug/a0.png", "train", "y", "4", 8, 8, True, "a.jpg"]], columns=columns)
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     augmented.to_csv(tmp_path / "augmented.csv", index=False)
@@ -227,7 +234,7 @@ def test_training_data_joins_augmented_rows_to_train(tmp_path):
     data = load_training_data(tmp_path / "manifest.csv", tmp_path / "augmented.csv", tmp_path / "classes.json")
     assert data.train_paths == ["a.jpg", "aug/a0.png"]
     assert data.train_labels.tolist() == [0, 1]
-    assert data.val_paths == ["b.jpg"] and data.val_labels.tolist() == [1]
+    assert data.val_paths == ["b.jpg", "d.jpg"] and data.val_labels.tolist() == [1, 0]
 
 
 @pytest.mark.parametrize(
@@ -343,6 +350,123 @@ def test_cosine_schedule_spans_exactly_the_steps_of_phase_2(colour_data):
     # Two head epochs at head_lr, then the cosine over both fine-tuning epochs' steps (train and mirror images):
     # half-way down after the first, at zero after the second.
     np.testing.assert_allclose(rates.rates, [0.01, 0.01, 2e-4, 0.0], rtol=1e-5, atol=1e-10)
+
+
+# --- a fit whose loss goes nan or infinite fails, naming the model, the epoch and the knob -------------------------
+
+
+def test_a_nan_or_infinite_loss_is_named_with_the_fit_the_epoch_and_the_learning_rate():
+    guard = FiniteLoss("cnn", "train.cnn.lr", 0.003)
+    guard.on_epoch_end(0, {"loss": 1.2, "val_loss": 1.4})  # finite: nothing happens
+    with pytest.raises(TrainingError) as caught:
+        guard.on_epoch_end(2, {"loss": np.float32("nan"), "val_loss": 1.0})
+    assert str(caught.value) == "cnn: loss became nan in epoch 3; lower train.cnn.lr (0.003) in params.yaml"
+    with pytest.raises(TrainingError) as caught:
+        FiniteLoss("vgg16 head", "train.vgg16.head_lr", 1e-3).on_epoch_end(0, {"loss": 0.5, "val_loss": float("inf")})
+    assert str(caught.value) == ("vgg16 head: validation loss became inf in epoch 1; lower train.vgg16.head_lr (0.001) "
+                                 "in params.yaml")
+
+
+def test_a_cnn_whose_loss_goes_nan_raises_instead_of_returning_a_model(colour_data):
+    """`train.cnn.lr: .inf` (refused now by params) trained a model of NaNs that the stage saved with exit 0."""
+    params = tiny_train_params()
+    params["cnn"] = dict(params["cnn"], lr=1e38, epochs=3)
+    epochs_seen = epoch_rates()  # a later callback (DVCLive's place): never told of the NaN epoch
+    with pytest.raises(TrainingError) as caught:
+        train_model("cnn", colour_data, settings("cnn", params), seed=0, callbacks=[epochs_seen])
+    assert str(caught.value) == "cnn: loss became nan in epoch 1; lower train.cnn.lr (1e+38) in params.yaml"
+    assert epochs_seen.rates == []
+
+
+def _nan_activations() -> CachedActivations:
+    """Cached activations (2x2x8 at the cut) of 12 train and 6 val images, one train row NaN: the frozen pass's
+    output as a broken backbone would give it."""
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(12, 2, 2, 8)).astype("float32")
+    train[5] = np.nan
+    return CachedActivations(train=train, train_labels=np.arange(12) % 3, train_size=12,
+                             val=rng.normal(size=(6, 2, 2, 8)).astype("float32"), val_labels=np.arange(6) % 3)
+
+
+FIT_OPTIONS = {"batch_size": 4, "class_weight": None, "callbacks": [], "verbose": 0}
+
+
+def test_the_head_phase_of_transfer_learning_fails_on_a_nan_loss():
+    backbone = BackboneSettings.model_validate(TINY_BACKBONE)
+    with pytest.raises(TrainingError) as caught:
+        fit_head("vgg16", _nan_activations(), None, build_head(3, 0.1), backbone, choose_strategy("default"),
+                 FIT_OPTIONS)
+    assert str(caught.value) == "vgg16 head: loss became nan in epoch 1; lower train.vgg16.head_lr (0.01) in params.yaml"
+
+
+def test_the_fine_tuning_phase_fails_on_a_nan_loss():
+    import keras
+
+    activations = keras.Input((2, 2, 8))
+    upper = keras.Model(activations, keras.layers.Conv2D(8, 1, name="top_conv")(activations), name="upper")
+    backbone = BackboneSettings.model_validate(TINY_BACKBONE)
+    with pytest.raises(TrainingError) as caught:
+        fine_tune("resnet50", _nan_activations(), upper, build_head(3, 0.1), backbone, choose_strategy("default"),
+                  FIT_OPTIONS)
+    assert str(caught.value) == ("resnet50 fine-tuning: loss became nan in epoch 1; lower train.resnet50.fine_tune_lr "
+                                 "(0.0001) in params.yaml")
+
+
+def _run_train_stage(tmp_path, train_params, val_labels=tuple(COLOURS)):
+    """stages/train.py cnn run on what it reads: params.yaml, data/manifest.csv (val holding `val_labels`) and
+    data/classes.json, with an earlier run's models/zoo/cnn/model.keras in place."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (tmp_path / "data").mkdir()
+    rows = write_colour_images(images, per_class=4)
+    pd.DataFrame(
+        [{"path": p, "split": split, "label": label, "sha256": "", "width": 40, "height": 40, "augmented": False,
+          "source": ""} for p, label in rows for split in ("train", "val") if split == "train" or label in val_labels]
+    ).to_csv(tmp_path / "data" / "manifest.csv", index=False)
+    classes = [{"label": label, "display": label.title()} for label in sorted(COLOURS)]
+    (tmp_path / "data" / "classes.json").write_text(json.dumps({"classes": classes}))
+    augment = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["augment"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"base": {"seed": 0}, "augment": augment,
+                                                          "train": train_params}))
+    earlier = tmp_path / "models" / "zoo" / "cnn" / "model.keras"  # an earlier run's, which must not survive
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"PK an earlier run's model")
+    return subprocess.run([sys.executable, str(REPO_ROOT / "stages" / "train.py"), "cnn"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_train_stage_fails_in_one_line_on_a_nan_loss_and_leaves_no_model(tmp_path):
+    params = tiny_train_params()
+    params["cnn"] = dict(params["cnn"], lr=1e38, epochs=3)
+    result = _run_train_stage(tmp_path, params)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "train failed: cnn: loss became nan in epoch 1; lower train.cnn.lr (1e+38) in params.yaml")
+    assert sorted(p.name for p in (tmp_path / "models" / "zoo" / "cnn").iterdir()) == ["live"]
+
+
+def test_the_train_stage_refuses_a_val_split_short_of_a_class(tmp_path):
+    result = _run_train_stage(tmp_path, tiny_train_params(), val_labels=("mid blue",))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "train failed: data/manifest.csv: val/ has no usable photo of 2 of the 3 classes: 'alpha green', "
+        "'zebra red'; validation chooses the model, its temperature and its thresholds, so every class needs "
+        "photos there")
+    assert list((tmp_path / "models" / "zoo" / "cnn").iterdir()) == []
+
+
+def test_training_data_refuses_an_empty_val_split(tmp_path):
+    columns = ["path", "split", "label", "sha256", "width", "height", "augmented", "source"]
+    pd.DataFrame([["a.jpg", "train", "x", "1", 8, 8, False, ""], ["c.jpg", "test", "x", "3", 8, 8, False, ""]],
+                 columns=columns).to_csv(tmp_path / "manifest.csv", index=False)
+    (tmp_path / "classes.json").write_text(json.dumps({"classes": [{"label": "x"}]}))
+    with pytest.raises(DatasetError) as refused:
+        load_training_data(tmp_path / "manifest.csv", None, tmp_path / "classes.json")
+    assert str(refused.value) == (
+        f"{tmp_path / 'manifest.csv'}: val/ has no usable photo; validation chooses the model, its temperature and "
+        "its thresholds, so every class needs photos there")
 
 
 def test_saved_model_outputs_follow_classes_json(tmp_path):
