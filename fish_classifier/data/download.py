@@ -2,6 +2,7 @@
 
 A source is one of:
   gdrive://<folder id>   a public Google Drive folder; its `data.drive_file` is fetched with gdown
+                         (the folder's browser address, https://drive.google.com/drive/folders/<id>, too)
   https://host/file.zip  any http(s) URL to the zip
   path/to/file.zip       a zip on disk, relative to the repository root
 
