@@ -5,37 +5,65 @@
 
 Each command is a subparser with a `run(args) -> exit code` function, so a new
 command is one more `_add_<name>` function. Exit codes: 0 when the command ran
-(even if some images were unreadable: they get an `error` row), 2 on usage errors, 130 on Ctrl-C.
+(even if some images were unreadable: they get an `error` row), 1 when the CSV could not be finished (a full
+disk, a reader gone), 2 on usage errors, 130 on Ctrl-C and 143 on `kill` (SIGTERM), which clean up alike.
 """
 
 import argparse
 import contextlib
-import csv
-import math
 import os
+import signal
 import sys
+import threading
 import time
 from importlib.metadata import version
 from pathlib import Path
 
 from fish_classifier.images import IMAGE_EXTENSIONS, is_image_file
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
-from fish_classifier.top_k import format_top_k
+from fish_classifier.tools.predictions_csv import COLUMNS as PREDICTION_COLUMNS
+from fish_classifier.tools.predictions_csv import OutputError, PredictionsCsv, readable
 
+WRITE_FAILED = 1
 USAGE_ERROR = 2
 INTERRUPTED = 130  # what shells report for a command stopped by Ctrl-C
-PREDICTION_COLUMNS = ["path", "label", "display_name", "confidence", "is_low_confidence", "is_unknown", "unknown_score",
-                      "top_k", "error"]
+TERMINATED = 143  # and by `kill` (128 + SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (the CSV's hidden partial file removed)."""
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        with _sigterm_raises_terminated():
+            return args.run(args)
+    except Terminated:
+        print("fish-classifier: terminated", file=sys.stderr)
+        return TERMINATED
     except KeyboardInterrupt:
         print("fish-classifier: interrupted", file=sys.stderr)
         return INTERRUPTED
+
+
+@contextlib.contextmanager
+def _sigterm_raises_terminated():
+    """Within the block, SIGTERM raises Terminated instead of ending the process on the spot; the handler
+    before it is back afterwards. Only the main thread may set a handler: elsewhere SIGTERM is left as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,10 +81,13 @@ def _add_predict(commands) -> None:
         help="classify image files and folders into a CSV",
         description=f"Classify images (folders are searched recursively for {', '.join(IMAGE_EXTENSIONS)}) "
         "with the deploy bundle and write one CSV row per image. The CSV appears (or replaces the old one) "
-        "only once every image is done.",
+        "only once every image is done. Cells a spreadsheet would run as a formula (a photo named =...) "
+        "start with a ' and bytes of a file name that are not UTF-8 show as \\xff.",
     )
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    predict.add_argument("--out", default="predictions.csv", help="CSV file to write (default: %(default)s)")
+    predict.add_argument("--out", default="predictions.csv",
+                         help="CSV file to write (default: %(default)s); what exists and is not a regular file "
+                         "(/dev/stdout, /dev/null, a named pipe, >(cmd)) is written into as a stream, never replaced")
     predict.add_argument("--bundle", default=str(DEFAULT_BUNDLE_DIR), help="deploy bundle folder (default: %(default)s)")
     predict.add_argument("--top-k", type=_positive_int, help="classes per image (default: the bundle's, select.top_k)")
     predict.add_argument("--batch-size", type=_positive_int, default=32, help="images per call (default: %(default)s)")
@@ -70,17 +101,23 @@ def run_predict(args) -> int:
     from fish_classifier.serving.bundle import BundleError
 
     started = time.perf_counter()
-    missing = [p for p in args.paths if not Path(p).exists()]
+    missing = [readable(p) for p in args.paths if not Path(p).exists()]
     if missing:
         return _usage_error(f"no such file or folder: {', '.join(missing)}")
-    images = collect_images(args.paths)
+    unreadable_folders = []
+    images = collect_images(args.paths, unreadable_folders)
+    for folder, why in unreadable_folders:
+        print(f"fish-classifier: warning: cannot read the folder {readable(folder)} ({why}); its images are left out",
+              file=sys.stderr)
     if not images:
-        return _usage_error(f"no images found in {', '.join(args.paths)} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        return _usage_error(f"no images found in {', '.join(map(readable, args.paths))} "
+                            f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
     out = Path(args.out)
     if out.is_dir():
-        return _usage_error(f"--out {args.out} is a folder; give the CSV file to write, e.g. {out / 'predictions.csv'}")
+        return _usage_error(f"--out {readable(args.out)} is a folder; give the CSV file to write, "
+                            f"e.g. {readable(str(out / 'predictions.csv'))}")
     if out.resolve() in {Path(image).resolve() for image in images}:
-        return _usage_error(f"--out {args.out} is one of the input images; write the CSV elsewhere")
+        return _usage_error(f"--out {readable(args.out)} is one of the input images; write the CSV elsewhere")
 
     from tqdm import tqdm
 
@@ -95,19 +132,29 @@ def run_predict(args) -> int:
 
     low, unknown, failed = 0, 0, 0
     timings, writing = Timings(), 0.0
-    with _written_when_complete(out) as f, tqdm(total=len(images), desc="predict", unit="img") as bar:
-        writer = csv.DictWriter(f, fieldnames=PREDICTION_COLUMNS)
-        writer.writeheader()
-        for prediction in predictor.iter_predict(images, top_k=args.top_k, threshold=args.threshold, timings=timings):
-            start = time.perf_counter()
-            writer.writerow(_row(prediction))
-            writing += time.perf_counter() - start
-            low += bool(prediction.is_low_confidence)
-            unknown += prediction.is_unknown
-            failed += prediction.error is not None
-            bar.update()
-    print(f"wrote {len(images)} predictions to {out} ({unknown} unknown, {low} low-confidence, {failed} unreadable)",
-          file=sys.stderr)
+    try:  # opened after the slow load, so that a named pipe's reader does not wait on it
+        csv_out = PredictionsCsv(out)
+    except OutputError as exc:
+        return _usage_error(str(exc))
+    try:
+        with csv_out, tqdm(total=len(images), desc="predict", unit="img") as bar:
+            for prediction in predictor.iter_predict(images, top_k=args.top_k, threshold=args.threshold,
+                                                     timings=timings):
+                start = time.perf_counter()
+                csv_out.write(prediction)
+                writing += time.perf_counter() - start
+                low += bool(prediction.is_low_confidence)
+                unknown += prediction.is_unknown
+                failed += prediction.error is not None
+                bar.update()
+            csv_out.commit()
+    except OutputError as exc:
+        print(f"fish-classifier: error: {exc}", file=sys.stderr)
+        return WRITE_FAILED
+    folders = len(unreadable_folders)
+    skipped = f", {folders} folder{'s' * (folders > 1)} unreadable" if folders else ""
+    print(f"wrote {len(images)} predictions to {readable(str(out))} "
+          f"({unknown} unknown, {low} low-confidence, {failed} unreadable{skipped})", file=sys.stderr)
     if args.timings:
         print(_timings_line(timings, loading=loading, writing=writing, total=time.perf_counter() - started),
               file=sys.stderr)
@@ -125,20 +172,6 @@ def _timings_line(timings, *, loading: float, writing: float, total: float) -> s
     return (f"timings: {timings.photos} photos in {total:.2f} s ({timings.photos / total:.1f} photos/s): "
             + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in steps.items())
             + f"; decoding {timings.decode:.2f} s and resizing {timings.resize:.2f} s of CPU on {beside}")
-
-
-@contextlib.contextmanager
-def _written_when_complete(path: Path):
-    """A text file that replaces `path` only once the block ends without error, so that an
-    interrupted run leaves the old file (or none), never a partial one that looks complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        with open(partial, "w", newline="", encoding="utf-8") as f:
-            yield f
-        os.replace(partial, path)  # atomic within one folder
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _add_repro(commands) -> None:
@@ -163,29 +196,24 @@ def run_repro(args) -> int:
     return 0
 
 
-def collect_images(paths) -> list[str]:
-    """Files as given, and every image file under each folder (sorted, recursive)."""
+def collect_images(paths, unreadable_folders: list | None = None) -> list[str]:
+    """Files as given, and every image file under each folder (sorted, recursive, not into linked folders).
+
+    A folder that cannot be listed is left out, and added to `unreadable_folders` as (folder, why).
+    """
+
+    def unreadable(error: OSError) -> None:
+        if unreadable_folders is not None:
+            unreadable_folders.append((str(error.filename), error.strerror or str(error)))
+
     images = []
     for path in map(Path, paths):
         if path.is_dir():
-            images.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and is_image_file(p))
+            found = (Path(folder, name) for folder, _, names in os.walk(path, onerror=unreadable) for name in names)
+            images.extend(str(p) for p in sorted(found) if p.is_file() and is_image_file(p))
         else:
             images.append(str(path))
     return images
-
-
-def _row(prediction) -> dict:
-    return {
-        "path": prediction.source,
-        "label": prediction.label or "",
-        "display_name": prediction.display_name or "",
-        "confidence": "" if math.isnan(prediction.confidence) else f"{prediction.confidence:.6f}",
-        "is_low_confidence": prediction.is_low_confidence,
-        "is_unknown": prediction.is_unknown,
-        "unknown_score": "" if math.isnan(prediction.unknown_score) else f"{prediction.unknown_score:.6g}",
-        "top_k": format_top_k((label, probability) for label, _, probability in prediction.top_k),
-        "error": prediction.error or "",
-    }
 
 
 def _positive_int(text: str) -> int:

@@ -210,3 +210,235 @@ def test_version_names_the_installed_package(capsys):
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out == f"fish-classifier {version('fish-classifier')}\n"
+
+
+def _csv_rows(text: str) -> list[dict]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_photos_named_like_formulas_get_a_leading_quote_that_still_names_them(bundle, tmp_path, monkeypatch):
+    names = ['=HYPERLINK("evil.example";"x").jpg', "+1.png", "-2.png", "@SUM(A1).png"]
+    for seed, name in enumerate(names):
+        tinted_image(RED, seed=seed).save(tmp_path / name)
+    monkeypatch.chdir(tmp_path)  # as `fish-classifier predict *.jpg` names them: the cell starts with the name
+
+    assert main(["predict", "--out", "p.csv", "--bundle", bundle, "--", *names]) == 0  # `--`: -2.png is no option
+
+    rows = _csv_rows((tmp_path / "p.csv").read_text(encoding="utf-8"))
+    assert [r["path"] for r in rows] == ["'" + name for name in names]
+    assert [r["label"] for r in rows] == [RED] * 4
+
+
+def test_a_file_name_that_is_not_utf8_gets_a_readable_row_and_the_others_are_predicted(bundle, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    tinted_image(GREEN, seed=1).save(os.fsencode(folder) + b"/bad\xff.png", format="PNG")
+    tinted_image(RED, seed=2).save(folder / "red.png")
+    out = tmp_path / "p.csv"
+
+    assert main(["predict", str(folder), "--out", str(out), "--bundle", bundle]) == 0
+
+    rows = _csv_rows(out.read_bytes().decode("utf-8"))  # strict: the file is UTF-8 throughout
+    assert [r["path"] for r in rows] == [f"{folder}/bad\\xff.png", f"{folder}/red.png"]
+    assert [r["label"] for r in rows] == [GREEN, RED] and [r["error"] for r in rows] == ["", ""]
+    assert f"wrote 2 predictions to {out} (" in capsys.readouterr().err  # capsys, like a UTF-8 terminal, is strict
+
+
+def test_a_missing_path_that_is_not_utf8_is_named_readably(bundle, tmp_path, capsys):
+    missing = os.fsdecode(os.fsencode(tmp_path) + b"/gone\xff.jpg")
+    assert main(["predict", missing, "--bundle", bundle]) == 2
+    assert capsys.readouterr().err == f"fish-classifier: error: no such file or folder: {tmp_path}/gone\\xff.jpg\n"
+
+
+def test_a_named_pipe_is_written_into_as_a_stream_and_stays_a_pipe(bundle, photos, tmp_path):
+    import stat
+    import threading
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text()), daemon=True)  # no hang if it fails
+    reader.start()
+
+    code = main(["predict", str(photos / "a_red.png"), "--out", str(pipe), "--bundle", bundle])
+    reader.join(timeout=60)
+
+    assert code == 0
+    assert [(r["path"], r["label"]) for r in _csv_rows(received[0])] == [(str(photos / "a_red.png"), RED)]
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "pipe"]
+
+
+def test_dev_null_stays_a_device(bundle, photos, capsys, device):
+    import stat
+
+    null = device("null")  # as root a copy of /dev/null's node: a regression must not replace the machine's
+    assert main(["predict", str(photos / "a_red.png"), "--out", null, "--bundle", bundle]) == 0
+    assert stat.S_ISCHR(os.stat(null).st_mode) and os.stat(null).st_rdev == os.makedev(1, 3)
+    assert os.listdir(Path(null).parent) == ["null"]
+    assert f"wrote 1 predictions to {null} (" in capsys.readouterr().err
+
+
+def test_a_shells_pipe_as_dev_fd_is_written_into(bundle, photos):
+    import threading
+
+    read_end, write_end = os.pipe()
+    received = []
+    reader = threading.Thread(target=lambda: received.append(os.fdopen(read_end).read()), daemon=True)
+    reader.start()
+    try:
+        code = main(["predict", str(photos / "a_red.png"), "--out", f"/dev/fd/{write_end}", "--bundle", bundle])
+    finally:
+        os.close(write_end)
+    reader.join(timeout=60)
+
+    assert code == 0
+    assert [r["label"] for r in _csv_rows(received[0])] == [RED]
+
+
+def test_stdout_sent_to_a_file_is_appended_to_not_replaced(bundle, photos, capfd):
+    print("what the shell's file held before", flush=True)  # capfd: fd 1 is a regular file, as with `>> log`
+
+    # /dev/stdout is a link to this; /proc, unlike /dev, is where a regression could not replace it
+    assert main(["predict", str(photos / "a_red.png"), "--out", "/proc/self/fd/1", "--bundle", bundle]) == 0
+
+    before, table = capfd.readouterr().out.split("\n", 1)
+    assert before == "what the shell's file held before"
+    assert [r["label"] for r in _csv_rows(table)] == [RED]
+
+
+def test_a_full_disk_is_one_line_and_exit_status_1(bundle, photos, capsys, device):
+    full = device("full")
+    assert main(["predict", str(photos / "a_red.png"), "--out", full, "--bundle", bundle]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"fish-classifier: error: cannot write {full}: No space left on device")
+
+
+@pytest.mark.parametrize("under", ["a_file/p.csv", "a_file/deeper/p.csv"])
+def test_an_out_under_a_file_is_a_usage_error_in_one_line(bundle, photos, tmp_path, capsys, under):
+    (tmp_path / "a_file").write_text("not a folder\n")
+
+    assert main(["predict", str(photos / "a_red.png"), "--out", str(tmp_path / under), "--bundle", bundle]) == 2
+
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"fish-classifier: error: cannot write {tmp_path / under}: {tmp_path / 'a_file'} is a file, not a folder")
+    assert (tmp_path / "a_file").read_text() == "not a folder\n"
+
+
+@pytest.mark.parametrize("how", ["chmod", "open refused"])
+def test_an_out_in_a_read_only_folder_is_a_usage_error_in_one_line(bundle, photos, tmp_path, capsys, monkeypatch,
+                                                                   how):
+    """Root writes through a chmod 555 folder, and the tests run as root: there the refusal comes from the
+    CSV module's `open`, patched to answer as the kernel does to anyone else."""
+    import errno
+
+    from fish_classifier.tools import predictions_csv
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    (folder / "p.csv").write_text("the previous run's predictions\n")
+    if how == "chmod":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only folder")
+        folder.chmod(0o555)
+    else:
+        def refused(path, *args, **kwargs):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+        monkeypatch.setattr(predictions_csv, "open", refused, raising=False)
+
+    code = main(["predict", str(photos / "a_red.png"), "--out", str(folder / "p.csv"), "--bundle", bundle])
+    folder.chmod(0o755)
+
+    assert code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"fish-classifier: error: cannot write {folder / 'p.csv'}: Permission denied")
+    assert (folder / "p.csv").read_text() == "the previous run's predictions\n"
+    assert [p.name for p in folder.iterdir()] == ["p.csv"]
+
+
+@pytest.mark.parametrize("how", ["chmod", "listing refused"])
+def test_an_unreadable_sub_folder_is_named_on_stderr_and_counted(bundle, photos, tmp_path, capsys, monkeypatch, how):
+    """As root a chmod 000 folder still lists: there `os.scandir`, which `os.walk` lists with, is patched."""
+    import errno
+
+    locked = photos / "nested" / "deeper"
+    if how == "chmod":
+        if os.geteuid() == 0:
+            pytest.skip("root lists a chmod 000 folder")
+        locked.chmod(0)
+    else:
+        scandir = os.scandir
+
+        def refused(path="."):
+            if os.fspath(path) == str(locked):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            return scandir(path)
+
+        monkeypatch.setattr(os, "scandir", refused)
+    out = tmp_path / "p.csv"
+
+    code = main(["predict", str(photos), "--out", str(out), "--bundle", bundle])
+    locked.chmod(0o755)
+
+    assert code == 0
+    err = capsys.readouterr().err
+    assert (f"fish-classifier: warning: cannot read the folder {locked} (Permission denied); its images are left out"
+            in err.splitlines())
+    assert re.search(rf"wrote 3 predictions to {re.escape(str(out))} \(.*, 1 unreadable, 1 folder unreadable\)\n$", err)
+    assert [Path(p).name for p in pd.read_csv(out)["path"]] == ["a_red.png", "b_green.jpg", "d_broken.jpg"]
+
+
+SLOW_PREDICTOR = """
+import sys, time
+from fish_classifier.serving import predictor
+from fish_classifier.tools.cli import main
+
+class SlowPredictor:  # one row, then a long wait for the next: time for the test to send SIGTERM
+    def __init__(self, bundle, batch_size):
+        pass
+
+    def iter_predict(self, images, top_k=None, threshold=None, timings=None):
+        yield predictor.Prediction(source=images[0], label="x", display_name="X", confidence=0.9)
+        print("one row written", flush=True)
+        time.sleep(120)
+
+predictor.Predictor = SlowPredictor
+sys.exit(main())
+"""
+
+
+def test_sigterm_leaves_the_old_csv_and_no_partial_file(photos, tmp_path):
+    import signal
+
+    driver = tmp_path / "slow_predict.py"
+    driver.write_text(SLOW_PREDICTOR)
+    out = tmp_path / "results" / "predictions.csv"
+    out.parent.mkdir()
+    out.write_text("the previous run's predictions\n")
+
+    run = subprocess.Popen([sys.executable, str(driver), "predict", str(photos), "--out", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout.readline() == "one row written\n", run.stderr.read()
+        assert [p.name for p in out.parent.iterdir() if ".partial-" in p.name]  # the run had begun its CSV
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+
+    assert run.returncode == 143
+    assert err.endswith("fish-classifier: terminated\n")
+    assert out.read_text() == "the previous run's predictions\n"
+    assert [p.name for p in out.parent.iterdir()] == ["predictions.csv"]
+
+
+def test_the_sigterm_handler_is_put_back_after_a_run(bundle, photos, tmp_path):
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["predict", str(photos / "a_red.png"), "--out", str(tmp_path / "p.csv"), "--bundle", bundle]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
