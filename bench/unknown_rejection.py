@@ -1,7 +1,9 @@
 """How well the deploy bundle tells photos that are no fish from fish: its unknown-photo detector
 (`is_unknown`) beside its low-confidence flag, on the dev test fish, an unknown-photo set (by default
 ../shared/data/unknown-dev.zip: not-fish/ and fish-elsewhere/), and generated images (scikit-learn's
-sample photos, noise, flat colours, rendered text).
+sample photos, noise, flat colours, rendered text, and #31's tiny and solid-colour probes). Its "no content"
+column is the share flagged by `fish_classifier.images.no_content` (too small, or one flat colour) whatever
+the detector says.
 
 With --methods it also refits each detector method of `fish_classifier.serving.unknown`, at several powers, on
 the bundle's own LiteRT embeddings of the train photos, thresholds each on validation fish at
@@ -102,18 +104,23 @@ def main() -> None:
         else:
             print(f"no unknown-photo set at {args.unknown}: only the generated images are scored")
         sets.update({"sklearn sample photos": sample_photos(), "noise": noise_images(rng),
-                     "flat colours": flat_colours(rng), "rendered text": text_images(rng)})
+                     "flat colours": flat_colours(rng), "rendered text": text_images(rng),
+                     # #31's probe: 1,509 of 2,000 such squares were neither unknown nor low-confidence
+                     "solid 8x8 squares": flat_colours(rng, count=2000, size=8),
+                     "noise 16x16": noise_images(rng, count=100, size=16),
+                     "1x1 green": [Image.new("RGB", (1, 1), (0, 255, 0))]})
         results = {name: predictor.predict(images, top_k=1) for name, images in sets.items()}
         rows = {name: _flag_row(predictions) for name, predictions in results.items()}
         print(f"bundle {args.bundle}: model {predictor.model_name}, unknown-photo detector "
               f"{predictor.detector.method if predictor.detector else 'none'}, threshold "
               f"{predictor.detector.threshold if predictor.detector else float('nan'):.4g}; "
               f"low-confidence threshold {predictor.threshold:.4f}")
-        print(f"{'set':<24}{'images':>8}{'unknown':>10}{'low conf.':>11}{'catch-all label':>17}")
+        print(f"{'set':<24}{'images':>8}{'unknown':>10}{'no content':>12}{'low conf.':>11}{'catch-all label':>17}")
         catch_all = set(params["data"]["catch_all_labels"])
         for name, row in rows.items():
             labelled = np.mean([p.label in catch_all for p in results[name] if p.error is None])
-            print(f"{name:<24}{row['images']:>8}{row['unknown']:>10.1%}{row['low_confidence']:>11.1%}{labelled:>17.1%}")
+            print(f"{name:<24}{row['images']:>8}{row['unknown']:>10.1%}{row['no_content']:>12.1%}"
+                  f"{row['low_confidence']:>11.1%}{labelled:>17.1%}")
         comparison = compare_methods(predictor, manifest, sets, params) if args.methods else None
     if args.json:
         summary = {"model": predictor.model_name, "sets": rows, "methods": comparison}
@@ -159,6 +166,7 @@ def _flag_row(predictions) -> dict:
     return {
         "images": len(predictions),
         "unknown": float(np.mean([p.is_unknown for p in readable])),
+        "no_content": float(np.mean([p.unknown_reason is not None for p in readable])),  # images.no_content
         "low_confidence": float(np.mean([p.is_low_confidence for p in readable])),
         "median_unknown_score": float(np.median([p.unknown_score for p in readable])),
     }

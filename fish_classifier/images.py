@@ -38,6 +38,10 @@ MAX_IMAGE_BYTES = 3 * MAX_PIXELS
 # Shrinking changes pixels slightly, so only photos far larger than needed are: the dataset's 256 px
 # photos, read by 96 to 224 px models, decode bit for bit as they always did (tests/test_images.py).
 SHRINK_FROM = 4
+# A photo smaller than this on a side, or flatter than this, shows no fish, so the Predictor flags it as
+# unknown whatever the model says: a 1x1 green PNG came back "Animal fish" at 0.9999 (`no_content`).
+MIN_SIDE = 16  # px
+MIN_SPREAD = 2.0  # standard deviation of the brightness (0-255): JPEG noise on one flat colour stays under 1
 # Rows of a 16-bit or float image converted to 8-bit at once: about 2**20 pixels, a few MB of temporaries.
 BAND_PIXELS = 2**20
 
@@ -87,6 +91,19 @@ def load_pixels(source: ImageSource, size: int) -> np.ndarray:
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
+
+
+def no_content(size: tuple[int, int], pixels: np.ndarray) -> str | None:
+    """Why a photo of `size` (width, height) whose model input is `pixels` can hold no fish, or None: too
+    small a side (MIN_SIDE), or one flat colour (brightness spread under MIN_SPREAD)."""
+    width, height = size
+    if min(width, height) < MIN_SIDE:
+        return f"the photo is {width}x{height} pixels, under {MIN_SIDE} on a side: too small to show a fish"
+    brightness = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    spread = float(brightness.std())
+    if spread < MIN_SPREAD:
+        return f"the photo is one flat colour (brightness spread {spread:.1f} of 255): nothing in it to see"
+    return None
 
 
 def read_image_file(path: str | os.PathLike) -> bytes:

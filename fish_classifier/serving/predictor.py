@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from fish_classifier.cpus import usable_cpus
-from fish_classifier.images import ImageError, load_pixels, open_rgb
+from fish_classifier.images import ImageError, load_pixels, no_content, open_rgb
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, read_bundle
 from fish_classifier.serving.inference import (
     EMBEDDING,
@@ -45,6 +45,8 @@ class Prediction:
     # Unlike anything the model was trained on (fish_classifier.serving.unknown); its label is then not an answer.
     is_unknown: bool = False
     unknown_score: float = math.nan
+    # Why the photo is unknown whatever the detector says (`fish_classifier.images.no_content`), or None.
+    unknown_reason: str | None = None
 
 
 @dataclass
@@ -156,13 +158,13 @@ class Predictor:
                        timings: Timings) -> list[Prediction]:
         results: list[Prediction | None] = [None] * len(images)
         readable, pixels = [], []
-        for i, (image, (photo, error, decode_s, resize_s)) in enumerate(zip(images, decoded)):
+        for i, (image, (photo, error, empty, decode_s, resize_s)) in enumerate(zip(images, decoded)):
             source = _source_name(image, offset + i)
             timings.decode += decode_s
             timings.resize += resize_s
             if error is None:
                 pixels.append(photo)
-                readable.append((i, source))
+                readable.append((i, source, empty))
             else:
                 results[i] = _failed(source, error)
         timings.photos += len(images)
@@ -177,7 +179,7 @@ class Predictor:
             timings.model += ranking - start
             scores = np.full(len(pixels), math.nan) if embeddings is None else self.detector.score(embeddings)
             probs = apply_temperature(probs, self.temperature)
-            for (i, source), row, score in zip(readable, probs, scores):
+            for (i, source, empty), row, score in zip(readable, probs, scores):
                 ranked = np.argsort(-row)[:top_k]
                 best = self.classes[ranked[0]]
                 confidence = float(row[ranked[0]])
@@ -188,30 +190,33 @@ class Predictor:
                     confidence=confidence,
                     top_k=[(self.classes[k]["label"], self.classes[k]["display"], float(row[k])) for k in ranked],
                     is_low_confidence=confidence < threshold,
-                    is_unknown=bool(self.detector is not None and self.detector.is_unknown(score)),
+                    is_unknown=empty is not None or bool(self.detector is not None and self.detector.is_unknown(score)),
                     unknown_score=float(score),
+                    unknown_reason=empty,
                 )
             timings.ranking += time.perf_counter() - ranking
         return results
 
 
-def _decoded(image, size: int) -> tuple[np.ndarray | None, str | None, float, float]:
-    """(pixels, None) or (None, why it is unreadable) for one image, then the CPU seconds spent decoding and
-    resizing it (CPU, not wall-clock: a decoding thread waits whenever the model has the cores)."""
+def _decoded(image, size: int) -> tuple[np.ndarray | None, str | None, str | None, float, float]:
+    """(pixels, None, why it shows no fish or None) or (None, why it is unreadable, None) for one image, then
+    the CPU seconds spent decoding and resizing it (CPU, not wall-clock: a decoding thread waits whenever the
+    model has the cores)."""
     start = time.thread_time()
     try:
         photo = open_rgb(image, size)
         decoded = time.thread_time()
         if 0 in photo.size:  # Pillow makes such an image, and would resize its nothing into a black square
             width, height = photo.size
-            return None, f"image is {width}x{height} pixels: nothing to classify", decoded - start, 0.0
+            return None, f"image is {width}x{height} pixels: nothing to classify", None, decoded - start, 0.0
         # load_pixels(image, size) in its two steps, timed apart (tests/test_images.py: the same pixels)
-        return load_pixels(photo, size), None, decoded - start, time.thread_time() - decoded
+        pixels = load_pixels(photo, size)
+        return pixels, None, no_content(photo.size, pixels), decoded - start, time.thread_time() - decoded
     except ImageError as exc:
         error = str(exc)
     except OSError as exc:
         error = f"cannot read the file ({exc.strerror or exc})"
-    return None, error, time.thread_time() - start, 0.0
+    return None, error, None, time.thread_time() - start, 0.0
 
 
 def _checked_threshold(threshold) -> float:

@@ -6,8 +6,9 @@ import threading
 
 import numpy as np
 import pytest
+from PIL import Image
 from support.fixtures_models import CLASSES, make_bundle, tinted_image
-from support.synthetic_images import byte_flips, fuzz_originals, tiff_without_dimensions
+from support.synthetic_images import byte_flips, fuzz_originals, noise_image, tiff_without_dimensions
 
 from fish_classifier import images
 from fish_classifier.cpus import usable_cpus
@@ -241,7 +242,6 @@ def test_a_threshold_outside_0_to_1_is_refused_naming_it(predictor, threshold, m
 
 @pytest.mark.parametrize("size", [(0, 0), (0, 7), (7, 0)])
 def test_an_image_with_no_pixels_gets_an_error_and_the_others_are_still_predicted(predictor, size):
-    from PIL import Image
 
     empty = Image.new("RGB", size)
     results = predictor.predict([tinted_image(RED, seed=1), empty, tinted_image(BLUE, seed=2)])
@@ -342,3 +342,44 @@ def test_a_detector_fitted_on_other_embeddings_is_refused_at_load(predictor, tmp
         Predictor(folder)
     assert str(error.value) == (f"{folder}: the unknown-photo detector was fitted on embeddings of width 5 but the "
                                 f"model gives 8; {REBUILD}")
+
+
+def _solid_squares(count: int, size: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    return [Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 256, 3))) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def no_detector(tmp_path_factory):
+    return Predictor(make_bundle(tmp_path_factory.mktemp("bundle") / "deploy", temperature=8.0, detector=False))
+
+
+def test_photos_that_show_no_fish_are_unknown_whatever_the_model_says_and_say_why(no_detector):
+    # The probe: a 1x1 green PNG came back "Animal fish" at 0.9999, and 1,509 of 2,000 solid 8x8
+    # squares were neither unknown nor low-confidence. This bundle has no detector: the rule alone flags them.
+    flat = _solid_squares(200, 8, seed=0) + _solid_squares(20, 64, seed=1)
+    tiny = [Image.new("RGB", (1, 1), (0, 255, 0)), noise_image((15, 200)), noise_image((1, 3000))]
+    fish = tinted_image(RED, seed=5)
+
+    results = no_detector.predict([fish, *flat, *tiny])
+
+    assert no_detector.detector is None
+    assert (results[0].is_unknown, results[0].unknown_reason, results[0].label) == (False, None, RED)
+    assert all(r.is_unknown and r.error is None for r in results[1:])
+    assert all(r.unknown_reason.endswith("under 16 on a side: too small to show a fish") for r in results[1:201])
+    assert all("one flat colour" in r.unknown_reason for r in results[201 : 1 + len(flat)])
+    assert [r.unknown_reason for r in results[-3:]] == [
+        "the photo is 1x1 pixels, under 16 on a side: too small to show a fish",
+        "the photo is 15x200 pixels, under 16 on a side: too small to show a fish",
+        "the photo is 1x3000 pixels, under 16 on a side: too small to show a fish",
+    ]
+
+
+def test_a_flat_colour_saved_as_a_jpeg_is_still_flat_and_a_textured_photo_is_left_to_the_detector(no_detector):
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200), (90, 140, 60)).save(buffer, format="JPEG", quality=40)
+
+    flat_jpeg, noise = no_detector.predict([buffer.getvalue(), noise_image((64, 64))])
+
+    assert flat_jpeg.is_unknown and "one flat colour" in flat_jpeg.unknown_reason
+    assert (noise.is_unknown, noise.unknown_reason) == (False, None)
