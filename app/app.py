@@ -5,9 +5,19 @@ from $FISH_BUNDLE (default models/deploy, which `dvc repro` produces); a relativ
 path is taken from the repo root. Every class name comes from the bundle.
 """
 
+import asyncio
+import ctypes
 import functools
+import gc
+import logging
+import math
 import os
 import re
+import string
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -15,18 +25,31 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
-from PIL import Image, ImageOps
+from PIL import Image
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from fish_classifier.images import IMAGE_EXTENSIONS, ImageError, open_rgb
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, Example
 from fish_classifier.serving.predictor import Prediction, Predictor
+from fish_classifier.serving.spreadsheet import safe_cell
 
+LOGGER = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DISPLAY_SIZE = 480  # longest side of the photo sent to the browser, in pixels
+MAX_SHOWN_RATIO = 2  # a thinner photo is shown padded to this ratio, not stretched into a column miles tall
 MAX_FILES = 20  # photos identified per upload: each is decoded and run, so a batch must stay small
+# Streamlit keeps every uploaded file in the server's memory while its browser session lives; the size of
+# one file is capped by server.maxUploadSize in .streamlit/config.toml, the total by these two.
+SESSION_UPLOAD_MB = 100  # photos one browser session may hold on the server at once
+SERVER_UPLOAD_MB = 300  # photos all browser sessions together may hold
+IDENTIFY_SLOTS = 2  # photos decoded and run at once across all sessions: their decoded pixels are the big part
+FORGET_AFTER_S = 10  # a closed browser session's uploads are dropped this long after it disconnects
+SWEEP_EVERY_S = 5  # how often the server looks for closed sessions while any uploads are held
+MB = 10**6  # as the uploader shows file sizes (server.maxUploadSize counts 2**20 bytes to its megabyte)
 HEATMAP_OPACITY = 0.6  # at the hottest spot
 EXAMPLE_COLUMNS = 8  # at least this many columns in the example row, so that a few examples stay thumbnails
 EXAMPLE_KEY = "example"  # session state: the index of the example photo last clicked, until the uploads change
+REFUSED_KEY = "refused"  # session state: (name, bytes, cap) of the uploads refused, until the uploads change
 SHOWN_METRICS = {
     "accuracy": "Accuracy",
     "macro_f1": "Macro F1",
@@ -71,17 +94,40 @@ def predict_upload(
     return _predictor.predict([image], threshold=threshold)[0]
 
 
-# At most two images of DISPLAY_SIZE (1.4 MB) an entry: a batch with and without heatmaps, under 60 MB.
-@st.cache_data(show_spinner=False, max_entries=2 * MAX_FILES)
-def result_images(
-    _predictor: Predictor, bundle_key: str, data: bytes, with_heatmap: bool, _photo: Callable[[], Image.Image]
-) -> tuple[Image.Image, Image.Image | None]:
-    """The photo scaled for display, and (if asked) the same photo under the predicted class's activation map."""
+# An image of DISPLAY_SIZE (0.7 MB) an entry: a batch's photos and its heatmaps, under 30 MB each.
+@st.cache_data(show_spinner=False, max_entries=MAX_FILES)
+def display_photo(data: bytes, _photo: Callable[[], Image.Image]) -> Image.Image:
+    """The photo as the page shows it: scaled to fit DISPLAY_SIZE, a very thin one padded (see `framed`)."""
+    return framed(scaled_to_display(_photo()))
+
+
+@st.cache_data(show_spinner=False, max_entries=MAX_FILES)
+def heatmap_photo(
+    _predictor: Predictor, bundle_key: str, data: bytes, _photo: Callable[[], Image.Image]
+) -> Image.Image:
+    """The displayed photo under the predicted class's activation map, padded like it."""
     photo = _photo()
-    shown = ImageOps.contain(photo, (DISPLAY_SIZE, DISPLAY_SIZE)) if max(photo.size) > DISPLAY_SIZE else photo
-    if not with_heatmap:
-        return shown, None
-    return shown, heatmap_overlay(shown, _predictor.class_activation_map(photo))
+    shown = scaled_to_display(photo)
+    return framed(heatmap_overlay(shown, _predictor.class_activation_map(photo)))
+
+
+def scaled_to_display(photo: Image.Image) -> Image.Image:
+    """`photo` with its longest side at most DISPLAY_SIZE, and no side under a pixel (a 1×3000 strip stays 1 wide)."""
+    scale = DISPLAY_SIZE / max(photo.size)
+    if scale >= 1:
+        return photo
+    return photo.resize(tuple(max(1, round(side * scale)) for side in photo.size), Image.Resampling.BICUBIC)
+
+
+def framed(image: Image.Image, ratio: float = MAX_SHOWN_RATIO) -> Image.Image:
+    """`image` centred on a light canvas no thinner than `ratio`:1, so that the page shows it at a sane height."""
+    width, height = image.size
+    canvas = (max(width, -(-height // ratio)), max(height, -(-width // ratio)))
+    if canvas == image.size:
+        return image
+    frame = Image.new("RGB", tuple(int(side) for side in canvas), (240, 242, 246))
+    frame.paste(image, ((frame.width - width) // 2, (frame.height - height) // 2))
+    return frame
 
 
 # Matplotlib's "jet" as its own piecewise-linear segments (x, value) per channel, so that the serving image
@@ -127,9 +173,31 @@ def results_table(results: list[tuple[str, Prediction]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def csv_text(table: pd.DataFrame) -> str:
+    """`table` as the CSV download, every text cell a spreadsheet would run as a formula led by a `'`:
+    a photo named `=HYPERLINK(...).jpg` is then text, and still names the file."""
+    return table.map(safe_cell).to_csv(index=False)
+
+
+# A control character (a file name may hold a newline) would start a new markdown block: shown as a space.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# Every ASCII punctuation mark, which CommonMark lets a backslash escape: no emphasis, link, autolink (https\://),
+# math ($), heading, HTML, table, nor Streamlit's colour and icon directives (:red[...]) survive.
+MARKDOWN_PUNCTUATION = re.compile("([" + re.escape(string.punctuation) + "])")
+
+
 def literal(text: str) -> str:
-    """`text` escaped so that Streamlit's markdown shows it as typed (file names may hold * _ $ ...)."""
-    return re.sub(r"([\\`*_\[\]<>#|~$])", r"\\\1", text)
+    """`text` escaped so that Streamlit's markdown shows it as typed (names may hold * _ $ [ ] ( ) : ...).
+    Emoji shortcodes (`:fish:`) still become emoji: a file name a user chose goes through `file_label`."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", CONTROL_CHARACTERS.sub(" ", text))
+
+
+def file_label(name: str) -> str:
+    """A file name as markdown showing it as typed, in code type: a code span's text is never markup (no link,
+    autolink, math, emoji or directive), and its fence is longer than any run of backticks in the name."""
+    name = CONTROL_CHARACTERS.sub(" ", name)
+    fence = "`" * (max(map(len, re.findall("`+", name)), default=0) + 1)
+    return f"{fence} {name} {fence}"
 
 
 def load_or_explain(directory: Path, version: int) -> Predictor | None:
@@ -185,21 +253,32 @@ def test_metrics(info: dict) -> dict[str, float]:
     return {name: float(metrics[key]) for key, name in SHOWN_METRICS.items() if key in metrics}
 
 
-def show_result(
-    name: str, prediction: Prediction, photo: Image.Image, heatmap: Image.Image | None, n_classes: int,
-    unknown_threshold: float | None = None,
-) -> None:
+@dataclass
+class Result:
+    """One photo's answer and what the page shows of it."""
+
+    name: str  # as uploaded: the table and the CSV
+    label: str  # the name as markdown that shows it as typed: captions and messages
+    prediction: Prediction
+    photo: Image.Image | None = None
+    heatmap: Image.Image | None = None
+    notes: list[str] = field(default_factory=list)  # the parts of the result that could not be shown, and why
+    decoded: bool = False  # whether this run decoded the photo (not all from the caches)
+
+
+def show_result(result: Result, n_classes: int, unknown_threshold: float | None = None) -> None:
     """One photo: itself (and where the model looked), its species, confidence and top-k.
 
     An unknown photo gets no species: a plain message, and the closest species muted, for reference only."""
+    prediction = result.prediction
     if prediction.is_unknown:
-        show_unknown(name, prediction, photo, n_classes, unknown_threshold)
+        show_unknown(result, n_classes, unknown_threshold)
         return
     with st.container(border=True):
-        columns = st.columns([1, 1, 1.3] if heatmap is not None else [1, 1.3])
-        columns[0].image(photo, caption=name, width="stretch")
-        if heatmap is not None:
-            columns[1].image(heatmap, caption="Where the model looked", width="stretch")
+        columns = st.columns([1, 1, 1.3] if result.heatmap is not None else [1, 1.3])
+        show_photo(columns[0], result)
+        if result.heatmap is not None:
+            columns[1].image(result.heatmap, caption="Where the model looked", width="stretch")
         verdict = columns[-1]
         verdict.subheader(literal(prediction.display_name))
         verdict.metric("Confidence (calibrated)", f"{prediction.confidence:.1%}")
@@ -210,11 +289,11 @@ def show_result(
         verdict.altair_chart(top_k_chart(prediction), width="stretch", height=40 * len(prediction.top_k) + 60)
 
 
-def show_unknown(name: str, prediction: Prediction, photo: Image.Image, n_classes: int,
-                 threshold: float | None) -> None:
+def show_unknown(result: Result, n_classes: int, threshold: float | None) -> None:
+    prediction = result.prediction
     with st.container(border=True):
         columns = st.columns([1, 1.3])
-        columns[0].image(photo, caption=name, width="stretch")
+        show_photo(columns[0], result)
         verdict = columns[1]
         verdict.subheader("Not a known fish")
         limit = "" if threshold is None else f", above the threshold of {threshold:.4g}"
@@ -225,6 +304,16 @@ def show_unknown(name: str, prediction: Prediction, photo: Image.Image, n_classe
         )
         closest = ", ".join(f"{literal(display)} {probability:.0%}" for _, display, probability in prediction.top_k[:3])
         verdict.caption(f"Closest species, not an answer: {closest}")
+
+
+def show_photo(column, result: Result) -> None:
+    """The photo under its name, or the name alone (and why) where the photo could not be drawn."""
+    if result.photo is not None:
+        column.image(result.photo, caption=result.label, width="stretch")
+    else:
+        column.markdown(result.label)
+    for note in result.notes:
+        column.caption(literal(note))
 
 
 def top_k_chart(prediction: Prediction) -> alt.Chart:
@@ -252,7 +341,8 @@ def show_examples(examples: list[Example]) -> Example | None:
     for index, (column, example) in enumerate(zip(st.columns(max(len(examples), EXAMPLE_COLUMNS)), examples)):
         tile = column.container()  # in a container of its own, a long species name wraps instead of being cut short
         tile.image(str(example.path), width="stretch")
-        tile.button(example.display, key=f"example-{index}", width="stretch", on_click=choose_example, args=(index,))
+        tile.button(literal(example.display), key=f"example-{index}", width="stretch", on_click=choose_example,
+                    args=(index,))
     chosen = st.session_state.get(EXAMPLE_KEY)
     # A rebuilt bundle may have fewer examples than the one the index was chosen from.
     return examples[chosen] if chosen is not None and chosen < len(examples) else None
@@ -263,38 +353,253 @@ def choose_example(index: int) -> None:
     st.session_state[EXAMPLE_KEY] = index
 
 
-def forget_example() -> None:
+def uploads_changed() -> None:
+    # New uploads replace the example's result, and the notice of uploads refused before them.
     st.session_state.pop(EXAMPLE_KEY, None)
+    st.session_state.pop(REFUSED_KEY, None)
 
 
-def identify(predictor: Predictor, bundle_key: str, name: str, data: bytes, threshold: float, with_heatmap: bool):
-    """(name, prediction, photo to show, heatmap) for one file; no images for a file that cannot be read."""
+def identify(predictor: Predictor, bundle_key: str, name: str, label: str, data: bytes, threshold: float,
+             with_heatmap: bool) -> Result:
+    """One file's Result. Whatever fails stays this photo's: its error, or its result without the failing part."""
     # One decoded photo at a time, for the model, the display and the heatmap alike.
     photo = decode_once(data, predictor.input_size)
-    prediction = predict_upload(predictor, bundle_key, data, threshold, photo)
-    if prediction.error:
-        return name, prediction, None, None
-    wants_heatmap = with_heatmap and not prediction.is_unknown
-    return name, prediction, *result_images(predictor, bundle_key, data, wants_heatmap, photo)
+    try:
+        prediction = predict_upload(predictor, bundle_key, data, threshold, photo)
+    except Exception as exc:  # the Predictor words the refusals it knows; anything else is this photo's too
+        LOGGER.exception("identifying %r failed", name)
+        prediction = Prediction(source=name, label=None, display_name=None, confidence=math.nan,
+                                error=f"could not be identified ({type(exc).__name__})")
+    result = Result(name, label, prediction)
+    if not prediction.error:
+        result.photo = attempt(result, "the photo could not be shown", display_photo, data, photo)
+        if with_heatmap and not prediction.is_unknown:
+            result.heatmap = attempt(result, "no map of where the model looked, it could not be drawn",
+                                     heatmap_photo, predictor, bundle_key, data, photo)
+    result.decoded = photo.cache_info().currsize > 0
+    return result
 
 
-def show_results_table(results: list[tuple[str, Prediction]]) -> None:
+def attempt(result: Result, what: str, draw: Callable, *args):
+    """`draw(*args)`, or None with `what` noted on the result (its traceback in the server's log)."""
+    try:
+        return draw(*args)
+    except Exception as exc:
+        LOGGER.exception("%s: %r", what, result.name)
+        result.notes.append(f"{what} ({type(exc).__name__}).")
+        return None
+
+
+def show_results_table(results: list[Result]) -> None:
     """The results as a table on the page and as a CSV download, one row per photo."""
-    table = results_table(results)
+    table = results_table([(result.name, result.prediction) for result in results])
     shares = [column for column in table if column == "confidence" or column.endswith("_probability")]
     st.dataframe(table, hide_index=True,
                  column_config={column: st.column_config.NumberColumn(format="percent") for column in shares})
     st.download_button(
         f"Download the {len(results)} results as CSV",
-        table.to_csv(index=False),
+        csv_text(table),
         file_name="fish_predictions.csv",
         mime="text/csv",
     )
 
 
+def size_text(size: int) -> str:
+    return f"{size / MB:.1f} MB"
+
+
+def batch_length(sizes: list[int], max_files: int = MAX_FILES, max_bytes: int = SESSION_UPLOAD_MB * MB) -> int:
+    """How many of the leading uploads one run identifies: at most `max_files`, at most `max_bytes` together."""
+    total = 0
+    for count, size in enumerate(sizes[:max_files]):
+        total += size
+        if total > max_bytes:
+            return count
+    return min(len(sizes), max_files)
+
+
+def batch_notice(sizes: list[int], kept: int) -> str | None:
+    """Why only the first `kept` of uploads of `sizes` bytes are identified; None when all are."""
+    if kept == len(sizes):
+        return None
+    others = f"Upload the other {len(sizes) - kept} in another batch."
+    if kept == MAX_FILES:
+        return (f"{len(sizes)} photos chosen, but the app identifies at most {MAX_FILES} at a time: "
+                f"the first {MAX_FILES} are shown below. {others}")
+    return (f"{len(sizes)} photos chosen, {size_text(sum(sizes))} in all, but the app identifies at most "
+            f"{SESSION_UPLOAD_MB} MB of photos at a time: the first {kept} ({size_text(sum(sizes[:kept]))}) "
+            f"are shown below. {others}")
+
+
+def refusal_notice(refused: list[tuple[str, int, str]]) -> str:
+    """Which uploads the server refused, their size, and which cap they would have broken."""
+    names = ", ".join(file_label(name) for name, _, _ in refused[:5])
+    if len(refused) > 5:
+        names += f" and {len(refused) - 5} more"
+    caps = {cap for _, _, cap in refused}
+    why = []
+    if "session" in caps:
+        why.append(f"one browser session holds at most {SESSION_UPLOAD_MB} MB of photos at a time")
+    if "server" in caps:
+        why.append(f"the server holds at most {SERVER_UPLOAD_MB} MB of photos for all its users at once, "
+                   "and is full now: try again in a minute")
+    size = size_text(sum(size for _, size, _ in refused))
+    count = f"{len(refused)} photo{'s' * (len(refused) > 1)}"
+    return (f"{count} not accepted ({names}; {size}): {', and '.join(why)}. Remove photos from the uploader "
+            "(their ×) to make room, or identify these in another batch.")
+
+
+class UploadBudget:
+    """Bounds the photo bytes the server holds: an upload that would take its browser session past
+    SESSION_UPLOAD_MB, or all sessions together past SERVER_UPLOAD_MB, is refused (HTTP 413), and a closed
+    session's uploads are dropped FORGET_AFTER_S after it disconnects.
+
+    Streamlit holds every upload in memory until the session shuts down, and it keeps a closed tab's session
+    for a reconnect, then forgets it without shutting it down (streamlit#12506, #12607): its uploads stayed
+    held for the life of the server. Installed on Streamlit's in-memory upload manager, whose `add_file` the
+    upload route calls on the server's event loop, where the sweep for closed sessions then runs too."""
+
+    def __init__(self, manager, *, session_bytes: int, server_bytes: int,
+                 is_active: Callable[[str], bool] | None = None, close_session: Callable[[str], None] | None = None,
+                 forget_after: float = FORGET_AFTER_S, sweep_every: float = SWEEP_EVERY_S):
+        self.manager = manager
+        self.session_bytes = session_bytes
+        self.server_bytes = server_bytes
+        self.is_active = is_active
+        self.close_session = close_session
+        self.forget_after = forget_after
+        self.sweep_every = sweep_every
+        self.refused: dict[str, list[tuple[str, int, str]]] = defaultdict(list)  # not yet shown, by session
+        self._gone_since: dict[str, float] = {}
+        self._sweep_scheduled = False
+        self._add_file = manager.add_file
+        manager.add_file = self.add_file
+
+    def held(self, session_id: str | None = None) -> int:
+        """Bytes of uploads held for `session_id`, or for every session."""
+        storage = self.manager.file_storage
+        sessions = list(storage.values()) if session_id is None else [storage.get(session_id, {})]
+        return sum(len(record.data) for files in sessions for record in list(files.values()))
+
+    def add_file(self, session_id: str, file) -> None:
+        replaced = self.manager.file_storage.get(session_id, {}).get(file.file_id)
+        size = len(file.data) - (len(replaced.data) if replaced is not None else 0)
+        cap = ("session" if self.held(session_id) + size > self.session_bytes
+               else "server" if self.held() + size > self.server_bytes else None)
+        if cap is not None:
+            self.refused[session_id].append((file.name, len(file.data), cap))
+            LOGGER.warning("upload %r (%d bytes) refused: over the %s cap", file.name, len(file.data), cap)
+            raise upload_refused(f"Over the app's {cap} upload cap")
+        self._add_file(session_id, file)
+        self._schedule_sweep()
+
+    def take_refused(self, session_id: str) -> list[tuple[str, int, str]]:
+        """(name, bytes, cap) of the uploads refused to `session_id` since the last call."""
+        return self.refused.pop(session_id, [])
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drop the uploads of sessions disconnected for `forget_after` seconds; the bytes dropped."""
+        if self.is_active is None:
+            return 0
+        now = time.monotonic() if now is None else now
+        dropped = 0
+        for session_id in list(self.manager.file_storage):
+            if self.is_active(session_id):
+                self._gone_since.pop(session_id, None)
+            elif now - self._gone_since.setdefault(session_id, now) >= self.forget_after:
+                dropped += self.held(session_id)
+                if self.close_session is not None:
+                    self.close_session(session_id)  # its session state holds the uploads too
+                self.manager.remove_session_files(session_id)
+                self._gone_since.pop(session_id)
+                self.refused.pop(session_id, None)
+        if dropped:
+            release_memory()
+        return dropped
+
+    def _schedule_sweep(self) -> None:
+        if self._sweep_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the server's event loop (a test adding files by hand): no timer
+            return
+        self._sweep_scheduled = True
+        loop.call_later(self.sweep_every, self._sweep_and_reschedule, loop)
+
+    def _sweep_and_reschedule(self, loop) -> None:
+        try:
+            self.sweep()
+        except Exception:
+            LOGGER.exception("sweeping closed sessions' uploads failed")
+        if self.manager.file_storage:
+            loop.call_later(self.sweep_every, self._sweep_and_reschedule, loop)
+        else:
+            self._sweep_scheduled = False
+
+
+def upload_refused(message: str) -> Exception:
+    """What the upload route answers 413 to (Streamlit serves with Starlette); a 500 where it does not."""
+    try:
+        from starlette.exceptions import HTTPException
+    except ImportError:
+        return RuntimeError(message)
+    return HTTPException(status_code=413, detail=message)
+
+
+@st.cache_resource(show_spinner=False)
+def budget_lock() -> threading.Lock:
+    return threading.Lock()
+
+
+def upload_budget() -> UploadBudget | None:
+    """The budget on this server's uploads, installed on first use; None where uploads are not held in memory."""
+    from streamlit import runtime
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+
+    manager = getattr(get_script_run_ctx(), "uploaded_file_mgr", None)
+    if not isinstance(manager, MemoryUploadedFileManager):
+        return None
+    server = runtime.get_instance() if runtime.exists() else None
+    with budget_lock():  # the script runs afresh on every interaction, in a thread per session: install once
+        if getattr(manager, "fish_budget", None) is None:
+            manager.fish_budget = UploadBudget(
+                manager, session_bytes=SESSION_UPLOAD_MB * MB, server_bytes=SERVER_UPLOAD_MB * MB,
+                is_active=server and server.is_active_session,
+                close_session=server and functools.partial(close_session, server),
+            )
+    return manager.fish_budget
+
+
+def close_session(server, session_id: str) -> None:
+    """Shut a closed browser session down, its state emptied first: the uploader's value there holds the photos'
+    bytes, and Streamlit's runtime loop keeps the last session it served referenced until another one connects."""
+    sessions = getattr(server, "_session_mgr", None)  # no public way to a session by its id
+    info = sessions.get_session_info(session_id) if sessions is not None else None
+    if info is not None:
+        info.session.session_state.clear()
+    server.close_session(session_id)
+
+
+@st.cache_resource(show_spinner=False)
+def identify_slots() -> threading.BoundedSemaphore:
+    return threading.BoundedSemaphore(IDENTIFY_SLOTS)
+
+
+def release_memory() -> None:
+    """Hand freed memory back to the system: Python's cycles collected, then glibc's free lists trimmed
+    (without that, the heap a batch of large photos grew stays mapped after they are freed)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, Alpine's musl): nothing to trim
+        pass
+
+
 def main() -> None:
     st.set_page_config(page_title="Fish species classifier", page_icon="🐟", layout="wide")
     st.title("Fish species classifier")
+    budget = upload_budget()  # before the uploader first shows, so that no upload comes in unbounded
     directory = bundle_dir()
     version = bundle_version(directory)
     predictor = load_or_explain(directory, version)
@@ -309,32 +614,41 @@ def main() -> None:
         f"Photos of fish, to identify among the {n_classes} known species",
         type=[extension.lstrip(".") for extension in IMAGE_EXTENSIONS],
         accept_multiple_files=True,
-        on_change=forget_example,
+        on_change=uploads_changed,
     )
+    if budget is not None:
+        refused = st.session_state.get(REFUSED_KEY, []) + budget.take_refused(get_script_run_ctx().session_id)
+        st.session_state[REFUSED_KEY] = refused
+        if refused:
+            st.error(refusal_notice(refused))
     example = show_examples(predictor.bundle.examples)
     if not uploads and example is None:
         also = ", or try an example photo" if predictor.bundle.examples else ""
         st.info(f"Upload one or more photos ({', '.join(IMAGE_EXTENSIONS)}){also}.")
         return
-    if len(uploads) > MAX_FILES:
-        st.error(
-            f"{len(uploads)} photos chosen, but the app identifies at most {MAX_FILES} at a time: "
-            f"the first {MAX_FILES} are shown below. Upload the other {len(uploads) - MAX_FILES} in another batch."
-        )
-        uploads = uploads[:MAX_FILES]
+    sizes = [upload.size for upload in uploads]
+    kept = batch_length(sizes)
+    if notice := batch_notice(sizes, kept):
+        st.error(notice)
     # Each file's bytes are read when its turn comes: a batch of large uploads is never copied whole at once.
-    photos = [(upload.name, upload.getvalue) for upload in uploads]
+    photos = [(upload.name, file_label(upload.name), upload.getvalue) for upload in uploads[:kept]]
     if example is not None:
-        photos.insert(0, (f"Example: {example.display}", example.path.read_bytes))
+        photos.insert(0, (f"Example: {example.display}", f"Example: {literal(example.display)}",
+                          example.path.read_bytes))
 
+    results = []
     with st.spinner("Identifying…"):
-        results = [identify(predictor, bundle_key, name, read(), threshold, with_heatmap) for name, read in photos]
-    show_results_table([(name, prediction) for name, prediction, _, _ in results])
-    for name, prediction, photo, heatmap in results:
-        if prediction.error:
-            st.error(f"**{literal(name)}**: {literal(prediction.error)}")
+        for name, label, read in photos:
+            with identify_slots():  # across all sessions: a bound on the photos decoded at once
+                results.append(identify(predictor, bundle_key, name, label, read(), threshold, with_heatmap))
+    if any(result.decoded for result in results):
+        release_memory()
+    show_results_table(results)
+    for result in results:
+        if result.prediction.error:
+            st.error(f"**{result.label}**: {literal(result.prediction.error)}")
         else:
-            show_result(name, prediction, photo, heatmap, n_classes, unknown_threshold)
+            show_result(result, n_classes, unknown_threshold)
 
 
 if __name__ == "__main__":

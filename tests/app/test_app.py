@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import time
 
@@ -50,9 +51,14 @@ def run_app(monkeypatch, bundle_dir, uploads=None) -> AppTest:
     return app
 
 
+def as_shown(markdown: str) -> str:
+    """What a reader sees of the app's markdown, as far as the tests look: escapes and code spans undone."""
+    return re.sub(r"\\(.)", r"\1", re.sub(r"(`+) (.*?) \1", r"\2", markdown))
+
+
 def captions(app: AppTest) -> list[str]:
-    """The captions of the photos shown, in page order; the example row's photos have none."""
-    return [caption for image in app.get("image") for caption in image.captions if caption]
+    """The captions of the photos shown, as a reader sees them, in page order; the example row's have none."""
+    return [as_shown(caption) for image in app.get("image") for caption in image.captions if caption]
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -86,7 +92,7 @@ EXPECTED_REASONS = {
     "notes.jpg": "not a readable image",
     "truncated.jpg": "truncated",
     "empty.png": "empty",
-    "bomb.png": "too large",
+    "bomb.png": "pixel limit",
     "renamed-animation.jpg": "not one of JPEG, PNG",  # a GIF: not a format the app takes, whatever its name
     "animated.webp": "animated",
     "photo.jpg": "not one of JPEG, PNG",
@@ -117,14 +123,14 @@ def test_broken_bundle_says_to_run_dvc_repro(monkeypatch, tmp_path, bundle, brok
     broken = shutil.copytree(bundle, tmp_path / "deploy")
     (broken / broken_file).write_bytes(b"\x00 not what it should be")
     app = run_app(monkeypatch, broken)
-    assert broken_file in app.error[0].value
+    assert broken_file in as_shown(app.error[0].value)
     assert "dvc repro" in app.info[0].value
     assert len(app.file_uploader) == 0
 
 
 def test_sidebar_shows_model_card_from_the_bundle(monkeypatch, bundle):
     app = run_app(monkeypatch, bundle)
-    sidebar_text = "\n".join(m.value for m in app.sidebar.markdown)
+    sidebar_text = as_shown("\n".join(m.value for m in app.sidebar.markdown))
     assert "colour-test-cnn" in sidebar_text
     for entry in COLOUR_CLASSES:
         assert entry["display"] in sidebar_text
@@ -138,7 +144,7 @@ def test_each_bad_file_gets_its_own_error_and_the_others_their_results(monkeypat
     uploads = {name: make() for name, make in BAD_FILES.items()} | odd_but_valid_files()
     app = run_app(monkeypatch, bundle, [(name, data, "application/octet-stream") for name, data in uploads.items()])
 
-    errors = [e.value for e in app.error]
+    errors = [as_shown(e.value) for e in app.error]
     assert len(errors) == len(BAD_FILES)
     for (name, reason), message in zip(EXPECTED_REASONS.items(), errors):
         assert name in message and reason in message, message
@@ -197,6 +203,146 @@ def test_more_photos_than_the_cap_get_the_first_ones_identified_and_a_message(mo
     assert app.get("download_button")[0].proto.label == f"Download the {cap} results as CSV"
 
 
+@pytest.mark.parametrize("size", [(1, 3000), (3000, 1), (1, 961), (2, 1000)])
+def test_a_very_thin_photo_gets_its_own_answer_and_the_good_one_beside_it_its_own(monkeypatch, bundle, app_module,
+                                                                                size):
+    # Scaled to 480 px, a strip thinner than 960:1 used to be 0 pixels wide: Pillow refused, and the batch got nothing.
+    st.cache_data.clear()
+    uploads = [("thin.png", png_bytes(Image.new("RGB", size, (40, 70, 210))), "image/png"),
+               ("crimson.jpg", jpeg_bytes(colour_photo(0, 96, seed=9)), "image/jpeg")]
+    app = run_app(monkeypatch, bundle, uploads)
+    assert not app.error
+    assert [as_shown(c) for c in captions(app) if c != "Where the model looked"] == ["thin.png", "crimson.jpg"]
+    assert app.subheader[1].value == "Crimson testfish"
+    shown = app_module.framed(app_module.scaled_to_display(Image.new("RGB", size)))
+    assert max(shown.size) <= app_module.DISPLAY_SIZE
+    assert min(shown.size) * app_module.MAX_SHOWN_RATIO >= max(shown.size)
+
+
+def test_a_photo_whose_heatmap_or_display_fails_keeps_its_answer_and_the_others_theirs(monkeypatch, bundle):
+    from fish_classifier.serving.predictor import Predictor
+
+    st.cache_data.clear()
+    real_map = Predictor.class_activation_map
+
+    def fails_on_blue(self, image, class_index=None):
+        if np.asarray(image)[..., 2].mean() > 150:  # the cobalt photo
+            raise RuntimeError("no map for you")
+        return real_map(self, image, class_index)
+
+    monkeypatch.setattr(Predictor, "class_activation_map", fails_on_blue)
+    uploads = [("cobalt.png", png_bytes(colour_photo(2, 80)), "image/png"),
+               ("crimson.jpg", jpeg_bytes(colour_photo(0, 96, seed=9)), "image/jpeg")]
+    app = run_app(monkeypatch, bundle, uploads)
+    assert not app.error
+    assert [h.value for h in app.subheader] == ["Cobalt testfish", "Crimson testfish"]
+    assert captions(app) == ["cobalt.png", "crimson.jpg", "Where the model looked"]
+    assert [as_shown(c.value) for c in app.caption] == ["no map of where the model looked, it could not be drawn "
+                                                        "(RuntimeError)."]
+
+
+def test_a_photo_the_model_fails_on_gets_its_own_error_and_the_others_their_results(monkeypatch, bundle):
+    from fish_classifier.serving.predictor import Predictor
+
+    st.cache_data.clear()
+    real_predict = Predictor.predict
+
+    def fails_on_green(self, images, *args, **kwargs):
+        if any(np.asarray(image)[..., 1].mean() > 150 for image in images):  # the emerald photo
+            raise MemoryError
+        return real_predict(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict", fails_on_green)
+    uploads = [("emerald.png", png_bytes(colour_photo(1, 80)), "image/png"),
+               ("crimson.jpg", jpeg_bytes(colour_photo(0, 96, seed=9)), "image/jpeg")]
+    app = run_app(monkeypatch, bundle, uploads)
+    assert [as_shown(e.value) for e in app.error] == ["**emerald.png**: could not be identified (MemoryError)"]
+    assert [h.value for h in app.subheader] == ["Crimson testfish"]
+    assert app.dataframe[0].value["error"].tolist() == ["could not be identified (MemoryError)", ""]
+
+
+def test_a_batch_over_the_session_cap_gets_its_first_photos_identified_and_a_message(monkeypatch, bundle, app_module):
+    cap = app_module.SESSION_UPLOAD_MB * app_module.MB
+    size = 19 * app_module.MB
+    count = cap // size + 2  # two past the cap
+    uploads = [(f"big-{i}.jpg", bytes([i]) * size, "image/jpeg") for i in range(count)]
+    app = run_app(monkeypatch, bundle, uploads)
+    kept = cap // size
+    [notice, *errors] = [e.value for e in app.error]
+    assert notice == (f"{count} photos chosen, {count * 19:.1f} MB in all, but the app identifies at most "
+                      f"{app_module.SESSION_UPLOAD_MB} MB of photos at a time: the first {kept} ({kept * 19:.1f} MB) "
+                      f"are shown below. Upload the other 2 in another batch.")
+    assert len(errors) == kept  # each not a readable image, each on its own
+    assert app.dataframe[0].value["file"].tolist() == [name for name, _, _ in uploads[:kept]]
+
+
+def test_a_batch_is_cut_at_the_count_cap_or_the_byte_cap_whichever_comes_first(app_module):
+    assert app_module.batch_length([10] * 5, max_files=3, max_bytes=100) == 3
+    assert app_module.batch_length([40] * 5, max_files=3, max_bytes=100) == 2
+    assert app_module.batch_length([40, 60, 1], max_files=3, max_bytes=100) == 2
+    assert app_module.batch_length([101], max_files=3, max_bytes=100) == 0
+    assert app_module.batch_length([], max_files=3, max_bytes=100) == 0
+
+
+def upload_record(file_id: str, size: int, name: str | None = None):
+    from streamlit.runtime.uploaded_file_manager import UploadedFileRec
+
+    return UploadedFileRec(file_id=file_id, name=name or f"{file_id}.jpg", type="image/jpeg", data=b"x" * size)
+
+
+def test_the_upload_budget_refuses_what_would_take_a_session_or_the_server_past_its_cap(app_module):
+    from starlette.exceptions import HTTPException
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+
+    manager = MemoryUploadedFileManager("/upload")
+    budget = app_module.UploadBudget(manager, session_bytes=100, server_bytes=250)
+    manager.add_file("a", upload_record("a1", 60))
+    manager.add_file("a", upload_record("a1", 90))  # the same file again replaces it: 90 held, not 150
+    with pytest.raises(HTTPException) as refused:
+        manager.add_file("a", upload_record("a2", 20, name="=evil.jpg"))
+    assert refused.value.status_code == 413
+    manager.add_file("b", upload_record("b1", 100))
+    with pytest.raises(HTTPException):
+        manager.add_file("c", upload_record("c1", 70))  # 90 + 100 + 70 > 250
+    manager.add_file("c", upload_record("c2", 60))
+    assert budget.held("a") == 90 and budget.held() == 250 and manager.get_files("a", ["a2"]) == []
+    assert budget.take_refused("a") == [("=evil.jpg", 20, "session")]
+    assert budget.take_refused("a") == [] and budget.take_refused("c") == [("c1.jpg", 70, "server")]
+
+
+def test_a_closed_sessions_uploads_are_dropped_after_the_grace_period_and_open_ones_kept(app_module):
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+
+    manager = MemoryUploadedFileManager("/upload")
+    active, closed = {"open"}, []
+    budget = app_module.UploadBudget(manager, session_bytes=100, server_bytes=1000, is_active=active.__contains__,
+                                     close_session=closed.append, forget_after=10)
+    manager.add_file("open", upload_record("o", 50))
+    manager.add_file("gone", upload_record("g", 70))
+    assert budget.sweep(now=100.0) == 0  # "gone" has just been seen disconnected
+    assert budget.sweep(now=105.0) == 0  # it may still reconnect
+    assert budget.sweep(now=110.0) == 70
+    assert closed == ["gone"] and list(manager.file_storage) == ["open"] and budget.held() == 50
+    active.clear()
+    assert budget.sweep(now=200.0) == 0 and budget.sweep(now=210.0) == 50 and not manager.file_storage
+
+
+def test_the_refusal_notice_names_the_files_their_size_and_the_cap(app_module):
+    mb = app_module.MB
+    refused = [(f"[photo {i}](x).jpg", 19 * mb, "session") for i in range(6)] + [("late.jpg", mb, "server")]
+    notice = app_module.refusal_notice(refused)
+    assert as_shown(notice) == (
+        "7 photos not accepted ([photo 0](x).jpg, [photo 1](x).jpg, [photo 2](x).jpg, [photo 3](x).jpg, "
+        f"[photo 4](x).jpg and 2 more; 115.0 MB): one browser session holds at most {app_module.SESSION_UPLOAD_MB} MB "
+        f"of photos at a time, and the server holds at most {app_module.SERVER_UPLOAD_MB} MB of photos for all its "
+        "users at once, and is full now: try again in a minute. Remove photos from the uploader (their ×) to make "
+        "room, or identify these in another batch.")
+
+
+def test_releasing_memory_is_harmless_anywhere(app_module):
+    app_module.release_memory()  # glibc's malloc_trim where there is one, nothing elsewhere
+
+
 def test_each_upload_is_decoded_once_a_run_and_not_again_once_its_results_are_cached(monkeypatch, bundle):
     decoded = []
 
@@ -213,10 +359,10 @@ def test_each_upload_is_decoded_once_a_run_and_not_again_once_its_results_are_ca
     assert len(decoded) == 3
     assert captions(app).count("Where the model looked") == 3
 
-    app.toggle[0].set_value(False).run()  # the predictions are cached, the photos without heatmap are not
-    assert len(decoded) == 6
-    app.toggle[0].set_value(True).run()  # everything is cached
-    assert len(decoded) == 6
+    app.toggle[0].set_value(False).run()  # the predictions and the photos as shown are cached
+    assert len(decoded) == 3 and captions(app).count("Where the model looked") == 0
+    app.toggle[0].set_value(True).run()  # and so are the heatmaps
+    assert len(decoded) == 3 and captions(app).count("Where the model looked") == 3
 
 
 def test_clicking_an_example_photo_identifies_it_like_an_upload_until_photos_are_uploaded(monkeypatch, bundle):
@@ -313,8 +459,44 @@ def test_the_heatmap_colours_are_matplotlibs_jet_without_matplotlib(app_module):
     assert ours[0].tolist() == [0, 0, 127] and ours[-1].tolist() == [127, 0, 0]  # dark blue to dark red
 
 
-def test_file_names_are_shown_literally_not_as_markdown(app_module):
-    assert app_module.literal("reef_*shot*_$5.jpg") == r"reef\_\*shot\*\_\$5.jpg"
+HOSTILE_NAMES = [
+    "[click me](https:evil.example).jpg",  # a link
+    "$x^2$.jpg",  # LaTeX
+    "www.evil.example.jpg",  # an autolink
+    "reef_*shot*_~~5~~.jpg",  # emphasis, strikethrough
+    ":red[alarm] :fish: :material/home:.jpg",  # Streamlit's colour, emoji and icon shortcodes
+    "# heading <img src=x onerror=alert(1)> | table |.jpg",
+    "![image](x) \\ back`tick``s.jpg",
+    "line\nbreak\tand tab.jpg",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_literal_escapes_every_punctuation_mark_and_shows_the_text_as_typed(app_module, name):
+    escaped = app_module.literal(name)
+    # Every ASCII punctuation mark escaped (CommonMark's rule for showing one as itself), no control character.
+    assert re.fullmatch(r"(?:\\[!-/:-@\[-`{-~]|[^!-/:-@\[-`{-~\x00-\x1f])*", escaped), escaped
+    assert as_shown(escaped) == name.replace("\n", " ").replace("\t", " ")
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_a_file_label_is_one_code_span_holding_the_name(app_module, name):
+    label = app_module.file_label(name)
+    fence = re.match("`+", label).group()
+    # A code span's text is never markup; its fence is longer than any run of backticks in the name.
+    assert label.endswith(" " + fence) and all(len(run) < len(fence) for run in re.findall("`+", name))
+    assert label[len(fence) + 1 : -len(fence) - 1] == name.replace("\n", " ").replace("\t", " ")
+
+
+def test_the_csv_download_quotes_cells_a_spreadsheet_would_run_and_keeps_the_names(app_module):
+    names = ['=HYPERLINK("evil.example";"x").jpg', "+1 reef.jpg", "-2.jpg", "@home.jpg", "plain.jpg"]
+    prediction = Prediction(source="a", label="test cobalt", display_name="Cobalt testfish", confidence=0.8,
+                            top_k=[("test cobalt", "Cobalt testfish", 0.8)])
+    table = app_module.results_table([(name, prediction) for name in names])
+    csv = pd.read_csv(io.StringIO(app_module.csv_text(table)))
+    assert csv["file"].tolist() == ["'" + name for name in names[:4]] + ["plain.jpg"]
+    assert csv["species"].tolist() == ["Cobalt testfish"] * 5 and csv["confidence"].tolist() == [0.8] * 5
+    assert table["file"].tolist() == names  # the table on the page shows the names as typed
 
 
 def test_top_k_chart_puts_the_most_likely_first_on_a_fixed_percent_axis(app_module):

@@ -3,9 +3,11 @@
 Screenshots go to test-artifacts/ (git-ignored; CI keeps them as artifacts).
 """
 
+import io
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from support.app_bundles import (
     COLOUR_CLASSES,
     DEV_ZIP,
@@ -25,6 +27,7 @@ from support.app_harness import (
     UNKNOWN_HEADING,
     click,
     headless_chromium,
+    markup_in_main,
     save_full_page_screenshot,
     streamlit_server,
     upload,
@@ -135,3 +138,43 @@ def test_a_real_fish_photo_is_named_correctly(browser, tmp_path):
         assert_full_result_shown(state, good.name)
         assert_unknown_shown(state, len(labels))
         save_full_page_screenshot(browser, ARTIFACTS / "app-real-photo.png")
+
+
+# Names a user may give a photo that markdown would render as something else: a link, an autolink, math,
+# colour and emoji shortcodes, a spreadsheet formula. A name cannot hold "/", but '"' and ';' are fine.
+HOSTILE_NAMES = [
+    "[click me](https:evil.example).jpg",
+    '=HYPERLINK("evil.example";"x").jpg',
+    "$x^2$ www.evil.example.jpg",
+    ":red[alarm] :fish: *bold* <img src=x onerror=alert(1)>.jpg",
+]
+
+
+def test_hostile_names_show_as_text_and_a_thin_photo_gets_its_own_answer_beside_a_good_one(browser, tmp_path,
+                                                                                          colour_bundle):
+    good = tmp_path / "crimson-sample.jpg"
+    good.write_bytes(jpeg_bytes(colour_photo(0, 256, seed=3)))
+    thin = tmp_path / "thin-strip.png"  # 1×3000: scaled for display, it used to be 0 pixels wide and sink the batch
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 3000), (210, 40, 50)).save(buffer, format="PNG")
+    thin.write_bytes(buffer.getvalue())
+    hostile = []
+    for k, name in enumerate(HOSTILE_NAMES):
+        hostile.append(tmp_path / name)
+        hostile[-1].write_bytes(jpeg_bytes(colour_photo(k % 3, 96, seed=40 + k)))
+
+    with streamlit_server(colour_bundle, tmp_path / "streamlit.log") as url:
+        browser.get(url)
+        upload(browser, [good, thin, *hostile], timeout=RESULT_TIMEOUT)
+        state = wait_for_results(browser, "Crimson testfish", timeout=RESULT_TIMEOUT)
+        markup = markup_in_main(browser)
+        save_full_page_screenshot(browser, ARTIFACTS / "app-hostile-names.png")
+
+    assert len(state["headings"]) == 2 + len(HOSTILE_NAMES), state["text"]  # each photo its answer, none an error
+    assert not state["errors"], state["errors"]
+    for path in [good, thin, *hostile]:
+        # As typed (no emoji, colour or stray backslash), but for the '"' the browser sends as %22 (HTML's form rules).
+        assert path.name.replace('"', "%22") in state["text"], path.name
+    assert [href for href in markup["links"] if not href.startswith("#")] == []  # headings' own anchors only
+    assert markup["katex"] == 0 and markup["emphasis"] == [] and markup["coloured"] == []
+    assert markup["tallestImage"] < 1000  # the thin strip is shown padded, not stretched to the column's width

@@ -1,6 +1,6 @@
 """Running the app for real: `streamlit run` on a free localhost port, and headless Chromium to drive it.
 
-Shared by tests/app/test_app_browser.py and bench/app_latency.py. Chromium and its
+Shared by tests/app/test_app_browser.py, bench/app_latency.py and bench/app_memory.py. Chromium and its
 driver are Debian's (`apt-get install chromium chromium-driver`); Selenium is
 pointed at them and never downloads a browser or driver of its own.
 """
@@ -32,6 +32,13 @@ def free_port() -> int:
 @contextmanager
 def streamlit_server(bundle_dir, log_path, *, timeout: float = 120) -> Iterator[str]:
     """`streamlit run app/app.py` serving `bundle_dir`; yields its URL once healthy, always stops it."""
+    with streamlit_process(bundle_dir, log_path, timeout=timeout) as (url, _):
+        yield url
+
+
+@contextmanager
+def streamlit_process(bundle_dir, log_path, *, timeout: float = 120) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As `streamlit_server`, yielding the server's process too (bench/app_memory.py reads its memory)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
@@ -44,7 +51,7 @@ def streamlit_server(bundle_dir, log_path, *, timeout: float = 120) -> Iterator[
         server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_until_healthy(url, server, timeout, Path(log_path))
-        yield url
+        yield url, server
     finally:
         server.terminate()
         try:
@@ -158,6 +165,25 @@ return {
 def page_state(driver) -> dict:
     """What the app shows now: running?, result headings, error and warning texts, charts, images, main text."""
     return driver.execute_script(_PAGE_STATE)
+
+
+# What markdown made of the page's texts: links, KaTeX math, emphasis and colour, and the tallest image drawn.
+_MARKUP = """
+const main = document.querySelector('[data-testid="stMain"]');
+const all = selector => [...main.querySelectorAll(selector)];
+return {
+  links: all('a[href]').map(a => a.getAttribute('href')),
+  katex: all('.katex').length,
+  emphasis: all('em, strong, b').map(e => e.innerText),
+  coloured: all('span[class*="colored"], span[style*="color"]').map(e => e.innerText),
+  tallestImage: Math.max(0, ...all('img').map(image => image.getBoundingClientRect().height)),
+};
+"""
+
+
+def markup_in_main(driver) -> dict:
+    """Links (their href), KaTeX formulas, emphasised and coloured texts, and the tallest image, in the main area."""
+    return driver.execute_script(_MARKUP)
 
 
 def wait_for_results(driver, species: str, bad_file: str | None = None, *, timeout: float = 120) -> dict:
