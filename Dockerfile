@@ -33,11 +33,13 @@ RUN python3 -m venv /venv \
  && rm -rf /venv/lib/python3*/site-packages/pyarrow/include /venv/lib/python3*/site-packages/pydeck/nbextension/static
 
 FROM ${BASE_IMAGE}
-# An explicit PATH: an image made by `docker import` has none to extend.
+# An explicit PATH: an image made by `docker import` has none to extend. MALLOC_ARENA_MAX: two glibc heaps, not one
+# per thread (Streamlit runs each session on its own), so that memory freed after a batch goes back to the system.
 ENV PATH=/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONPATH=/srv/fish \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/fish fish
 COPY --from=build /venv /venv
 WORKDIR /srv/fish

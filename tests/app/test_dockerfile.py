@@ -27,6 +27,12 @@ def test_the_image_installs_the_app_requirements_under_pinned_constraints():
     assert len(installs) == 2 and all("-r /build/requirements.txt -c /build/constraints.txt" in i for i in installs)
 
 
+def test_the_image_keeps_glibc_to_two_heaps_so_that_memory_freed_after_a_batch_goes_back():
+    # One heap per thread otherwise, and Streamlit runs each browser session on a thread of its own.
+    [env] = re.findall(r"^ENV (?:.*\\\n)*.*$", DOCKERFILE.split("FROM ${BASE_IMAGE}\n")[-1], flags=re.MULTILINE)
+    assert re.search(r"\bMALLOC_ARENA_MAX=2\b", env), env
+
+
 def test_the_constraints_pin_every_requirement_within_its_range():
     requirements = [Requirement(line) for line in _lines(REPO_ROOT / "app" / "requirements.txt")]
     pins = {}

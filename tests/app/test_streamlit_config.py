@@ -29,6 +29,16 @@ def repo_config():
         config.get_config_options(force_reparse=True)
 
 
+def test_one_photo_of_the_largest_size_the_uploader_takes_fits_a_sessions_upload_cap(repo_config):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fish_app", REPO_ROOT / "app" / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    largest = repo_config.get_option("server.maxUploadSize") * 2**20  # Streamlit's megabytes
+    assert largest <= app.SESSION_UPLOAD_MB * app.MB <= app.SERVER_UPLOAD_MB * app.MB
+
+
 def test_error_details_are_hidden_from_users_with_a_value_streamlit_accepts(repo_config):
     assert repo_config.get_option("client.showErrorDetails") == config.ShowErrorDetailsConfigOptions.NONE
 
