@@ -296,14 +296,20 @@ def show_unknown(result: Result, n_classes: int, threshold: float | None) -> Non
         show_photo(columns[0], result)
         verdict = columns[1]
         verdict.subheader("Not a known fish")
-        limit = "" if threshold is None else f", above the threshold of {threshold:.4g}"
-        verdict.warning(
-            f"This photo does not look like any of the {n_classes} species this model knows "
-            f"(unknown-photo score {prediction.unknown_score:.4g}{limit}), so it gets no species. "
-            "If it is a fish, it is probably one the model was not trained on."
-        )
+        verdict.warning(unknown_message(prediction, n_classes, threshold))
         closest = ", ".join(f"{literal(display)} {probability:.0%}" for _, display, probability in prediction.top_k[:3])
         verdict.caption(f"Closest species, not an answer: {closest}")
+
+
+def unknown_message(prediction: Prediction, n_classes: int, threshold: float | None) -> str:
+    """Why a photo gets no species: it shows nothing to identify (too small, one flat colour), or it is
+    unlike every species the model knows (the unknown-photo detector's score over its threshold)."""
+    if prediction.unknown_reason:
+        return f"No species: {literal(prediction.unknown_reason)}."
+    limit = "" if threshold is None else f", above the threshold of {threshold:.4g}"
+    return (f"This photo does not look like any of the {n_classes} species this model knows "
+            f"(unknown-photo score {prediction.unknown_score:.4g}{limit}), so it gets no species. "
+            "If it is a fish, it is probably one the model was not trained on.")
 
 
 def show_photo(column, result: Result) -> None:

@@ -183,6 +183,17 @@ def test_a_photo_that_is_no_fish_gets_a_plain_message_and_no_species(monkeypatch
     assert captions(app) == ["receipt.jpg"]
 
 
+def test_a_photo_that_shows_nothing_says_why_it_gets_no_species(monkeypatch, bundle):
+    # A flat colour and a 1x1 dot: unknown whatever the model says (fish_classifier.images.no_content).
+    app = run_app(monkeypatch, bundle, [("flat.png", png_bytes(Image.new("RGB", (64, 64), (0, 255, 0))), "image/png"),
+                                        ("dot.png", png_bytes(Image.new("RGB", (1, 1), (0, 255, 0))), "image/png")])
+    assert [h.value for h in app.subheader] == ["Not a known fish", "Not a known fish"]
+    assert [as_shown(w.value) for w in app.warning] == [
+        "No species: the photo is one flat colour (brightness spread 0.0 of 255): nothing in it to see.",
+        "No species: the photo is 1x1 pixels, under 16 on a side: too small to show a fish.",
+    ]
+
+
 def test_heatmap_toggle_adds_and_removes_the_overlay(monkeypatch, bundle):
     app = run_app(monkeypatch, bundle, ("cobalt.png", png_bytes(colour_photo(2, 80)), "image/png"))
     assert captions(app) == ["cobalt.png", "Where the model looked"]
