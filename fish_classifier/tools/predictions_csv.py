@@ -21,7 +21,7 @@ from fish_classifier.serving.spreadsheet import safe_cell
 from fish_classifier.top_k import format_top_k
 
 COLUMNS = ["path", "label", "display_name", "confidence", "is_low_confidence", "is_unknown", "unknown_score",
-           "top_k", "error"]
+           "unknown_reason", "top_k", "error"]
 
 
 class OutputError(Exception):
@@ -110,6 +110,7 @@ def row(prediction) -> dict:
         "is_low_confidence": prediction.is_low_confidence,
         "is_unknown": prediction.is_unknown,
         "unknown_score": "" if math.isnan(prediction.unknown_score) else f"{prediction.unknown_score:.6g}",
+        "unknown_reason": prediction.unknown_reason or "",  # a photo that shows nothing: too small, one flat colour
         "top_k": format_top_k((label, probability) for label, _, probability in prediction.top_k),
         "error": prediction.error or "",
     }

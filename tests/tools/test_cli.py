@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 from support.fixtures_models import make_bundle, tinted_image
 
 from fish_classifier.cpus import usable_cpus
@@ -65,6 +66,18 @@ def test_a_photo_unlike_every_species_is_marked_unknown_in_its_row(bundle, tmp_p
     assert table["is_unknown"].tolist() == [True, False]
     assert float(table["unknown_score"][0]) > float(table["unknown_score"][1])
     assert "(1 unknown, " in capsys.readouterr().err
+
+
+def test_a_photo_that_shows_nothing_is_unknown_with_its_reason_in_its_row(bundle, tmp_path):
+    Image.new("RGB", (300, 200), (0, 255, 0)).save(tmp_path / "green.png")
+    tinted_image(RED, seed=4).save(tmp_path / "red.png")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(tmp_path / "green.png"), str(tmp_path / "red.png"), "--out", str(out),
+                 "--bundle", bundle]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert table["is_unknown"].tolist() == [True, False]
+    assert table["unknown_reason"].tolist() == [
+        "the photo is one flat colour (brightness spread 0.0 of 255): nothing in it to see", ""]
 
 
 def test_files_and_folders_mix_and_keep_the_order_given(bundle, photos, tmp_path):

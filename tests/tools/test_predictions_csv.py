@@ -24,7 +24,8 @@ def test_every_text_cell_a_spreadsheet_would_run_gets_a_leading_quote():
 def test_a_failed_prediction_has_empty_numbers_and_its_error():
     cells = row(Prediction(source="a.jpg", label=None, display_name=None, confidence=math.nan, error="file is empty"))
     assert cells == {"path": "a.jpg", "label": "", "display_name": "", "confidence": "", "is_low_confidence": False,
-                     "is_unknown": False, "unknown_score": "", "top_k": "", "error": "file is empty"}
+                     "is_unknown": False, "unknown_score": "", "unknown_reason": "", "top_k": "",
+                     "error": "file is empty"}
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,7 @@ def test_a_link_to_a_csv_keeps_its_link_and_gets_the_new_file(tmp_path):
         out.commit()
 
     assert (tmp_path / "link.csv").is_symlink()
-    assert (tmp_path / "real.csv").read_text().splitlines() == [",".join(COLUMNS), "a.jpg,x,X,1.000000,False,False,,,"]
+    assert (tmp_path / "real.csv").read_text().splitlines() == [",".join(COLUMNS), "a.jpg,x,X,1.000000,False,False,,,,"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "real.csv"]
 
 
