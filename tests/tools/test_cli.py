@@ -57,27 +57,27 @@ def test_predicts_a_folder_recursively_into_a_csv(bundle, photos, tmp_path, caps
 def test_a_photo_unlike_every_species_is_marked_unknown_in_its_row(bundle, tmp_path, capsys):
     from support.app_bundles import text_photo
 
-    text_photo("no fish").save(tmp_path / "receipt.png")
-    tinted_image(RED, seed=4).save(tmp_path / "red.png")
-    out = tmp_path / "predictions.csv"
-    assert main(["predict", str(tmp_path / "receipt.png"), str(tmp_path / "red.png"), "--out", str(out),
-                 "--bundle", bundle]) == 0
-    table = pd.read_csv(out, keep_default_na=False)
+    table = _predicted_beside_a_red_fish(bundle, tmp_path, "receipt.png", text_photo("no fish"))
     assert table["is_unknown"].tolist() == [True, False]
     assert float(table["unknown_score"][0]) > float(table["unknown_score"][1])
     assert "(1 unknown, " in capsys.readouterr().err
 
 
 def test_a_photo_that_shows_nothing_is_unknown_with_its_reason_in_its_row(bundle, tmp_path):
-    Image.new("RGB", (300, 200), (0, 255, 0)).save(tmp_path / "green.png")
-    tinted_image(RED, seed=4).save(tmp_path / "red.png")
-    out = tmp_path / "predictions.csv"
-    assert main(["predict", str(tmp_path / "green.png"), str(tmp_path / "red.png"), "--out", str(out),
-                 "--bundle", bundle]) == 0
-    table = pd.read_csv(out, keep_default_na=False)
+    table = _predicted_beside_a_red_fish(bundle, tmp_path, "green.png", Image.new("RGB", (300, 200), (0, 255, 0)))
     assert table["is_unknown"].tolist() == [True, False]
     assert table["unknown_reason"].tolist() == [
         "the photo is one flat colour (brightness spread 0.0 of 255): nothing in it to see", ""]
+
+
+def _predicted_beside_a_red_fish(bundle, tmp_path, name: str, photo) -> pd.DataFrame:
+    """The CSV of `predict` on `photo` saved as `name`, then a red fish."""
+    photo.save(tmp_path / name)
+    tinted_image(RED, seed=4).save(tmp_path / "red.png")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(tmp_path / name), str(tmp_path / "red.png"), "--out", str(out),
+                 "--bundle", bundle]) == 0
+    return pd.read_csv(out, keep_default_na=False)
 
 
 def test_files_and_folders_mix_and_keep_the_order_given(bundle, photos, tmp_path):
