@@ -1,4 +1,5 @@
-"""How many CPU threads this process should use: one small module, so that its users depend on nothing else."""
+"""How many CPU threads this process should use, and whether another process still runs: one small module, so
+that its users depend on nothing else."""
 
 import os
 
@@ -15,3 +16,16 @@ def cpu_threads() -> int:
     """CPU threads for LiteRT: the limit `fish-classifier repro --jobs N` gives each job, else every usable CPU."""
     limit = os.environ.get("TF_NUM_INTRAOP_THREADS")
     return int(limit) if limit else usable_cpus()
+
+
+def process_running(pid: int) -> bool:
+    """Whether process `pid` still runs (another user's counts): the writer of a scratch folder named after it."""
+    if pid <= 0:  # os.kill(0, ...) would ask about this process's group
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except PermissionError:
+        return True  # another user's
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True

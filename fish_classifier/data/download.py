@@ -28,6 +28,7 @@ import requests
 from pydantic import ConfigDict
 from tqdm import tqdm
 
+from fish_classifier.cpus import process_running
 from fish_classifier.hashing import file_sha256
 from fish_classifier.params import Section, check_params, number, text
 from fish_classifier.splits import SPLITS
@@ -176,15 +177,7 @@ def remove_stale_scratch(parent: str | Path) -> list[Path]:
 
 def _running(pid: str | None) -> bool:
     """Whether the process `pid` (from a scratch folder's name; None in an older name) is still running."""
-    if pid is None or int(pid) <= 0:  # os.kill(0, ...) would ask about this process's group
-        return False
-    try:
-        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-    except PermissionError:
-        return True  # another user's
-    except (ProcessLookupError, OverflowError):
-        return False
-    return True
+    return pid is not None and process_running(int(pid))
 
 
 def fetch_zip(source: str, *, drive_file: str, into: Path) -> Path:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fish_classifier.cpus import process_running
 from fish_classifier.serving.bundle import INFO_FILE, BundleError, read_bundle
 
 
@@ -53,7 +54,7 @@ def _clean_up(out_dir: Path) -> None:
     for kind in ("old", "tmp"):
         for path in sorted(out_dir.parent.glob(f".{out_dir.name}-{kind}-*")):
             pid = path.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and _running(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and process_running(int(pid)):
                 continue  # another writer's, still at work
             if kind == "old" and not out_dir.exists():
                 path.rename(out_dir)  # a whole bundle: it was published before it was set aside
@@ -63,16 +64,6 @@ def _clean_up(out_dir: Path) -> None:
 
 def _sibling(out_dir: Path, kind: str, pid: int) -> Path:
     return out_dir.with_name(f".{out_dir.name}-{kind}-{pid}")
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _sync(folder: Path) -> None:
