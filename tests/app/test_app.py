@@ -19,6 +19,8 @@ from support import REPO_ROOT
 from support.app_bundles import COLOUR_CLASSES, build_colour_bundle, colour_photo, jpeg_bytes, text_photo
 from support.synthetic_images import tiff_without_dimensions
 
+import uploads as app_uploads  # app/uploads.py (tests/app/conftest.py puts app/ on sys.path)
+
 from fish_classifier import images
 from fish_classifier.serving.bundle import add_file
 from fish_classifier.serving.predictor import Prediction
@@ -201,8 +203,8 @@ def test_heatmap_toggle_adds_and_removes_the_overlay(monkeypatch, bundle):
     assert captions(app) == ["cobalt.png"]
 
 
-def test_more_photos_than_the_cap_get_the_first_ones_identified_and_a_message(monkeypatch, bundle, app_module):
-    cap = app_module.MAX_FILES
+def test_more_photos_than_the_cap_get_the_first_ones_identified_and_a_message(monkeypatch, bundle):
+    cap = app_uploads.MAX_FILES
     photos = [jpeg_bytes(colour_photo(0, 32, seed=500 + i)) for i in range(cap + 2)]
     uploads = [(f"crimson-{i:02d}.jpg", data, "image/jpeg") for i, data in enumerate(photos)]
     app = run_app(monkeypatch, bundle, uploads)
@@ -272,27 +274,27 @@ def test_a_photo_the_model_fails_on_gets_its_own_error_and_the_others_their_resu
     assert app.dataframe[0].value["error"].tolist() == ["could not be identified (MemoryError)", ""]
 
 
-def test_a_batch_over_the_session_cap_gets_its_first_photos_identified_and_a_message(monkeypatch, bundle, app_module):
-    cap = app_module.SESSION_UPLOAD_MB * app_module.MB
-    size = 19 * app_module.MB
+def test_a_batch_over_the_session_cap_gets_its_first_photos_identified_and_a_message(monkeypatch, bundle):
+    cap = app_uploads.SESSION_UPLOAD_MB * app_uploads.MB
+    size = 19 * app_uploads.MB
     count = cap // size + 2  # two past the cap
     uploads = [(f"big-{i}.jpg", bytes([i]) * size, "image/jpeg") for i in range(count)]
     app = run_app(monkeypatch, bundle, uploads)
     kept = cap // size
     [notice, *errors] = [e.value for e in app.error]
     assert notice == (f"{count} photos chosen, {count * 19:.1f} MB in all, but the app identifies at most "
-                      f"{app_module.SESSION_UPLOAD_MB} MB of photos at a time: the first {kept} ({kept * 19:.1f} MB) "
+                      f"{app_uploads.SESSION_UPLOAD_MB} MB of photos at a time: the first {kept} ({kept * 19:.1f} MB) "
                       f"are shown below. Upload the other 2 in another batch.")
     assert len(errors) == kept  # each not a readable image, each on its own
     assert app.dataframe[0].value["file"].tolist() == [name for name, _, _ in uploads[:kept]]
 
 
-def test_a_batch_is_cut_at_the_count_cap_or_the_byte_cap_whichever_comes_first(app_module):
-    assert app_module.batch_length([10] * 5, max_files=3, max_bytes=100) == 3
-    assert app_module.batch_length([40] * 5, max_files=3, max_bytes=100) == 2
-    assert app_module.batch_length([40, 60, 1], max_files=3, max_bytes=100) == 2
-    assert app_module.batch_length([101], max_files=3, max_bytes=100) == 0
-    assert app_module.batch_length([], max_files=3, max_bytes=100) == 0
+def test_a_batch_is_cut_at_the_count_cap_or_the_byte_cap_whichever_comes_first():
+    assert app_uploads.batch_length([10] * 5, max_files=3, max_bytes=100) == 3
+    assert app_uploads.batch_length([40] * 5, max_files=3, max_bytes=100) == 2
+    assert app_uploads.batch_length([40, 60, 1], max_files=3, max_bytes=100) == 2
+    assert app_uploads.batch_length([101], max_files=3, max_bytes=100) == 0
+    assert app_uploads.batch_length([], max_files=3, max_bytes=100) == 0
 
 
 def upload_record(file_id: str, size: int, name: str | None = None):
@@ -301,12 +303,12 @@ def upload_record(file_id: str, size: int, name: str | None = None):
     return UploadedFileRec(file_id=file_id, name=name or f"{file_id}.jpg", type="image/jpeg", data=b"x" * size)
 
 
-def test_the_upload_budget_refuses_what_would_take_a_session_or_the_server_past_its_cap(app_module):
+def test_the_upload_budget_refuses_what_would_take_a_session_or_the_server_past_its_cap():
     from starlette.exceptions import HTTPException
     from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
 
     manager = MemoryUploadedFileManager("/upload")
-    budget = app_module.UploadBudget(manager, session_bytes=100, server_bytes=250)
+    budget = app_uploads.UploadBudget(manager, session_bytes=100, server_bytes=250)
     manager.add_file("a", upload_record("a1", 60))
     manager.add_file("a", upload_record("a1", 90))  # the same file again replaces it: 90 held, not 150
     with pytest.raises(HTTPException) as refused:
@@ -321,12 +323,12 @@ def test_the_upload_budget_refuses_what_would_take_a_session_or_the_server_past_
     assert budget.take_refused("a") == [] and budget.take_refused("c") == [("c1.jpg", 70, "server")]
 
 
-def test_a_closed_sessions_uploads_are_dropped_after_the_grace_period_and_open_ones_kept(app_module):
+def test_a_closed_sessions_uploads_are_dropped_after_the_grace_period_and_open_ones_kept():
     from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
 
     manager = MemoryUploadedFileManager("/upload")
     active, closed = {"open"}, []
-    budget = app_module.UploadBudget(manager, session_bytes=100, server_bytes=1000, is_active=active.__contains__,
+    budget = app_uploads.UploadBudget(manager, session_bytes=100, server_bytes=1000, is_active=active.__contains__,
                                      close_session=closed.append, forget_after=10)
     manager.add_file("open", upload_record("o", 50))
     manager.add_file("gone", upload_record("g", 70))
@@ -339,19 +341,19 @@ def test_a_closed_sessions_uploads_are_dropped_after_the_grace_period_and_open_o
 
 
 def test_the_refusal_notice_names_the_files_their_size_and_the_cap(app_module):
-    mb = app_module.MB
+    mb = app_uploads.MB
     refused = [(f"[photo {i}](x).jpg", 19 * mb, "session") for i in range(6)] + [("late.jpg", mb, "server")]
     notice = app_module.refusal_notice(refused)
     assert as_shown(notice) == (
         "7 photos not accepted ([photo 0](x).jpg, [photo 1](x).jpg, [photo 2](x).jpg, [photo 3](x).jpg, "
-        f"[photo 4](x).jpg and 2 more; 115.0 MB): one browser session holds at most {app_module.SESSION_UPLOAD_MB} MB "
-        f"of photos at a time, and the server holds at most {app_module.SERVER_UPLOAD_MB} MB of photos for all its "
+        f"[photo 4](x).jpg and 2 more; 115.0 MB): one browser session holds at most {app_uploads.SESSION_UPLOAD_MB} MB "
+        f"of photos at a time, and the server holds at most {app_uploads.SERVER_UPLOAD_MB} MB of photos for all its "
         "users at once, and is full now: try again in a minute. Remove photos from the uploader (their ×) to make "
         "room, or identify these in another batch.")
 
 
-def test_releasing_memory_is_harmless_anywhere(app_module):
-    app_module.release_memory()  # glibc's malloc_trim where there is one, nothing elsewhere
+def test_releasing_memory_is_harmless_anywhere():
+    app_uploads.release_memory()  # glibc's malloc_trim where there is one, nothing elsewhere
 
 
 def test_each_upload_is_decoded_once_a_run_and_not_again_once_its_results_are_cached(monkeypatch, bundle):

@@ -30,13 +30,10 @@ def repo_config():
 
 
 def test_one_photo_of_the_largest_size_the_uploader_takes_fits_a_sessions_upload_cap(repo_config):
-    import importlib.util
+    import uploads  # app/uploads.py (tests/app/conftest.py puts app/ on sys.path)
 
-    spec = importlib.util.spec_from_file_location("fish_app", REPO_ROOT / "app" / "app.py")
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
     largest = repo_config.get_option("server.maxUploadSize") * 2**20  # Streamlit's megabytes
-    assert largest <= app.SESSION_UPLOAD_MB * app.MB <= app.SERVER_UPLOAD_MB * app.MB
+    assert largest <= uploads.SESSION_UPLOAD_MB * uploads.MB <= uploads.SERVER_UPLOAD_MB * uploads.MB
 
 
 def test_error_details_are_hidden_from_users_with_a_value_streamlit_accepts(repo_config):
