@@ -9,8 +9,6 @@ import functools
 import logging
 import math
 import os
-import re
-import string
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, Exam
 from fish_classifier.serving.predictor import Prediction, Predictor
 from fish_classifier.serving.spreadsheet import safe_cell
 # The app's own modules, beside this file: `streamlit run` puts the script's folder on sys.path.
+from markup import file_label, literal
 from uploads import (
     MAX_FILES,
     SERVER_UPLOAD_MB,
@@ -175,27 +174,6 @@ def csv_text(table: pd.DataFrame) -> str:
     """`table` as the CSV download, every text cell a spreadsheet would run as a formula led by a `'`:
     a photo named `=HYPERLINK(...).jpg` is then text, and still names the file."""
     return table.map(safe_cell).to_csv(index=False)
-
-
-# A control character (a file name may hold a newline) would start a new markdown block: shown as a space.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
-# Every ASCII punctuation mark, which CommonMark lets a backslash escape: no emphasis, link, autolink (https\://),
-# math ($), heading, HTML, table, nor Streamlit's colour and icon directives (:red[...]) survive.
-MARKDOWN_PUNCTUATION = re.compile("([" + re.escape(string.punctuation) + "])")
-
-
-def literal(text: str) -> str:
-    """`text` escaped so that Streamlit's markdown shows it as typed (names may hold * _ $ [ ] ( ) : ...).
-    Emoji shortcodes (`:fish:`) still become emoji: a file name a user chose goes through `file_label`."""
-    return MARKDOWN_PUNCTUATION.sub(r"\\\1", CONTROL_CHARACTERS.sub(" ", text))
-
-
-def file_label(name: str) -> str:
-    """A file name as markdown showing it as typed, in code type: a code span's text is never markup (no link,
-    autolink, math, emoji or directive), and its fence is longer than any run of backticks in the name."""
-    name = CONTROL_CHARACTERS.sub(" ", name)
-    fence = "`" * (max(map(len, re.findall("`+", name)), default=0) + 1)
-    return f"{fence} {name} {fence}"
 
 
 def load_or_explain(directory: Path, version: int) -> Predictor | None:
