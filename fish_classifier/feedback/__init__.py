@@ -1,0 +1,1 @@
+"""What users say about the app's answers: the feedback store, its review and its export for the pipeline."""
