@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -159,6 +160,9 @@ class FeedbackStore:
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise FeedbackError(f"the feedback store URL {self.url!r} names no database SQLAlchemy can use "
                                 f"({_one_line(exc)}); give one like {DEFAULT_URL} or postgresql://user@host/db") from exc
+        # SQLite takes one writer at a time: this process's writers queue here, waking as soon as the one before
+        # commits, instead of on SQLite's busy handler, which polls with sleeps of up to 100 ms.
+        self._write_lock = threading.Lock() if self._sqlite else None
         if self._sqlite:
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
@@ -338,8 +342,11 @@ class _Transaction:
 
     def __init__(self, store: FeedbackStore, write: bool):
         self.store, self.write = store, write
+        self.lock = store._write_lock if write else None
 
     def __enter__(self):
+        if self.lock is not None:
+            self.lock.acquire()
         try:
             self.conn = self.store.engine.connect()
             self.conn.execution_options(fish_feedback_write=self.write)
@@ -347,6 +354,7 @@ class _Transaction:
         except SQLAlchemyError as exc:
             if getattr(self, "conn", None) is not None:
                 self.conn.close()
+            self._release()
             raise StoreUnavailable(f"cannot reach the feedback store {self.store.url}: {_one_line(exc)}") from exc
         return self.conn
 
@@ -362,9 +370,14 @@ class _Transaction:
                                        f"{_one_line(error)}") from error
         finally:
             self.conn.close()
+            self._release()
         if isinstance(exc, SQLAlchemyError):
             raise StoreUnavailable(f"the feedback store {self.store.url} failed: {_one_line(exc)}") from exc
         return False
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _sqlite_on_connect(dbapi_connection, connection_record) -> None:
