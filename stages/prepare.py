@@ -1,6 +1,8 @@
 """Stage prepare: decode every image of data/raw, keep the usable ones as RGB in data/prepared,
 and write data/manifest.csv, data/classes.json, data/prepare_report.json (skipped files,
 counts and train/val/test leakage) and data/near_duplicates.png (the closest near-duplicate pairs).
+The users' feedback photos bound for train (data/feedback/train) join train, less those that duplicate a
+val or test photo (listed in the report and drawn).
 
     python stages/prepare.py
 """
@@ -11,9 +13,15 @@ import sys
 from pathlib import Path
 
 from fish_classifier.data.leakage import find_leaks
-from fish_classifier.data.leakage_plot import plot_near_duplicates
-from fish_classifier.data.manifest import DatasetError, find_classes, write_classes, write_manifest
-from fish_classifier.data.prepare import PrepareSettings, prepare_images
+from fish_classifier.data.leakage_plot import plot_near_duplicates, with_dropped_feedback
+from fish_classifier.data.manifest import (
+    DatasetError,
+    find_classes,
+    read_feedback_part,
+    write_classes,
+    write_manifest,
+)
+from fish_classifier.data.prepare import PrepareSettings, fold_in_feedback, prepare_images
 from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.splits import SPLITS
 
@@ -23,6 +31,7 @@ MANIFEST = Path("data/manifest.csv")
 CLASSES = Path("data/classes.json")
 REPORT = Path("data/prepare_report.json")
 NEAR_DUPLICATES = Path("data/near_duplicates.png")
+FEEDBACK = Path("data/feedback/train/manifest.csv")  # none when the feedback stage has not run
 
 
 def main(argv=None) -> int:
@@ -37,6 +46,10 @@ def main(argv=None) -> int:
         prepared = prepare_images(
             RAW_DIR, PREPARED_DIR, [c["label"] for c in classes], hash_size=params.hash_size
         )
+        feedback = read_feedback_part(FEEDBACK)
+        folded = fold_in_feedback(prepared, feedback, PREPARED_DIR, hash_size=params.hash_size,
+                                  max_distance=params.near_duplicate_distance)
+        prepared = folded.dataset
     except DatasetError as exc:
         shutil.rmtree(PREPARED_DIR, ignore_errors=True)
         print(f"prepare failed: {exc}", file=sys.stderr)
@@ -54,19 +67,25 @@ def main(argv=None) -> int:
         "skipped_files": len(prepared.skipped),
         "exact_duplicates": leaks["exact_duplicates"],
         "near_duplicates": leaks["near_duplicates"],
+        "feedback": {key: value for key, value in folded.report.items() if key != "pairs"},
         "warnings": prepared.warnings,
         "skipped": prepared.skipped,
         "exact_duplicate_pairs": leaks["exact_duplicate_pairs"],
         "near_duplicate_pairs": leaks["near_duplicate_pairs"],
+        "feedback_dropped_pairs": folded.report["pairs"],  # feedback photos left out: they duplicate val or test
     }
     REPORT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    label_of = dict(zip(manifest["path"], manifest["label"], strict=True))
+    label_of = dict(zip(manifest["path"], manifest["label"], strict=True)) | dict(zip(feedback["path"], feedback["label"]))
     display_of = {c["label"]: c["display"] for c in classes}
-    plot_near_duplicates(leaks, label_of, display_of, NEAR_DUPLICATES, limit=params.duplicate_pairs_shown,
-                         max_distance=params.near_duplicate_distance)
+    plot_near_duplicates(with_dropped_feedback(leaks, folded.report["pairs"]), label_of, display_of, NEAR_DUPLICATES,
+                         limit=params.duplicate_pairs_shown, max_distance=params.near_duplicate_distance)
 
     print(f"{len(manifest)} images in {len(classes)} classes {report['images']}, {len(prepared.skipped)} skipped")
     print(f"leakage: exact {leaks['exact_duplicates']}, near {leaks['near_duplicates']}")
+    if len(feedback):
+        print(f"feedback: {folded.report['photos']} of {len(feedback)} photos join train, "
+              f"{folded.report['dropped_photos']} dropped as duplicates of val or test photos, "
+              f"{folded.report['skipped_files']} unreadable")
     for warning in prepared.warnings:
         print(f"warning: {warning}")
     return 0

@@ -21,6 +21,20 @@ def closest_near_duplicates(near_duplicate_pairs: dict[str, list[dict]], limit: 
     return sorted(pairs, key=lambda pair: pair["distance"])[:limit]
 
 
+def with_dropped_feedback(leaks: dict, dropped_pairs: dict[str, list[dict]]) -> dict:
+    """`leaks` (`find_leaks`'s result) with the feedback photos that prepare dropped as duplicates of val or test
+    photos (`fold_in_feedback`'s pairs: {"feedback-val": [{"feedback": path, "val": path, "distance": d,
+    "exact": bool}, ...], ...}) added as split pairs of their own, so that the picture shows them too."""
+    near = {pair: [entry for entry in entries if not entry["exact"]] for pair, entries in dropped_pairs.items()}
+    exact = {pair: [entry for entry in entries if entry["exact"]] for pair, entries in dropped_pairs.items()}
+    return {
+        "exact_duplicates": {**leaks["exact_duplicates"], **{pair: len(found) for pair, found in exact.items()}},
+        "near_duplicates": {**leaks["near_duplicates"], **{pair: len(found) for pair, found in near.items()}},
+        "exact_duplicate_pairs": {**leaks["exact_duplicate_pairs"], **exact},
+        "near_duplicate_pairs": {**leaks["near_duplicate_pairs"], **near},
+    }
+
+
 def plot_near_duplicates(leaks: dict, label_of: dict[str, str], display_of: dict[str, str], path: str | Path, *,
                          limit: int, max_distance: int) -> None:
     """The `limit` closest near-duplicate pairs of `leaks` (`find_leaks`'s result), one pair per row, each photo

@@ -12,7 +12,10 @@ from pydantic import ConfigDict
 from fish_classifier.params import Rule, Section
 from fish_classifier.splits import SPLITS
 
-MANIFEST_COLUMNS = ["path", "split", "label", "sha256", "width", "height", "augmented", "source"]
+MANIFEST_COLUMNS = ["path", "split", "label", "sha256", "width", "height", "augmented", "source", "origin"]
+# Where an original photo came from (`origin`): the dataset zip, or the users' feedback (data/feedback/train).
+# Augmented copies and composites leave it empty: their `source` names the photo they were made from.
+DATASET, FEEDBACK = "dataset", "feedback"
 
 # The dataset's folder names lead with category words ("fish sea_food red_mullet");
 # the species is what follows them.
@@ -35,11 +38,22 @@ class DatasetError(ValueError):
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"label": str, "source": str}, keep_default_na=False)
+    return pd.read_csv(path, dtype={"label": str, "source": str, "origin": str}, keep_default_na=False)
 
 
 def write_manifest(manifest: pd.DataFrame, path: str | Path) -> None:
-    manifest[MANIFEST_COLUMNS].to_csv(path, index=False)
+    manifest.reindex(columns=MANIFEST_COLUMNS, fill_value="").to_csv(path, index=False)
+
+
+# data/feedback/<part>/manifest.csv (train, field, not-fish: the feedback stage's outputs, read by three stages).
+FEEDBACK_COLUMNS = ["path", "label", "sha256"]
+
+
+def read_feedback_part(path: str | Path) -> pd.DataFrame:
+    """A part of the feedback (FEEDBACK_COLUMNS); a missing manifest (the feedback stage has not run) is an empty part."""
+    if not Path(path).is_file():
+        return pd.DataFrame(columns=FEEDBACK_COLUMNS)
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def scored_split(manifest: pd.DataFrame, split: str) -> pd.DataFrame:

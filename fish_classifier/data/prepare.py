@@ -7,6 +7,10 @@ thresholds), and test needs images: a dataset short of them is refused. A class 
 usable image of gets a warning.
 Kept images land in prepared/<split>/<label>/: a byte copy when the file already
 decodes to plain RGB, else the normalised RGB pixels as a lossless PNG.
+
+The users' feedback photos bound for train (data/feedback/train) are folded in after the dataset, through the
+same reading (`origin` feedback in the manifest); one that is an exact or near duplicate of a val or test photo
+is dropped, so that no user photo flatters a score, and listed with its pair.
 """
 
 import hashlib
@@ -21,8 +25,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from fish_classifier.data.leakage import perceptual_hash
-from fish_classifier.data.manifest import MANIFEST_COLUMNS, DatasetError, check_scored_splits
+from fish_classifier.data.leakage import hamming_distances, perceptual_hash
+from fish_classifier.data.manifest import DATASET, FEEDBACK, MANIFEST_COLUMNS, DatasetError, check_scored_splits
 from fish_classifier.images import IMAGE_FORMATS, ImageError, open_rgb, read_image_file
 from fish_classifier.params import Rule, Section, integer
 from fish_classifier.splits import SPLITS
@@ -75,31 +79,13 @@ def prepare_images(
             skipped.append({**where, "reason": "not inside a class folder"})
             continue
         try:
-            data = read_image_file(path)
-            image = open_rgb(data)
+            data, image = _decode(path)
         except ImageError as exc:
             skipped.append({**where, "reason": str(exc)})
             continue
         digest = hashlib.sha256(data).hexdigest()
-        plain = _is_plain_rgb(data)
-        target = _target_path(prepared_dir / split / inside, plain=plain, digest=digest, taken=taken)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if plain:
-            target.write_bytes(data)
-        else:
-            image.save(target, format="PNG")
-        rows.append(
-            {
-                "path": _relative(target, repo_root),
-                "split": split,
-                "label": label,
-                "sha256": digest,
-                "width": image.width,
-                "height": image.height,
-                "augmented": False,
-                "source": "",
-            }
-        )
+        rows.append(_keep(data, image, prepared_dir / split / inside, digest, taken, repo_root,
+                          split=split, label=label, origin=DATASET))
         hashes.append(perceptual_hash(image, hash_size))
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     empty = sorted(known - set(manifest.loc[manifest["split"] == "train", "label"]))
@@ -120,6 +106,97 @@ def prepare_images(
     bits = np.array(hashes, dtype=bool).reshape(len(rows), hash_size * hash_size)
     warnings = _untested_classes(manifest, labels)
     return PreparedDataset(manifest=manifest, skipped=skipped, hashes=bits, warnings=warnings)
+
+
+FEEDBACK_PAIRS = tuple(f"{FEEDBACK}-{split}" for split in ("val", "test"))  # what a feedback photo is checked against
+
+
+@dataclass
+class FeedbackFolded:
+    dataset: PreparedDataset  # the dataset with the kept feedback photos as train rows (and their skipped files)
+    report: dict  # photos, skipped_files, dropped_photos, duplicate_pairs: {pair: count}, pairs: {pair: [...]}
+
+
+def fold_in_feedback(prepared: PreparedDataset, feedback: pd.DataFrame, prepared_dir: str | Path, *, hash_size: int,
+                     max_distance: int, repo_root: str | Path = ".") -> FeedbackFolded:
+    """Add `feedback` (data/feedback/train/manifest.csv: path, label, sha256) to `prepared` as train photos.
+
+    Each is read as the dataset's photos are (an unreadable one is skipped with its reason), and dropped when it
+    is the same file as (sha256), or within `max_distance` bits of the perceptual hash of, a val or test photo.
+    A kept one lands in prepared_dir/train/<label>/feedback-<sha256[:16]>.
+    """
+    manifest = prepared.manifest
+    known = set(manifest.loc[manifest["split"] == "train", "label"])  # every class has train photos (prepare_images)
+    scored = {split: manifest.index[(manifest["split"] == split).to_numpy()].to_numpy() for split in ("val", "test")}
+    rows, hashes, skipped, taken = [], [], [], set()
+    pairs = {pair: [] for pair in FEEDBACK_PAIRS}
+    dropped = 0
+    for entry in tqdm(feedback.itertuples(), total=len(feedback), desc="feedback", unit="image"):
+        where = {"path": entry.path, "split": "train", "label": entry.label}
+        if entry.label not in known:
+            skipped.append({**where, "reason": "not a species of the dataset"})
+            continue
+        try:
+            data, image = _decode(Path(repo_root) / entry.path)
+        except ImageError as exc:
+            skipped.append({**where, "reason": str(exc)})
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        bits = perceptual_hash(image, hash_size)
+        found = _duplicates_of(entry.path, digest, bits, manifest, prepared.hashes, scored, max_distance)
+        if found:
+            for pair, match in found:
+                pairs[pair].append(match)
+            dropped += 1
+            continue
+        wanted = Path(prepared_dir) / "train" / entry.label / f"{FEEDBACK}-{digest[:16]}{Path(entry.path).suffix}"
+        rows.append(_keep(data, image, wanted, digest, taken, repo_root, split="train", label=entry.label,
+                          origin=FEEDBACK))
+        hashes.append(bits)
+    added = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    dataset = PreparedDataset(
+        manifest=pd.concat([manifest, added], ignore_index=True) if rows else manifest,
+        skipped=prepared.skipped + skipped,
+        hashes=np.concatenate([prepared.hashes, np.array(hashes, dtype=bool).reshape(len(rows), -1)])
+        if rows else prepared.hashes,
+        warnings=prepared.warnings,
+    )
+    report = {"photos": len(rows), "skipped_files": len(skipped), "dropped_photos": dropped,
+              "duplicate_pairs": {pair: len(found) for pair, found in pairs.items()}, "pairs": pairs}
+    return FeedbackFolded(dataset, report)
+
+
+def _duplicates_of(path, digest, bits, manifest, hashes, scored, max_distance) -> list[tuple[str, dict]]:
+    """(pair, {feedback: path, <split>: path, distance, exact}) for each val or test photo that `path` duplicates."""
+    found, sha, paths = [], manifest["sha256"].to_numpy(), manifest["path"].to_numpy()
+    for split, rows in scored.items():
+        if not len(rows):
+            continue
+        distances = hamming_distances(bits[None, :], hashes[rows])[0]
+        exact = sha[rows] == digest
+        for i in np.nonzero(exact | (distances <= max_distance))[0]:
+            found.append((f"{FEEDBACK}-{split}", {FEEDBACK: path, split: paths[rows[i]],
+                                                  "distance": int(distances[i]), "exact": bool(exact[i])}))
+    return found
+
+
+def _decode(path: Path) -> tuple[bytes, Image.Image]:
+    data = read_image_file(path)
+    return data, open_rgb(data)
+
+
+def _keep(data: bytes, image: Image.Image, wanted: Path, digest: str, taken: set, repo_root, *, split: str,
+          label: str, origin: str) -> dict:
+    """Write one kept image under `wanted` (a byte copy when plain RGB, else a PNG) and return its manifest row."""
+    plain = _is_plain_rgb(data)
+    target = _target_path(wanted, plain=plain, digest=digest, taken=taken)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if plain:
+        target.write_bytes(data)
+    else:
+        image.save(target, format="PNG")
+    return {"path": _relative(target, repo_root), "split": split, "label": label, "sha256": digest,
+            "width": image.width, "height": image.height, "augmented": False, "source": "", "origin": origin}
 
 
 def _untested_classes(manifest: pd.DataFrame, labels: list[str]) -> list[str]:

@@ -23,7 +23,7 @@ def manifest(tmp_path):
         for i in range(n):
             path = f"data/prepared/{split}/{label}/{i:03d}.jpg"
             write_image(tmp_path / path, size=(24, 20), seed=seed_for(path))
-            rows.append([path, split, label, f"sha{len(rows)}", 24, 20, False, ""])
+            rows.append([path, split, label, f"sha{len(rows)}", 24, 20, False, "", "dataset"])
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 

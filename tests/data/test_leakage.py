@@ -19,7 +19,8 @@ from fish_classifier.data.manifest import MANIFEST_COLUMNS
 def _manifest(rows):
     """rows: (path, split, sha256) -> a manifest with the other columns filled in."""
     return pd.DataFrame(
-        [[path, split, "animal fish", sha, 32, 32, False, ""] for path, split, sha in rows], columns=MANIFEST_COLUMNS
+        [[path, split, "animal fish", sha, 32, 32, False, "", "dataset"] for path, split, sha in rows],
+        columns=MANIFEST_COLUMNS,
     )
 
 

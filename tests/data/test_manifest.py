@@ -92,18 +92,25 @@ def test_colliding_display_names_are_an_error(make_image_tree):
 def test_manifest_and_classes_round_trip(tmp_path):
     manifest = pd.DataFrame(
         [
-            ["data/prepared/train/animal fish/001.jpg", "train", "animal fish", "ab" * 32, 32, 24, False, ""],
-            ["data/augmented/animal fish/001-aug0000.png", "train", "animal fish", "cd" * 32, 32, 24, True,
-             "data/prepared/train/animal fish/001.jpg"],
+            ["data/prepared/train/animal fish/001.jpg", "train", "animal fish", "ab" * 32, 32, 24, False, "",
+             "dataset"],
+            ["data/prepared/train/animal fish/feedback-efef.jpg", "train", "animal fish", "ef" * 32, 32, 24, False,
+             "", "feedback"],
         ],
         columns=MANIFEST_COLUMNS,
     )
+    # An augmented copy names its source photo, and no origin of its own.
+    augmented = pd.DataFrame([{"path": "data/augmented/animal fish/001-aug0000.png", "split": "train",
+                               "label": "animal fish", "sha256": "cd" * 32, "width": 32, "height": 24,
+                               "augmented": True, "source": "data/prepared/train/animal fish/001.jpg"}])
+    manifest = pd.concat([manifest, augmented], ignore_index=True)
     write_manifest(manifest, tmp_path / "manifest.csv")
     back = read_manifest(tmp_path / "manifest.csv")
     assert list(back.columns) == MANIFEST_COLUMNS
-    assert back["augmented"].tolist() == [False, True]
+    assert back["origin"].tolist() == ["dataset", "feedback", ""]
+    assert back["augmented"].tolist() == [False, False, True]
     assert back["source"].tolist() == manifest["source"].tolist()
-    assert back["width"].tolist() == [32, 32]
+    assert back["width"].tolist() == [32, 32, 32]
 
     classes = [{"label": "animal fish", "display": "Animal fish"}]
     write_classes(classes, tmp_path / "classes.json")

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from PIL import Image
 from support import REPO_ROOT
@@ -17,7 +18,7 @@ from support.synthetic_images import (
 
 from fish_classifier import images
 from fish_classifier.data.manifest import MANIFEST_COLUMNS, DatasetError
-from fish_classifier.data.prepare import prepare_images
+from fish_classifier.data.prepare import fold_in_feedback, prepare_images
 
 LABELS = ["animal fish", "fish sea_food red_mullet"]
 ANIMAL_FISH_TRAIN = "train/animal fish"
@@ -218,3 +219,67 @@ def test_stage_prints_the_warnings_and_records_them_in_the_report(make_image_tre
     assert report["warnings"] == [warning]
     with Image.open(tmp_path / "data" / "near_duplicates.png") as sheet:  # every photo differs: no pair to draw
         assert sheet.text["Description"] == "No near-duplicate pairs across splits"
+
+
+def _feedback_tree(root, raw):
+    """data/feedback/train with a new photo, a byte copy of a test photo, a re-encoded val photo and a broken file;
+    returns its manifest (paths relative to `root`, as the feedback stage writes them from the repo root)."""
+    folder = root / "data" / "feedback" / "train" / "animal fish"
+    folder.mkdir(parents=True)
+    with Image.open(raw / "val" / "animal fish" / "000.jpg") as val_photo:
+        val_photo.save(folder / "near.jpg", quality=60)  # other bytes, the same picture
+    (folder / "new.jpg").write_bytes(image_bytes(seed=500))
+    (folder / "copy.jpg").write_bytes((raw / "test" / "fish sea_food red_mullet" / "000.jpg").read_bytes())
+    (folder / "broken.jpg").write_bytes(truncated_jpeg_bytes())
+    paths = [(folder / name).relative_to(root).as_posix() for name in ("broken.jpg", "copy.jpg", "near.jpg", "new.jpg")]
+    rows = [[path, "animal fish", hashlib.sha256((root / path).read_bytes()).hexdigest()] for path in paths]
+    rows[1][1] = "fish sea_food red_mullet"  # fed back under the test photo's own species: still dropped
+    return pd.DataFrame(rows, columns=["path", "label", "sha256"])
+
+
+def test_feedback_photos_join_train_unless_they_duplicate_val_or_test_photos(make_image_tree, tmp_path):
+    raw = make_image_tree(tmp_path / "raw", classes=LABELS, counts={"train": 2, "val": 1, "test": 1})
+    feedback = _feedback_tree(tmp_path, raw)
+    prepared = prepare_images(raw, tmp_path / "prepared", LABELS, hash_size=8, repo_root=tmp_path)
+    folded = fold_in_feedback(prepared, feedback, tmp_path / "prepared", hash_size=8, max_distance=4,
+                              repo_root=tmp_path)
+    manifest = folded.dataset.manifest
+    new_sha = hashlib.sha256(image_bytes(seed=500)).hexdigest()
+    added = manifest[manifest["origin"] == "feedback"]
+    assert added[["path", "split", "label", "sha256"]].values.tolist() == [
+        [f"prepared/train/animal fish/feedback-{new_sha[:16]}.jpg", "train", "animal fish", new_sha]]
+    assert (tmp_path / added["path"].iloc[0]).read_bytes() == image_bytes(seed=500)
+    assert (manifest["origin"] == "dataset").sum() == len(prepared.manifest) and len(manifest) == len(prepared.manifest) + 1
+    assert folded.dataset.hashes.shape == (len(manifest), 64)
+    report = folded.report
+    assert {key: report[key] for key in ("photos", "skipped_files", "dropped_photos", "duplicate_pairs")} == {
+        "photos": 1, "skipped_files": 1, "dropped_photos": 2,
+        "duplicate_pairs": {"feedback-val": 1, "feedback-test": 1}}
+    assert report["pairs"]["feedback-test"] == [{"feedback": feedback["path"][1],
+                                                 "test": "prepared/test/fish sea_food red_mullet/000.jpg",
+                                                 "distance": 0, "exact": True}]
+    near = report["pairs"]["feedback-val"][0]
+    assert near["feedback"] == feedback["path"][2] and near["val"] == "prepared/val/animal fish/000.jpg"
+    assert not near["exact"] and near["distance"] <= 4
+    assert [row["path"] for row in folded.dataset.skipped if row["path"].startswith("data/")] == [feedback["path"][0]]
+    assert not list((tmp_path / "prepared" / "train" / "fish sea_food red_mullet").glob("feedback-*"))
+
+
+def test_stage_folds_in_the_feedback_and_reports_and_draws_what_it_dropped(make_image_tree, tmp_path):
+    raw = make_image_tree(tmp_path / "data" / "raw", classes=LABELS, counts={"train": 2, "val": 1, "test": 1})
+    feedback = _feedback_tree(tmp_path, raw)
+    feedback.to_csv(tmp_path / "data" / "feedback" / "train" / "manifest.csv", index=False)
+    result = _run_prepare_stage(tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("feedback: 1 of 4 photos join train, 2 dropped as duplicates of val or test photos, 1 unreadable"
+            in result.stdout.splitlines())
+    report = json.loads((tmp_path / "data" / "prepare_report.json").read_text())
+    assert report["feedback"] == {"photos": 1, "skipped_files": 1, "dropped_photos": 2,
+                                  "duplicate_pairs": {"feedback-val": 1, "feedback-test": 1}}
+    assert report["images"]["train"] == 5 and report["skipped_files"] == 1
+    assert report["feedback_dropped_pairs"]["feedback-val"][0]["feedback"] == feedback["path"][2]
+    manifest = pd.read_csv(tmp_path / "data" / "manifest.csv", keep_default_na=False)
+    assert manifest["origin"].value_counts().to_dict() == {"dataset": 8, "feedback": 1}
+    with Image.open(tmp_path / "data" / "near_duplicates.png") as sheet:
+        assert sheet.text["Description"].startswith("feedback: Animal fish (near.jpg)   |   val: Animal fish (000.jpg)")
+        assert sheet.text["Title"].endswith("listed in prepare_report.json and not drawn: 1")
