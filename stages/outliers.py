@@ -1,0 +1,51 @@
+"""Stage outliers: gather the photos of params `data.outlier_source` (photos that are no fish, any folder layout)
+and the users' not-fish photos (data/feedback/not-fish) into data/outliers, the pool the unknown-photo detector may
+be fitted on, with data/outliers/manifest.csv (path, origin: outlier_source or feedback, sha256). Each photo is
+kept once; one that duplicates a val or test photo (data/manifest.csv) or a photo of the measuring set
+(data/unknown) is dropped and counted. No source and no feedback give an empty pool.
+
+    python stages/outliers.py
+"""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from fish_classifier.data.download import DownloadError
+from fish_classifier.data.manifest import read_feedback_part, read_manifest, scored_split
+from fish_classifier.data.outlier_set import OutlierSetSettings, collect_outlier_pool
+from fish_classifier.data.prepare import PrepareSettings
+from fish_classifier.params import stage_arguments, stage_params
+
+OUT_DIR = Path("data/outliers")
+NOT_FISH = Path("data/feedback/not-fish/manifest.csv")  # none when the feedback stage has not run
+UNKNOWN = Path("data/unknown/manifest.csv")
+
+
+def main(argv=None) -> int:
+    stage_arguments(__doc__, argv)
+    params = stage_params(data=OutlierSetSettings, prepare=PrepareSettings)
+    manifest = read_manifest("data/manifest.csv")
+    protected = pd.concat([
+        *(scored_split(manifest, split)[["path"]].assign(set=split) for split in ("val", "test")),
+        pd.read_csv(UNKNOWN, dtype=str, keep_default_na=False)[["path"]].assign(set="unknown"),
+    ], ignore_index=True)
+    try:
+        pool = collect_outlier_pool(params.data.outlier_source, read_feedback_part(NOT_FISH), protected, OUT_DIR,
+                                    params.data, hash_size=params.prepare.hash_size,
+                                    max_distance=params.prepare.near_duplicate_distance)
+    except DownloadError as exc:
+        print(f"outliers failed: {exc}", file=sys.stderr)
+        return 1
+    pool.manifest.to_csv(OUT_DIR / "manifest.csv", index=False)
+    counts = pool.manifest["origin"].value_counts().to_dict()
+    print(f"{len(pool.manifest)} outlier photos {counts}, {pool.repeats} repeats kept once, "
+          f"dropped as duplicates of {pool.dropped}, {len(pool.skipped)} files skipped")
+    for entry in pool.skipped[:10]:
+        print(f"  skipped {entry['path']}: {entry['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
