@@ -1,6 +1,7 @@
 """Stage field: gather the photos of params `data.field_source` (the species photographed outside the studio,
-in <class folder>/<photo> layout) into data/field, with data/field/manifest.csv (path, label), for `evaluate`
-and `select` to report on. They never train or choose anything. An empty source gives an empty set.
+in <class folder>/<photo> layout) and the users' feedback photos bound for the field split (data/feedback/field)
+into data/field, with data/field/manifest.csv (path, label, origin: field_source or feedback), for `evaluate`
+and `select` to report on. They never train or choose anything. No source and no feedback give an empty set.
 
     python stages/field.py
 """
@@ -9,11 +10,12 @@ import sys
 from pathlib import Path
 
 from fish_classifier.data.download import DownloadError
-from fish_classifier.data.field_set import FieldSetSettings, collect_field_set
-from fish_classifier.data.manifest import DatasetError, read_classes
+from fish_classifier.data.field_set import FEEDBACK, FieldSetSettings, add_feedback_photos, collect_field_set
+from fish_classifier.data.manifest import DatasetError, read_classes, read_feedback_part
 from fish_classifier.params import stage_arguments, stage_params
 
 OUT_DIR = Path("data/field")
+FEEDBACK_FIELD = Path("data/feedback/field/manifest.csv")  # none when the feedback stage has not run
 
 
 def main(argv=None) -> int:
@@ -25,12 +27,16 @@ def main(argv=None) -> int:
     except (DownloadError, DatasetError) as exc:
         print(f"field failed: {exc}", file=sys.stderr)
         return 1
+    field = add_feedback_photos(field, read_feedback_part(FEEDBACK_FIELD), OUT_DIR)
     field.manifest.to_csv(OUT_DIR / "manifest.csv", index=False)
-    if not data.field_source:
-        print("data.field_source is empty: no field photos, evaluate and select skip the field figures")
+    if field.manifest.empty:
+        print("data.field_source is empty and no feedback goes to the field split: no field photos, "
+              "evaluate and select skip the field figures")
         return 0
     counts = field.manifest["label"].value_counts().sort_index()
-    print(f"{len(field.manifest)} field photos from {data.field_source}, {len(field.skipped)} files skipped"
+    feedback = int((field.manifest["origin"] == FEEDBACK).sum())
+    print(f"{len(field.manifest) - feedback} field photos from {data.field_source or '(no data.field_source)'} "
+          f"and {feedback} from feedback, {len(field.skipped)} files skipped"
           + "".join(f"\n  {label}: {n}" for label, n in counts.items()))
     return 0
 

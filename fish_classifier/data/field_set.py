@@ -4,10 +4,15 @@ how well a model names fish photographed anywhere.
 A zip or folder laid out as `<class folder>/<photo>` (at any depth: a photo's class is the innermost folder
 above it named as a class, so `trout/anglers/1.jpg` is a trout), with the dataset's own class folder names. It never trains a model and never chooses one, nor a
 temperature or a threshold: `evaluate` and `select` only report on it.
+
+The users' feedback photos that their hash sends to the field split (data/feedback/field) join it, with
+`origin` feedback beside the source's `field_source`.
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import shutil
 
 import pandas as pd
 
@@ -16,7 +21,8 @@ from fish_classifier.data.manifest import DatasetError
 from fish_classifier.data.photo_source import gather_photos
 from fish_classifier.params import text
 
-FIELD_COLUMNS = ["path", "label"]
+FIELD_COLUMNS = ["path", "label", "origin"]
+FIELD_SOURCE, FEEDBACK = "field_source", "feedback"  # origins
 
 
 class FieldSetSettings(UnpackLimits):
@@ -46,8 +52,25 @@ def collect_field_set(source: str, out_dir: str | Path, limits: UnpackLimits, la
         label = next((name for name in reversed(folders) if name in labels), None)
         if label is None:
             strangers.add("/".join(folders) or "(the top folder)")
-        rows.append({"path": path.as_posix(), "label": label})
+        rows.append({"path": path.as_posix(), "label": label, "origin": FIELD_SOURCE})
     if strangers:
         raise DatasetError(f"data.field_source has photos in no class folder: {', '.join(sorted(strangers))}; "
                            f"a photo must lie in a folder named as a class: {', '.join(labels)}")
     return FieldSet(pd.DataFrame(rows, columns=FIELD_COLUMNS), found.skipped)
+
+
+def add_feedback_photos(field_set: FieldSet, feedback: pd.DataFrame, out_dir: str | Path) -> FieldSet:
+    """`field_set` with the feedback photos bound for the field split (data/feedback/field/manifest.csv: path, label,
+    sha256) copied into `out_dir`/feedback/<label>/ and listed after the source's, `origin` feedback."""
+    into = Path(out_dir) / FEEDBACK
+    shutil.rmtree(into, ignore_errors=True)
+    rows = []
+    for entry in feedback.itertuples():
+        target = into / entry.label / Path(entry.path).name  # <sha256><suffix>: one name per photo
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(entry.path, target)
+        rows.append({"path": target.as_posix(), "label": entry.label, "origin": FEEDBACK})
+    if not rows:
+        return field_set
+    added = pd.DataFrame(rows, columns=FIELD_COLUMNS)
+    return FieldSet(pd.concat([field_set.manifest, added], ignore_index=True), field_set.skipped)

@@ -1,0 +1,47 @@
+"""Stage feedback: gather the users' corrections (params `data.feedback_source`: a folder or zip of
+<species>/<photo> and not-fish/<photo>, or a feedback database URL whose accepted records are exported) into
+data/feedback/train (extra train photos, for `prepare`), data/feedback/field (scored beside test, for `field`)
+and data/feedback/not-fish (for the outlier pool), each with a manifest.csv (path, label, sha256). A fish photo
+goes to train or field by its hash (`data.feedback_train_share`). An empty source gives three empty parts.
+
+DVC sees the parameter, not what the source holds: after new feedback, `dvc repro -f -s feedback`, then `dvc repro`.
+
+    python stages/feedback.py
+"""
+
+import sys
+from pathlib import Path
+
+from fish_classifier.data.download import DownloadError
+from fish_classifier.data.feedback_set import FeedbackSetSettings, collect_feedback
+from fish_classifier.data.manifest import DatasetError, find_classes
+from fish_classifier.params import stage_arguments, stage_params
+
+RAW_DIR = Path("data/raw")  # the species: the train folders, as prepare reads them (not classes.json: prepare follows)
+OUT_DIR = Path("data/feedback")
+
+
+def main(argv=None) -> int:
+    stage_arguments(__doc__, argv)
+    data = stage_params(data=FeedbackSetSettings).data
+    try:
+        labels = [entry["label"] for entry in find_classes(RAW_DIR)]
+        feedback = collect_feedback(data.feedback_source, OUT_DIR, data, labels)
+    except (DownloadError, DatasetError) as exc:
+        print(f"feedback failed: {exc}", file=sys.stderr)
+        return 1
+    if not data.feedback_source:
+        print("data.feedback_source is empty: no feedback photos")
+        return 0
+    counts = {part: len(frame) for part, frame in feedback.parts.items()}
+    print(f"feedback from {data.feedback_source}: {counts}, {len(feedback.skipped)} files skipped, "
+          f"{len(feedback.repeats)} repeated photos kept once")
+    for entry in feedback.skipped:
+        print(f"  skipped {entry['path']}: {entry['reason']}")
+    for entry in feedback.repeats:
+        print(f"  {entry['path']} is the same photo as {entry['same_as']}: kept once")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
