@@ -243,6 +243,12 @@ def update_info(path, **entries) -> dict:
     return info
 
 
+def bundle_version(path=DEFAULT_BUNDLE_DIR) -> str:
+    """The bundle's version, as feedback records name it: the first 12 hex digits of the sha256 of its
+    bundle.json, which lists every file of the bundle with its own sha256."""
+    return file_sha256(Path(path) / INFO_FILE)[:12]
+
+
 def training_data_hash(paths) -> str:
     """sha256 over the given files' contents (the manifests list every training image with its own sha256)."""
     digest = hashlib.sha256()
