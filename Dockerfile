@@ -50,7 +50,7 @@ COPY .streamlit/ .streamlit/
 COPY fish_classifier/__init__.py fish_classifier/cpus.py fish_classifier/hashing.py fish_classifier/images.py \
      fish_classifier/temperature.py fish_classifier/
 COPY fish_classifier/serving/__init__.py fish_classifier/serving/bundle.py fish_classifier/serving/bundle_schema.py \
-     fish_classifier/serving/inference.py \
+     fish_classifier/serving/inference.py fish_classifier/serving/litert.py \
      fish_classifier/serving/predictor.py fish_classifier/serving/spreadsheet.py fish_classifier/serving/unknown.py \
      fish_classifier/serving/
 COPY app/ app/

@@ -22,7 +22,10 @@ from fish_classifier.layout import MODEL_FILE, model_dir
 from fish_classifier.model.zoo import MODEL_NAMES
 from fish_classifier.params import Base, stage_arguments, stage_params
 from fish_classifier.training.multi_worker import is_chief
-from fish_classifier.training.trainer import TrainingError, TrainSettings, load_training_data, train_model
+from fish_classifier.training.finite_loss import TrainingError
+from fish_classifier.training.pixels import load_training_data
+from fish_classifier.training.settings import TrainSettings
+from fish_classifier.training.trainer import train_model
 
 PARTIAL_PREFIX = ".partial-"  # a model being saved, in the model's own folder
 

@@ -17,46 +17,56 @@ from fish_classifier.model.preprocessing import BackbonePreprocess, MirrorMean, 
 
 
 @dataclass(frozen=True)
-class Backbone:
-    """What differs between ImageNet backbones, and nothing else."""
+class ZooModel:
+    """What differs between the models of the zoo, and nothing else: the one place a model's peculiarities live."""
 
-    application: Callable[..., keras.Model]  # the keras.applications constructor
-    preprocess_input: Callable  # keras.applications.<module>.preprocess_input, the reference
-    preprocessing: str  # BackbonePreprocess mode equal to `preprocess_input`
-    input_size: int
-    weights_file: str  # file Keras looks for in $KERAS_HOME/models for weights="imagenet"
+    preprocessing: str  # BackbonePreprocess mode: the model's front, equal to `preprocess_input` for a backbone
+    input_size: int  # the CNN's is only its default: train.cnn.image_size sets it
+    application: Callable[..., keras.Model] | None = None  # the keras.applications constructor; None: from scratch
+    preprocess_input: Callable | None = None  # keras.applications.<module>.preprocess_input, the reference
+    weights_file: str | None = None  # file Keras looks for in $KERAS_HOME/models for weights="imagenet"
+
+    @property
+    def from_scratch(self) -> bool:
+        """True for the custom CNN: no ImageNet backbone, trained on pixels (train.<name> is a CNN's section)."""
+        return self.application is None
 
 
-BACKBONES: dict[str, Backbone] = {
-    "vgg16": Backbone(
+def _backbone(application, preprocess_input, preprocessing: str, input_size: int, weights_file: str) -> ZooModel:
+    return ZooModel(preprocessing, input_size, application, preprocess_input, weights_file)
+
+
+ZOO: dict[str, ZooModel] = {
+    "cnn": ZooModel("unit", 128),
+    "vgg16": _backbone(
         keras.applications.VGG16,
         keras.applications.vgg16.preprocess_input,
         "caffe",
         224,
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
-    "resnet50": Backbone(
+    "resnet50": _backbone(
         keras.applications.ResNet50,
         keras.applications.resnet50.preprocess_input,
         "caffe",
         224,
         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
-    "mobilenetv2": Backbone(
+    "mobilenetv2": _backbone(
         keras.applications.MobileNetV2,
         keras.applications.mobilenet_v2.preprocess_input,
         "tf",
         224,
         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
     ),
-    "inceptionv3": Backbone(
+    "inceptionv3": _backbone(
         keras.applications.InceptionV3,
         keras.applications.inception_v3.preprocess_input,
         "tf",
         299,
         "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
-    "efficientnetb0": Backbone(
+    "efficientnetb0": _backbone(
         keras.applications.EfficientNetB0,
         keras.applications.efficientnet.preprocess_input,
         "none",
@@ -65,7 +75,8 @@ BACKBONES: dict[str, Backbone] = {
     ),
 }
 
-MODEL_NAMES = ("cnn", *BACKBONES)
+MODEL_NAMES = tuple(ZOO)
+BACKBONES = {name: entry for name, entry in ZOO.items() if not entry.from_scratch}  # the ImageNet ones
 MIRROR_MEAN = "mirror_mean"  # the last layer of a model built with mirror_average
 
 
@@ -73,17 +84,23 @@ class WeightsUnavailableError(RuntimeError):
     """ImageNet weights could not be loaded; the message says how to provide them."""
 
 
-def check_model_name(name: str) -> str:
-    if name not in MODEL_NAMES:
+def zoo_model(name: str) -> ZooModel:
+    """The zoo's entry for model `name`; the one check of a model name, with the names allowed."""
+    if name not in ZOO:
         raise ValueError(f"unknown model {name!r}, expected one of: {', '.join(MODEL_NAMES)}")
-    return name
+    return ZOO[name]
+
+
+def preprocessing_front(name: str) -> BackbonePreprocess:
+    """Model `name`'s first layer: raw RGB in [0, 255] to what its features expect."""
+    return BackbonePreprocess(zoo_model(name).preprocessing, name="preprocess")
 
 
 def build_backbone(name: str, weights: str | None = "imagenet", image_size: int | None = None) -> keras.Model:
     """The headless ImageNet backbone, with `weights` = "imagenet", None/"none", or a weights file path."""
-    spec = BACKBONES[check_model_name(name)] if name != "cnn" else None
-    if spec is None:
-        raise ValueError("the custom CNN has no backbone; use build_model('cnn', ...)")
+    spec = zoo_model(name)
+    if spec.from_scratch:
+        raise ValueError(f"{name} has no backbone; use build_model({name!r}, ...)")
     size = image_size or spec.input_size
     resolved = _resolve_weights(weights)
     try:
@@ -119,20 +136,19 @@ def build_model(
     `mirror_average` (backbones only) each image also runs mirrored, and the model outputs the mean of
     the two softmaxes: twice the inference work.
     """
-    check_model_name(name)
+    spec = zoo_model(name)
     if num_classes < 2:
         raise ValueError(f"need at least 2 classes, got {num_classes}")
-    if name == "cnn":
+    if spec.from_scratch:
         if mirror_average:
             raise ValueError("mirror_average is for the backbones; the custom CNN trains on flips instead")
-        return build_custom_cnn(num_classes, image_size=image_size or 128, filters=filters,
+        return build_custom_cnn(num_classes, image_size=image_size or spec.input_size, filters=filters,
                                 convs_per_block=convs_per_block, dropout=dropout)
-    spec = BACKBONES[name]
     backbone = backbone or build_backbone(name, weights, image_size)
     size = backbone.input_shape[1]
     pixels = keras.Input((size, size, 3), name="pixels")
     x = MirrorPair(name="mirror_pair")(pixels) if mirror_average else pixels
-    x = BackbonePreprocess(spec.preprocessing, name="preprocess")(x)
+    x = preprocessing_front(name)(x)
     x = backbone(x)
     head = head or build_head(num_classes, dropout)
     if mirror_average:
@@ -149,7 +165,7 @@ def build_custom_cnn(
     if convs_per_block < 1:
         raise ValueError(f"convs_per_block must be at least 1, got {convs_per_block}")
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
-    x = BackbonePreprocess("unit", name="preprocess")(pixels)
+    x = preprocessing_front("cnn")(pixels)
     for block, width in enumerate(filters, start=1):
         for conv in range(1, convs_per_block + 1):
             # One conv per block keeps the names the first models were saved with.

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fish_classifier.cpus import usable_cpus
+from fish_classifier.cpus import cpu_threads, usable_cpus
 from fish_classifier.images import load_pixels
+from fish_classifier.serving import litert
 from fish_classifier.serving.bundle import MODEL_FILE, SERVING_MODEL_FILE, BundleError
 
 FEATURE_LAYER = "pool"  # its input is the last convolutional feature map
@@ -112,12 +113,10 @@ class LiteRTBackend:
     """
 
     def __init__(self, path, *, num_threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
-
         self.path = Path(path)
-        self.num_threads = num_threads or usable_cpus()
+        self.num_threads = num_threads or cpu_threads()
         try:
-            interpreter = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
+            interpreter = litert.interpreter(self.path, self.num_threads)
             signatures = interpreter.get_signature_list()
         except (ValueError, RuntimeError) as exc:  # an empty, truncated or foreign file
             raise BundleError(f"{self.path} cannot be loaded by LiteRT ({' '.join(str(exc).split())}); "

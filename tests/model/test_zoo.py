@@ -101,7 +101,7 @@ def test_failed_imagenet_download_says_how_to_fix(monkeypatch):
     def offline(**kwargs):
         raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3]")
 
-    monkeypatch.setitem(zoo.BACKBONES, "resnet50", dataclasses.replace(zoo.BACKBONES["resnet50"], application=offline))
+    monkeypatch.setitem(zoo.ZOO, "resnet50", dataclasses.replace(zoo.ZOO["resnet50"], application=offline))
     with pytest.raises(zoo.WeightsUnavailableError) as error:
         zoo.build_backbone("resnet50", "imagenet")
     message = str(error.value)
@@ -154,3 +154,28 @@ def test_mirror_mean_flips_mirrored_maps_back_before_averaging():
 def test_the_custom_cnn_refuses_mirror_average():
     with pytest.raises(ValueError, match="mirror_average is for the backbones"):
         zoo.build_model("cnn", 3, image_size=32, mirror_average=True)
+
+
+def test_the_cnn_is_an_entry_of_the_one_table_trained_from_scratch():
+    assert zoo.MODEL_NAMES == tuple(zoo.ZOO) and zoo.MODEL_NAMES[0] == "cnn"
+    assert zoo.ZOO["cnn"].from_scratch and zoo.ZOO["cnn"].preprocessing == "unit"
+    assert not any(zoo.ZOO[name].from_scratch for name in zoo.BACKBONES)
+    assert set(zoo.BACKBONES) == set(zoo.MODEL_NAMES) - {"cnn"}
+    with pytest.raises(ValueError, match=r"cnn has no backbone; use build_model\('cnn', ...\)"):
+        zoo.build_backbone("cnn", None)
+
+
+@pytest.mark.parametrize("name", zoo.MODEL_NAMES)
+def test_the_preprocessing_front_maps_raw_pixels_as_the_model_expects(name):
+    front = zoo.preprocessing_front(name)
+    assert isinstance(front, BackbonePreprocess) and front.name == "preprocess"
+    pixels = known_image(16)
+    reference = {"cnn": lambda x: x / 255.0, **REFERENCE_PREPROCESS}[name]
+    np.testing.assert_allclose(np.asarray(front(pixels)), np.asarray(reference(pixels.copy())), rtol=1e-6, atol=1e-4)
+
+
+def test_an_unknown_name_is_refused_by_the_table_lookup_with_the_choices():
+    with pytest.raises(ValueError) as refused:
+        zoo.zoo_model("resnet")
+    assert str(refused.value) == ("unknown model 'resnet', expected one of: cnn, vgg16, resnet50, mobilenetv2, "
+                                  "inceptionv3, efficientnetb0")

@@ -18,7 +18,7 @@ from fish_classifier.evaluation.metrics import EvaluateSettings
 from fish_classifier.evaluation.selection import SelectSettings, TrainedModels
 from fish_classifier import params as params_module
 from fish_classifier.params import Base, ParamsError, load_params, read_params, stage_params
-from fish_classifier.training.trainer import TrainSettings
+from fish_classifier.training.settings import TrainSettings
 
 PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
 SOURCE_RULE = "a non-empty string: gdrive://<folder id>, https://host/file.zip or path/to/file.zip"

@@ -3,11 +3,15 @@
 import numpy as np
 from PIL import Image
 
+from fish_classifier.data.augment import Augmentation
 from fish_classifier.model.zoo import MODEL_NAMES
-from fish_classifier.training.trainer import TrainSettings
+from fish_classifier.training.settings import TrainSettings
 
 # Three classes told apart by colour alone; listed out of alphabetical order on purpose.
 COLOURS = {"zebra red": (220, 30, 30), "alpha green": (30, 200, 40), "mid blue": (30, 40, 220)}
+
+# Ranges wide enough that an augmented image plainly differs from its original.
+AUGMENTATION = Augmentation(max_rotation=30, max_zoom=0.3, brightness=0.4, contrast=0.4)
 
 
 def write_colour_images(folder, per_class=6, size=40, seed=0):
@@ -44,3 +48,18 @@ def tiny_train_params(**overrides):
 def settings(name, params=None) -> TrainSettings:
     """`train` (by default `tiny_train_params()`) read for model `name`, as stages/train.py reads it."""
     return TrainSettings.from_params(tiny_train_params() if params is None else params, name)
+
+
+def epoch_rates():
+    """A Keras callback that records the optimizer's learning rate at the end of each epoch, in `.rates`."""
+    import keras
+
+    class EpochRates(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.rates = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.rates.append(float(self.model.optimizer.learning_rate))
+
+    return EpochRates()

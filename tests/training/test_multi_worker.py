@@ -18,7 +18,7 @@ from support.training_data import COLOURS, tiny_train_params, write_colour_image
 from fish_classifier.layout import MODEL_FILE, model_dir
 from fish_classifier.model.preprocessing import load_model
 from fish_classifier.training.multi_worker import is_chief, tf_config
-from fish_classifier.training.trainer import choose_strategy
+from fish_classifier.training.fit import choose_strategy
 
 pytestmark = pytest.mark.slow  # each test starts two TensorFlow processes that train together
 
