@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO_ROOT))  # this checkout's package, as the predict su
 
 from fish_classifier.cpus import usable_cpus
 from fish_classifier.images import load_pixels
+from fish_classifier.serving import litert
 from fish_classifier.serving.bundle import BundleError, read_bundle
 from fish_classifier.serving.inference import OUTPUTS, LiteRTBackend
 from fish_classifier.tools.cli import collect_images
@@ -43,9 +44,7 @@ class BatchedRunner:
     """The bundle's model.tflite with a whole batch per invoke: the signature runner resizes its input to the batch."""
 
     def __init__(self, path: Path):
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=str(path), num_threads=usable_cpus())
+        interpreter = litert.interpreter(path)
         [(key, signature)] = interpreter.get_signature_list().items()
         self._runner = interpreter.get_signature_runner(key)
         [self._input] = signature["inputs"]
@@ -83,13 +82,13 @@ def predict_run(photos: Path, bundle: Path, batch_size: int, out: Path) -> tuple
     return seconds, timings
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("photos", type=Path, help="a folder of photos (searched recursively, as predict does)")
     parser.add_argument("--bundle", type=Path, default=Path("models/deploy"))
     parser.add_argument("--batch-size", type=int, default=32, help="as predict's --batch-size (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.photos, args.bundle = args.photos.resolve(), args.bundle.resolve()  # predict runs from the repo root
 
     try:

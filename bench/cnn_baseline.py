@@ -46,14 +46,14 @@ RECIPES = ("reference", "project")
 COLUMNS = ("epochs", "val_accuracy", "accuracy", "macro_f1", "train_s", "peak_mib")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES),
                         help="train only these (default: both; the means and ratios need both)")
     parser.add_argument("--epochs", type=int, help="cap both recipes' epochs (a quick look, not the comparison)")
     parser.add_argument("--one", choices=RECIPES, help=argparse.SUPPRESS)  # a child: train one recipe, print JSON
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not MANIFEST.is_file():
         sys.exit(f"{MANIFEST} is missing: prepare the dev data first (README: 'Offline, from the dev zip')")
     if args.one:
@@ -103,26 +103,26 @@ def train_and_score(recipe: str, seed: int, epochs: int | None = None) -> dict:
     import keras
 
     from fish_classifier.data.manifest import read_manifest
-    from fish_classifier.evaluation.metrics import headline
+    from fish_classifier.evaluation.metrics import EvaluateSettings, headline
     from fish_classifier.evaluation.predictions import predict_split
-    from fish_classifier.params import load_params
+    from fish_classifier.params import check_params, read_params
     from fish_classifier.serving.inference import KerasBackend
-    from fish_classifier.training.trainer import TrainSettings, load_training_data, train_model
+    from fish_classifier.training.pixels import load_training_data
+    from fish_classifier.training.settings import CnnSettings, TrainSettings
+    from fish_classifier.training.trainer import train_model
 
-    params = load_params()
-    train = dict(params["train"])
-    if recipe == "reference":
-        train["cnn"] = REFERENCE
+    params = read_params(train=TrainSettings.for_model("cnn"), evaluate=EvaluateSettings)
+    cnn = check_params(CnnSettings, REFERENCE, "reference") if recipe == "reference" else params.train.model
     if epochs:
-        train["cnn"] = dict(train["cnn"], epochs=epochs)
+        cnn = cnn.model_copy(update={"epochs": epochs})
     data = load_training_data(MANIFEST, "data/augmented/manifest.csv", "data/classes.json")
     start = time.perf_counter()
-    model = train_model("cnn", data, TrainSettings.from_params(train, "cnn"), seed)
+    model = train_model("cnn", data, params.train.model_copy(update={"model": cnn}), seed)
     train_s = time.perf_counter() - start
 
     manifest = read_manifest(MANIFEST)
     backend = KerasBackend(model)
-    batch_size = params["evaluate"]["batch_size"]
+    batch_size = params.evaluate.batch_size
     val, test = (predict_split(backend, manifest, split, data.classes, batch_size=batch_size, desc=f"{recipe} {split}")
                  for split in ("val", "test"))
     report = headline(test.y_true, test.probabilities.argmax(axis=1), len(data.classes))

@@ -36,7 +36,8 @@ from support.app_bundles import sample_photo  # noqa: E402
 
 from fish_classifier.cpus import usable_cpus  # noqa: E402
 from fish_classifier.images import load_pixels  # noqa: E402
-from fish_classifier.model.zoo import build_backbone  # noqa: E402
+from fish_classifier.model.zoo import BACKBONES, build_backbone  # noqa: E402
+from fish_classifier.serving import litert  # noqa: E402
 from fish_classifier.serving.bundle import BundleError  # noqa: E402
 from fish_classifier.serving.inference import LiteRTBackend  # noqa: E402
 from fish_classifier.serving.predictor import Predictor  # noqa: E402
@@ -58,9 +59,7 @@ class StockRunner:
     """A LiteRT model with one input, run as `LiteRTBackend` runs the bundle's (one signature-runner call)."""
 
     def __init__(self, path: Path):
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=str(path), num_threads=usable_cpus())
+        interpreter = litert.interpreter(path)
         [(key, signature)] = interpreter.get_signature_list().items()
         self._runner = interpreter.get_signature_runner(key)
         [self._input] = signature["inputs"]
@@ -110,12 +109,13 @@ def _seconds(call) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path("models/deploy"))
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
     parser.add_argument("--calls", type=int, default=20, help="timed calls of each row per round")
-    args = parser.parse_args()
+    parser.add_argument("--matmul-size", type=int, default=2048, help="side of the square matrices timed for GFLOP/s")
+    args = parser.parse_args(argv)
 
     try:
         predictor = Predictor(args.bundle, backend="litert")
@@ -127,7 +127,7 @@ def main() -> None:
     bundle_model = LiteRTBackend(predictor.bundle.serving_model_path)
     with tempfile.TemporaryDirectory() as work:
         rows = {"bundle model": lambda: bundle_model(pixels)}
-        if predictor.model_name != "cnn":  # keras.applications has no stock version of the custom CNN
+        if predictor.model_name in BACKBONES:  # keras.applications has no stock version of the custom CNN
             stock = stock_litert(predictor.model_name, size, classes, Path(work))
             rows["stock export"] = lambda: stock(pixels)
         rows["JPEG to pixels"] = lambda: load_pixels(photo, size)
@@ -147,7 +147,7 @@ def main() -> None:
     from fish_classifier.model.preprocessing import load_model
 
     macs = multiply_adds(load_model(predictor.bundle.model_path))
-    gflops = matmul_gflops()
+    gflops = matmul_gflops(args.matmul_size)
     floor_ms = 2 * macs / (gflops * 1e9) * 1000
     print(f"{predictor.model_name} at {size} px, {usable_cpus()} CPUs, {args.rounds} x {args.calls} calls per row")
     print(f"{'row':<14}{'p50 ms':>8}{'p95 ms':>8}")

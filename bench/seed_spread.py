@@ -22,11 +22,11 @@ MANIFEST = Path("data/manifest.csv")
 COLUMNS = ("accuracy", "macro_f1", "val_errors", "test_errors", "temperature", "ece_before", "ece_after")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mobilenetv2")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not MANIFEST.is_file():
         sys.exit(f"{MANIFEST} is missing: prepare the dev data first (README: 'Offline, from the dev zip')")
 
@@ -50,23 +50,24 @@ def train_and_score(name: str, seed: int) -> dict:
     """Train `name` with `seed` as `train@<name>` would, then score it as `evaluate@<name>` does."""
     import keras
 
-    from fish_classifier.data.augment import Augmentation
+    from fish_classifier.data.augment import AugmentSettings
     from fish_classifier.data.manifest import read_manifest
-    from fish_classifier.evaluation.metrics import calibration_report, headline
+    from fish_classifier.evaluation.metrics import EvaluateSettings, calibration_report, headline
     from fish_classifier.evaluation.predictions import predict_split
-    from fish_classifier.params import load_params
+    from fish_classifier.params import read_params
     from fish_classifier.serving.inference import KerasBackend
-    from fish_classifier.training.trainer import TrainSettings, load_training_data, train_model
+    from fish_classifier.training.pixels import load_training_data
+    from fish_classifier.training.settings import TrainSettings
+    from fish_classifier.training.trainer import train_model
 
     keras.backend.clear_session()
-    params = load_params()
+    params = read_params(augment=AugmentSettings, train=TrainSettings.for_model(name), evaluate=EvaluateSettings)
     data = load_training_data(MANIFEST, "data/augmented/manifest.csv", "data/classes.json")
-    model = train_model(name, data, TrainSettings.from_params(params["train"], name), seed,
-                        augmentation=Augmentation.from_params(params["augment"]))
+    model = train_model(name, data, params.train, seed, augmentation=params.augment.augmentation)
 
     manifest = read_manifest(MANIFEST)
     backend = KerasBackend(model)
-    batch_size, bins = params["evaluate"]["batch_size"], params["evaluate"]["ece_bins"]
+    batch_size, bins = params.evaluate.batch_size, params.evaluate.ece_bins
     val, test = (
         predict_split(backend, manifest, split, data.classes, batch_size=batch_size, desc=f"seed {seed} {split}")
         for split in ("val", "test")
@@ -76,7 +77,7 @@ def train_and_score(name: str, seed: int) -> dict:
 
     report = headline(y_test, test_probs.argmax(axis=1), len(data.classes))
     calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins,
-                                     params["evaluate"]["temperature_prior_sigma"])
+                                     params.evaluate.temperature_prior_sigma)
     return {
         "accuracy": report["accuracy"],
         "macro_f1": report["macro_f1"],

@@ -29,12 +29,12 @@ from pathlib import Path
 MANIFEST = Path("data/manifest.csv")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int,
                         help="give the usual recipe this many epochs instead of the count the project's run took")
     parser.add_argument("--recipe", choices=["project", "usual"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not MANIFEST.is_file():
         sys.exit(f"{MANIFEST} is missing: prepare the dev data first (README: 'Offline, from the dev zip')")
     if args.recipe:
@@ -68,11 +68,13 @@ def run_recipe(recipe: str, epochs: int | None) -> dict:
     import numpy as np
     from sklearn.metrics import accuracy_score, f1_score
 
-    from fish_classifier.data.augment import Augmentation
+    from fish_classifier.data.augment import AugmentSettings
     from fish_classifier.data.manifest import label_indices, read_manifest
     from fish_classifier.images import load_pixels
-    from fish_classifier.params import load_params
-    from fish_classifier.training.trainer import TrainSettings, load_training_data, train_model
+    from fish_classifier.params import Base, read_params
+    from fish_classifier.training.pixels import load_training_data
+    from fish_classifier.training.settings import TrainSettings
+    from fish_classifier.training.trainer import train_model
 
     class EpochCount(keras.callbacks.Callback):
         """Epochs run per `fit`: the head phase first, then fine-tuning."""
@@ -88,19 +90,19 @@ def run_recipe(recipe: str, epochs: int | None) -> dict:
             self.per_fit[-1] += 1
 
     data = load_training_data(MANIFEST, "data/augmented/manifest.csv", "data/classes.json")
-    params = load_params()
+    # As stages/train.py reads them.
+    params = read_params(base=Base, augment=AugmentSettings, train=TrainSettings.for_model("mobilenetv2"))
     start = time.perf_counter()
     if recipe == "project":
         epoch_count = EpochCount()
         # As stages/train.py calls it, its DVCLive callback aside.
-        model = train_model("mobilenetv2", data, TrainSettings.from_params(params["train"], "mobilenetv2"),
-                            params["base"]["seed"], callbacks=[epoch_count],
-                            augmentation=Augmentation.from_params(params["augment"]))
+        model = train_model("mobilenetv2", data, params.train, params.base.seed, callbacks=[epoch_count],
+                            augmentation=params.augment.augmentation)
         head, fine = (epoch_count.per_fit + [0])[:2]
         counted = {"epochs": head + fine, "head_epochs": head, "fine_tune_epochs": fine}
         scale = 1.0
     else:
-        model = train_usual_recipe(data, epochs, params["train"]["batch_size"], params["base"]["seed"])
+        model = train_usual_recipe(data, epochs, params.train.batch_size, params.base.seed)
         counted = {"epochs": epochs}
         scale = 1 / 255.0
     wall = time.perf_counter() - start
@@ -123,7 +125,7 @@ def train_usual_recipe(data, epochs: int, batch_size: int, seed: int):
     import keras
     import tensorflow as tf
 
-    from fish_classifier.training.trainer import pixel_dataset
+    from fish_classifier.training.pixels import pixel_dataset
 
     keras.utils.set_random_seed(seed)
     augment = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05),

@@ -1,0 +1,26 @@
+"""bench/seed_spread.py, tiny: one seed of the CNN trained as `train@cnn` and scored as `evaluate@cnn`."""
+
+import pytest
+from support.benches import load_bench
+
+seed_spread = load_bench("seed_spread")
+
+
+def test_one_seed_is_trained_and_scored(tiny_project):
+    row = seed_spread.train_and_score("cnn", seed=0)
+    assert set(row) == set(seed_spread.COLUMNS)
+    assert 0 <= row["accuracy"] <= 1 and 0 <= row["macro_f1"] <= 1
+    assert row["test_errors"] == round((1 - row["accuracy"]) * 12)  # 4 test photos of each of 3 colours
+    assert row["temperature"] > 0 and 0 <= row["ece_after"] <= 1
+
+
+def test_an_unknown_model_is_refused_with_the_choices(tiny_project):
+    with pytest.raises(ValueError, match="unknown model 'resnet', expected one of: cnn, vgg16"):
+        seed_spread.train_and_score("resnet", seed=0)
+
+
+def test_without_prepared_data_it_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        seed_spread.main(["--seeds", "1"])
+    assert str(stopped.value).startswith("data/manifest.csv is missing: prepare the dev data first")
