@@ -34,7 +34,7 @@ def side_by_side(left: Image.Image, right: Image.Image, gap: int = 8) -> Image.I
 def draw_contact_sheet(photos: list[tuple[Image.Image, str]], path: str | Path, title: str, *, columns: int,
                        empty_message: str, cell_inches: tuple[float, float] = CELL_INCHES) -> None:
     """The (photo, caption) pairs in rows of `columns`, under `title`; with no photos, `empty_message` instead."""
-    plt = _pyplot()
+    plt = pyplot()
     if not photos:
         fig = plt.figure(figsize=(MIN_WIDTH_INCHES, 2))
         _suptitle(fig, title)
@@ -65,7 +65,8 @@ def _suptitle(fig, title: str) -> None:
     fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.splitlines()), fontsize=10)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, for every plot the pipeline draws."""
     # Agg draws to files only: stages run on machines without a display.
     import matplotlib
 

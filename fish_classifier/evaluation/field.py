@@ -39,6 +39,19 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
     }
 
 
+def field_report(predictions: dict[str, pd.DataFrame], threshold_of, selected: str, other_fish_labels: list[str],
+                 flag_photos) -> dict:
+    """`field_figures` of every model with field photos (`predictions`: its field_predictions.csv), each flagged by
+    its own low-confidence threshold (`threshold_of(name)`), and of the deploy bundle (`selected` with its
+    unknown-photo detector: `flag_photos(paths)` gives its verdicts). Empty without field photos."""
+    field = {name: field_figures(rows, threshold_of(name), other_fish_labels)
+             for name, rows in predictions.items() if len(rows)}
+    if field:
+        rows = predictions[selected]
+        field[BUNDLE] = field_figures(rows, threshold_of(selected), other_fish_labels, flag_photos(rows["path"]))
+    return field
+
+
 def field_markdown(figures: dict[str, dict], selected: str) -> list[str]:
     """The field section of summary.md: one row per model (its low-confidence threshold alone flags), and
     the deploy bundle's row (the unknown-photo detector flags too)."""

@@ -1,12 +1,9 @@
-"""Scoring a classifier on a split: scikit-learn's metrics, calibration error, and the plots that show them."""
-
-from pathlib import Path
+"""Scoring a classifier on a split: scikit-learn's metrics and calibration error (plots.py draws them)."""
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from fish_classifier.contact_sheet import draw_contact_sheet, thumbnail
 from fish_classifier.evaluation.calibration import count_errors, fit_temperature, negative_log_likelihood
 from fish_classifier.params import Section, integer, number
 from fish_classifier.temperature import apply_temperature
@@ -121,14 +118,15 @@ def expected_calibration_error(confidences, correct, bins: int) -> float:
     return float((weights * (table["accuracy"] - table["confidence"]).abs()).sum())
 
 
-def calibration_report(val_probs, y_val, test_probs, y_test, bins: int, prior_sigma: float) -> dict:
-    """One temperature fitted on the validation split (`calibration.fit_temperature`, its prior on log T
-    of width `prior_sigma`), and the test split's ECE and NLL before and after it."""
+def calibrate(val_probs, y_val, test_probs, y_test, bins: int, prior_sigma: float) -> tuple[dict, np.ndarray]:
+    """One temperature fitted on the validation split (`calibration.fit_temperature`, its prior on log T of
+    width `prior_sigma`): the report of the test split's ECE and NLL before and after it, and the test split's
+    calibrated probabilities."""
     temperature = fit_temperature(val_probs, y_val, prior_sigma)
     calibrated = apply_temperature(test_probs, temperature)
     test_probs = np.asarray(test_probs)
     correct = test_probs.argmax(axis=1) == np.asarray(y_test)  # a temperature never changes the top class
-    return {
+    report = {
         "temperature": temperature,
         "val_errors": count_errors(val_probs, y_val),  # the fewer, the more the prior decides the temperature
         "ece_before": expected_calibration_error(test_probs.max(axis=1), correct, bins),
@@ -136,6 +134,12 @@ def calibration_report(val_probs, y_val, test_probs, y_test, bins: int, prior_si
         "nll_before": negative_log_likelihood(test_probs, y_test),
         "nll_after": negative_log_likelihood(calibrated, y_test),
     }
+    return report, calibrated
+
+
+def calibration_report(val_probs, y_val, test_probs, y_test, bins: int, prior_sigma: float) -> dict:
+    """`calibrate`'s report alone."""
+    return calibrate(val_probs, y_val, test_probs, y_test, bins, prior_sigma)[0]
 
 
 def predictions_table(paths, y_true, probabilities: np.ndarray, labels: list[str], top_k: int) -> pd.DataFrame:
@@ -154,109 +158,9 @@ def predictions_table(paths, y_true, probabilities: np.ndarray, labels: list[str
     )
 
 
-def plot_confusion(matrix: np.ndarray, names: list[str], path: str | Path, title: str) -> None:
-    plt = _pyplot()
-    size = max(6.0, 0.6 * len(names) + 2.0)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("Predicted")
-    ax.set_ylabel("Actual")
-    ax.set_title(title)
-    # Dark text on light cells and light text on dark cells keeps every count readable.
-    half = matrix.max() / 2 if matrix.size else 0
-    for (row, col), count in np.ndenumerate(matrix):
-        ax.text(col, row, str(count), ha="center", va="center", color="white" if count > half else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_reliability(curves: dict[str, pd.DataFrame], path: str | Path, title: str) -> None:
-    """Reliability diagram: accuracy against confidence per bin, one line per curve, with the diagonal."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 6))
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
-    for name, table in curves.items():
-        ax.plot(table["confidence"], table["accuracy"], marker="o", label=name)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("Confidence")
-    ax.set_ylabel("Accuracy")
-    ax.set_title(title)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def most_confident_mistakes(y_true, probabilities: np.ndarray, limit: int) -> np.ndarray:
     """Row indices of the wrongly predicted images, the most confident mistake first (ties in row order),
     at most `limit` of them."""
     confidence = probabilities.max(axis=1)
     wrong = np.flatnonzero(probabilities.argmax(axis=1) != np.asarray(y_true))
     return wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
-
-
-def plot_misclassified(paths, y_true, probabilities: np.ndarray, names: list[str], path: str | Path, title: str,
-                       limit: int) -> None:
-    """A gallery of the misclassified photos, the most confident mistakes first (at most `limit`), each
-    captioned with its true class, the predicted class and the confidence in it; `names[i]` names class i."""
-    paths, y_true = list(paths), np.asarray(y_true)
-    predicted = probabilities.argmax(axis=1)
-    wrong = int((predicted != y_true).sum())
-    shown = most_confident_mistakes(y_true, probabilities, limit)
-    photos = [
-        (thumbnail(paths[i]),
-         f"true: {names[y_true[i]]}\npredicted: {names[predicted[i]]}\nconfidence {probabilities[i].max():.1%}")
-        for i in shown
-    ]
-    heading = f"{title}: {wrong} of {len(y_true)} photos misclassified"
-    if wrong:
-        heading += f", the {len(shown)} most confident shown" if wrong > len(shown) else ", most confident first"
-    draw_contact_sheet(photos, path, heading, columns=6, empty_message="No misclassified photos")
-
-
-def plot_unknown_scores(histogram: pd.DataFrame, threshold: float, path: str | Path, title: str) -> None:
-    """Step histograms of the unknown score, one per group of photos (shares of the group), and the threshold."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for group in histogram.columns.drop("score"):
-        ax.step(histogram["score"], histogram[group], where="mid", label=group)
-    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
-    ax.set_xlabel("Unknown-photo score (higher = less like the training fish)")
-    ax.set_ylabel("Share of the group's photos")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_flag_tradeoff(tradeoff: pd.DataFrame, x: str, y: str, marked: tuple[float, float], path: str | Path,
-                       title: str) -> None:
-    """The share of `y` photos flagged against the share of `x` photos flagged as the threshold moves."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 6))
-    ax.plot(tradeoff[x], tradeoff[y])
-    ax.plot(*marked, marker="o", color="black", label="the bundle's threshold")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel(f"{x} flagged")
-    ax.set_ylabel(f"{y} flagged")
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _pyplot():
-    # Agg draws to files only: stages run on machines without a display.
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

@@ -3,21 +3,24 @@
 A softmax always names one of its classes, so a cat gets a species at high confidence. The detector
 looks instead at the deploy model's own penultimate embedding (the `pool` output, averaged over a photo
 and its mirror for a mirror-averaging model) and scores how far it lies from the training photos'.
-Higher scores are stranger. Methods (`select.unknown_method`):
+Higher scores are stranger. The scores (`select.unknown_method`, `select.unknown_outliers`):
 
-    knn          distance to the k-th nearest train embedding (Sun et al., ICML 2022)
-    mahalanobis  smallest Mahalanobis distance to a class mean, one covariance shared by the classes
-                 (Lee et al., NeurIPS 2018), shrunk by Ledoit-Wolf
-    energy       minus the log-sum-exp of the head's logits (Liu et al., NeurIPS 2020)
+    knn                   distance to the k-th nearest train embedding (Sun et al., ICML 2022)
+    mahalanobis           smallest Mahalanobis distance to a class mean, one covariance shared by the
+                          classes (Lee et al., NeurIPS 2018), shrunk by Ledoit-Wolf
+    relative_mahalanobis  that distance minus the Mahalanobis distance to one Gaussian of photos that are
+                          no fish (the outlier pool): a likelihood ratio, fish against not-fish
+    energy                minus the log-sum-exp of the head's logits (Liu et al., NeurIPS 2020)
 
-knn and mahalanobis first power-normalise each embedding (sign(x)|x|^power, `select.unknown_power`)
+knn and the Mahalanobis scores first power-normalise each embedding (sign(x)|x|^power, `select.unknown_power`)
 and scale it to unit length. A power below 1 evens out the few large activations that the fine-tuned
 model gives every fish, so that the many small ones (which differ between a fish and a cat) count too.
 
-A photo is unknown when its score is above the threshold, which is chosen on validation fish only
-(`threshold_for_flag_rate`): no unknown photo ever tunes it, so its rate on unknowns is out of sample.
-The detector never changes a label; it only says when not to believe one.
+A photo is unknown when its score is above the threshold, which is chosen on validation fish only: no
+unknown photo ever tunes it, so its rate on unknowns is out of sample. The detector never changes a label;
+it only says when not to believe one.
 
+This module loads and scores; fitting needs scikit-learn and lives in `fish_classifier.evaluation.unknown_fit`.
 Scoring needs NumPy and threadpoolctl alone (the serving image has no scikit-learn); the detector is
 saved as an `.npz` read with `allow_pickle=False`, and `load` checks every setting and array in it: a NaN
 threshold would flag nothing (NaN > score is never true) and switch the check off without a word.
@@ -33,19 +36,9 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-METHODS = ("knn", "mahalanobis", "energy")
+RELATIVE = "relative_mahalanobis"  # mahalanobis against the outlier pool (select.unknown_outliers: relative)
+METHODS = ("knn", "mahalanobis", RELATIVE, "energy")  # the scores a detector file may hold
 _EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class UnknownSettings:
-    """params.yaml's `select.unknown_*` keys: how the detector is fitted and where its threshold goes.
-    Checked by the select stage's schema (`selection.SelectSettings.unknown`): this module serves, without pydantic."""
-
-    method: str
-    power: float
-    k: int
-    val_flag_rate: float
 
 
 @dataclass(frozen=True)
@@ -62,49 +55,12 @@ class UnknownDetector:
         if math.isnan(self.threshold):
             raise ValueError(f"the unknown-photo threshold must be a number, got {self.threshold}")
 
-    @classmethod
-    def fit(cls, method: str, embeddings, labels, *, k: int = 1, power: float = 1.0, head_kernel=None,
-            head_bias=None) -> "UnknownDetector":
-        """Fit on train photos' embeddings (n, d) and their class indices; `energy` needs the head's weights."""
-        check_method(method)
-        embeddings = np.asarray(embeddings, dtype=np.float32)
-        labels = np.asarray(labels)
-        if embeddings.ndim != 2 or len(embeddings) != len(labels) or len(embeddings) == 0:
-            raise ValueError(f"expected (n, d) embeddings with one label each, got {embeddings.shape} and {labels.shape}")
-        if not np.isfinite(embeddings).all():
-            raise ValueError(f"the train embeddings hold {np.size(embeddings) - np.isfinite(embeddings).sum()} "
-                             "non-finite values (NaN or infinite): the model's outputs are broken")
-        if not 0 < power <= 1:
-            raise ValueError(f"select.unknown_power must be within (0, 1], got {power}")
-        if method == "knn":
-            if not 1 <= k <= len(embeddings):
-                raise ValueError(f"select.unknown_k must be within 1..{len(embeddings)} (the train photos), got {k}")
-            return cls(method, {"train": features(embeddings, power)}, k=k, power=power)
-        if method == "mahalanobis":
-            unit = features(embeddings, power).astype(np.float64)
-            classes = np.unique(labels)
-            means = np.stack([unit[labels == c].mean(axis=0) for c in classes])
-            centred = unit - means[np.searchsorted(classes, labels)]
-            # Ledoit-Wolf shrinkage: 1280 dimensions from a few thousand photos need it to invert at all.
-            from sklearn.covariance import LedoitWolf
-
-            precision = LedoitWolf(assume_centered=True).fit(centred).precision_
-            # Kept as a whitening W with W W^T = precision: a distance is then one (d, d) product per photo
-            # and a plain Euclidean distance to each whitened class mean.
-            whitening = np.linalg.cholesky(precision)
-            return cls(method, {"means": (means @ whitening).astype(np.float32),
-                                "whitening": whitening.astype(np.float32)},
-                       power=power)
-        if head_kernel is None or head_bias is None:
-            raise ValueError("the energy score needs the head's kernel and bias")
-        return cls(method, {"kernel": np.asarray(head_kernel, np.float32), "bias": np.asarray(head_bias, np.float32)})
-
     @property
     def embedding_width(self) -> int:
         """The width of the embeddings it was fitted on (and so can score)."""
         if self.method == "knn":
             return int(self.arrays["train"].shape[1])  # (train photos, d)
-        if self.method == "mahalanobis":
+        if self.method in ("mahalanobis", RELATIVE):
             return int(self.arrays["means"].shape[1])  # (classes, d)
         return int(self.arrays["kernel"].shape[0])  # energy: the head's (d, classes)
 
@@ -127,10 +83,16 @@ class UnknownDetector:
             cosine = features(x, self.power) @ train.T
             kth = -np.partition(-cosine, self.k - 1, axis=1)[:, self.k - 1]
             return np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0)).astype(np.float32)
-        if self.method == "mahalanobis":
-            white = features(x, self.power) @ self.arrays["whitening"]
-            distances = ((white[:, None, :] - self.arrays["means"][None]) ** 2).sum(axis=2)
-            return distances.min(axis=1).astype(np.float32)
+        if self.method in ("mahalanobis", RELATIVE):
+            unit = features(x, self.power)
+            white = unit @ self.arrays["whitening"]
+            fish = ((white[:, None, :] - self.arrays["means"][None]) ** 2).sum(axis=2).min(axis=1)
+            if self.method == "mahalanobis":
+                return fish.astype(np.float32)
+            # Minus the outlier Gaussian's distance: the log-likelihood ratio up to a constant (the two
+            # covariances' log-determinants), which only moves the threshold.
+            outlier = ((unit @ self.arrays["outlier_whitening"] - self.arrays["outlier_mean"]) ** 2).sum(axis=1)
+            return (fish - outlier).astype(np.float32)
         logits = x @ self.arrays["kernel"] + self.arrays["bias"]
         peak = logits.max(axis=1)
         return (-(peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1)))).astype(np.float32)
@@ -172,24 +134,6 @@ class UnknownDetector:
         return cls(method, arrays, k, float(power), _finite_threshold(threshold))
 
 
-def threshold_for_flag_rate(val_scores, flag_rate: float) -> float:
-    """The lowest threshold flagging (score > threshold) at most `flag_rate` of the validation fish."""
-    if not 0.0 <= flag_rate <= 1.0:
-        raise ValueError(f"select.unknown_val_flag_rate must be within [0, 1], got {flag_rate}")
-    scores = np.sort(np.asarray(val_scores, dtype=np.float64))[::-1]
-    if scores.size == 0:
-        raise ValueError("no validation scores to set the unknown-photo threshold from")
-    if not np.isfinite(scores).all():
-        raise ValueError(f"{scores.size - np.isfinite(scores).sum()} of the validation scores are not finite "
-                         "(NaN or infinite): no threshold can be set from them")
-    allowed = int(np.floor(flag_rate * scores.size + 1e-9))
-    if allowed >= scores.size:
-        return float(np.nextafter(scores[-1], -np.inf))  # just below the lowest: flags every validation photo
-    # Flagging is `score > threshold`: the (allowed+1)-th highest score flags exactly the `allowed` above it
-    # (fewer on ties), and anything lower would flag one more.
-    return float(scores[allowed])
-
-
 def features(embeddings, power: float) -> np.ndarray:
     """Each row power-normalised (sign(x)|x|^power) and scaled to unit length."""
     x = np.asarray(embeddings, dtype=np.float32)
@@ -205,6 +149,7 @@ def _blas() -> ThreadpoolController:
 
 # The arrays each method scores with: (name, number of dimensions).
 _ARRAYS = {"knn": (("train", 2),), "mahalanobis": (("means", 2), ("whitening", 2)),
+           RELATIVE: (("means", 2), ("whitening", 2), ("outlier_mean", 1), ("outlier_whitening", 2)),
            "energy": (("kernel", 2), ("bias", 1))}
 
 
@@ -223,6 +168,8 @@ def _check_arrays(method: str, arrays: dict[str, np.ndarray], k: int) -> None:
     shapes = {name: arrays[name].shape for name, _ in _ARRAYS[method]}
     fits = {"knn": lambda: k <= shapes["train"][0],
             "mahalanobis": lambda: shapes["whitening"] == (shapes["means"][1],) * 2,
+            RELATIVE: lambda: shapes["whitening"] == shapes["outlier_whitening"] == (shapes["means"][1],) * 2
+            and shapes["outlier_mean"] == (shapes["means"][1],),
             "energy": lambda: shapes["bias"] == (shapes["kernel"][1],)}[method]()
     if not fits:
         raise ValueError(f"the {method} detector's arrays do not fit together (k {k}): "
@@ -238,5 +185,5 @@ def _finite_threshold(threshold) -> float:
 
 def check_method(method: str) -> str:
     if method not in METHODS:
-        raise ValueError(f"unknown select.unknown_method {method!r}, expected one of: {', '.join(METHODS)}")
+        raise ValueError(f"unknown detector method {method!r}, expected one of: {', '.join(METHODS)}")
     return method

@@ -1,0 +1,78 @@
+"""The deploy bundle's unknown-photo detector, fitted and measured as serving sees photos: on its LiteRT model's
+embeddings. Fitted on the train photos (and, with `select.unknown_outliers: relative`, the outlier pool of
+data/outliers), its threshold set on validation fish; measured on test fish and on data/unknown's groups alone."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fish_classifier.data.manifest import label_indices, scored_split
+from fish_classifier.data.unknown_set import FISH_ELSEWHERE, GROUPS
+from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSettings, fit_unknown_detector
+from fish_classifier.evaluation.unknown_report import TEST_FISH, unknown_figures
+from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, outputs_for_files
+from fish_classifier.serving.unknown import UnknownDetector
+
+OUTLIER_POOL = Path("data/outliers/manifest.csv")  # path, origin, sha256: photos that are no fish (stage outliers)
+
+
+@dataclass(frozen=True)
+class BundleDetector:
+    detector: UnknownDetector
+    scores: dict[str, np.ndarray]  # test fish and each group of data/unknown: what the figures measure
+    figures: dict | None  # `unknown_figures`, None without an unknown-photo set
+    outlier_photos: int  # photos of the pool it was fitted on (0 when they are ignored)
+
+    def details(self, settings: UnknownSettings) -> dict:
+        """What bundle.json records of the detector beside its method and threshold."""
+        return {"power": settings.power, "k": settings.k, "val_flag_rate": settings.val_flag_rate,
+                "outliers": settings.outliers, "outlier_photos": self.outlier_photos, "figures": self.figures}
+
+
+def read_outlier_pool(path=OUTLIER_POOL) -> pd.DataFrame:
+    """The pool's manifest (path, origin, sha256; paths relative to the repository root); EmptyOutlierPool
+    when there is none or it lists no photo."""
+    pool = pd.read_csv(path, dtype=str, keep_default_na=False) if Path(path).is_file() else pd.DataFrame()
+    if pool.empty:
+        raise EmptyOutlierPool()
+    return pool
+
+
+def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], settings: UnknownSettings, *,
+                        unknowns: pd.DataFrame, outlier_paths=(), head=None, catch_all_labels=(),
+                        batch_size: int) -> BundleDetector:
+    """Fit the detector on `backend`'s embeddings and measure it. `unknowns`: data/unknown's manifest (path, group),
+    the only photos the figures count besides test fish; `outlier_paths`: the pool's photos, which only fit it."""
+    def outputs(paths, desc):
+        return outputs_for_files(backend, paths, batch_size=batch_size, desc=desc)
+
+    fish = {split: scored_split(manifest, split) for split in ("train", "val", "test")}
+    embedded = {split: outputs(rows["path"], f"detector {split}") for split, rows in fish.items()}
+    pool = outputs(list(outlier_paths), "outlier pool")[EMBEDDING] if settings.outliers == "relative" else None
+    detector = fit_unknown_detector(settings, embedded["train"][EMBEDDING], label_indices(fish["train"]["label"], classes),
+                                    embedded["val"][EMBEDDING], head, outlier_embeddings=pool)
+    scores, pooled = {TEST_FISH: detector.score(embedded["test"][EMBEDDING])}, 0 if pool is None else len(pool)
+    if not len(unknowns):
+        return BundleDetector(detector, scores, None, pooled)
+    groups = {group: outputs(rows["path"], group) for group, rows in unknowns.groupby("group") if group in GROUPS}
+    scores |= {group: detector.score(out[EMBEDDING]) for group, out in groups.items()}
+    elsewhere = groups.get(FISH_ELSEWHERE)
+    figures = unknown_figures(detector, settings.val_flag_rate, scores, catch_all_labels=catch_all_labels,
+                              fish_elsewhere_labels=None if elsewhere is None else
+                              [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)])
+    return BundleDetector(detector, scores, {**figures, "outlier_photos": pooled}, pooled)
+
+
+def flag_photos(backend, detector: UnknownDetector, paths, *, batch_size: int) -> np.ndarray:
+    """The detector's verdict (True: unknown) on each photo of `paths`."""
+    embeddings = outputs_for_files(backend, list(paths), batch_size=batch_size, desc="field")[EMBEDDING]
+    return detector.is_unknown(detector.score(embeddings))
+
+
+def head_weights(model_path) -> list[np.ndarray]:
+    """The Keras model's head (kernel, bias), which the energy score needs."""
+    from fish_classifier.model.preprocessing import load_model
+
+    return load_model(model_path).get_layer("head").get_weights()

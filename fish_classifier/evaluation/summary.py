@@ -1,0 +1,96 @@
+"""The comparison of all models that `select` writes: metrics/summary.json (what `dvc metrics show` reports)
+and metrics/summary.md (the table, the field photos' figures and the unknown-photo detector's)."""
+
+from fish_classifier.evaluation.field import field_markdown, share
+from fish_classifier.evaluation.metrics import HEADLINE_METRICS
+from fish_classifier.evaluation.selection import rank_models
+
+
+def summary(metrics: dict[str, dict], metric: str, threshold: float, unknown: dict | None,
+            field: dict | None = None) -> dict:
+    """What `dvc metrics show` reports for the selection: the winner, every model's headline numbers
+    (validation, test, clean test), when an unknown-photo set was given the detector's figures, and when a
+    field set was given each model's and the bundle's field figures (`field_figures`)."""
+    ranking = rank_models(metrics, metric)
+    return {
+        "selected": ranking[0],
+        "metric": metric,
+        "threshold": threshold,
+        "ranking": ranking,
+        "models": {name: _headline(metrics[name]) for name in ranking},
+        **({"unknown": unknown} if unknown else {}),
+        **({"field": field} if field else {}),
+    }
+
+
+def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None, field: dict | None = None) -> str:
+    """A table of all models, best first, with the selected one in bold, then the field photos' figures
+    (`field_figures` per model and for the bundle) and the unknown-photo figures."""
+    ranking = rank_models(metrics, metric)
+    best = metrics[ranking[0]]
+    lines = [
+        f"| Model | Val {_NAMES[metric]} | Test accuracy | Test macro F1 | Clean test accuracy | Clean test macro F1 "
+        "| Field species right | ECE | img/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ranking:
+        row = _headline(metrics[name])
+        label = f"**{name}**" if name == ranking[0] else name
+        ece = "n/a" if row["ece"] is None else f"{row['ece']:.4f}"
+        lines.append(
+            f"| {label} | {row['val'][metric]:.4f} | {row['test']['accuracy']:.4f} | {row['test']['macro_f1']:.4f} "
+            f"| {row['test_clean']['accuracy']:.4f} | {row['test_clean']['macro_f1']:.4f} "
+            f"| {share(metrics[name].get('field', {}).get('species_accuracy'))} | {ece} "
+            f"| {row['images_per_second']:.1f} |"
+        )
+    clean = best["test_clean"]
+    lines += [
+        "",
+        f"Selected **{ranking[0]}** by its validation {_NAMES[metric]}; ties go to validation accuracy, then to the "
+        "faster model. The test split is only reported, never used to choose. Test: all "
+        f"{best['test_images']} test photos. Clean test: the {clean['images']} of them with no exact or near "
+        f"duplicate in train ({clean['left_out']} left out; the dataset was augmented before it was split). "
+        "ECE (expected calibration error) is on the test split, after temperature scaling.",
+        "",
+        *field_markdown(field or {}, ranking[0]),
+        "## Unknown photos",
+        "",
+    ]
+    if not unknown:
+        lines += ["No unknown-photo set was given (`data.unknown_source` is empty), so the figures of the "
+                  "unknown-photo detector are skipped. Point it at a zip or folder of photos that are no fish "
+                  "(`not-fish/`) and, optionally, fish from elsewhere (`fish-elsewhere/`) to measure it.", ""]
+        return "\n".join(lines)
+    flagged = unknown["flagged"]
+    lines += [
+        f"Detector: {unknown['method']} on the deploy model's embeddings, threshold {unknown['threshold']:.4g} "
+        f"(flags {unknown['val_flag_rate']:.1%} of validation fish at most; chosen on validation fish only)."
+        + (f" Fitted also on {unknown['outlier_photos']} photos that are no fish (data/outliers), which are never "
+           "counted below." if unknown.get("outlier_photos") else ""),
+        "",
+        "| Photos | Count | Flagged as unknown |",
+        "|---|---:|---:|",
+        *[f"| {group} | {unknown['images'][group]} | {flagged[group]:.1%} |" for group in flagged],
+        "",
+    ]
+    if unknown["auroc_test_fish_vs_not_fish"] is not None:
+        lines.append(f"AUROC, test fish against not-fish: **{unknown['auroc_test_fish_vs_not_fish']:.4f}**.")
+    if unknown.get("fish_elsewhere_catch_all") is not None:
+        lines.append(f"Fish from elsewhere given a catch-all label ({', '.join(unknown['catch_all_labels'])}): "
+                     f"{unknown['fish_elsewhere_catch_all']:.1%}.")
+    return "\n".join([*lines, ""])
+
+
+def _headline(scores: dict) -> dict:
+    return {
+        "val": {key: scores["val"][key] for key in HEADLINE_METRICS},
+        "test": {key: scores[key] for key in HEADLINE_METRICS},
+        "test_clean": {key: scores["test_clean"][key] for key in (*HEADLINE_METRICS, "images")},
+        "ece": scores.get("calibration", {}).get("ece_after"),
+        "images_per_second": scores["images_per_second"],
+        "model_size_mb": scores.get("model_size_mb"),
+    }
+
+
+_NAMES = {"accuracy": "accuracy", "macro_precision": "macro precision", "macro_recall": "macro recall",
+          "macro_f1": "macro F1"}

@@ -1,0 +1,27 @@
+import pandas as pd
+import pytest
+from support.model_metrics import model_scores
+
+from fish_classifier.evaluation.field import BUNDLE, field_figures
+from fish_classifier.evaluation.summary import summary_markdown
+
+
+def test_field_figures_on_known_predictions():
+    predictions = pd.DataFrame({
+        "label": ["trout", "trout", "trout", "bass", "other", "other"],
+        "predicted": ["trout", "other", "bass", "bass", "other", "trout"],
+        "confidence": [0.95, 0.99, 0.40, 0.90, 0.97, 0.30],
+    })
+    figures = field_figures(predictions, threshold=0.5, other_fish_labels=["other"])
+    # Species photos (trout, bass): 2 of 4 right. Flagged (< 0.5): the wrong bass guess and the other fish
+    # taken for a trout. Confidently wrong: the trout taken for other fish, 1 of 6.
+    assert figures["species_right"] == 0.5 and figures["flagged"] == pytest.approx(2 / 6)
+    assert figures["confidently_wrong"] == pytest.approx(1 / 6) and figures["other_fish_ok"] == 1.0
+    assert figures["per_class"]["trout"] == {"images": 3, "right": pytest.approx(1 / 3), "flagged": pytest.approx(1 / 3)}
+    # The unknown-photo detector's verdicts flag on top of the low confidence.
+    unknown = field_figures(predictions, 0.5, ["other"], unknown=[False, True, False, False, False, False])
+    assert unknown["flagged"] == 0.5 and unknown["confidently_wrong"] == 0.0
+    text = summary_markdown({"mobilenetv2": model_scores(0.97, 0.98, 90)}, "macro_f1", None,
+                            {"mobilenetv2": figures, BUNDLE: unknown})
+    assert "| **mobilenetv2** | 6 | 50.0% | 33.3% | 16.7% | 100.0% |" in text
+    assert "| deploy bundle | 6 | 50.0% | 50.0% | 0.0% | 100.0% |" in text

@@ -1,0 +1,135 @@
+"""The select stage end to end on crafted metrics files and a tiny model: the bundle, the summary and the
+unknown-photo figures, and the outlier pool that fits the detector but never counts in them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+from support import REPO_ROOT as REPO
+from support.app_bundles import text_photo
+from support.fixtures_models import CLASSES, save_tiny_model, tinted_image, write_tinted_images
+from support.model_metrics import model_scores
+
+from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
+
+
+@pytest.mark.slow
+def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
+    names = ["cnn", "vgg16", "mobilenetv2"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["models"] = names
+    params["select"].update(metric="macro_f1", threshold_rule="val_flag_rate", val_flag_rate=0.1,
+                            unknown_val_flag_rate=0.0, example_size=32)
+    params["data"].update(catch_all_labels=[CLASSES[0]["label"]], other_fish_labels=[CLASSES[0]["label"]])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "data" / "augmented").mkdir(parents=True)
+    (tmp_path / "data" / "classes.json").write_text(json.dumps({"classes": CLASSES}))
+    # Train photos fit the unknown-photo detector, validation photos set its threshold, and test photos
+    # check the LiteRT export against the Keras model.
+    rows = []
+    for split, count in (("train", 12), ("val", 4), ("test", 2)):
+        for path, k in write_tinted_images(tmp_path / "data" / "prepared" / split, per_class=count, seed=len(rows)):
+            rows.append(f"{Path(path).relative_to(tmp_path).as_posix()},{split},{CLASSES[k]['label']},False")
+    (tmp_path / "data" / "manifest.csv").write_text("path,split,label,augmented\n" + "\n".join(rows) + "\n")
+    (tmp_path / "data" / "augmented" / "manifest.csv").write_text("path,split,label\n")
+    # The unknown-photo set: black-and-white text is no tinted fish; a tinted photo from elsewhere is one.
+    unknown = tmp_path / "data" / "unknown"
+    unknown.mkdir()
+    for i in range(3):
+        text_photo(f"no fish {i}").save(unknown / f"text{i}.png")
+    tinted_image(CLASSES[0]["label"], seed=99).save(unknown / "tinted.png")
+    (unknown / "manifest.csv").write_text(
+        "path,group\n" + "".join(f"data/unknown/text{i}.png,not-fish\n" for i in range(3))
+        + "data/unknown/tinted.png,fish-elsewhere\n"
+    )
+    # By validation macro F1 cnn and mobilenetv2 tie, and so on accuracy; mobilenetv2 is faster. vgg16 has the
+    # best validation accuracy but a worse F1. The test scores (the reverse) must play no part.
+    crafted = {"cnn": model_scores(0.9, 0.95, 50), "vgg16": model_scores(0.85, 0.99, 900), "mobilenetv2": model_scores(0.9, 0.95, 60)}
+    for name, scores in crafted.items():
+        (tmp_path / metrics_dir(name)).mkdir(parents=True)
+        (tmp_path / metrics_dir(name) / METRICS_FILE).write_text(json.dumps(scores))
+        save_tiny_model(tmp_path / model_dir(name) / MODEL_FILE)
+        pd.DataFrame(columns=["path", "label", "predicted", "confidence"]).to_csv(
+            tmp_path / metrics_dir(name) / "field_predictions.csv", index=False)
+    val = pd.DataFrame({"confidence": np.arange(1, 21) / 20})  # 0.05 .. 1.00; 10% of 20 = 2 may be flagged
+    val.to_csv(tmp_path / metrics_dir("mobilenetv2") / VAL_CONFIDENCE_FILE, index=False)
+    # Two field photos of the winner: one named right and sure, one named wrong below its threshold (flagged).
+    green, red = (next((tmp_path / "data" / "prepared" / "test").glob(f"{c['label']}/*.png"))
+                  for c in (CLASSES[1], CLASSES[2]))
+    pd.DataFrame({"path": [str(green), str(red)], "label": [CLASSES[1]["label"]] * 2,
+                  "predicted": [CLASSES[1]["label"], CLASSES[2]["label"]], "confidence": [0.9, 0.1]}).to_csv(
+        tmp_path / metrics_dir("mobilenetv2") / "field_predictions.csv", index=False)
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = subprocess.run([sys.executable, str(REPO / "stages" / "select_model.py")], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    result = json.loads((tmp_path / "metrics" / "summary.json").read_text())
+    assert result["selected"] == "mobilenetv2"
+    assert result["ranking"] == ["mobilenetv2", "cnn", "vgg16"]
+    assert result["threshold"] == pytest.approx(0.15)  # flags 0.05 and 0.10 only
+    assert sorted(result["field"]) == ["deploy bundle", "mobilenetv2"]  # the others have no field photos
+    assert {key: result["field"]["mobilenetv2"][key] for key in ("images", "species_right", "flagged",
+                                                                  "confidently_wrong")} == {
+        "images": 2, "species_right": 0.5, "flagged": 0.5, "confidently_wrong": 0.0}
+    assert result["field"]["deploy bundle"]["flagged"] >= 0.5  # the detector may flag more, never fewer
+    summary_text = (tmp_path / "metrics" / "summary.md").read_text()
+    assert "| **mobilenetv2** |" in summary_text and "| not-fish | 3 | 100.0% |" in summary_text
+
+    deploy = tmp_path / "models" / "deploy"
+    info = json.loads((deploy / "bundle.json").read_text())
+    assert info["model"] == "mobilenetv2"
+    assert info["input_size"] == 32
+    assert info["temperature"] == 1.5
+    assert info["threshold"] == pytest.approx(0.15)
+    assert info["top_k"] == params["select"]["top_k"]  # what the app and the CLI show per photo
+    assert info["metrics"]["val"]["macro_f1"] == 0.9
+    assert info["data_hash"].startswith("sha256:") and info["created_at"]
+    assert json.loads((deploy / "labels.json").read_text())["classes"] == CLASSES
+    assert (deploy / "model.keras").read_bytes() == (tmp_path / model_dir("mobilenetv2") / MODEL_FILE).read_bytes()
+    assert (deploy / "model.tflite").is_file()
+    assert info["serving"]["parity"]["images"] == 6 and info["serving"]["parity"]["labels_agree"] == 6
+    assert info["serving"]["parity"]["max_abs_diff"] <= 1e-4
+    assert info["serving"]["parity"]["embedding_max_abs_diff"] <= 1e-4
+    # The detector: in the bundle and hashed there; its threshold passes every validation photo (rate 0).
+    assert set(info["files"]) == {"model.keras", "labels.json", "model.tflite", "unknown.npz",
+                                  "examples/0.jpg", "examples/1.jpg", "examples/2.jpg"}
+    # Built aside and moved into place whole, promising the parts a killed build would lack.
+    assert info["format_version"] == 1 and info["required"] == ["labels.json", "model.tflite", "unknown.npz"]
+    assert sorted(p.name for p in deploy.parent.iterdir() if p.name.startswith(".")) == []
+    assert info["unknown"]["method"] == params["select"]["unknown_method"]
+    figures = info["unknown"]["figures"]
+    assert figures["flagged"]["not-fish"] == 1.0 and figures["flagged"]["fish-elsewhere"] == 0.0
+    assert figures["fish_elsewhere_catch_all"] == 1.0
+    assert result["unknown"]["auroc_test_fish_vs_not_fish"] == 1.0
+    for plot in ("scores.csv", "scores.png", "tradeoff.csv", "tradeoff.png"):
+        assert (tmp_path / "metrics" / "unknown" / plot).stat().st_size > 0
+    assert_examples_are_first_test_photos(tmp_path, info["examples"], size=32)
+
+
+def assert_examples_are_first_test_photos(root: Path, examples: list[dict], size: int) -> None:
+    """One small thumbnail per class, in class order, and of each class's photos it is the first test one's."""
+    assert [(e["label"], e["display"]) for e in examples] == [(c["label"], c["display"]) for c in CLASSES]
+    for example in examples:
+        with Image.open(root / "models" / "deploy" / example["file"]) as thumbnail:
+            assert (thumbnail.format, thumbnail.size) == ("JPEG", (size, size))  # the 48 px photos, shrunk
+            pixels = np.asarray(thumbnail, dtype=np.float64)
+        photos = sorted((root / "data" / "prepared").glob(f"*/{example['label']}/*.png"))
+        distance = {photo.relative_to(root).as_posix(): np.abs(pixels - shrunk(photo, size)).mean() for photo in photos}
+        assert min(distance, key=distance.get) == f"data/prepared/test/{example['label']}/000.png"
+        assert (root / "models" / "deploy" / example["file"]).stat().st_size < 5_000
+
+
+def shrunk(path: Path, size: int) -> np.ndarray:
+    with Image.open(path) as photo:
+        photo = photo.convert("RGB")
+        photo.thumbnail((size, size))
+        return np.asarray(photo, dtype=np.float64)

@@ -1,0 +1,30 @@
+from support.model_metrics import model_scores
+
+from fish_classifier.evaluation.summary import summary, summary_markdown
+
+
+def test_summary_table_lists_every_model_best_first_with_the_winner_in_bold():
+    metrics = {"cnn": model_scores(0.80, 0.85, 300, ece=0.02, test=(0.78, 0.84)),
+               "mobilenetv2": model_scores(0.97, 0.98, 90, ece=0.008, test=(0.96, 0.99))}
+    text = summary_markdown(metrics, "macro_f1", None)
+    table = text.splitlines()
+    assert table[0] == ("| Model | Val macro F1 | Test accuracy | Test macro F1 | Clean test accuracy "
+                        "| Clean test macro F1 | Field species right | ECE | img/s |")
+    assert table[2] == "| **mobilenetv2** | 0.9700 | 0.9900 | 0.9600 | 0.9800 | 0.9500 | n/a | 0.0080 | 90.0 |"
+    assert table[3] == "| cnn | 0.8000 | 0.8400 | 0.7800 | 0.8300 | 0.7700 | n/a | 0.0200 | 300.0 |"
+    assert "`data.field_source` is empty" in text
+    assert "Clean test: the 90 of them with no exact or near duplicate in train (10 left out" in text
+    assert "`data.unknown_source` is empty), so the figures of the unknown-photo detector are skipped" in text
+    assert summary(metrics, "macro_f1", 0.4, None)["ranking"] == ["mobilenetv2", "cnn"]
+
+
+def test_a_detector_fitted_on_the_outlier_pool_says_so_and_that_the_pool_is_not_measured():
+    figures = {"method": "relative_mahalanobis", "threshold": 1.5, "val_flag_rate": 0.01,
+               "images": {"test fish": 10, "not-fish": 4}, "flagged": {"test fish": 0.0, "not-fish": 0.75},
+               "auroc_test_fish_vs_not_fish": 0.9, "catch_all_labels": [], "fish_elsewhere_catch_all": None,
+               "outlier_photos": 25}
+    text = summary_markdown({"m": model_scores(0.9, 0.9, 1)}, "macro_f1", figures)
+    assert "Detector: relative_mahalanobis on the deploy model's embeddings, threshold 1.5" in text
+    assert "Fitted also on 25 photos that are no fish (data/outliers), which are never counted below." in text
+    assert "Fitted also" not in summary_markdown({"m": model_scores(0.9, 0.9, 1)}, "macro_f1",
+                                                 {**figures, "outlier_photos": 0})
