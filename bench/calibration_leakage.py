@@ -16,38 +16,34 @@ from pathlib import Path
 
 import numpy as np
 
+from fish_classifier.data.leakage import duplicated_from_train
 from fish_classifier.data.manifest import read_classes, read_manifest
-from fish_classifier.evaluation.metrics import calibration_report
+from fish_classifier.evaluation.metrics import EvaluateSettings, calibration_report
 from fish_classifier.evaluation.predictions import predict_split
+from fish_classifier.layout import MODEL_FILE, model_dir
 from fish_classifier.model.preprocessing import load_model
-from fish_classifier.params import load_params
+from fish_classifier.params import stage_params
 from fish_classifier.serving.inference import KerasBackend
 
 
-def leaked_val_paths(report_path: Path) -> set[str]:
-    """Validation photos with an exact or near duplicate in train, from the prepare stage's leakage report."""
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    pairs = report["exact_duplicate_pairs"]["train-val"] + report["near_duplicate_pairs"]["train-val"]
-    return {pair["val"] for pair in pairs}
-
-
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mobilenetv2")
-    args = parser.parse_args()
-    model_path = Path("models") / args.model / "model.keras"
+    args = parser.parse_args(argv)
+    model_path = model_dir(args.model) / MODEL_FILE
     if not model_path.is_file():
         sys.exit(f"{model_path} is missing: run `dvc repro` first")
-    params = load_params()["evaluate"]
-    bins, prior_sigma = params["ece_bins"], params["temperature_prior_sigma"]
+    params = stage_params(evaluate=EvaluateSettings).evaluate  # the evaluate stage's own settings, checked
+    bins, prior_sigma = params.ece_bins, params.temperature_prior_sigma
     classes = read_classes("data/classes.json")
     manifest = read_manifest("data/manifest.csv")
     backend = KerasBackend(load_model(model_path))
-    val, test = (predict_split(backend, manifest, split, classes, batch_size=params["batch_size"], desc=split)
+    val, test = (predict_split(backend, manifest, split, classes, batch_size=params.batch_size, desc=split)
                  for split in ("val", "test"))
     y_val, y_test = val.y_true, test.y_true
     val_probs, test_probs = val.probabilities, test.probabilities
-    clean = ~val.rows["path"].isin(leaked_val_paths(Path("data/prepare_report.json"))).to_numpy()
+    report = json.loads(Path("data/prepare_report.json").read_text(encoding="utf-8"))
+    clean = ~val.rows["path"].isin(duplicated_from_train(report, "val")).to_numpy()
 
     print(f"{args.model}: test accuracy {(test_probs.argmax(axis=1) == y_test).mean():.4f} on {len(y_test)} photos")
     print(f"{'calibrated on':<28}{'photos':>7}{'errors':>7}{'T':>8}{'test ECE':>10}{'test NLL':>10}{'ECE at T=1':>12}")
@@ -55,6 +51,7 @@ def main() -> None:
         fit = calibration_report(val_probs[rows], y_val[rows], test_probs, y_test, bins, prior_sigma)
         print(f"{name:<28}{rows.sum():>7}{fit['val_errors']:>7}{fit['temperature']:>8.3f}{fit['ece_after']:>10.4f}"
               f"{fit['nll_after']:>10.4f}{fit['ece_before']:>12.4f}")
+
 
 if __name__ == "__main__":
     main()

@@ -35,13 +35,16 @@ from sklearn.model_selection import StratifiedKFold
 from fish_classifier.data.download import UnpackLimits
 from fish_classifier.data.manifest import label_indices, read_manifest, scored_split
 from fish_classifier.data.unknown_set import FISH_ELSEWHERE, NOT_FISH, collect_unknown_set
-from fish_classifier.evaluation.selection import TEST_FISH, auroc
+from fish_classifier.evaluation.selection import SelectSettings
+from fish_classifier.evaluation.thresholds import threshold_at_rate
+from fish_classifier.evaluation.unknown_fit import fit_detector, validation_threshold
+from fish_classifier.evaluation.unknown_report import TEST_FISH, auroc
 from fish_classifier.images import load_pixels
-from fish_classifier.params import load_params
 from fish_classifier.model.zoo import BACKBONES, build_backbone
+from fish_classifier.params import stage_params
 from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, LiteRTBackend, outputs_for_files
 from fish_classifier.serving.predictor import Predictor
-from fish_classifier.serving.unknown import UnknownDetector, threshold_for_flag_rate
+from fish_classifier.serving.unknown import RELATIVE
 
 DEFAULT_UNKNOWN = Path(__file__).resolve().parents[2] / "shared" / "data" / "unknown-dev.zip"
 MAX_TEST_FISH_RATE = 0.01
@@ -69,7 +72,8 @@ def imagenet_features(model_name: str, paths: dict, batch: int) -> dict:
 
 def figures(scores: dict, threshold: float) -> dict:
     """Flag shares at `threshold`, AUROC, and not-fish flagged at the best threshold allowed by the test fish."""
-    ceiling = threshold_for_flag_rate(scores[TEST_FISH], MAX_TEST_FISH_RATE)
+    ceiling = threshold_at_rate(scores[TEST_FISH], MAX_TEST_FISH_RATE, flagged="above", key="MAX_TEST_FISH_RATE",
+                                what="test fish scores")
     return {
         "auroc": auroc(scores[TEST_FISH], scores[NOT_FISH]),
         "flagged": {group: float((values > threshold).mean()) for group, values in scores.items() if group != "val"},
@@ -77,25 +81,25 @@ def figures(scores: dict, threshold: float) -> dict:
     }
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", default="models/deploy")
     parser.add_argument("--manifest", default="data/manifest.csv")
     parser.add_argument("--unknown", default=str(DEFAULT_UNKNOWN), help="zip or folder: not-fish/, fish-elsewhere/")
     parser.add_argument("--json", help="also write the results to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    params = load_params()
-    rate, batch = params["select"]["unknown_val_flag_rate"], params["evaluate"]["batch_size"]
+    params = stage_params(select=SelectSettings, data=UnpackLimits)  # checked as the select stage reads them
+    rate, batch = params.select.unknown_val_flag_rate, params.select.batch_size
     predictor = Predictor(args.bundle)
-    if predictor.detector is None or predictor.detector.method != "mahalanobis":
+    if predictor.detector is None or predictor.detector.method not in ("mahalanobis", RELATIVE):
         raise SystemExit("this bench compares Mahalanobis detectors: the bundle's must be one (select.unknown_method)")
     if predictor.model_name not in BACKBONES:
         raise SystemExit(f"the bundle's model {predictor.model_name!r} has no ImageNet backbone to compare with")
     manifest = read_manifest(args.manifest)
     splits = {split: scored_split(manifest, split) for split in ("train", "val", "test")}
     with tempfile.TemporaryDirectory() as work:
-        unknowns = collect_unknown_set(args.unknown, Path(work), UnpackLimits.from_params(params["data"])).manifest
+        unknowns = collect_unknown_set(args.unknown, Path(work), params.data).manifest
         paths = {"train": list(splits["train"]["path"]), "val": list(splits["val"]["path"]),
                  TEST_FISH: list(splits["test"]["path"])}
         paths.update({group: list(rows["path"]) for group, rows in unknowns.groupby("group")})
@@ -119,7 +123,7 @@ def main() -> None:
     print(f"{'detector':<20}{'AUROC':>8}{TEST_FISH:>12}{NOT_FISH:>12}{FISH_ELSEWHERE:>16}{'not-fish at 1% test':>22}")
     results = {}
     for name, scores in rows.items():
-        results[name] = figures(scores, threshold_for_flag_rate(scores["val"], rate))
+        results[name] = figures(scores, validation_threshold(scores["val"], rate))
         flagged = results[name]["flagged"]
         print(f"{name:<20}{results[name]['auroc']:>8.4f}{flagged[TEST_FISH]:>12.1%}{flagged[NOT_FISH]:>12.1%}"
               f"{flagged[FISH_ELSEWHERE]:>16.1%}{results[name]['not_fish_at_1pct_test_fish']:>22.1%}")
@@ -138,7 +142,7 @@ def main() -> None:
 
 
 def fitted(embeddings, train_labels, power) -> dict:
-    detector = UnknownDetector.fit("mahalanobis", embeddings["train"], train_labels, power=power)
+    detector = fit_detector("mahalanobis", embeddings["train"], train_labels, power=power)
     return {group: detector.score(embeddings[group]) for group in GROUPS}
 
 
@@ -152,11 +156,11 @@ def cross_fitted(embeddings, labels, power, folds=5) -> dict:
     """Fitted on train and validation embeddings; validation's own scores come from the fold left out."""
     both = np.concatenate([embeddings["train"], embeddings["val"]])
     both_labels = np.concatenate([labels["train"], labels["val"]])
-    detector = UnknownDetector.fit("mahalanobis", both, both_labels, power=power)
+    detector = fit_detector("mahalanobis", both, both_labels, power=power)
     scores = {group: detector.score(embeddings[group]) for group in GROUPS if group != "val"}
     scores["val"] = np.zeros(len(labels["val"]), np.float32)
     for kept, left_out in StratifiedKFold(folds, shuffle=True, random_state=0).split(embeddings["val"], labels["val"]):
-        fold = UnknownDetector.fit("mahalanobis", np.concatenate([embeddings["train"], embeddings["val"][kept]]),
+        fold = fit_detector("mahalanobis", np.concatenate([embeddings["train"], embeddings["val"][kept]]),
                                    np.concatenate([labels["train"], labels["val"][kept]]), power=power)
         scores["val"][left_out] = fold.score(embeddings["val"][left_out])
     return scores

@@ -5,7 +5,7 @@ sample photos, noise, flat colours, rendered text, and #31's tiny and solid-colo
 column is the share flagged by `fish_classifier.images.no_content` (too small, or one flat colour) whatever
 the detector says.
 
-With --methods it also refits each detector method of `fish_classifier.serving.unknown`, at several powers, on
+With --methods it also refits each detector method of `fish_classifier.evaluation.unknown_fit`, at several powers, on
 the bundle's own LiteRT embeddings of the train photos, thresholds each on validation fish at
 `select.unknown_val_flag_rate`, and prints the same figures per method: how `select.unknown_method`
 and `select.unknown_power` were chosen. (Choosing by these figures makes them optimistic for the
@@ -24,13 +24,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from fish_classifier.data.download import UnpackLimits
-from fish_classifier.data.manifest import label_indices, read_manifest, scored_split
+from fish_classifier.data.manifest import CatchAllLabels, label_indices, read_manifest, scored_split
 from fish_classifier.data.unknown_set import GROUPS, NOT_FISH, collect_unknown_set
-from fish_classifier.evaluation.selection import auroc, fit_unknown_detector
-from fish_classifier.params import load_params
+from fish_classifier.evaluation.bundle_detector import head_weights
+from fish_classifier.evaluation.selection import SelectSettings
+from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
+from fish_classifier.evaluation.unknown_report import auroc
+from fish_classifier.params import stage_params
 from fish_classifier.serving.inference import EMBEDDING, LiteRTBackend, outputs_for_files
 from fish_classifier.serving.predictor import Predictor
-from fish_classifier.serving.unknown import UnknownSettings
 
 DEFAULT_UNKNOWN = Path(__file__).resolve().parents[2] / "shared" / "data" / "unknown-dev.zip"
 
@@ -82,7 +84,13 @@ def text_images(rng, size=256) -> list[Image.Image]:
     return images
 
 
-def main() -> None:
+def settings():
+    """The select stage's settings and the data limits and labels this bench reads, checked as the stages check them."""
+    return (stage_params(select=SelectSettings).select, stage_params(data=UnpackLimits).data,
+            stage_params(data=CatchAllLabels).data)
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", default="models/deploy")
     parser.add_argument("--manifest", default="data/manifest.csv")
@@ -90,16 +98,16 @@ def main() -> None:
     parser.add_argument("--methods", action="store_true", help="also refit and compare every detector method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     predictor = Predictor(args.bundle)
-    params = load_params()
+    select, limits, labels = settings()
     manifest = read_manifest(args.manifest)
     rng = np.random.default_rng(args.seed)
     sets = {"dev test fish": list(scored_split(manifest, "test")["path"])}
     with tempfile.TemporaryDirectory() as work:
         if Path(args.unknown).exists():
-            unknowns = collect_unknown_set(args.unknown, Path(work), UnpackLimits.from_params(params["data"])).manifest
+            unknowns = collect_unknown_set(args.unknown, Path(work), limits).manifest
             sets.update({group: list(rows["path"]) for group, rows in unknowns.groupby("group")})
         else:
             print(f"no unknown-photo set at {args.unknown}: only the generated images are scored")
@@ -116,34 +124,30 @@ def main() -> None:
               f"{predictor.detector.threshold if predictor.detector else float('nan'):.4g}; "
               f"low-confidence threshold {predictor.threshold:.4f}")
         print(f"{'set':<24}{'images':>8}{'unknown':>10}{'no content':>12}{'low conf.':>11}{'catch-all label':>17}")
-        catch_all = set(params["data"]["catch_all_labels"])
+        catch_all = set(labels.catch_all_labels)
         for name, row in rows.items():
             labelled = np.mean([p.label in catch_all for p in results[name] if p.error is None])
             print(f"{name:<24}{row['images']:>8}{row['unknown']:>10.1%}{row['no_content']:>12.1%}"
                   f"{row['low_confidence']:>11.1%}{labelled:>17.1%}")
-        comparison = compare_methods(predictor, manifest, sets, params) if args.methods else None
+        comparison = compare_methods(predictor, manifest, sets, select) if args.methods else None
     if args.json:
         summary = {"model": predictor.model_name, "sets": rows, "methods": comparison}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def compare_methods(predictor, manifest, sets, params) -> list[dict]:
+def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[dict]:
     """Each method (and power) refitted on the bundle's embeddings, thresholded on validation fish alone."""
     backend = LiteRTBackend(predictor.bundle.serving_model_path)
-    batch = params["evaluate"]["batch_size"]
+    batch = select.batch_size
     splits = {split: scored_split(manifest, split) for split in ("train", "val")}
     embed = {split: outputs_for_files(backend, rows["path"], batch_size=batch, desc=split)[EMBEDDING]
              for split, rows in splits.items()}
     groups = {name: outputs_for_files(backend, paths, batch_size=batch, desc=name)[EMBEDDING]
               for name, paths in sets.items() if name in ("dev test fish", *GROUPS)}
     labels = label_indices(splits["train"]["label"], predictor.classes)
-    head = None
-    if predictor.bundle.model_path is not None:
-        from fish_classifier.model.preprocessing import load_model
-
-        head = load_model(predictor.bundle.model_path).get_layer("head").get_weights()
-    rate = params["select"]["unknown_val_flag_rate"]
+    head = head_weights(predictor.bundle.model_path) if predictor.bundle.model_path is not None else None
+    rate = select.unknown_val_flag_rate
     print(f"\nevery method refitted on {len(labels)} train embeddings, threshold flagging {rate:.1%} of validation fish")
     print(f"{'method':<22}{'AUROC':>8}" + "".join(f"{name:>16}" for name in groups))
     table = []

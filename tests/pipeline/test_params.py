@@ -36,7 +36,7 @@ STAGES = {
     **{f"train@{name}": {"base": Base, "augment": AugmentSettings, "train": TrainSettings.for_model(name)}
        for name in PARAMS["train"]["models"]},
     "evaluate": {"evaluate": EvaluateSettings, "data": CatchAllLabels},
-    "select": {"train": TrainedModels, "select": SelectSettings, "evaluate": EvaluateSettings, "data": CatchAllLabels},
+    "select": {"train": TrainedModels, "select": SelectSettings, "data": CatchAllLabels},
 }
 
 
@@ -281,14 +281,25 @@ RULES = [
      "select.unknown_val_flag_rate must be a number within [0, 1], got 2"),
     ("select", "select.unknown_histogram_bins", 0,
      "select.unknown_histogram_bins must be an integer >= 1, got 0"),
-    ("select", "evaluate.batch_size", -32,
-     "evaluate.batch_size must be an integer >= 1, got -32"),
+    ("select", "select.batch_size", -32,
+     "select.batch_size must be an integer >= 1, got -32"),
+    ("select", "select.unknown_outliers", "pool",
+     "select.unknown_outliers must be one of: ignore, relative, got 'pool'"),
 ]
 
 
 @pytest.mark.parametrize(("stage", "key", "value", "message"), RULES, ids=[f"{r[1]}={r[2]!r}" for r in RULES])
 def test_a_bad_value_is_refused_with_the_key_the_value_and_what_is_allowed(tmp_path, stage, key, value, message):
     assert problems(tmp_path, stage, {key: value}) == [message]
+
+
+def test_relative_outliers_need_the_mahalanobis_detector(tmp_path):
+    assert problems(tmp_path, "select", {"select.unknown_outliers": "relative", "select.unknown_method": "knn"}) == [
+        "select.unknown_outliers must be ignore with unknown_method knn (relative scores against mahalanobis), "
+        "got 'relative'"]
+    path = tmp_path / "relative.yaml"
+    path.write_text(yaml.safe_dump(edited({"select.unknown_outliers": "relative"})))
+    assert read_params(path, **STAGES["select"]).select.unknown.outliers == "relative"
 
 
 def test_every_key_of_params_yaml_has_a_rule_row():

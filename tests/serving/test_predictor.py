@@ -12,10 +12,10 @@ from support.synthetic_images import byte_flips, fuzz_originals, noise_image, ti
 
 from fish_classifier import images
 from fish_classifier.cpus import usable_cpus
+from fish_classifier.evaluation.unknown_fit import fit_detector
 from fish_classifier.serving import predictor as predictor_module
 from fish_classifier.serving.bundle import BundleError, add_file, add_unknown_detector, update_info
 from fish_classifier.serving.predictor import Prediction, Predictor, Timings
-from fish_classifier.serving.unknown import UnknownDetector
 
 RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
 
@@ -335,8 +335,8 @@ def test_a_detector_fitted_on_other_embeddings_is_refused_at_load(predictor, tmp
     shutil.copytree(predictor.bundle.path, folder)
     rng = np.random.default_rng(0)
     embeddings, labels = rng.normal(size=(30, 5)), np.repeat(np.arange(len(CLASSES)), 10)  # the model's are 8 wide
-    detector = UnknownDetector.fit(method, embeddings, labels, head_kernel=rng.normal(size=(5, len(CLASSES))),
-                                   head_bias=np.zeros(len(CLASSES))).with_threshold(1.0)  # unset, it cannot be saved
+    detector = fit_detector(method, embeddings, labels, head_kernel=rng.normal(size=(5, len(CLASSES))),
+                            head_bias=np.zeros(len(CLASSES))).with_threshold(1.0)  # unset, it cannot be saved
     add_unknown_detector(folder, detector)
     with pytest.raises(BundleError) as error:
         Predictor(folder)

@@ -87,10 +87,9 @@ def save_tiny_model(path) -> str:
 def add_detector(folder, model, train_pixels, train_labels, held_out_pixels) -> None:
     """An unknown-photo detector fitted as `select` fits it (on the train pixels' embeddings), with its
     threshold just above every held-out photo's score, added to the bundle in `folder`."""
-    from fish_classifier.evaluation.selection import fit_unknown_detector
+    from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
     from fish_classifier.serving.bundle import add_unknown_detector
     from fish_classifier.serving.inference import EMBEDDING, KerasBackend
-    from fish_classifier.serving.unknown import UnknownSettings
 
     backend = KerasBackend(model)
     embed = lambda pixels: backend.outputs(np.asarray(pixels, dtype=np.float32))[EMBEDDING]  # noqa: E731
@@ -126,3 +125,19 @@ def make_bundle(folder, *, temperature: float = 1.0, threshold: float = 0.5, mod
                                         IMAGE_SIZE) for i, k in enumerate(y)] for offset in (5000, 6000))
         add_detector(folder, trained_tiny_model(), train, y, held_out)
     return str(folder)
+
+
+class TintBackend:
+    """Answers with the image's mean colour as probabilities over (blue, green, red): CLASSES' order. Its
+    embedding is that mean colour itself, so the unknown-photo detector can be fitted on it too."""
+
+    input_size = 16
+
+    def __call__(self, batch):
+        means = np.asarray(batch, dtype=np.float64).mean(axis=(1, 2))[:, ::-1]  # RGB -> blue, green, red
+        return means / means.sum(axis=1, keepdims=True)
+
+    def outputs(self, batch):
+        from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES
+
+        return {PROBABILITIES: self(batch), EMBEDDING: np.asarray(batch, dtype=np.float32).mean(axis=(1, 2))}
