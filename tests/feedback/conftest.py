@@ -27,7 +27,7 @@ def postgres_server():
         return
     try:
         with TemporaryPostgres(durable=False) as server:
-            yield server.url
+            yield server.url.render_as_string(hide_password=False)
     except PostgresUnavailable as exc:
         pytest.fail(f"the PostgreSQL store tests need a server: set {POSTGRES_URL_ENV}=postgresql://user@host:port/db "
                     f"(a user that may create databases), or install Debian's postgresql ({exc})", pytrace=False)
