@@ -155,7 +155,8 @@ class FeedbackStore:
         if self._sqlite:
             self._make_sqlite_folder(parsed)
         try:
-            self.engine = create_engine(parsed, pool_size=5, max_overflow=30, pool_pre_ping=True,
+            # A server's connections are checked before use, so that a restarted server costs no failed save.
+            self.engine = create_engine(parsed, pool_size=5, max_overflow=30, pool_pre_ping=not self._sqlite,
                                         **self._connect_args(parsed))
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise FeedbackError(f"the feedback store URL {self.url!r} names no database SQLAlchemy can use "

@@ -2,13 +2,15 @@
 
 import io
 import threading
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from support.synthetic_images import image_bytes, noise_image
 
+from fish_classifier.feedback.postgres_cluster import create_database, drop_database
 from fish_classifier.feedback.store import (
     DEFAULT_URL,
     NOT_FISH,
@@ -269,6 +271,24 @@ def test_a_sqlite_store_that_cannot_be_written_is_refused(tmp_path):
     (tmp_path / "folder.db").mkdir()  # a folder where the database file should be
     with pytest.raises(StoreUnavailable, match="cannot open the feedback store sqlite:///.*folder.db: unable to open"):
         FeedbackStore(f"sqlite:///{tmp_path}/folder.db")
+
+
+def test_a_store_that_refuses_writes_fails_in_one_line_and_keeps_what_it_had(postgres_server):
+    name = f"feedback_read_only_{uuid.uuid4().hex[:8]}"
+    url = create_database(postgres_server, name)
+    try:
+        with FeedbackStore(url.render_as_string(hide_password=False)) as store:
+            kept = store.add(photo(1), "animal fish", ANSWER, "v1", species=SPECIES)
+            with store.engine.connect() as conn:
+                conn.execute(text(f"ALTER DATABASE {name} SET default_transaction_read_only = on"))
+                conn.commit()
+            store.engine.dispose()  # new connections get the setting
+            with pytest.raises(StoreUnavailable, match=rf"^the feedback store postgresql\+psycopg://\S+/{name} failed: "
+                                                       r".*read-only transaction[^\n]*$"):
+                store.add(photo(2), "animal fish", ANSWER, "v1", species=SPECIES)
+            assert store.records() == [kept]
+    finally:
+        drop_database(postgres_server, name)
 
 
 def test_a_sqlite_store_is_in_wal_mode(tmp_path):
