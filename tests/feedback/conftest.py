@@ -2,6 +2,7 @@
 server, FISH_TEST_POSTGRES_URL's or, when that is unset, a throwaway cluster started from Debian's binaries.
 Neither given nor startable is a failure, never a skip: the PostgreSQL cases must not pass without running."""
 
+import contextlib
 import os
 import uuid
 
@@ -25,12 +26,16 @@ def postgres_server():
     if given:
         yield given
         return
-    try:
-        with TemporaryPostgres(durable=False) as server:
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(TemporaryPostgres(durable=False))
+        except PostgresUnavailable as exc:
+            problem = str(exc)  # failed below, outside the except, so the report is this one line
+        else:
             yield server.url.render_as_string(hide_password=False)
-    except PostgresUnavailable as exc:
-        pytest.fail(f"the PostgreSQL store tests need a server: set {POSTGRES_URL_ENV}=postgresql://user@host:port/db "
-                    f"(a user that may create databases), or install Debian's postgresql ({exc})", pytrace=False)
+            return
+    pytest.fail(f"the PostgreSQL store tests need a server: set {POSTGRES_URL_ENV}=postgresql://user@host:port/db "
+                f"(a user that may create databases), or install Debian's postgresql ({problem})", pytrace=False)
 
 
 @pytest.fixture(params=BACKENDS)
