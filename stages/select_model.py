@@ -1,24 +1,25 @@
 """Stage `select`: rank the evaluated models on validation, bundle the best one for deployment with its
 unknown-photo detector, and write the comparison and the detector's figures.
 
-Reads metrics/models/<model>/ and models/zoo/<model>/ of every model of train.models, data/ (manifests,
-classes, prepared photos), data/unknown and data/outliers; writes the deploy bundle models/deploy/ (the Keras
-model, its LiteRT export checked against it, one example photo per species, the detector), metrics/summary.json,
-metrics/summary.md and metrics/unknown/ (plots). The detector is fitted on the LiteRT model's embeddings of the
-train photos (and, with `select.unknown_outliers: relative`, of data/outliers' photos that are no fish), its
-threshold set on validation fish; data/unknown only measures it. The bundle is built aside and moved into place
-whole (`staged_bundle`). Not select.py: that would shadow the standard library's `select` for every stage script.
+Reads metrics/models/ and models/zoo/ (every model of train.models), data/ (manifests, classes, photos), data/unknown
+and data/outliers; writes models/deploy/ (the model, its LiteRT export checked against it, an example photo per
+species, the detector), metrics/summary.json and .md, and metrics/unknown/ (plots). The detector is fitted on the
+LiteRT model's embeddings of the train photos (with `select.unknown_outliers: relative`, also of data/outliers'
+photos that are no fish), its threshold set on validation fish; data/unknown only measures it. The bundle is built
+aside and moved into place whole. Not select.py, which would shadow the standard library's `select`.
 """
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from fish_classifier.data.manifest import CatchAllLabels, example_photos, read_classes, read_manifest, scored_split
 from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, head_weights, read_outlier_pool
+from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool
 from fish_classifier.evaluation.field import field_report
-from fish_classifier.evaluation.selection import SelectSettings, TrainedModels, model_threshold, rank_models, read_model_metrics
+from fish_classifier.evaluation.selection import SelectSettings, TrainedModels, choose_model, model_threshold
 from fish_classifier.evaluation.summary import summary, summary_markdown
 from fish_classifier.evaluation.unknown_report import write_unknown_plots
 from fish_classifier.layout import FIELD_PREDICTIONS_FILE, MODEL_FILE, metrics_dir, model_dir
@@ -34,11 +35,12 @@ def main(argv=None) -> None:
     stage_arguments(__doc__, argv)
     params = stage_params(train=TrainedModels, select=SelectSettings, data=CatchAllLabels)
     select, names, unknown = params.select, params.train.models, params.select.unknown
-    metrics = read_model_metrics(names)
-    best = rank_models(metrics, select.metric)[0]
-    threshold = model_threshold(best, select)
+    metrics, best, threshold = choose_model(names, select)
     classes, manifest = read_classes("data/classes.json"), read_manifest("data/manifest.csv")
-    outliers = read_outlier_pool()["path"] if unknown.outliers == "relative" else ()
+    try:  # the outlier pool: photos that are no fish, fitting the detector with select.unknown_outliers relative
+        outliers = read_outlier_pool()["path"] if unknown.outliers == "relative" else ()
+    except EmptyOutlierPool as error:
+        sys.exit(str(error))
 
     with staged_bundle(DEFAULT_BUNDLE_DIR) as deploy:
         write_bundle(deploy, model_path=model_dir(best) / MODEL_FILE, classes=classes, model_name=best,
@@ -64,16 +66,13 @@ def main(argv=None) -> None:
             lambda name: model_threshold(name, select), best, params.data.other_fish_labels,
             lambda paths: flag_photos(backend, fitted.detector, paths, batch_size=select.batch_size))
 
-    write_unknown_plots(fitted.scores, fitted.detector, Path("metrics/unknown"),
-                        bins=select.unknown_histogram_bins, model=best)
+    write_unknown_plots(fitted.scores, fitted.detector, Path("metrics/unknown"), bins=select.unknown_histogram_bins,
+                        model=best)
     figures = fitted.figures
     Path("metrics/summary.json").write_text(
         json.dumps(summary(metrics, select.metric, threshold, figures, field), indent=2) + "\n", encoding="utf-8")
     Path("metrics/summary.md").write_text(summary_markdown(metrics, select.metric, figures, field), encoding="utf-8")
-    print(f"unknown photos ({fitted.detector.method}, threshold {fitted.detector.threshold:.4g}): " + (
-        ", ".join(f"{group} {rate:.1%} flagged" for group, rate in figures["flagged"].items())
-        + f"; AUROC {figures['auroc_test_fish_vs_not_fish']:.4f}" if figures else "no unknown-photo set "
-        "(data.unknown_source is empty): figures skipped"))
+    print(fitted.line())
 
 
 if __name__ == "__main__":

@@ -25,6 +25,14 @@ class BundleDetector:
     figures: dict | None  # `unknown_figures`, None without an unknown-photo set
     outlier_photos: int  # photos of the pool it was fitted on (0 when they are ignored)
 
+    def line(self) -> str:
+        """The detector's figures in one line, for the stage's log."""
+        head = f"unknown photos ({self.detector.method}, threshold {self.detector.threshold:.4g}): "
+        if not self.figures:
+            return head + "no unknown-photo set (data.unknown_source is empty): figures skipped"
+        return head + ", ".join(f"{group} {rate:.1%} flagged" for group, rate in self.figures["flagged"].items()) \
+            + f"; AUROC {self.figures['auroc_test_fish_vs_not_fish']:.4f}"
+
     def details(self, settings: UnknownSettings) -> dict:
         """What bundle.json records of the detector beside its method and threshold."""
         return {"power": settings.power, "k": settings.k, "val_flag_rate": settings.val_flag_rate,
@@ -51,8 +59,9 @@ def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], se
     fish = {split: scored_split(manifest, split) for split in ("train", "val", "test")}
     embedded = {split: outputs(rows["path"], f"detector {split}") for split, rows in fish.items()}
     pool = outputs(list(outlier_paths), "outlier pool")[EMBEDDING] if settings.outliers == "relative" else None
-    detector = fit_unknown_detector(settings, embedded["train"][EMBEDDING], label_indices(fish["train"]["label"], classes),
-                                    embedded["val"][EMBEDDING], head, outlier_embeddings=pool)
+    labels = label_indices(fish["train"]["label"], classes)
+    detector = fit_unknown_detector(settings, embedded["train"][EMBEDDING], labels, embedded["val"][EMBEDDING], head,
+                                    outlier_embeddings=pool)
     scores, pooled = {TEST_FISH: detector.score(embedded["test"][EMBEDDING])}, 0 if pool is None else len(pool)
     if not len(unknowns):
         return BundleDetector(detector, scores, None, pooled)

@@ -91,3 +91,10 @@ def model_threshold(name: str, select: SelectSettings) -> float:
 def read_model_metrics(names) -> dict[str, dict]:
     """Each model's metrics.json (its evaluate stage's), by name."""
     return {name: json.loads((metrics_dir(name) / METRICS_FILE).read_text(encoding="utf-8")) for name in names}
+
+
+def choose_model(names, select: SelectSettings) -> tuple[dict[str, dict], str, float]:
+    """Each model's metrics.json, the best of them by validation `select.metric`, and its low-confidence threshold."""
+    metrics = read_model_metrics(names)
+    best = rank_models(metrics, select.metric)[0]
+    return metrics, best, model_threshold(best, select)

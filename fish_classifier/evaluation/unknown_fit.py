@@ -23,8 +23,9 @@ class EmptyOutlierPool(ValueError):
     """`relative` asked for, but the outlier pool holds no photo."""
 
     def __init__(self):
-        super().__init__("select.unknown_outliers is relative but the outlier pool (data/outliers) holds no photo: "
-                         "point data.outlier_source at photos that are no fish, or set select.unknown_outliers to ignore")
+        super().__init__("select.unknown_outliers is relative but the outlier pool (data/outliers) holds no "
+                         "photo: point data.outlier_source at photos that are no fish, or set "
+                         "select.unknown_outliers to ignore")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ def test_field_figures_on_known_predictions():
     # taken for a trout. Confidently wrong: the trout taken for other fish, 1 of 6.
     assert figures["species_right"] == 0.5 and figures["flagged"] == pytest.approx(2 / 6)
     assert figures["confidently_wrong"] == pytest.approx(1 / 6) and figures["other_fish_ok"] == 1.0
-    assert figures["per_class"]["trout"] == {"images": 3, "right": pytest.approx(1 / 3), "flagged": pytest.approx(1 / 3)}
+    assert figures["per_class"]["trout"] == {"images": 3, "right": pytest.approx(1 / 3),
+                                             "flagged": pytest.approx(1 / 3)}
     # The unknown-photo detector's verdicts flag on top of the low confidence.
     unknown = field_figures(predictions, 0.5, ["other"], unknown=[False, True, False, False, False, False])
     assert unknown["flagged"] == 0.5 and unknown["confidently_wrong"] == 0.0

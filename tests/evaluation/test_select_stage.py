@@ -20,13 +20,15 @@ from support.model_metrics import model_scores
 from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
 
 
-@pytest.mark.slow
-def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
-    names = ["cnn", "vgg16", "mobilenetv2"]
+def select_project(tmp_path, names=("cnn", "vgg16", "mobilenetv2"), **select) -> dict:
+    """A folder with everything the select stage reads: params.yaml (its `select` changed by `select`), tinted
+    photos in train, val and test, an unknown-photo set, and each model of `names` trained and evaluated (crafted
+    metrics). Returns the params."""
+    names = list(names)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["models"] = names
     params["select"].update(metric="macro_f1", threshold_rule="val_flag_rate", val_flag_rate=0.1,
-                            unknown_val_flag_rate=0.0, example_size=32)
+                            unknown_val_flag_rate=0.0, example_size=32, **select)
     params["data"].update(catch_all_labels=[CLASSES[0]["label"]], other_fish_labels=[CLASSES[0]["label"]])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data" / "augmented").mkdir(parents=True)
@@ -51,8 +53,10 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     )
     # By validation macro F1 cnn and mobilenetv2 tie, and so on accuracy; mobilenetv2 is faster. vgg16 has the
     # best validation accuracy but a worse F1. The test scores (the reverse) must play no part.
-    crafted = {"cnn": model_scores(0.9, 0.95, 50), "vgg16": model_scores(0.85, 0.99, 900), "mobilenetv2": model_scores(0.9, 0.95, 60)}
-    for name, scores in crafted.items():
+    crafted = {"cnn": model_scores(0.9, 0.95, 50), "vgg16": model_scores(0.85, 0.99, 900),
+               "mobilenetv2": model_scores(0.9, 0.95, 60)}
+    for name in names:
+        scores = crafted[name]
         (tmp_path / metrics_dir(name)).mkdir(parents=True)
         (tmp_path / metrics_dir(name) / METRICS_FILE).write_text(json.dumps(scores))
         save_tiny_model(tmp_path / model_dir(name) / MODEL_FILE)
@@ -66,10 +70,19 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     pd.DataFrame({"path": [str(green), str(red)], "label": [CLASSES[1]["label"]] * 2,
                   "predicted": [CLASSES[1]["label"], CLASSES[2]["label"]], "confidence": [0.9, 0.1]}).to_csv(
         tmp_path / metrics_dir("mobilenetv2") / "field_predictions.csv", index=False)
+    return params
 
+
+def run_select(tmp_path) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    run = subprocess.run([sys.executable, str(REPO / "stages" / "select_model.py")], cwd=tmp_path,
-                         capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, str(REPO / "stages" / "select_model.py")], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.slow
+def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
+    params = select_project(tmp_path)
+    run = run_select(tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
 
     result = json.loads((tmp_path / "metrics" / "summary.json").read_text())
@@ -113,6 +126,40 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     for plot in ("scores.csv", "scores.png", "tradeoff.csv", "tradeoff.png"):
         assert (tmp_path / "metrics" / "unknown" / plot).stat().st_size > 0
     assert_examples_are_first_test_photos(tmp_path, info["examples"], size=32)
+
+
+@pytest.mark.slow
+def test_the_outlier_pool_fits_the_detector_but_never_counts_in_its_figures(tmp_path):
+    select_project(tmp_path, names=["mobilenetv2"], unknown_outliers="relative", unknown_method="mahalanobis")
+    pool = tmp_path / "data" / "outliers"
+    pool.mkdir()
+    (pool / "manifest.csv").write_text("path,origin,sha256\n")
+    refused = run_select(tmp_path)
+    assert refused.returncode == 1 and not (tmp_path / "models" / "deploy").exists()
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "select.unknown_outliers is relative but the outlier pool (data/outliers) holds no photo: point "
+        "data.outlier_source at photos that are no fish, or set select.unknown_outliers to ignore")
+
+    # Eight photos that are no fish (text, as the measured not-fish are, but other words) make the pool.
+    rows = []
+    for i in range(8):
+        text_photo(f"pool {i} {'x' * i}").save(pool / f"p{i}.png")
+        rows.append(f"data/outliers/p{i}.png,outlier_source,{i:064x}")
+    (pool / "manifest.csv").write_text("path,origin,sha256\n" + "\n".join(rows) + "\n")
+    run = run_select(tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    unknown = json.loads((tmp_path / "metrics" / "summary.json").read_text())["unknown"]
+    assert unknown["method"] == "relative_mahalanobis" and unknown["outlier_photos"] == 8
+    # Only data/unknown's photos (and the test fish) are measured: 3 not-fish and 1 fish from elsewhere.
+    assert unknown["images"] == {"test fish": 6, "not-fish": 3, "fish-elsewhere": 1}
+    assert all(share * 3 == round(share * 3) for share in [unknown["flagged"]["not-fish"]])
+    histogram = pd.read_csv(tmp_path / "metrics" / "unknown" / "scores.csv")
+    assert histogram["not-fish"].sum() == pytest.approx(1.0)  # shares of the 3 measured photos, nothing else
+    info = json.loads((tmp_path / "models" / "deploy" / "bundle.json").read_text())["unknown"]
+    assert (info["method"], info["outliers"], info["outlier_photos"]) == ("relative_mahalanobis", "relative", 8)
+    assert "Fitted also on 8 photos that are no fish (data/outliers), which are never counted below." in (
+        tmp_path / "metrics" / "summary.md").read_text()
 
 
 def assert_examples_are_first_test_photos(root: Path, examples: list[dict], size: int) -> None:

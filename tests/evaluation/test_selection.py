@@ -16,7 +16,8 @@ def test_a_tie_on_the_metric_goes_to_the_more_accurate_model():
 
 
 def test_a_tie_on_metric_and_accuracy_goes_to_the_faster_model():
-    metrics = {"slow": model_scores(0.9, 0.93, 10), "fast": model_scores(0.9, 0.93, 80), "worse": model_scores(0.5, 0.99, 999)}
+    metrics = {"slow": model_scores(0.9, 0.93, 10), "fast": model_scores(0.9, 0.93, 80),
+               "worse": model_scores(0.5, 0.99, 999)}
     assert rank_models(metrics, "macro_f1") == ["fast", "slow", "worse"]
 
 

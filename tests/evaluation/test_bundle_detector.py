@@ -1,0 +1,79 @@
+"""The bundle's detector fitted and measured on a backend whose embedding is a photo's mean colour."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from support.fixtures_models import CLASSES, TintBackend, write_tinted_images
+
+from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, read_outlier_pool
+from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSettings
+from fish_classifier.serving.unknown import RELATIVE
+
+
+def _photos(folder, colours) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(colours))
+    paths = []
+    for i, colour in enumerate(colours):
+        pixels = np.clip(np.array(colour) + rng.normal(0, 12, (24, 24, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+        paths.append(str(folder / f"{i}.png"))
+    return paths
+
+
+@pytest.fixture
+def project(tmp_path):
+    rows = []
+    for split, count in (("train", 20), ("val", 10), ("test", 5)):
+        rows += [{"path": path, "split": split, "label": CLASSES[k]["label"], "augmented": False}
+                 for path, k in write_tinted_images(tmp_path / split, count, seed=len(rows), size=24)]
+    grey = [(128 + 10 * i, 128, 128 - 10 * i) for i in range(4)]  # no tint: neither fish nor the pool
+    paths = _photos(tmp_path / "unknown", grey) + _photos(tmp_path / "elsewhere", [(40, 40, 200)])
+    unknowns = pd.DataFrame({"path": paths, "group": ["not-fish"] * 4 + ["fish-elsewhere"]})
+    pool = _photos(tmp_path / "pool", [(v, v, 60) for v in range(120, 240, 8)])  # yellows: no fish either
+    return pd.DataFrame(rows), unknowns, pool
+
+
+def test_relative_fits_on_the_pool_and_measures_only_test_fish_and_the_unknown_set(project):
+    manifest, unknowns, pool = project
+    settings = UnknownSettings("mahalanobis", 1.0, 1, 0.1, outliers="relative")
+
+    fitted = fit_bundle_detector(TintBackend(), manifest, CLASSES, settings, unknowns=unknowns, outlier_paths=pool,
+                                 catch_all_labels=[CLASSES[0]["label"]], batch_size=8)
+
+    assert fitted.detector.method == RELATIVE and fitted.outlier_photos == len(pool) == 15
+    # The measured groups and their counts: the pool's 15 photos are in none of them.
+    assert {group: len(scores) for group, scores in fitted.scores.items()} == {
+        "test fish": 15, "not-fish": 4, "fish-elsewhere": 1}
+    assert fitted.figures["images"] == {"test fish": 15, "not-fish": 4, "fish-elsewhere": 1}
+    assert fitted.figures["outlier_photos"] == 15 and fitted.figures["fish_elsewhere_catch_all"] == 1.0
+    details = fitted.details(settings)
+    assert (details["outliers"], details["outlier_photos"], details["val_flag_rate"]) == ("relative", 15, 0.1)
+    assert fitted.line().startswith("unknown photos (relative_mahalanobis, threshold ")
+    # A yellow like the pool's scores above every test fish; a fish of a known tint does not get flagged.
+    yellow = _photos(Path(pool[0]).parent.parent / "probe", [(200, 200, 60)])
+    flags = flag_photos(TintBackend(), fitted.detector, yellow + list(manifest["path"].iloc[-1:]), batch_size=2)
+    assert flags.tolist() == [True, False]
+
+
+def test_ignored_the_pool_is_never_read_and_without_unknowns_there_are_no_figures(project):
+    manifest, _, _ = project
+    fitted = fit_bundle_detector(TintBackend(), manifest, CLASSES, UnknownSettings("mahalanobis", 1.0, 1, 0.1),
+                                 unknowns=pd.DataFrame(columns=["path", "group"]),
+                                 outlier_paths=["no/such/photo.png"], batch_size=8)
+    assert fitted.detector.method == "mahalanobis" and fitted.outlier_photos == 0
+    assert fitted.figures is None and list(fitted.scores) == ["test fish"]
+    assert fitted.line().endswith("no unknown-photo set (data.unknown_source is empty): figures skipped")
+
+
+def test_a_missing_or_empty_pool_is_refused_naming_the_source(tmp_path):
+    with pytest.raises(EmptyOutlierPool, match="data.outlier_source"):
+        read_outlier_pool(tmp_path / "manifest.csv")
+    (tmp_path / "manifest.csv").write_text("path,origin,sha256\n")
+    with pytest.raises(EmptyOutlierPool, match="data.outlier_source"):
+        read_outlier_pool(tmp_path / "manifest.csv")
+    (tmp_path / "manifest.csv").write_text("path,origin,sha256\ndata/outliers/a.png,outlier_source,abc\n")
+    assert read_outlier_pool(tmp_path / "manifest.csv")["path"].tolist() == ["data/outliers/a.png"]
