@@ -1,0 +1,58 @@
+"""bench/unknown_rejection.py, tiny: its settings come through the stage schemas, and --methods refits each
+detector method on a colour bundle's embeddings."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from support.app_bundles import COLOUR_CLASSES, colour_photo, text_photo
+from support.benches import load_bench
+
+from fish_classifier.serving.predictor import Predictor
+
+unknown_rejection = load_bench("unknown_rejection")
+
+
+def test_settings_are_the_select_and_data_sections_checked(tiny_project):
+    select, limits, labels = unknown_rejection.settings()
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    assert select.unknown_val_flag_rate == params["select"]["unknown_val_flag_rate"]
+    assert select.batch_size == params["select"]["batch_size"]
+    assert limits.max_unpacked_mb == params["data"]["max_unpacked_mb"]
+    assert labels.catch_all_labels == params["data"]["catch_all_labels"]
+
+
+def test_a_bad_setting_stops_the_bench_naming_the_key(tiny_project):
+    text = (tiny_project / "params.yaml").read_text().replace("unknown_val_flag_rate: 0.01", "unknown_val_flag_rate: 2")
+    (tiny_project / "params.yaml").write_text(text)
+    with pytest.raises(SystemExit) as stopped:
+        unknown_rejection.settings()
+    assert "select.unknown_val_flag_rate must be a number within [0, 1], got 2" in str(stopped.value)
+
+
+def test_every_method_is_refitted_on_the_bundles_embeddings(colour_bundle, tiny_project):
+    rows = []
+    for split, count in (("train", 8), ("val", 4), ("test", 2)):
+        for k, entry in enumerate(COLOUR_CLASSES):
+            for i in range(count):
+                path = tiny_project / split / f"{k}-{i}.png"
+                path.parent.mkdir(exist_ok=True)
+                colour_photo(k, 32, seed=100 * len(rows) + i).save(path)
+                rows.append({"path": str(path), "split": split, "label": entry["label"], "augmented": False})
+    manifest = pd.DataFrame(rows)
+    text = []
+    for i in range(3):
+        text_photo(f"no fish {i}").save(tiny_project / f"text{i}.png")
+        text.append(str(tiny_project / f"text{i}.png"))
+    sets = {"dev test fish": list(manifest[manifest["split"] == "test"]["path"]), "not-fish": text}
+    select, _, _ = unknown_rejection.settings()
+
+    table = unknown_rejection.compare_methods(Predictor(colour_bundle), manifest, sets, select)
+
+    assert [(row["method"], row["power"], row["k"]) for row in table] == [
+        ("knn", 1.0, 1), ("knn", 1.0, 5), ("knn", 0.5, 1), ("knn", 0.5, 5),
+        ("mahalanobis", 1.0, 1), ("mahalanobis", 0.5, 1), ("mahalanobis", 0.35, 1), ("energy", 1.0, 1)]
+    assert all(set(row["flagged"]) == {"dev test fish", "not-fish"} for row in table)
+    assert all(0 <= row["auroc"] <= 1 for row in table)
+    json.dumps(table)  # what --json writes
