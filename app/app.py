@@ -26,6 +26,7 @@ from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, Exam
 from fish_classifier.serving.predictor import Prediction, Predictor
 from fish_classifier.serving.spreadsheet import safe_cell
 # The app's own modules, beside this file: `streamlit run` puts the script's folder on sys.path.
+import feedback
 from markup import file_label, literal
 from uploads import (
     MAX_FILES,
@@ -240,17 +241,18 @@ class Result:
     heatmap: Image.Image | None = None
     notes: list[str] = field(default_factory=list)  # the parts of the result that could not be shown, and why
     decoded: bool = False  # whether this run decoded the photo (not all from the caches)
+    upload: feedback.Upload | None = None  # an upload the budget accepted, which the user may mark; not an example
 
 
-def show_result(result: Result, n_classes: int, unknown_threshold: float | None = None) -> None:
-    """One photo: itself (and where the model looked), its species, confidence and top-k.
+def show_result(result: Result, n_classes: int, unknown_threshold: float | None = None):
+    """One photo: itself (and where the model looked), its species, confidence and top-k; returns its box.
 
     An unknown photo gets no species: a plain message, and the closest species muted, for reference only."""
     prediction = result.prediction
     if prediction.is_unknown:
-        show_unknown(result, n_classes, unknown_threshold)
-        return
-    with st.container(border=True):
+        return show_unknown(result, n_classes, unknown_threshold)
+    box = st.container(border=True)
+    with box:
         columns = st.columns([1, 1, 1.3] if result.heatmap is not None else [1, 1.3])
         show_photo(columns[0], result)
         if result.heatmap is not None:
@@ -263,11 +265,13 @@ def show_result(result: Result, n_classes: int, unknown_threshold: float | None 
                 f"Low confidence: this photo may not be one of the {n_classes} known species. Check it by eye."
             )
         verdict.altair_chart(top_k_chart(prediction), width="stretch", height=40 * len(prediction.top_k) + 60)
+    return box
 
 
-def show_unknown(result: Result, n_classes: int, threshold: float | None) -> None:
+def show_unknown(result: Result, n_classes: int, threshold: float | None):
     prediction = result.prediction
-    with st.container(border=True):
+    box = st.container(border=True)
+    with box:
         columns = st.columns([1, 1.3])
         show_photo(columns[0], result)
         verdict = columns[1]
@@ -275,6 +279,7 @@ def show_unknown(result: Result, n_classes: int, threshold: float | None) -> Non
         verdict.warning(unknown_message(prediction, n_classes, threshold))
         closest = ", ".join(f"{literal(display)} {probability:.0%}" for _, display, probability in prediction.top_k[:3])
         verdict.caption(f"Closest species, not an answer: {closest}")
+    return box
 
 
 def unknown_message(prediction: Prediction, n_classes: int, threshold: float | None) -> str:
@@ -444,24 +449,36 @@ def main() -> None:
     if notice := batch_notice(sizes, kept):
         st.error(notice)
     # Each file's bytes are read when its turn comes: a batch of large uploads is never copied whole at once.
-    photos = [(upload.name, file_label(upload.name), upload.getvalue) for upload in uploads[:kept]]
+    # Only uploads the budget accepted may be marked: an example is one of the bundle's own test photos.
+    photos = [(upload.name, file_label(upload.name), upload.getvalue, True) for upload in uploads[:kept]]
     if example is not None:
         photos.insert(0, (f"Example: {example.display}", f"Example: {literal(example.display)}",
-                          example.path.read_bytes))
+                          example.path.read_bytes, False))
 
+    marking = feedback.enabled()
     results = []
     with st.spinner("Identifying…"):
-        for name, label, read in photos:
+        for name, label, read, markable in photos:
             with identify_slots():  # across all sessions: a bound on the photos decoded at once
-                results.append(identify(predictor, bundle_key, name, label, read(), threshold, with_heatmap))
+                data = read()
+                results.append(identify(predictor, bundle_key, name, label, data, threshold, with_heatmap))
+            if marking and markable:
+                results[-1].upload = feedback.upload(data, read)
+            del data
     if any(result.decoded for result in results):
         release_memory()
     show_results_table(results)
-    for result in results:
+    marks = None
+    if any(result.upload and not result.prediction.error for result in results):
+        feedback.notice()
+        marks = feedback.marking(predictor.classes, feedback.bundle_version(str(directory), version))
+    for index, result in enumerate(results):
         if result.prediction.error:
             st.error(f"**{result.label}**: {literal(result.prediction.error)}")
-        else:
-            show_result(result, n_classes, unknown_threshold)
+            continue
+        box = show_result(result, n_classes, unknown_threshold)
+        if marks is not None and result.upload is not None:
+            feedback.offer(box, result.upload, result.prediction, marks, key=f"{index}-{result.upload.sha256[:16]}")
 
 
 if __name__ == "__main__":

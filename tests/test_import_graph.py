@@ -36,9 +36,10 @@ def test_metrics_depend_on_neither_inference_nor_the_export():
 
 
 def serving_path() -> set[str]:
-    """The modules the app loads when it starts: module-level imports only, from app/app.py down."""
+    """The modules the app loads when it starts: module-level imports only, from app/app.py and the app's own
+    modules beside it (app/feedback.py, ...) down."""
     graph = import_graph(lazy=False)
-    start = imports(REPO_ROOT / "app" / "app.py", lazy=False)
+    start = set().union(*(imports(path, lazy=False) for path in (REPO_ROOT / "app").glob("*.py")))
     modules = reachable(graph, start)
     return modules | {".".join(m.split(".")[:i]) for m in modules for i in range(1, m.count(".") + 1)}  # packages
 

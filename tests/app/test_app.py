@@ -19,10 +19,11 @@ from support import REPO_ROOT
 from support.app_bundles import COLOUR_CLASSES, build_colour_bundle, colour_photo, jpeg_bytes, text_photo
 from support.synthetic_images import tiff_without_dimensions
 
-import uploads as app_uploads  # app/uploads.py (tests/app/conftest.py puts app/ on sys.path)
+import feedback  # app/feedback.py, app/uploads.py (tests/app/conftest.py puts app/ on sys.path)
+import uploads as app_uploads
 
 from fish_classifier import images
-from fish_classifier.serving.bundle import add_file
+from fish_classifier.serving.bundle_writer import add_file
 from fish_classifier.serving.predictor import Prediction
 
 APP = REPO_ROOT / "app" / "app.py"
@@ -180,7 +181,7 @@ def test_a_photo_that_is_no_fish_gets_a_plain_message_and_no_species(monkeypatch
     assert warning.startswith("This photo does not look like any of the 3 species this model knows (unknown-photo score")
     assert "so it gets no species" in warning
     assert not app.metric  # no confidence shown for a species it does not get
-    assert app.caption[0].value.startswith("Closest species, not an answer: ")
+    assert [c.value for c in app.caption if c.value.startswith("Closest species, not an answer: ")]
     # No heatmap for a photo the model does not know: it would point at some part of it as if it were a fish.
     assert captions(app) == ["receipt.jpg"]
 
@@ -250,8 +251,8 @@ def test_a_photo_whose_heatmap_or_display_fails_keeps_its_answer_and_the_others_
     assert not app.error
     assert [h.value for h in app.subheader] == ["Cobalt testfish", "Crimson testfish"]
     assert captions(app) == ["cobalt.png", "crimson.jpg", "Where the model looked"]
-    assert [as_shown(c.value) for c in app.caption] == ["no map of where the model looked, it could not be drawn "
-                                                        "(RuntimeError)."]
+    assert [as_shown(c.value) for c in app.caption if c.value != feedback.NOTICE] == [
+        "no map of where the model looked, it could not be drawn (RuntimeError)."]
 
 
 def test_a_photo_the_model_fails_on_gets_its_own_error_and_the_others_their_results(monkeypatch, bundle):
