@@ -3,10 +3,13 @@
 Screenshots go to test-artifacts/ (git-ignored; CI keeps them as artifacts).
 """
 
+import hashlib
 import io
+import time
 from pathlib import Path
 
 import pytest
+from browser_marks import choose_species, feedback_widgets, mark, wait_for_saved
 from PIL import Image
 from support.app_bundles import (
     COLOUR_CLASSES,
@@ -41,6 +44,7 @@ pytestmark = [
     ),
 ]
 RESULT_TIMEOUT = 180  # seconds; the first page load imports TensorFlow and loads the model
+GPS_IFD = 0x8825  # the Exif tag of the GPS block: where a photo was taken
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +182,104 @@ def test_hostile_names_show_as_text_and_a_thin_photo_gets_its_own_answer_beside_
     assert [href for href in markup["links"] if not href.startswith("#")] == []  # headings' own anchors only
     assert markup["katex"] == 0 and markup["emphasis"] == [] and markup["coloured"] == []
     assert markup["tallestImage"] < 1000  # the thin strip is shown padded, not stretched to the column's width
+
+
+def gps_tagged_jpeg(image: Image.Image) -> bytes:
+    """`image` as a JPEG whose Exif holds a camera make and the GPS position of a fishing ground."""
+    exif = Image.Exif()
+    exif[0x010F] = "FishPhone"  # Make
+    exif.get_ifd(GPS_IFD).update({1: "N", 2: (43.0, 17.0, 30.0), 3: "E", 4: (16.0, 26.0, 5.0)})
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, exif=exif)
+    return buffer.getvalue()
+
+
+# The page from the top of the first result's bordered box (the nearest ancestor of its photo drawn with a
+# border) to the bottom of the second's, scrolled clear of Streamlit's header; its rectangle in the window.
+_FIRST_TWO_RESULTS = """
+const boxes = [];
+for (const image of document.querySelectorAll('[data-testid="stMain"] [data-testid="stImage"]')) {
+  let box = image;
+  while (box.parentElement) {
+    box = box.parentElement;
+    const style = getComputedStyle(box);
+    if (style.borderTopStyle !== 'none' && parseFloat(style.borderTopWidth) > 0) break;
+  }
+  if (box.parentElement && !boxes.includes(box)) boxes.push(box);
+}
+const main = document.querySelector('[data-testid="stMain"]');
+boxes[0].scrollIntoView({block: 'start'});
+main.scrollTop -= 70;
+const first = boxes[0].getBoundingClientRect(), second = boxes[1].getBoundingClientRect();
+return [first.left - 8, first.top - 8, first.right + 8, second.bottom + 8];
+"""
+
+
+def save_small_screenshot(driver, rectangle, path: Path, colours: int = 64) -> Path:
+    """The window's `rectangle` as a PNG of at most `colours` colours: small enough to keep in the repository."""
+    shot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shot.crop(tuple(round(v) for v in rectangle)).quantize(colours, method=Image.Quantize.MEDIANCUT).save(
+        path, optimize=True)
+    return path
+
+
+def test_marks_made_in_the_browser_land_in_the_store_and_the_photo_without_its_exif(browser, tmp_path, colour_bundle,
+                                                                                    monkeypatch):
+    from fish_classifier.feedback.store import NOT_FISH, FeedbackStore
+    from fish_classifier.serving.predictor import Predictor
+
+    url = f"sqlite:///{tmp_path / 'feedback' / 'feedback.db'}"
+    monkeypatch.setenv("FISH_FEEDBACK_URL", url)  # streamlit_server passes the environment on
+    monkeypatch.delenv("FISH_FEEDBACK", raising=False)
+    crimson = tmp_path / "reef-with-gps.jpg"
+    crimson.write_bytes(gps_tagged_jpeg(colour_photo(0, 256, seed=5)))
+    assert Image.open(crimson).getexif().get_ifd(GPS_IFD)[1] == "N"  # the upload does carry a position
+    cobalt = tmp_path / "cobalt.jpg"
+    cobalt.write_bytes(jpeg_bytes(colour_photo(2, 256, seed=6)))
+    receipt = tmp_path / "receipt.jpg"
+    receipt.write_bytes(jpeg_bytes(text_photo("receipt #1234")))
+    photos = [crimson, cobalt, receipt]
+
+    with streamlit_server(colour_bundle, tmp_path / "streamlit.log") as app_url:
+        browser.get(app_url)
+        upload(browser, photos, timeout=RESULT_TIMEOUT)
+        state = wait_for_results(browser, "Cobalt testfish", timeout=RESULT_TIMEOUT)
+        assert state["headings"] == ["Crimson testfish", "Cobalt testfish", UNKNOWN_HEADING]
+        assert "Marking an answer keeps the photo to improve the model" in state["text"]
+        choose_species(browser, "wrong", 0, crimson, "Emerald testfish")
+        assert wait_for_saved(browser, 1) == ["Saved: wrong, it is Emerald testfish."]
+        time.sleep(0.5)  # the charts laid out
+        # One answer marked, the next one still offered: docs/feedback-app.png is a copy of this.
+        shot = save_small_screenshot(browser, browser.execute_script(_FIRST_TWO_RESULTS),
+                                     ARTIFACTS / "feedback-app.png")
+        mark(browser, "not-fish", 1, cobalt)
+        wait_for_saved(browser, 2)
+        mark(browser, "not-fish", 2, receipt)  # under "Not a known fish": "Right, not a fish"
+        saved = wait_for_saved(browser, 3)
+        state = wait_for_results(browser, "Cobalt testfish")
+        offered = feedback_widgets(browser)
+        save_full_page_screenshot(browser, ARTIFACTS / "app-feedback.png")
+
+    assert saved == ["Saved: wrong, it is Emerald testfish.", "Saved: not a fish.", "Saved: right, not a fish."]
+    assert not [warning for warning in state["warnings"] if "Not saved" in warning]
+    assert offered == 0  # no mark offered any more for these photos
+    assert 5_000 < shot.stat().st_size < 150_000
+
+    predictions = Predictor(colour_bundle).predict([path.read_bytes() for path in photos])
+    with FeedbackStore(url) as store:
+        records = store.records()
+        stored = store.photo(records[0].photo_sha256)
+    assert [(r.label, r.model.label, r.model.unknown, r.status) for r in records] == [
+        ("test emerald", "test crimson", False, "new"), (NOT_FISH, "test cobalt", False, "new"),
+        (NOT_FISH, predictions[2].label, True, "new")]
+    for record, prediction, path in zip(records, predictions, photos):
+        assert record.photo_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert record.model.confidence == pytest.approx(prediction.confidence, abs=1e-4)
+        assert record.model.unknown_score == pytest.approx(prediction.unknown_score, rel=1e-4)
+    bundle_version = hashlib.sha256((colour_bundle / "bundle.json").read_bytes()).hexdigest()[:12]
+    assert {record.bundle_version for record in records} == {bundle_version}
+    # The photo kept: the same pixels' size, and no Exif at all (no GPS position, no camera).
+    kept = Image.open(io.BytesIO(stored))
+    assert kept.size == (256, 256) and not kept.getexif() and "exif" not in kept.info
+    assert b"Exif" not in stored and b"FishPhone" not in stored
