@@ -24,8 +24,8 @@ from fish_classifier.evaluation.summary import summary, summary_markdown
 from fish_classifier.evaluation.unknown_report import write_unknown_plots
 from fish_classifier.layout import FIELD_PREDICTIONS_FILE, MODEL_FILE, metrics_dir, model_dir
 from fish_classifier.params import stage_arguments, stage_params
-from fish_classifier.serving.bundle import (DEFAULT_BUNDLE_DIR, SERVING_MODEL_FILE, UNKNOWN_FILE, add_examples,
-                                            add_unknown_detector, training_data_hash, write_bundle)
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, SERVING_MODEL_FILE, UNKNOWN_FILE
+from fish_classifier.serving.bundle_writer import add_examples, add_unknown_detector, training_data_hash, write_bundle
 from fish_classifier.serving.bundle_publish import staged_bundle
 from fish_classifier.serving.export import evenly_spaced, export_for_serving
 from fish_classifier.serving.inference import LiteRTBackend

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from fish_classifier.images import load_pixels
-from fish_classifier.serving.bundle import SERVING_MODEL_FILE, BundleError, add_file, read_bundle
+from fish_classifier.serving.bundle import SERVING_MODEL_FILE, BundleError, read_bundle
+from fish_classifier.serving.bundle_writer import add_file
 from fish_classifier.serving.inference import (
     EMBEDDING,
     OUTPUTS,

@@ -11,7 +11,8 @@ import pytest
 from support import REPO_ROOT
 from support.fixtures_models import CLASSES, make_bundle, save_tiny_model
 
-from fish_classifier.serving.bundle import BundleError, read_bundle, write_bundle
+from fish_classifier.serving.bundle import BundleError, read_bundle
+from fish_classifier.serving.bundle_writer import write_bundle
 from fish_classifier.serving.bundle_publish import staged_bundle
 from fish_classifier.serving.predictor import Predictor
 
@@ -42,7 +43,7 @@ def test_select_killed_just_after_bundle_json_leaves_the_old_bundle_served(tmp_p
     # As the select stage does: bundle.json promises model.tflite and unknown.npz, then the writer is killed.
     script = textwrap.dedent(f"""
         import os, signal
-        from fish_classifier.serving.bundle import write_bundle
+        from fish_classifier.serving.bundle_writer import write_bundle
         from fish_classifier.serving.bundle_publish import staged_bundle
         with staged_bundle({str(deploy)!r}) as folder:
             write_bundle(folder, model_path={model_path!r}, classes={CLASSES!r}, model_name="new", temperature=1.0,

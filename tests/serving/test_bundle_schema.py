@@ -12,7 +12,8 @@ import pytest
 from support.fixtures_models import CLASSES, make_bundle, tinted_image
 
 from fish_classifier.hashing import file_sha256
-from fish_classifier.serving.bundle import BundleError, add_examples, add_file, read_bundle, update_info
+from fish_classifier.serving.bundle import BundleError, read_bundle
+from fish_classifier.serving.bundle_writer import add_examples, add_file, update_info
 from fish_classifier.serving.bundle_schema import FORMAT_VERSION
 from fish_classifier.serving.predictor import Predictor
 

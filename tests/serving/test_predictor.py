@@ -14,7 +14,8 @@ from fish_classifier import images
 from fish_classifier.cpus import usable_cpus
 from fish_classifier.evaluation.unknown_fit import fit_detector
 from fish_classifier.serving import predictor as predictor_module
-from fish_classifier.serving.bundle import BundleError, add_file, add_unknown_detector, update_info
+from fish_classifier.serving.bundle import BundleError
+from fish_classifier.serving.bundle_writer import add_file, add_unknown_detector, update_info
 from fish_classifier.serving.predictor import Prediction, Predictor, Timings
 
 RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
@@ -280,7 +281,7 @@ def test_prediction_is_a_plain_dataclass():
 @pytest.mark.parametrize("name, size, grid", [("cnn", 32, 4), ("mobilenetv2", 64, 2)])
 def test_works_on_the_zoo_models_including_a_nested_backbone(tmp_path, name, size, grid):
     from fish_classifier.model.zoo import build_model
-    from fish_classifier.serving.bundle import write_bundle
+    from fish_classifier.serving.bundle_writer import write_bundle
 
     model = build_model(name, len(CLASSES), weights=None, image_size=size)
     model.save(tmp_path / "model.keras")

@@ -13,7 +13,8 @@ from support.fixtures_models import CLASSES, make_bundle, tinted_image, trained_
 
 from fish_classifier.hashing import file_sha256
 from fish_classifier.images import load_pixels
-from fish_classifier.serving.bundle import BundleError, add_file, read_bundle
+from fish_classifier.serving.bundle import BundleError, read_bundle
+from fish_classifier.serving.bundle_writer import add_file
 from fish_classifier.serving.export import (
     PARITY_TOLERANCE,
     ParityError,

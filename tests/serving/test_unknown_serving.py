@@ -12,7 +12,7 @@ from support.fixtures_models import CLASSES, IMAGE_SIZE, make_bundle, tinted_ima
 from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
 from fish_classifier.images import load_pixels
 from fish_classifier.model.preprocessing import load_model
-from fish_classifier.serving.bundle import add_unknown_detector
+from fish_classifier.serving.bundle_writer import add_unknown_detector
 from fish_classifier.serving.export import export_for_serving
 from fish_classifier.serving.inference import EMBEDDING, KerasBackend, LiteRTBackend
 from fish_classifier.serving.predictor import Predictor

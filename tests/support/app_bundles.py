@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fish_classifier.serving.bundle import add_examples, write_bundle
+from fish_classifier.serving.bundle_writer import add_examples, write_bundle
 from support import REPO_ROOT
 from support.fixtures_models import add_detector
 

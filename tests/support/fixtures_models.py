@@ -88,7 +88,7 @@ def add_detector(folder, model, train_pixels, train_labels, held_out_pixels) -> 
     """An unknown-photo detector fitted as `select` fits it (on the train pixels' embeddings), with its
     threshold just above every held-out photo's score, added to the bundle in `folder`."""
     from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
-    from fish_classifier.serving.bundle import add_unknown_detector
+    from fish_classifier.serving.bundle_writer import add_unknown_detector
     from fish_classifier.serving.inference import EMBEDDING, KerasBackend
 
     backend = KerasBackend(model)
@@ -101,7 +101,7 @@ def make_bundle(folder, *, temperature: float = 1.0, threshold: float = 0.5, mod
                 detector: bool = True) -> str:
     """A deploy bundle around the tiny model, written by the real `write_bundle`, with an unknown-photo
     detector (fitted on tinted photos) unless `detector` is False."""
-    from fish_classifier.serving.bundle import write_bundle
+    from fish_classifier.serving.bundle_writer import write_bundle
 
     folder = Path(folder)
     model_path = save_tiny_model(folder.parent / f"{folder.name}-source" / "model.keras")
