@@ -17,19 +17,17 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tests' support package: photo, bundle and app helpers
 
 from support.app_bundles import sample_photo  # noqa: E402
 from support.app_harness import CHROMIUM, headless_chromium, streamlit_server, upload, wait_for_results  # noqa: E402
+from support.latency import warm_latency_ms  # noqa: E402
 
 from fish_classifier.serving.bundle import BundleError  # noqa: E402
 from fish_classifier.serving.inference import BACKENDS  # noqa: E402
@@ -38,22 +36,6 @@ from fish_classifier.serving.predictor import Predictor  # noqa: E402
 
 def bench_photo(image: Path | None) -> tuple[str, bytes]:
     return (image.name, image.read_bytes()) if image is not None else sample_photo()
-
-
-def warm_latency_ms(predictor: Predictor, photo: bytes, calls: int, warmup: int) -> dict:
-    for _ in range(warmup):
-        predictor.predict([photo])
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        predictor.predict([photo])
-        times.append((time.perf_counter() - start) * 1000)
-    return {
-        "calls": calls,
-        "p50_ms": round(statistics.median(times), 2),
-        "p95_ms": round(float(np.percentile(times, 95)), 2),
-        "mean_ms": round(statistics.fmean(times), 2),
-    }
 
 
 def cold_start_seconds(bundle: Path, photo_path: Path, species: str) -> dict:

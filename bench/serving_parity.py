@@ -15,7 +15,6 @@ Usage (from the repo root):
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tests' support package: photo, bundle and app helpers
 
 from support.app_bundles import DEV_ZIP, MOBILENET_WEIGHTS, build_real_photo_bundle, real_photos  # noqa: E402
+from support.latency import warm_latency_ms  # noqa: E402
 
 from fish_classifier.serving.export import PARITY_TOLERANCE, export_for_serving  # noqa: E402
 from fish_classifier.serving.predictor import Predictor  # noqa: E402
@@ -52,17 +52,6 @@ def prepare_bundle(bundle: Path | None, work: Path) -> tuple[Path, list[tuple[st
         sys.exit(f"no bundle given and no {MOBILENET_WEIGHTS} to build one from")
     print(f"fitting a MobileNetV2 head on 30 train photos of each of {len(labels)} dev classes ...", flush=True)
     return build_real_photo_bundle(work / "deploy", labels, image_size=224), real_photos(labels, "test", 10_000)
-
-
-def latency_ms(predictor: Predictor, photo: bytes, runs: int) -> dict:
-    for _ in range(10):  # warm: graphs built, caches filled
-        predictor.predict(photo)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        predictor.predict(photo)
-        times.append((time.perf_counter() - start) * 1000)
-    return {"p50": statistics.median(times), "p95": float(np.percentile(times, 95))}
 
 
 def main() -> None:
@@ -94,8 +83,8 @@ def main() -> None:
             "tflite_mb": round((bundle / "model.tflite").stat().st_size / 1e6, 2),
             "litert_threads": litert._backend.num_threads,
             "latency_ms": {
-                "litert": latency_ms(litert, images[0], args.runs),
-                "keras": latency_ms(keras_predictor, images[0], args.runs),
+                "litert": warm_latency_ms(litert, images[0], args.runs),
+                "keras": warm_latency_ms(keras_predictor, images[0], args.runs),
             },
         }
     ok = figures["max_abs_diff"] <= PARITY_TOLERANCE and figures["labels_agree"] == figures["test_images"]
@@ -105,7 +94,7 @@ def main() -> None:
     print(f"  largest CAM difference       {figures['cam_max_abs_diff']:.2e}  (maps in [0, 1], 20 photos)")
     print(f"  LiteRT test accuracy         {figures['litert_test_accuracy']:.1%}")
     for backend, ms in figures["latency_ms"].items():
-        print(f"  {backend:7s} single image p50 {ms['p50']:.2f} ms, p95 {ms['p95']:.2f} ms")
+        print(f"  {backend:7s} single image p50 {ms['p50_ms']:.2f} ms, p95 {ms['p95_ms']:.2f} ms")
     print("PARITY OK" if ok else "PARITY FAILED")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
