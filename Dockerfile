@@ -3,6 +3,7 @@
 #   dvc repro                                   # writes models/deploy, with model.tflite
 #   docker build -t fish-classifier-app .
 #   docker run -p 8501:8501 fish-classifier-app # then open http://localhost:8501
+#   docker run -p 8501:8501 -v "$PWD/feedback:/data/feedback" fish-classifier-app   # users' marks kept on the host
 #
 # Build arguments:
 #   BASE_IMAGE  a Debian-style image with Python 3.11 and its venv module. By default Docker Hub's
@@ -35,12 +36,18 @@ RUN python3 -m venv /venv \
 FROM ${BASE_IMAGE}
 # An explicit PATH: an image made by `docker import` has none to extend. MALLOC_ARENA_MAX: two glibc heaps, not one
 # per thread (Streamlit runs each session on its own), so that memory freed after a batch goes back to the system.
+# FISH_FEEDBACK_URL: the feedback store (docs/feedback.md), a SQLite file on the volume below, so that users' marks
+# outlive the container; a postgresql://... URL puts it on a database server instead, FISH_FEEDBACK=0 switches it off.
 ENV PATH=/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONPATH=/srv/fish \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    MALLOC_ARENA_MAX=2
-RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/fish fish
+    MALLOC_ARENA_MAX=2 \
+    FISH_FEEDBACK_URL=sqlite:////data/feedback/feedback.db
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/fish fish \
+ && mkdir -p /data/feedback && chown fish:fish /data/feedback
+# docker run -v "$PWD/feedback:/data/feedback" ...: a host folder must be writable by uid 10001 (the app's user).
+VOLUME /data/feedback
 COPY --from=build /venv /venv
 WORKDIR /srv/fish
 # Owned by root and read-only to the app's user. .streamlit/config.toml bounds the upload size and keeps XSRF on.

@@ -116,5 +116,5 @@ FISH_DOCKER_TEST=1 FISH_DOCKER_BASE_IMAGE="$BASE_IMAGE" FISH_WHEELHOUSE="$wheels
 status=$?
 [ "$status" = 0 ] || fail "tests/app/test_docker_container.py exited with $status"
 [ -s "$FIGURES" ] || fail "the container test ran no checks (see its skip reasons above)"
-echo "DOCKER CHECK PASSED: image built from ./Dockerfile on $BASE_IMAGE, healthy, named the photo in the browser"
+echo "DOCKER CHECK PASSED: image built from ./Dockerfile on $BASE_IMAGE, healthy, named the photo in the browser, kept its mark on the host's volume"
 cat "$FIGURES"

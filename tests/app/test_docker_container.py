@@ -11,6 +11,7 @@ made here (a MobileNetV2 head fitted on dev photos when ../shared has them, else
 colour bundle), exported to LiteRT. Every container and image made here is removed afterwards.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from browser_marks import mark, wait_for_saved
 from support.app_bundles import (
     DEV_ZIP,
     MOBILENET_WEIGHTS,
@@ -42,6 +44,9 @@ from support.app_harness import (
     wait_for_results,
 )
 from support.repo_copy import copy_repo
+
+from fish_classifier.feedback.store import FeedbackStore
+from fish_classifier.serving.bundle import bundle_version
 
 pytestmark = [
     pytest.mark.browser,
@@ -112,7 +117,8 @@ def photos(bundle, tmp_path_factory):
     for i, data in enumerate(bundle["batch"]):
         batch.append(folder / f"photo-{i:02d}.jpg")
         batch[-1].write_bytes(data)
-    return {"species": bundle["species"], "good": good, "bad": bad, "no_fish": no_fish, "batch": batch}
+    return {"species": bundle["species"], "good": good, "bad": bad, "no_fish": no_fish, "batch": batch,
+            "bundle": bundle["context"] / "models" / "deploy"}
 
 
 @pytest.fixture(scope="module")
@@ -155,14 +161,18 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def container(image, browser):
-    """The image running with its port published on localhost; its start time; removed afterwards."""
+def container(image, browser, tmp_path_factory):
+    """The image running with its port published on localhost and its feedback volume on a host folder
+    (`feedback`); its start time; removed afterwards."""
     name = f"fish-classifier-test-{uuid.uuid4().hex[:8]}"
+    feedback = tmp_path_factory.mktemp("feedback")
+    feedback.chmod(0o777)  # the app runs as uid 10001, not as this folder's owner
     started = time.monotonic()
-    docker("run", "--detach", "--name", name, "--label", LABEL, "--publish", "127.0.0.1::8501", image)
+    docker("run", "--detach", "--name", name, "--label", LABEL, "--publish", "127.0.0.1::8501",
+           "--volume", f"{feedback}:/data/feedback", image)
     try:
         port = docker("port", name, "8501/tcp").stdout.split()[0].rsplit(":", 1)[1]
-        yield {"name": name, "url": f"http://127.0.0.1:{port}", "started": started}
+        yield {"name": name, "url": f"http://127.0.0.1:{port}", "started": started, "feedback": feedback}
     finally:
         logs = docker("logs", name, check=False)
         (ARTIFACTS / "docker-container.log").write_text(logs.stdout + logs.stderr)
@@ -203,6 +213,16 @@ def test_the_container_names_a_photo_in_the_browser(container, browser, photos, 
     assert state["headings"].count(UNKNOWN_HEADING) == 1
     assert any("does not look like any of the" in warning for warning in state["warnings"])
     browser.save_screenshot(str(ARTIFACTS / "docker-app.png"))
+
+    # Marked right: the record lands in the SQLite file on the host's side of the volume.
+    mark(browser, "right", 0, photos["good"])
+    assert wait_for_saved(browser, 1) == [f"Saved: right, {photos['species']}."]
+    with FeedbackStore(f"sqlite:///{container['feedback'] / 'feedback.db'}") as store:
+        [record] = store.records()
+        kept = store.photo(record.photo_sha256)
+    assert record.label == record.model.label and record.status == "new" and not record.model.unknown
+    assert record.photo_sha256 == hashlib.sha256(photos["good"].read_bytes()).hexdigest() and kept[:2] == b"\xff\xd8"
+    assert record.bundle_version == bundle_version(photos["bundle"])
 
 
 def test_the_healthcheck_reports_healthy(container):

@@ -33,6 +33,16 @@ def test_the_image_keeps_glibc_to_two_heaps_so_that_memory_freed_after_a_batch_g
     assert re.search(r"\bMALLOC_ARENA_MAX=2\b", env), env
 
 
+def test_the_feedback_store_is_a_sqlite_file_on_a_volume_the_apps_user_owns():
+    final = DOCKERFILE.split("FROM ${BASE_IMAGE}\n")[-1]
+    [env] = re.findall(r"^ENV (?:.*\\\n)*.*$", final, flags=re.MULTILINE)
+    assert re.search(r"\bFISH_FEEDBACK_URL=sqlite:////data/feedback/feedback\.db\b", env), env
+    assert re.findall(r"^VOLUME (.+)$", final, flags=re.MULTILINE) == ["/data/feedback"]
+    # Made and handed to the app's user before the VOLUME line: a fresh volume starts with that owner.
+    assert re.search(r"chown fish:fish /data/feedback\n(?:.*\n)*VOLUME /data/feedback", final)
+    assert re.search(r"^USER fish$", final, flags=re.MULTILINE)
+
+
 def test_the_constraints_pin_every_requirement_within_its_range():
     requirements = [Requirement(line) for line in _lines(REPO_ROOT / "app" / "requirements.txt")]
     pins = {}
