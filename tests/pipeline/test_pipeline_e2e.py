@@ -1,16 +1,21 @@
-"""End to end: the whole `dvc repro` (six models, evaluation, selection) on a tiny zip and tiny params, and
-`train.models` as the knob that trains, evaluates and selects among fewer models."""
+"""End to end: the whole `dvc repro` (six models, evaluation, selection) on a tiny zip and tiny params, with an
+exported feedback folder folded in, and `train.models` as the knob that trains, evaluates and selects among fewer
+models."""
 
+import hashlib
 import json
 import subprocess
+from itertools import count
 
 import pandas as pd
 import pytest
 import yaml
 from support.repo_copy import TINY_CLASSES as CLASSES
 from support.repo_copy import dvc, ran_stages, tiny_pipeline_repo
+from support.synthetic_images import image_bytes
 
-from fish_classifier.data.manifest import read_classes
+from fish_classifier.data.feedback_set import FIELD, NOT_FISH, TRAIN, feedback_split
+from fish_classifier.data.manifest import read_classes, read_manifest
 from fish_classifier.layout import (
     METRICS_FILE,
     MODEL_FILE,
@@ -23,13 +28,46 @@ from fish_classifier.layout import (
 from fish_classifier.model.zoo import MODEL_NAMES
 
 pytestmark = pytest.mark.slow
+DATA_STAGES = {"download", "feedback", "prepare", "unknowns", "field", "outliers", "composite", "composite_sets",
+               "augment", "select"}
+FEEDBACK_SEEDS = count(7000)  # photos no other test photo is near
+
+
+def feedback_photos(folder, label, part, n) -> dict[str, str]:
+    """Write `n` photos of `label` into `folder`/<label>/ (as `feedback export` lays them out) that the default
+    share (0.5) sends to `part`; {sha256: label}."""
+    written = {}
+    while len(written) < n:
+        data = image_bytes(size=(48, 48), seed=next(FEEDBACK_SEEDS))
+        digest = hashlib.sha256(data).hexdigest()
+        if label == NOT_FISH or feedback_split(digest, 0.5) == part:
+            (folder / label).mkdir(parents=True, exist_ok=True)
+            (folder / label / f"{digest}.jpg").write_bytes(data)
+            written[digest] = label
+    return written
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = tiny_pipeline_repo(tmp_path_factory.mktemp("pipeline"))
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("pipeline")
+
+
+@pytest.fixture(scope="module")
+def feedback(root):
+    """An exported feedback folder beside the repo: two train-bound and one field-bound photo, and one not-fish."""
+    folder = root / "feedback"
+    return {"folder": folder, TRAIN: feedback_photos(folder, "fish sea_food trout", TRAIN, 2),
+            FIELD: feedback_photos(folder, "animal fish", FIELD, 1), NOT_FISH: feedback_photos(folder, NOT_FISH, None, 1)}
+
+
+@pytest.fixture(scope="module")
+def repo(root, feedback):
+    repo = tiny_pipeline_repo(root)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["feedback_source"] = "../feedback"  # relative to the repo root, as data.source is
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     first = dvc(repo, "repro")
-    expected = {"download", "prepare", "unknowns", "field", "composite", "composite_sets", "augment", "select"}
+    expected = set(DATA_STAGES)
     expected |= {f"{stage}@{name}" for stage in ("train", "evaluate") for name in MODEL_NAMES}
     assert ran_stages(first.stdout) == expected
     return repo
@@ -66,7 +104,7 @@ def test_deploy_bundle_keeps_the_class_order_of_the_data(repo):
 def test_every_model_is_scored_on_the_field_photos_and_the_summary_says_how_the_bundle_does(repo):
     for name in MODEL_NAMES:
         field = json.loads((repo / metrics_dir(name) / METRICS_FILE).read_text())["field"]
-        assert field["images"] == len(CLASSES) and set(field["per_class"]) == set(CLASSES)
+        assert field["images"] == len(CLASSES) + 1 and set(field["per_class"]) == set(CLASSES)  # + 1: feedback
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     assert set(summary["field"]) == {*MODEL_NAMES, "deploy bundle"}
     assert "## Field photos" in (repo / "metrics" / "summary.md").read_text()
@@ -167,12 +205,40 @@ def test_exp_run_with_one_learning_rate_shows_in_metrics_diff(repo):
     assert (lr["old"], lr["new"]) == (committed_lr, 3e-05) and committed_lr != 3e-05
 
 
+def test_feedback_photos_train_or_are_scored_by_their_hash_and_not_fish_join_the_outlier_pool(repo, feedback):
+    manifest = read_manifest(repo / "data" / "manifest.csv")
+    from_feedback = manifest[manifest["origin"] == "feedback"]
+    assert dict(zip(from_feedback["sha256"], from_feedback["label"])) == feedback[TRAIN]
+    assert (from_feedback["split"] == "train").all() and (manifest["origin"] != "").all()
+    assert json.loads((repo / "data" / "prepare_report.json").read_text())["feedback"]["photos"] == 2
+    field = pd.read_csv(repo / "data" / "field" / "manifest.csv")
+    assert field["origin"].value_counts().to_dict() == {"field_source": len(CLASSES), "feedback": 1}
+    field_feedback = field[field["origin"] == "feedback"]
+    assert [(hashlib.sha256((repo / path).read_bytes()).hexdigest(), label)
+            for path, label in zip(field_feedback["path"], field_feedback["label"])] == list(feedback[FIELD].items())
+    outliers = pd.read_csv(repo / "data" / "outliers" / "manifest.csv")
+    assert outliers[["origin", "sha256"]].values.tolist() == [["feedback", next(iter(feedback[NOT_FISH]))]]
+
+
+def test_a_new_field_bound_feedback_photo_re_runs_the_field_scores_and_never_prepare_or_training(repo, feedback):
+    added = feedback_photos(feedback["folder"], "fish sea_food trout", FIELD, 1)
+    # DVC sees data.feedback_source, not the folder's photos: the stage is run by hand, as docs/feedback.md says.
+    assert ran_stages(dvc(repo, "repro", "-f", "-s", "feedback").stdout) == {"feedback"}
+    status = dvc(repo, "status", "--json").stdout
+    changed = set(json.loads(status))
+    assert changed == {"field"}, status  # prepare (data/feedback/train) and outliers (not-fish) saw no change
+    assert ran_stages(dvc(repo, "repro", "field").stdout) == {"field"}
+    field = pd.read_csv(repo / "data" / "field" / "manifest.csv")
+    assert next(iter(added)) in {hashlib.sha256((repo / path).read_bytes()).hexdigest() for path in field["path"]}
+    waiting = set(json.loads(dvc(repo, "status", "--json").stdout))
+    assert waiting == {f"evaluate@{name}" for name in MODEL_NAMES} | {"select"}  # scored again; trained as before
+
+
 def test_train_models_picks_the_models_that_are_trained_evaluated_and_selected_among(tmp_path):
     repo = tiny_pipeline_repo(tmp_path)
     run = dvc(repo, "exp", "run", "-S", "train.models=[cnn,mobilenetv2]")
     chosen = {"cnn", "mobilenetv2"}
-    expected = {"download", "prepare", "unknowns", "field", "composite", "composite_sets", "augment", "select"}
-    assert ran_stages(run.stdout) == expected | {f"{stage}@{name}" for stage in ("train", "evaluate") for name in chosen}
+    assert ran_stages(run.stdout) == DATA_STAGES | {f"{stage}@{name}" for stage in ("train", "evaluate") for name in chosen}
     assert {p.name for p in (repo / ZOO_DIR).iterdir()} == chosen
     assert {p.name for p in (repo / MODEL_METRICS_DIR).iterdir()} == chosen
     bundle = json.loads((repo / "models" / "deploy" / "bundle.json").read_text())
