@@ -17,16 +17,16 @@ import pandas as pd
 
 from fish_classifier.data.manifest import CatchAllLabels, example_photos, read_classes, read_manifest, scored_split
 from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, head_weights, read_outlier_pool
-from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool
 from fish_classifier.evaluation.field import field_report
 from fish_classifier.evaluation.selection import SelectSettings, TrainedModels, choose_model, model_threshold
 from fish_classifier.evaluation.summary import summary, summary_markdown
+from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool
 from fish_classifier.evaluation.unknown_report import write_unknown_plots
 from fish_classifier.layout import FIELD_PREDICTIONS_FILE, MODEL_FILE, metrics_dir, model_dir
 from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, SERVING_MODEL_FILE, UNKNOWN_FILE
-from fish_classifier.serving.bundle_writer import add_examples, add_unknown_detector, training_data_hash, write_bundle
 from fish_classifier.serving.bundle_publish import staged_bundle
+from fish_classifier.serving.bundle_writer import add_examples, add_unknown_detector, training_data_hash, write_bundle
 from fish_classifier.serving.export import evenly_spaced, export_for_serving
 from fish_classifier.serving.inference import LiteRTBackend
 
