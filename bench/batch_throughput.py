@@ -44,13 +44,7 @@ class BatchedRunner:
     """The bundle's model.tflite with a whole batch per invoke: the signature runner resizes its input to the batch."""
 
     def __init__(self, path: Path):
-        interpreter = litert.interpreter(path)
-        [(key, signature)] = interpreter.get_signature_list().items()
-        self._runner = interpreter.get_signature_runner(key)
-        [self._input] = signature["inputs"]
-
-    def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        return self._runner(**{self._input: np.asarray(pixels, dtype=np.float32)})
+        self.outputs = litert.signature_runner(path)  # pixels -> the outputs by name, as LiteRTBackend.outputs
 
 
 def model_seconds(model, pixels: np.ndarray, batch_size: int) -> float:

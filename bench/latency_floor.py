@@ -43,8 +43,9 @@ from fish_classifier.serving.inference import LiteRTBackend  # noqa: E402
 from fish_classifier.serving.predictor import Predictor  # noqa: E402
 
 
-def stock_litert(model_name: str, size: int, classes: int, work: Path) -> "StockRunner":
-    """The backbone as `keras.applications` builds it, with a pooled softmax head, exported with Keras's defaults."""
+def stock_litert(model_name: str, size: int, classes: int, work: Path):
+    """The backbone as `keras.applications` builds it, with a pooled softmax head, exported with Keras's defaults:
+    a function from pixels to its outputs."""
     import keras
 
     backbone = build_backbone(model_name, None, size)
@@ -52,20 +53,7 @@ def stock_litert(model_name: str, size: int, classes: int, work: Path) -> "Stock
     model = keras.Model(backbone.input, keras.layers.Dense(classes, activation="softmax")(x))
     path = work / "stock.tflite"
     model.export(str(path), format="litert", verbose=False)
-    return StockRunner(path)
-
-
-class StockRunner:
-    """A LiteRT model with one input, run as `LiteRTBackend` runs the bundle's (one signature-runner call)."""
-
-    def __init__(self, path: Path):
-        interpreter = litert.interpreter(path)
-        [(key, signature)] = interpreter.get_signature_list().items()
-        self._runner = interpreter.get_signature_runner(key)
-        [self._input] = signature["inputs"]
-
-    def __call__(self, pixels: np.ndarray):
-        return self._runner(**{self._input: pixels})
+    return litert.signature_runner(path)  # run as `LiteRTBackend` runs the bundle's: one signature-runner call
 
 
 def multiply_adds(model) -> int:

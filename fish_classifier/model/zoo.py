@@ -142,7 +142,7 @@ def build_model(
     if spec.from_scratch:
         if mirror_average:
             raise ValueError("mirror_average is for the backbones; the custom CNN trains on flips instead")
-        return build_custom_cnn(num_classes, image_size=image_size or spec.input_size, filters=filters,
+        return build_custom_cnn(num_classes, image_size=image_size, filters=filters,
                                 convs_per_block=convs_per_block, dropout=dropout)
     backbone = backbone or build_backbone(name, weights, image_size)
     size = backbone.input_shape[1]
@@ -157,13 +157,14 @@ def build_model(
 
 
 def build_custom_cnn(
-    num_classes: int, *, image_size: int = 128, filters: tuple[int, ...] = (32, 64, 128), convs_per_block: int = 1,
-    dropout: float = 0.25,
+    num_classes: int, *, image_size: int | None = None, filters: tuple[int, ...] = (32, 64, 128),
+    convs_per_block: int = 1, dropout: float = 0.25,
 ) -> keras.Model:
     """The from-scratch baseline: conv blocks of `convs_per_block` x (3x3 Conv2D, BatchNorm, ReLU), then
-    MaxPool and Dropout; `filters` gives each block's width."""
+    MaxPool and Dropout; `filters` gives each block's width. `image_size` defaults to the zoo's entry's."""
     if convs_per_block < 1:
         raise ValueError(f"convs_per_block must be at least 1, got {convs_per_block}")
+    image_size = image_size or ZOO["cnn"].input_size
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
     x = preprocessing_front("cnn")(pixels)
     for block, width in enumerate(filters, start=1):

@@ -72,7 +72,7 @@ def fit_across_workers(model: keras.Model, strategy: tf.distribute.Strategy, tra
     `train_size` counts the training examples of all workers together: every worker takes
     `ceil(train_size / batch_size)` steps per epoch, so no worker waits on a collective the others skipped.
     `batch_size` is global, as in `fit`. `model` must be compiled in `strategy.scope()`: its optimizer
-    and its loss (a `training.training_loss`) are used.
+    and its loss (a `fit.training_loss`) are used.
     """
     steps = max(1, math.ceil(train_size / batch_size))
     local = train.shuffle(max(1, train_size), reshuffle_each_iteration=True).repeat()
