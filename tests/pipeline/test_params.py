@@ -12,6 +12,8 @@ from fish_classifier.data.composite import CompositeSettings, CompositeSourceSet
 from fish_classifier.data.field_set import FieldSetSettings
 from fish_classifier.data.manifest import CatchAllLabels
 from fish_classifier.data.download import DownloadSettings
+from fish_classifier.data.feedback_set import FeedbackSetSettings
+from fish_classifier.data.outlier_set import OutlierSetSettings
 from fish_classifier.data.prepare import PrepareSettings
 from fish_classifier.data.unknown_set import UnknownSetSettings
 from fish_classifier.evaluation.metrics import EvaluateSettings
@@ -29,6 +31,8 @@ STAGES = {
     "download": {"data": DownloadSettings},
     "unknowns": {"data": UnknownSetSettings},
     "field": {"data": FieldSetSettings},
+    "feedback": {"data": FeedbackSetSettings},
+    "outliers": {"data": OutlierSetSettings, "prepare": PrepareSettings},
     "composite": {"base": Base, "data": CompositeSourceSettings, "composite": CompositeSettings},
     "composite_sets": {"train": CompositeUsers},
     "prepare": {"prepare": PrepareSettings},
@@ -206,6 +210,13 @@ RULES = [
      "train.cnn.composites must be true or false, got 1"),
     ("field", "data.field_source", 5,
      "data.field_source must be a string: a zip or folder of <class folder>/<photo>, or empty for none, got 5"),
+    ("feedback", "data.feedback_source", None,
+     "data.feedback_source must be a string: a folder or zip of <species>/<photo> and not-fish/<photo>, a database "
+     "URL (sqlite:///..., postgresql://...), or empty for none, got None"),
+    ("feedback", "data.feedback_train_share", 1.5,
+     "data.feedback_train_share must be a number within [0, 1]: the share of feedback fish photos that trains, got 1.5"),
+    ("outliers", "data.outlier_source", 3,
+     "data.outlier_source must be a string: a zip or folder of photos that are no fish, or empty for none, got 3"),
     ("composite", "data.background_source", None,
      "data.background_source must be a string: a zip or folder of background photos, or empty for none, got None"),
     ("composite", "data.catch_all_labels", "animal fish",
