@@ -21,7 +21,8 @@ from fish_classifier.data.composite import (
     draw_composites,
     select_backgrounds,
 )
-from fish_classifier.data.download import DownloadError, scratch_folder
+from fish_classifier.data.scratch import scratch_folder
+from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.manifest import read_manifest, write_manifest
 from fish_classifier.data.photo_source import gather_photos
 from fish_classifier.params import Base, stage_arguments, stage_params

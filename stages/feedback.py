@@ -12,7 +12,7 @@ DVC sees the parameter, not what the source holds: after new feedback, `dvc repr
 import sys
 from pathlib import Path
 
-from fish_classifier.data.download import DownloadError
+from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.feedback_set import FeedbackSetSettings, collect_feedback
 from fish_classifier.data.manifest import DatasetError, find_classes
 from fish_classifier.params import stage_arguments, stage_params

@@ -9,7 +9,7 @@ and `select` to report on. They never train or choose anything. No source and no
 import sys
 from pathlib import Path
 
-from fish_classifier.data.download import DownloadError
+from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.field_set import FEEDBACK, FieldSetSettings, add_feedback_photos, collect_field_set
 from fish_classifier.data.manifest import DatasetError, read_classes, read_feedback_part
 from fish_classifier.params import stage_arguments, stage_params

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fish_classifier.data.download import DownloadError
+from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.manifest import read_feedback_part, read_manifest, scored_split
 from fish_classifier.data.outlier_set import OutlierSetSettings, collect_outlier_pool
 from fish_classifier.data.prepare import PrepareSettings

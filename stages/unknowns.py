@@ -8,7 +8,7 @@ unknown-photo detector on. An empty source gives an empty set, and `select` skip
 import sys
 from pathlib import Path
 
-from fish_classifier.data.download import DownloadError
+from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.unknown_set import UnknownSetSettings, collect_unknown_set
 from fish_classifier.params import stage_arguments, stage_params
 

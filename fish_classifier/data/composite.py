@@ -28,7 +28,7 @@ from pydantic import ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from fish_classifier.contact_sheet import draw_contact_sheet, side_by_side, thumbnail
-from fish_classifier.data.download import UnpackLimits
+from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.manifest import MANIFEST_COLUMNS, CatchAllLabels
 from fish_classifier.images import open_rgb
 from fish_classifier.params import Flag, Rule, Section, integer, number, refuse, text

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fish_classifier.data.download import DownloadError, UnpackLimits, scratch_folder
+from fish_classifier.data.scratch import scratch_folder
+from fish_classifier.data.unzip import DownloadError, UnpackLimits
 from fish_classifier.data.manifest import FEEDBACK_COLUMNS, DatasetError
 from fish_classifier.data.photo_source import gather_photos
 from fish_classifier.feedback.store import NOT_FISH, FeedbackError, FeedbackStore

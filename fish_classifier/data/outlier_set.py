@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from fish_classifier.cpus import usable_cpus
-from fish_classifier.data.download import UnpackLimits
+from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.leakage import hamming_distances, perceptual_hash
 from fish_classifier.data.photo_source import gather_photos
 from fish_classifier.images import ImageError, open_rgb, read_image_file

@@ -6,13 +6,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fish_classifier.data.download import (
-    DownloadError,
-    UnpackLimits,
-    extract_zip,
-    remove_stale_scratch,
-    scratch_folder,
-)
+from fish_classifier.data.scratch import remove_stale_scratch, scratch_folder
+from fish_classifier.data.unzip import DownloadError, UnpackLimits, extract_zip
 from fish_classifier.images import ImageError, is_image_file, open_rgb
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fish_classifier.data.download import UnpackLimits
+from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.photo_source import gather_photos
 from fish_classifier.params import text
 

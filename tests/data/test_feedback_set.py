@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from support.synthetic_images import image_bytes
 
-from fish_classifier.data.download import DownloadError
+from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.feedback_set import (
     FIELD,
     NOT_FISH,

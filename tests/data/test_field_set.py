@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 from support.app_bundles import text_photo
 
-from fish_classifier.data.download import DownloadError, UnpackLimits
+from fish_classifier.data.unzip import DownloadError, UnpackLimits
 from fish_classifier.data.field_set import add_feedback_photos, collect_field_set
 from fish_classifier.data.manifest import DatasetError
 

@@ -7,7 +7,7 @@ from PIL import Image
 from support.synthetic_images import image_bytes
 
 from fish_classifier.data import outlier_set
-from fish_classifier.data.download import DownloadError, UnpackLimits
+from fish_classifier.data.unzip import DownloadError, UnpackLimits
 from fish_classifier.data.outlier_set import collect_outlier_pool
 
 LIMITS = UnpackLimits(max_unpacked_mb=100, max_compression_ratio=100)

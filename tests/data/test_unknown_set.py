@@ -4,7 +4,7 @@ import pytest
 from support.app_bundles import text_photo
 from support.fixtures_models import tinted_image
 
-from fish_classifier.data.download import DownloadError, UnpackLimits
+from fish_classifier.data.unzip import DownloadError, UnpackLimits
 from fish_classifier.data.unknown_set import collect_unknown_set
 
 LIMITS = UnpackLimits(max_unpacked_mb=100, max_compression_ratio=100)
