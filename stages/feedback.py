@@ -33,8 +33,8 @@ def main(argv=None) -> int:
     if not data.feedback_source:
         print("data.feedback_source is empty: no feedback photos")
         return 0
-    counts = {part: len(frame) for part, frame in feedback.parts.items()}
-    print(f"feedback from {data.feedback_source}: {counts}, {len(feedback.skipped)} files skipped, "
+    counts = ", ".join(f"{part} {len(frame)}" for part, frame in feedback.parts.items())
+    print(f"feedback from {data.feedback_source}: {counts}; {len(feedback.skipped)} files skipped, "
           f"{len(feedback.repeats)} repeated photos kept once")
     for entry in feedback.skipped:
         print(f"  skipped {entry['path']}: {entry['reason']}")

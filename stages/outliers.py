@@ -39,9 +39,10 @@ def main(argv=None) -> int:
         print(f"outliers failed: {exc}", file=sys.stderr)
         return 1
     pool.manifest.to_csv(OUT_DIR / "manifest.csv", index=False)
-    counts = pool.manifest["origin"].value_counts().to_dict()
-    print(f"{len(pool.manifest)} outlier photos {counts}, {pool.repeats} repeats kept once, "
-          f"dropped as duplicates of {pool.dropped}, {len(pool.skipped)} files skipped")
+    origins = ", ".join(f"{n} from {origin}" for origin, n in pool.manifest["origin"].value_counts().items())
+    dropped = ", ".join(f"{n} of {group}" for group, n in pool.dropped.items())
+    print(f"{len(pool.manifest)} outlier photos{f' ({origins})' if origins else ''}, {pool.repeats} repeats kept "
+          f"once; dropped as duplicates: {dropped}; {len(pool.skipped)} files skipped")
     for entry in pool.skipped[:10]:
         print(f"  skipped {entry['path']}: {entry['reason']}")
     return 0
