@@ -60,7 +60,9 @@ COPY fish_classifier/serving/__init__.py fish_classifier/serving/bundle.py fish_
      fish_classifier/serving/inference.py fish_classifier/serving/litert.py \
      fish_classifier/serving/predictor.py fish_classifier/serving/spreadsheet.py fish_classifier/serving/unknown.py \
      fish_classifier/serving/
-COPY fish_classifier/feedback/__init__.py fish_classifier/feedback/store.py fish_classifier/feedback/
+COPY fish_classifier/feedback/__init__.py fish_classifier/feedback/database.py fish_classifier/feedback/export.py \
+     fish_classifier/feedback/photos.py fish_classifier/feedback/schema.py fish_classifier/feedback/store.py \
+     fish_classifier/feedback/
 COPY app/ app/
 COPY models/deploy/ models/deploy/
 RUN test -f models/deploy/model.tflite \
