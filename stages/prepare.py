@@ -14,16 +14,15 @@ from pathlib import Path
 
 from fish_classifier.data.leakage import find_leaks
 from fish_classifier.data.leakage_plot import plot_near_duplicates, with_dropped_feedback
-from fish_classifier.data.manifest import (
-    DatasetError,
-    find_classes,
-    read_feedback_part,
-    write_classes,
-    write_manifest,
+from fish_classifier.data.manifest import DatasetError, find_classes, read_feedback_part, write_classes, write_manifest
+from fish_classifier.data.prepare import (
+    PrepareSettings,
+    fold_in_feedback,
+    prepare_images,
+    prepare_report,
+    summary_lines,
 )
-from fish_classifier.data.prepare import PrepareSettings, fold_in_feedback, prepare_images
 from fish_classifier.params import stage_arguments, stage_params
-from fish_classifier.splits import SPLITS
 
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
@@ -43,9 +42,7 @@ def main(argv=None) -> int:
         output.unlink(missing_ok=True)
     try:
         classes = find_classes(RAW_DIR, params.display_names)
-        prepared = prepare_images(
-            RAW_DIR, PREPARED_DIR, [c["label"] for c in classes], hash_size=params.hash_size
-        )
+        prepared = prepare_images(RAW_DIR, PREPARED_DIR, [c["label"] for c in classes], hash_size=params.hash_size)
         feedback = read_feedback_part(FEEDBACK)
         folded = fold_in_feedback(prepared, feedback, PREPARED_DIR, hash_size=params.hash_size,
                                   max_distance=params.near_duplicate_distance)
@@ -59,35 +56,13 @@ def main(argv=None) -> int:
     write_classes(classes, CLASSES)
 
     leaks = find_leaks(manifest, prepared.hashes, params.near_duplicate_distance)
-    counts = manifest["split"].value_counts()
-    # Numbers first: `dvc metrics show` lists them and leaves the long lists out.
-    report = {
-        "classes": len(classes),
-        "images": {split: int(counts.get(split, 0)) for split in SPLITS},
-        "skipped_files": len(prepared.skipped),
-        "exact_duplicates": leaks["exact_duplicates"],
-        "near_duplicates": leaks["near_duplicates"],
-        "feedback": {key: value for key, value in folded.report.items() if key != "pairs"},
-        "warnings": prepared.warnings,
-        "skipped": prepared.skipped,
-        "exact_duplicate_pairs": leaks["exact_duplicate_pairs"],
-        "near_duplicate_pairs": leaks["near_duplicate_pairs"],
-        "feedback_dropped_pairs": folded.report["pairs"],  # feedback photos left out: they duplicate val or test
-    }
+    report = prepare_report(classes, prepared, leaks, folded.report)
     REPORT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     label_of = dict(zip(manifest["path"], manifest["label"], strict=True)) | dict(zip(feedback["path"], feedback["label"]))
     display_of = {c["label"]: c["display"] for c in classes}
     plot_near_duplicates(with_dropped_feedback(leaks, folded.report["pairs"]), label_of, display_of, NEAR_DUPLICATES,
                          limit=params.duplicate_pairs_shown, max_distance=params.near_duplicate_distance)
-
-    print(f"{len(manifest)} images in {len(classes)} classes {report['images']}, {len(prepared.skipped)} skipped")
-    print(f"leakage: exact {leaks['exact_duplicates']}, near {leaks['near_duplicates']}")
-    if len(feedback):
-        print(f"feedback: {folded.report['photos']} of {len(feedback)} photos join train, "
-              f"{folded.report['dropped_photos']} dropped as duplicates of val or test photos, "
-              f"{folded.report['skipped_files']} unreadable")
-    for warning in prepared.warnings:
-        print(f"warning: {warning}")
+    print("\n".join(summary_lines(report, feedback_offered=len(feedback))))
     return 0
 
 

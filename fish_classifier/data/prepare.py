@@ -166,6 +166,39 @@ def fold_in_feedback(prepared: PreparedDataset, feedback: pd.DataFrame, prepared
     return FeedbackFolded(dataset, report)
 
 
+def prepare_report(classes: list[dict], dataset: PreparedDataset, leaks: dict, feedback: dict) -> dict:
+    """data/prepare_report.json from the classes, the prepared dataset, `leakage.find_leaks`'s `leaks` and
+    FeedbackFolded's `feedback` report. Numbers first: `dvc metrics show` lists them and leaves the long lists out."""
+    counts = dataset.manifest["split"].value_counts()
+    return {
+        "classes": len(classes),
+        "images": {split: int(counts.get(split, 0)) for split in SPLITS},
+        "skipped_files": len(dataset.skipped),
+        "exact_duplicates": leaks["exact_duplicates"],
+        "near_duplicates": leaks["near_duplicates"],
+        "feedback": {key: value for key, value in feedback.items() if key != "pairs"},
+        "warnings": dataset.warnings,
+        "skipped": dataset.skipped,
+        "exact_duplicate_pairs": leaks["exact_duplicate_pairs"],
+        "near_duplicate_pairs": leaks["near_duplicate_pairs"],
+        "feedback_dropped_pairs": feedback["pairs"],  # feedback photos left out: they duplicate val or test
+    }
+
+
+def summary_lines(report: dict, feedback_offered: int) -> list[str]:
+    """What the stage prints from its `report`: the counts, the leakage, the feedback (when `feedback_offered`
+    photos were), and each warning."""
+    lines = [f"{sum(report['images'].values())} images in {report['classes']} classes {report['images']}, "
+             f"{report['skipped_files']} skipped",
+             f"leakage: exact {report['exact_duplicates']}, near {report['near_duplicates']}"]
+    if feedback_offered:
+        folded = report["feedback"]
+        lines.append(f"feedback: {folded['photos']} of {feedback_offered} photos join train, "
+                     f"{folded['dropped_photos']} dropped as duplicates of val or test photos, "
+                     f"{folded['skipped_files']} unreadable")
+    return lines + [f"warning: {warning}" for warning in report["warnings"]]
+
+
 def _duplicates_of(path, digest, bits, manifest, hashes, scored, max_distance) -> list[tuple[str, dict]]:
     """(pair, {feedback: path, <split>: path, distance, exact}) for each val or test photo that `path` duplicates."""
     found, sha, paths = [], manifest["sha256"].to_numpy(), manifest["path"].to_numpy()

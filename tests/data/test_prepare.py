@@ -18,7 +18,8 @@ from support.synthetic_images import (
 
 from fish_classifier import images
 from fish_classifier.data.manifest import MANIFEST_COLUMNS, DatasetError
-from fish_classifier.data.prepare import fold_in_feedback, prepare_images
+from fish_classifier.data.leakage import find_leaks
+from fish_classifier.data.prepare import fold_in_feedback, prepare_images, prepare_report, summary_lines
 
 LABELS = ["animal fish", "fish sea_food red_mullet"]
 ANIMAL_FISH_TRAIN = "train/animal fish"
@@ -283,3 +284,32 @@ def test_stage_folds_in_the_feedback_and_reports_and_draws_what_it_dropped(make_
     with Image.open(tmp_path / "data" / "near_duplicates.png") as sheet:
         assert sheet.text["Description"].startswith("feedback: Animal fish (near.jpg)   |   val: Animal fish (000.jpg)")
         assert sheet.text["Title"].endswith("listed in prepare_report.json and not drawn: 1")
+
+
+def test_the_report_puts_the_numbers_first_and_the_summary_says_them(make_image_tree, tmp_path):
+    raw = make_image_tree(tmp_path / "raw", classes=LABELS, counts={"train": 2, "val": 1, "test": 1})
+    feedback = _feedback_tree(tmp_path, raw)
+    prepared = prepare_images(raw, tmp_path / "prepared", LABELS, hash_size=8, repo_root=tmp_path)
+    folded = fold_in_feedback(prepared, feedback, tmp_path / "prepared", hash_size=8, max_distance=4,
+                              repo_root=tmp_path)
+    leaks = find_leaks(folded.dataset.manifest, folded.dataset.hashes, 4)
+    classes = [{"label": label, "display": label.title()} for label in LABELS]
+
+    report = prepare_report(classes, folded.dataset, leaks, folded.report)
+
+    assert list(report)[:6] == ["classes", "images", "skipped_files", "exact_duplicates", "near_duplicates", "feedback"]
+    assert report["classes"] == 2 and report["images"] == {"train": 5, "val": 2, "test": 2}
+    assert report["skipped_files"] == 1 and report["skipped"] == folded.dataset.skipped
+    assert report["feedback"] == {"photos": 1, "skipped_files": 1, "dropped_photos": 2,
+                                  "duplicate_pairs": {"feedback-val": 1, "feedback-test": 1}}
+    assert report["feedback_dropped_pairs"] == folded.report["pairs"]
+    assert (report["exact_duplicates"], report["near_duplicates"]) == (leaks["exact_duplicates"],
+                                                                       leaks["near_duplicates"])
+    assert summary_lines(report, feedback_offered=4) == [
+        "9 images in 2 classes {'train': 5, 'val': 2, 'test': 2}, 1 skipped",
+        f"leakage: exact {leaks['exact_duplicates']}, near {leaks['near_duplicates']}",
+        "feedback: 1 of 4 photos join train, 2 dropped as duplicates of val or test photos, 1 unreadable",
+    ]
+    quiet = summary_lines({**report, "warnings": ["class 'x' has no usable image in test/"]}, feedback_offered=0)
+    assert [line.split(":")[0] for line in quiet] == ["9 images in 2 classes {'train'", "leakage", "warning"]
+    assert quiet[-1] == "warning: class 'x' has no usable image in test/"
