@@ -238,12 +238,18 @@ def _feedback_tree(root, raw):
     return pd.DataFrame(rows, columns=["path", "label", "sha256"])
 
 
-def test_feedback_photos_join_train_unless_they_duplicate_val_or_test_photos(make_image_tree, tmp_path):
+def _prepared_with_feedback(make_image_tree, tmp_path):
+    """A dataset of 2 classes (train 2, val 1, test 1 each) prepared, and _feedback_tree's photos folded in."""
     raw = make_image_tree(tmp_path / "raw", classes=LABELS, counts={"train": 2, "val": 1, "test": 1})
     feedback = _feedback_tree(tmp_path, raw)
     prepared = prepare_images(raw, tmp_path / "prepared", LABELS, hash_size=8, repo_root=tmp_path)
     folded = fold_in_feedback(prepared, feedback, tmp_path / "prepared", hash_size=8, max_distance=4,
                               repo_root=tmp_path)
+    return feedback, prepared, folded
+
+
+def test_feedback_photos_join_train_unless_they_duplicate_val_or_test_photos(make_image_tree, tmp_path):
+    feedback, prepared, folded = _prepared_with_feedback(make_image_tree, tmp_path)
     manifest = folded.dataset.manifest
     new_sha = hashlib.sha256(image_bytes(seed=500)).hexdigest()
     added = manifest[manifest["origin"] == "feedback"]
@@ -287,11 +293,7 @@ def test_stage_folds_in_the_feedback_and_reports_and_draws_what_it_dropped(make_
 
 
 def test_the_report_puts_the_numbers_first_and_the_summary_says_them(make_image_tree, tmp_path):
-    raw = make_image_tree(tmp_path / "raw", classes=LABELS, counts={"train": 2, "val": 1, "test": 1})
-    feedback = _feedback_tree(tmp_path, raw)
-    prepared = prepare_images(raw, tmp_path / "prepared", LABELS, hash_size=8, repo_root=tmp_path)
-    folded = fold_in_feedback(prepared, feedback, tmp_path / "prepared", hash_size=8, max_distance=4,
-                              repo_root=tmp_path)
+    _, _, folded = _prepared_with_feedback(make_image_tree, tmp_path)
     leaks = find_leaks(folded.dataset.manifest, folded.dataset.hashes, 4)
     classes = [{"label": label, "display": label.title()} for label in LABELS]
 
