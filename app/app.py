@@ -22,9 +22,9 @@ from PIL import Image
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from fish_classifier.images import IMAGE_EXTENSIONS, ImageError, open_rgb
-from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, Example
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, Example, HeadlineMetrics
+from fish_classifier.serving.prediction_row import COLUMNS, SHARE_COLUMNS, csv_cells, prediction_row
 from fish_classifier.serving.predictor import Prediction, Predictor
-from fish_classifier.serving.spreadsheet import safe_cell
 # The app's own modules, beside this file: `streamlit run` puts the script's folder on sys.path.
 import feedback
 from markup import file_label, literal
@@ -48,12 +48,6 @@ HEATMAP_OPACITY = 0.6  # at the hottest spot
 EXAMPLE_COLUMNS = 8  # at least this many columns in the example row, so that a few examples stay thumbnails
 EXAMPLE_KEY = "example"  # session state: the index of the example photo last clicked, until the uploads change
 REFUSED_KEY = "refused"  # session state: (name, bytes, cap) of the uploads refused, until the uploads change
-SHOWN_METRICS = {
-    "accuracy": "Accuracy",
-    "macro_f1": "Macro F1",
-    "macro_precision": "Macro precision",
-    "macro_recall": "Macro recall",
-}
 
 
 def bundle_dir() -> Path:
@@ -151,30 +145,15 @@ def heatmap_overlay(photo: Image.Image, cam: np.ndarray, opacity: float = HEATMA
 
 
 def results_table(results: list[tuple[str, Prediction]]) -> pd.DataFrame:
-    """One row per uploaded file: the prediction, its top-k, or why the file could not be read."""
-    rows = []
-    for name, prediction in results:
-        row = {
-            "file": name,
-            "species": prediction.display_name,
-            "label": prediction.label,
-            "confidence": prediction.confidence,
-            "low_confidence": None if prediction.error else prediction.is_low_confidence,
-            "unknown": None if prediction.error else prediction.is_unknown,
-            "unknown_score": prediction.unknown_score,
-            "error": prediction.error or "",
-        }
-        for rank, (_, display, probability) in enumerate(prediction.top_k, start=1):
-            row[f"top{rank}_species"] = display
-            row[f"top{rank}_probability"] = probability
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """One `prediction_row` per uploaded file, named as uploaded: the same columns as `fish-classifier predict`'s CSV
+    (an unknown photo's species empty, its closest species beside; a file that could not be read, its error)."""
+    return pd.DataFrame([prediction_row(prediction, source=name) for name, prediction in results], columns=COLUMNS)
 
 
 def csv_text(table: pd.DataFrame) -> str:
-    """`table` as the CSV download, every text cell a spreadsheet would run as a formula led by a `'`:
-    a photo named `=HYPERLINK(...).jpg` is then text, and still names the file."""
-    return table.map(safe_cell).to_csv(index=False)
+    """`table` as the CSV download, cell for cell as the CLI writes it: every text cell a spreadsheet would run as
+    a formula led by a `'` (a photo named `=HYPERLINK(...).jpg` is then text, and still names the file)."""
+    return pd.DataFrame([csv_cells(row) for row in table.to_dict("records")], columns=table.columns).to_csv(index=False)
 
 
 def load_or_explain(directory: Path, version: int) -> Predictor | None:
@@ -198,7 +177,7 @@ def show_model_card(predictor: Predictor) -> float:
     sidebar = st.sidebar
     sidebar.header("Model card")
     sidebar.markdown(f"**Model:** {literal(predictor.model_name)}")
-    metrics = test_metrics(predictor.info)
+    metrics = test_metrics(predictor.bundle.metrics)
     if metrics:
         sidebar.markdown("**Test-set results**")
         sidebar.table(pd.DataFrame({"metric": list(metrics), "value": [f"{v:.1%}" for v in metrics.values()]}))
@@ -212,22 +191,22 @@ def show_model_card(predictor: Predictor) -> float:
         help="Photos whose calibrated confidence is below this get a warning. "
         f"The bundle's default is {predictor.threshold:.3f}.",
     )
-    unknown = predictor.info.get("unknown") or {}
-    if unknown.get("figures"):
-        flagged = unknown["figures"]["flagged"]
+    unknown = predictor.bundle.unknown
+    if unknown is not None and unknown.flagged:
         sidebar.markdown(
             "**Unknown-photo check:** photos unlike every species are flagged, not named. "
-            + "; ".join(f"{literal(group)}: {share:.1%} flagged" for group, share in flagged.items())
+            + "; ".join(f"{literal(group)}: {share:.1%} flagged" for group, share in unknown.flagged.items())
         )
     sidebar.markdown(f"**The {len(predictor.classes)} known species**")
     sidebar.markdown("\n".join(f"- {literal(c['display'])}" for c in predictor.classes))
     return threshold
 
 
-def test_metrics(info: dict) -> dict[str, float]:
-    """The headline test metrics present in bundle.json, by readable name."""
-    metrics = info.get("metrics") or {}
-    return {name: float(metrics[key]) for key, name in SHOWN_METRICS.items() if key in metrics}
+def test_metrics(metrics: HeadlineMetrics) -> dict[str, float]:
+    """The headline test metrics the bundle has, by readable name."""
+    shown = {"Accuracy": metrics.accuracy, "Macro F1": metrics.macro_f1, "Macro precision": metrics.macro_precision,
+             "Macro recall": metrics.macro_recall}
+    return {name: value for name, value in shown.items() if value is not None}
 
 
 @dataclass
@@ -380,9 +359,8 @@ def attempt(result: Result, what: str, draw: Callable, *args):
 def show_results_table(results: list[Result]) -> None:
     """The results as a table on the page and as a CSV download, one row per photo."""
     table = results_table([(result.name, result.prediction) for result in results])
-    shares = [column for column in table if column == "confidence" or column.endswith("_probability")]
     st.dataframe(table, hide_index=True,
-                 column_config={column: st.column_config.NumberColumn(format="percent") for column in shares})
+                 column_config={column: st.column_config.NumberColumn(format="percent") for column in SHARE_COLUMNS})
     st.download_button(
         f"Download the {len(results)} results as CSV",
         csv_text(table),

@@ -37,7 +37,7 @@ from fish_classifier.images import load_pixels
 from fish_classifier.serving import litert
 from fish_classifier.serving.bundle import BundleError, read_bundle
 from fish_classifier.serving.inference import OUTPUTS, LiteRTBackend
-from fish_classifier.tools.cli import collect_images
+from fish_classifier.cli.main import collect_images
 
 
 class BatchedRunner:

@@ -21,11 +21,11 @@ def test_the_package_has_no_import_circle():
         pytest.fail(f"import circle: {' -> '.join(exc.args[1])}")
 
 
-def test_serving_imports_nothing_from_training_evaluation_or_the_tools():
+def test_serving_imports_nothing_from_training_evaluation_or_the_command_line():
     graph = import_graph()
     serving = {module for module in graph if module.startswith("fish_classifier.serving")}
     # Directly or through a shared module.
-    leaks = {m for m in reachable(graph, serving) if m.split(".")[1] in ("training", "evaluation", "tools", "data")}
+    leaks = {m for m in reachable(graph, serving) if m.split(".")[1] in ("training", "evaluation", "cli", "data")}
     assert not leaks, sorted(leaks)
 
 

@@ -1,1 +1,2 @@
-"""Tools around the pipeline: the `fish-classifier` command line and concurrent `dvc repro`."""
+"""The `fish-classifier` command line: `predict` (main.py, its CSV in predictions_csv.py), `repro`
+(concurrent_repro.py) and `feedback` (feedback.py)."""

@@ -13,7 +13,6 @@ disk, a reader gone), 2 on usage errors, 130 on Ctrl-C and 143 on `kill` (SIGTER
 
 import argparse
 import contextlib
-import functools
 import os
 import signal
 import sys
@@ -22,15 +21,13 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+from fish_classifier.cli.errors import INTERRUPTED, TERMINATED, WRITE_FAILED, usage_error
+from fish_classifier.cli.feedback import add_feedback
+from fish_classifier.cli.predictions_csv import OutputError, PredictionsCsv
 from fish_classifier.images import IMAGE_EXTENSIONS, is_image_file
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
-from fish_classifier.tools.predictions_csv import COLUMNS as PREDICTION_COLUMNS
-from fish_classifier.tools.predictions_csv import OutputError, PredictionsCsv, readable
+from fish_classifier.serving.prediction_row import readable
 
-WRITE_FAILED = 1
-USAGE_ERROR = 2
-INTERRUPTED = 130  # what shells report for a command stopped by Ctrl-C
-TERMINATED = 143  # and by `kill` (128 + SIGTERM)
 
 
 class Terminated(KeyboardInterrupt):
@@ -75,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_predict(commands)
     _add_repro(commands)
-    _add_feedback(commands)
+    add_feedback(commands)
     return parser
 
 
@@ -107,21 +104,21 @@ def run_predict(args) -> int:
     started = time.perf_counter()
     missing = [readable(p) for p in args.paths if not Path(p).exists()]
     if missing:
-        return _usage_error(f"no such file or folder: {', '.join(missing)}")
+        return usage_error(f"no such file or folder: {', '.join(missing)}")
     unreadable_folders = []
     images = collect_images(args.paths, unreadable_folders)
     for folder, why in unreadable_folders:
         print(f"fish-classifier: warning: cannot read the folder {readable(folder)} ({why}); its images are left out",
               file=sys.stderr)
     if not images:
-        return _usage_error(f"no images found in {', '.join(map(readable, args.paths))} "
+        return usage_error(f"no images found in {', '.join(map(readable, args.paths))} "
                             f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
     out = Path(args.out)
     if out.is_dir():
-        return _usage_error(f"--out {readable(args.out)} is a folder; give the CSV file to write, "
+        return usage_error(f"--out {readable(args.out)} is a folder; give the CSV file to write, "
                             f"e.g. {readable(str(out / 'predictions.csv'))}")
     if out.resolve() in {Path(image).resolve() for image in images}:
-        return _usage_error(f"--out {readable(args.out)} is one of the input images; write the CSV elsewhere")
+        return usage_error(f"--out {readable(args.out)} is one of the input images; write the CSV elsewhere")
 
     from tqdm import tqdm
 
@@ -131,7 +128,7 @@ def run_predict(args) -> int:
     try:  # the Predictor reads and checks the bundle before it loads a model (and TensorFlow, for model.keras)
         predictor = Predictor(args.bundle, batch_size=args.batch_size)
     except BundleError as exc:
-        return _usage_error(str(exc))
+        return usage_error(str(exc))
     loading = time.perf_counter() - load_start
 
     low, unknown, failed = 0, 0, 0
@@ -139,7 +136,7 @@ def run_predict(args) -> int:
     try:  # opened after the slow load, so that a named pipe's reader does not wait on it
         csv_out = PredictionsCsv(out)
     except OutputError as exc:
-        return _usage_error(str(exc))
+        return usage_error(str(exc))
     try:
         with csv_out, tqdm(total=len(images), desc="predict", unit="img") as bar:
             for prediction in predictor.iter_predict(images, top_k=args.top_k, threshold=args.threshold,
@@ -190,7 +187,7 @@ def _add_repro(commands) -> None:
 
 
 def run_repro(args) -> int:
-    from fish_classifier.tools.concurrent_repro import ReproError, repro
+    from fish_classifier.cli.concurrent_repro import ReproError, repro
 
     try:
         repro(args.jobs)
@@ -198,157 +195,6 @@ def run_repro(args) -> int:
         print(f"fish-classifier repro: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _add_feedback(commands) -> None:
-    from fish_classifier.feedback.store import DEFAULT_URL, STATUSES, URL_ENV
-
-    feedback = commands.add_parser(
-        "feedback",
-        help="review the photos users marked in the app, and export the accepted ones",
-        description="List, accept, reject and export the feedback users gave in the app. Exit codes: 0 done, "
-        "2 bad input (an unknown id, a URL that names no database), 1 the store could not be reached, read or "
-        "written.",
-    )
-    store = argparse.ArgumentParser(add_help=False)
-    store.add_argument("--db", metavar="URL",
-                       help=f"the feedback store, any SQLAlchemy URL (default: ${URL_ENV}, else {DEFAULT_URL})")
-    actions = feedback.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", parents=[store], help="print the records as a table, oldest first")
-    listing.add_argument("--status", choices=STATUSES, help="only the records of this review status (default: all)")
-    listing.add_argument("--sheet", metavar="PNG",
-                         help=f"also draw the listed photos with their labels into this PNG (the first {SHEET_PHOTOS})")
-    listing.set_defaults(run=run_feedback_list)
-    for action, status in (("accept", "accepted"), ("reject", "rejected")):
-        review = actions.add_parser(action, parents=[store], help=f"mark records {status}")
-        review.add_argument("ids", nargs="*", metavar="ID",
-                            help=f"record ids, or their first {MIN_ID_PREFIX} or more characters as `list` shows them")
-        review.add_argument("--all-new", action="store_true", help=f"{action} every record still new")
-        review.set_defaults(run=run_feedback_review, status=status)
-    export = actions.add_parser("export", parents=[store],
-                                help="write the accepted photos as OUT_DIR/<label>/<sha256>.jpg for data.feedback_source")
-    export.add_argument("out_dir", metavar="OUT_DIR",
-                        help="folder to write; an earlier export there is replaced, any other content refused")
-    export.add_argument("--status", choices=STATUSES, default="accepted", help="records to export (default: %(default)s)")
-    export.set_defaults(run=run_feedback_export)
-
-
-SHEET_PHOTOS = 100  # photos on a contact sheet: a bigger one is too large to look at
-MIN_ID_PREFIX = 6
-
-
-def _feedback_errors(run):
-    """`run` with a FeedbackError said in one line: exit 1 when the store failed, 2 for what the user gave."""
-
-    @functools.wraps(run)
-    def reporting(args) -> int:
-        from fish_classifier.feedback.store import FeedbackError, StoreUnavailable
-
-        try:
-            return run(args)
-        except StoreUnavailable as exc:
-            print(f"fish-classifier: error: {exc}", file=sys.stderr)
-            return WRITE_FAILED
-        except FeedbackError as exc:
-            return _usage_error(str(exc))
-        except OSError as exc:  # the contact sheet's file
-            print(f"fish-classifier: error: cannot write {readable(str(exc.filename))}: {exc.strerror or exc}",
-                  file=sys.stderr)
-            return WRITE_FAILED
-
-    return reporting
-
-
-@_feedback_errors
-def run_feedback_list(args) -> int:
-    with _feedback_store(args) as store:
-        records = store.records(args.status)
-        print(_records_table(records))
-        if args.sheet:
-            _write_feedback_sheet(store, records, args.sheet, args.status)
-            shown = min(len(records), SHEET_PHOTOS)
-            print(f"wrote {shown} of {len(records)} photos to {readable(args.sheet)}", file=sys.stderr)
-    return 0
-
-
-@_feedback_errors
-def run_feedback_review(args) -> int:
-    if bool(args.ids) == args.all_new:
-        return _usage_error("give record ids or --all-new, not both and not neither")
-    with _feedback_store(args) as store:
-        records = store.records("new" if args.all_new else None)
-        ids = [r.id for r in records] if args.all_new else _resolve_ids(args.ids, [r.id for r in records])
-        count = store.set_status(ids, args.status)
-    print(f"{count} record{'s' * (count != 1)} {args.status}")
-    return 0
-
-
-@_feedback_errors
-def run_feedback_export(args) -> int:
-    with _feedback_store(args) as store:
-        report = store.export(args.out_dir, status=args.status)
-    labels = ", ".join(f"{label} {count}" for label, count in report["labels"].items()) or "none"
-    print(f"exported {report['photos']} photos ({report['records']} {args.status} records) "
-          f"to {readable(args.out_dir)}: {labels}")
-    for photo in report["relabelled"]:
-        print(f"photo {photo['sha256'][:12]} was labelled {', '.join(photo['labels'])}: kept the latest, "
-              f"{photo['kept']}")
-    return 0
-
-
-def _feedback_store(args):
-    from fish_classifier.feedback.store import FeedbackStore, store_url
-
-    return FeedbackStore(store_url(args.db))
-
-
-def _resolve_ids(given: list[str], known: list[str]) -> list[str]:
-    """Each given id, or unique prefix of at least MIN_ID_PREFIX characters, as the full record id."""
-    from fish_classifier.feedback.store import FeedbackError
-
-    resolved = []
-    for prefix in given:
-        prefix = prefix.strip().lower()
-        if len(prefix) < MIN_ID_PREFIX:
-            raise FeedbackError(f"record id {prefix!r} is too short; give at least {MIN_ID_PREFIX} characters")
-        matches = [i for i in known if i.startswith(prefix)]
-        if not matches:
-            raise FeedbackError(f"no feedback record {prefix}; `fish-classifier feedback list` shows the ids")
-        if len(matches) > 1:
-            raise FeedbackError(f"record id {prefix} is the start of {len(matches)} records; give more of it")
-        resolved.append(matches[0])
-    return resolved
-
-
-def _model_said(record) -> str:
-    return f"unknown (closest {record.model.label})" if record.model.unknown else record.model.label
-
-
-def _records_table(records) -> str:
-    header = ("id", "time (UTC)", "label", "model said", "confidence", "status")
-    rows = [(r.id[:12], r.created_at.strftime("%Y-%m-%d %H:%M"), r.label, _model_said(r),
-             f"{r.model.confidence:.2f}", r.status) for r in records]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]
-    return "\n".join(lines + [f"{len(records)} record{'s' * (len(records) != 1)}"])
-
-
-def _write_feedback_sheet(store, records, path: str, status: str | None) -> None:
-    from fish_classifier.contact_sheet import THUMBNAIL_PIXELS, draw_contact_sheet
-    from fish_classifier.images import open_rgb
-
-    photos = []
-    for record in records[:SHEET_PHOTOS]:
-        image = open_rgb(store.photo(record.photo_sha256), target_size=THUMBNAIL_PIXELS)
-        image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-        caption = f"{record.label}\nmodel: {_model_said(record)} {record.model.confidence:.2f}\n{record.id[:12]}"
-        photos.append((image, caption))
-    which = f"{status} " if status else ""
-    more = f" (the first {SHEET_PHOTOS} shown)" if len(records) > SHEET_PHOTOS else ""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    draw_contact_sheet(photos, path, f"Feedback: {len(records)} {which}records{more}", columns=5,
-                       empty_message=f"No {which}feedback records")
 
 
 def collect_images(paths, unreadable_folders: list | None = None) -> list[str]:
@@ -386,8 +232,3 @@ def _probability(text: str) -> float:
     if not 0 <= value <= 1:  # NaN fails this comparison too
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
-
-
-def _usage_error(message: str) -> int:
-    print(f"fish-classifier: error: {message}", file=sys.stderr)
-    return USAGE_ERROR

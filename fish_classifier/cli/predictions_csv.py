@@ -6,22 +6,18 @@ half of one; a link to a regular file keeps its link and gets a new target. Anyt
 exists (/dev/stdout, /dev/null, a named pipe, the /dev/fd/N of a shell's `>(cmd)`) is written into as a
 stream, as any Unix tool writes to it, and never replaced.
 
-What: every text cell as a spreadsheet can open it safely (`safe_cell`: a photo named `=HYPERLINK(...).jpg`
+What: one `prediction_row` a photo (the app's table has the same columns), every text cell as a spreadsheet can
+open it safely (`safe_cell`: a photo named `=HYPERLINK(...).jpg`
 gets a leading `'`) and as UTF-8 can hold it (a byte of a file name that is not UTF-8 shows as `\\xff`).
 """
 
 import contextlib
 import csv
-import math
 import os
 import stat
 from pathlib import Path
 
-from fish_classifier.serving.spreadsheet import safe_cell
-from fish_classifier.top_k import format_top_k
-
-COLUMNS = ["path", "label", "display_name", "confidence", "is_low_confidence", "is_unknown", "unknown_score",
-           "unknown_reason", "top_k", "error"]
+from fish_classifier.serving.prediction_row import COLUMNS, csv_cells, prediction_row, readable
 
 
 class OutputError(Exception):
@@ -55,7 +51,7 @@ class PredictionsCsv:
 
     def write(self, prediction) -> None:
         with self._explained():
-            self._writer.writerow(row(prediction))
+            self._writer.writerow(csv_cells(prediction_row(prediction)))
 
     def commit(self) -> None:
         """Finish the file: the stream flushed, or the hidden file renamed over `path`."""
@@ -98,29 +94,3 @@ def is_stream(path: Path) -> bool:
         return False
     names_a_descriptor = os.path.abspath(path).startswith(("/dev/", "/proc/")) and os.path.islink(path)
     return not stat.S_ISREG(mode) or names_a_descriptor
-
-
-def row(prediction) -> dict:
-    """One prediction's cells, each safe to open in a spreadsheet and to write as UTF-8."""
-    cells = {
-        "path": prediction.source,
-        "label": prediction.label or "",
-        "display_name": prediction.display_name or "",
-        "confidence": "" if math.isnan(prediction.confidence) else f"{prediction.confidence:.6f}",
-        "is_low_confidence": prediction.is_low_confidence,
-        "is_unknown": prediction.is_unknown,
-        "unknown_score": "" if math.isnan(prediction.unknown_score) else f"{prediction.unknown_score:.6g}",
-        "unknown_reason": prediction.unknown_reason or "",  # a photo that shows nothing: too small, one flat colour
-        "top_k": format_top_k((label, probability) for label, _, probability in prediction.top_k),
-        "error": prediction.error or "",
-    }
-    return {column: safe_cell(readable(cell) if isinstance(cell, str) else cell) for column, cell in cells.items()}
-
-
-def readable(text: str) -> str:
-    """`text` as UTF-8 can hold it. Python keeps each byte of a file name that is not UTF-8 as a lone surrogate,
-    which no UTF-8 writer takes: such a byte is shown as `\\xff`, the rest of the name as it is."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate no file name gave
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -7,7 +7,6 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from fish_classifier.evaluation.calibration import count_errors, fit_temperature, negative_log_likelihood
 from fish_classifier.params import Section, integer, number
 from fish_classifier.temperature import apply_temperature
-from fish_classifier.top_k import format_top_k
 
 HEADLINE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
 PER_CLASS_COLUMNS = ["label", "display", "precision", "recall", "f1", "support"]
@@ -140,22 +139,6 @@ def calibrate(val_probs, y_val, test_probs, y_test, bins: int, prior_sigma: floa
 def calibration_report(val_probs, y_val, test_probs, y_test, bins: int, prior_sigma: float) -> dict:
     """`calibrate`'s report alone."""
     return calibrate(val_probs, y_val, test_probs, y_test, bins, prior_sigma)[0]
-
-
-def predictions_table(paths, y_true, probabilities: np.ndarray, labels: list[str], top_k: int) -> pd.DataFrame:
-    """One row per image: path, true label, predicted label, confidence and the top-k labels."""
-    order = np.argsort(-probabilities, axis=1)[:, :top_k]
-    return pd.DataFrame(
-        {
-            "path": list(paths),
-            "label": [labels[i] for i in y_true],
-            "predicted": [labels[i] for i in order[:, 0]],
-            "confidence": probabilities[np.arange(len(order)), order[:, 0]].round(6),
-            f"top_{top_k}": [
-                format_top_k((labels[k], probabilities[row, k]) for k in ranked) for row, ranked in enumerate(order)
-            ],
-        }
-    )
 
 
 def most_confident_mistakes(y_true, probabilities: np.ndarray, limit: int) -> np.ndarray:

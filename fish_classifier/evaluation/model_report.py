@@ -14,10 +14,9 @@ from fish_classifier.evaluation.metrics import (
     field_scores,
     headline,
     per_class_table,
-    predictions_table,
     reliability_table,
 )
-from fish_classifier.evaluation.predictions import predict_split
+from fish_classifier.evaluation.predictions import predict_split, predictions_table
 from fish_classifier.serving.inference import probabilities_for_files
 from fish_classifier.temperature import apply_temperature
 
@@ -45,7 +44,8 @@ class ModelReport:
     top_k: int
 
     def predictions(self, photos: ScoredPhotos) -> pd.DataFrame:
-        return predictions_table(photos.paths, photos.y_true, photos.probabilities, self.labels, top_k=self.top_k)
+        classes = [{"label": label, "display": display} for label, display in zip(self.labels, self.displays)]
+        return predictions_table(photos.paths, photos.y_true, photos.probabilities, classes, top_k=self.top_k)
 
     @property
     def reliability_curves(self) -> dict[str, pd.DataFrame]:

@@ -35,6 +35,8 @@ from fish_classifier.serving.bundle_schema import (  # noqa: F401  (the names th
     UNKNOWN_FILE,
     BundleError,
     BundleInfo,
+    HeadlineMetrics,
+    UnknownEntry,
     inside,
 )
 from fish_classifier.serving.bundle_schema import HOW_TO_FIX as _HOW_TO_FIX
@@ -57,8 +59,7 @@ class Bundle:
     path: Path
     model_path: Path | None  # model.keras, when the bundle has it
     classes: list[dict]
-    info: dict  # bundle.json as written, for what is only shown (metrics, figures)
-    spec: BundleInfo  # bundle.json checked: what serving acts on
+    spec: BundleInfo  # bundle.json checked: what serving acts on and what the app shows
     serving_model_path: Path | None = None  # model.tflite, when the bundle has it
 
     @property
@@ -81,6 +82,16 @@ class Bundle:
     def top_k(self) -> int:
         """How many of the most likely species the app and the CLI show (params.yaml's select.top_k)."""
         return self.spec.top_k
+
+    @property
+    def metrics(self) -> HeadlineMetrics:
+        """The model's headline test scores (each None when the bundle does not have it)."""
+        return self.spec.metrics
+
+    @property
+    def unknown(self) -> UnknownEntry | None:
+        """The unknown-photo detector's entry: method, threshold and the share of each group it flagged."""
+        return self.spec.unknown
 
     @property
     def unknown_path(self) -> Path | None:
@@ -109,8 +120,7 @@ def read_bundle(path=DEFAULT_BUNDLE_DIR, *, finished: bool = True) -> Bundle:
         raise BundleError(
             f"deploy bundle {path} is incomplete: it has neither {SERVING_MODEL_FILE} nor {MODEL_FILE}; {_HOW_TO_FIX}"
         )
-    info = read_json(path / INFO_FILE)
-    spec = BundleInfo.parse(info, path / INFO_FILE)
+    spec = BundleInfo.parse(read_json(path / INFO_FILE), path / INFO_FILE)
     labels = read_json(path / LABELS_FILE)
     classes = labels.get("classes") if isinstance(labels, dict) else None
     check_classes(classes, source=str(path / LABELS_FILE))
@@ -129,7 +139,6 @@ def read_bundle(path=DEFAULT_BUNDLE_DIR, *, finished: bool = True) -> Bundle:
         path=path,
         model_path=model_path if model_path.is_file() else None,
         classes=classes,
-        info=info,
         serving_model_path=serving_model_path if serving_model_path.is_file() else None,
         spec=spec,
     )

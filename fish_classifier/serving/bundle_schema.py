@@ -7,7 +7,7 @@ naming bundle.json and the bad value.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 
 MODEL_FILE = "model.keras"
@@ -43,9 +43,23 @@ class ExampleEntry:
 
 @dataclass(frozen=True)
 class UnknownEntry:
+    """The unknown-photo detector: its file, method and threshold, and the share of each group of photos it
+    flagged when the bundle was built (e.g. {"test fish": 0.005, "unknown": 0.83}; empty when not measured)."""
+
     file: str
     method: str
     threshold: float
+    flagged: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HeadlineMetrics:
+    """The model's headline scores on the test split, as `evaluate` measured them; None where a bundle lacks one."""
+
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    macro_precision: float | None = None
+    macro_recall: float | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +76,11 @@ class BundleInfo:
     files: dict[str, str]  # name (relative, inside the bundle) -> sha256
     required: tuple[str, ...]  # the files the bundle must have (read_bundle checks they are in `files`)
     examples: tuple[ExampleEntry, ...] = ()
-    unknown: UnknownEntry | None = None
+    unknown: UnknownEntry | None = None  # the unknown-photo detector
+    metrics: HeadlineMetrics = HeadlineMetrics()
+    # Which bundle this is: the sha256 of the training data it was made from, and when (UTC, ISO 8601).
+    data_hash: str | None = None
+    created_at: str | None = None
 
     @classmethod
     def parse(cls, data, info_path: Path) -> "BundleInfo":
@@ -82,8 +100,6 @@ class BundleInfo:
         required = [check.path(name, "required") for name in check.strings("required", data["required"])]
         if UNKNOWN_FILE in files and "unknown" not in data:  # it would be served without it
             check.fail(f"it has {UNKNOWN_FILE} but no unknown entry to say how to use it")
-        if "metrics" in data:
-            check.mapping("metrics", data["metrics"], "an object")
         return cls(
             format_version=version,
             model=check.text("model", data["model"]),
@@ -96,6 +112,9 @@ class BundleInfo:
             required=tuple(required),
             examples=_examples(check, data.get("examples", []), files),
             unknown=_unknown(check, data["unknown"], files) if "unknown" in data else None,
+            metrics=_metrics(check, data.get("metrics", {})),
+            data_hash=check.optional_text("data_hash", data.get("data_hash")),
+            created_at=check.optional_text("created_at", data.get("created_at")),
         )
 
 
@@ -152,6 +171,9 @@ class _Checker:
             self.fail(f"{key} must be a non-empty string, got {value!r}")
         return value
 
+    def optional_text(self, key: str, value) -> str | None:
+        return None if value is None else self.text(key, value)
+
     def mapping(self, key: str, value, rule: str) -> dict:
         if not isinstance(value, dict):
             self.fail(f"{key} must be {rule}, got {_kind(value)}")
@@ -196,13 +218,23 @@ def _unknown(check: _Checker, unknown, files: dict) -> UnknownEntry:
     check.text("unknown.method", unknown.get("method"))  # which ones exist is unknown.py's to say, at load
     threshold = check.number("unknown.threshold", unknown.get("threshold"), "a finite number")
     figures = unknown.get("figures")
+    flagged = {}
     if figures is not None:
         flagged = check.mapping("unknown.figures", figures, "an object or null").get("flagged", {})
         if not isinstance(flagged, dict):
             check.fail(f"unknown.figures.flagged must be an object, got {_kind(flagged)}")
-        for group, share in flagged.items():
-            check.number(f"unknown.figures.flagged[{group!r}]", share, "a share within [0, 1]", lambda v: 0 <= v <= 1)
-    return UnknownEntry(UNKNOWN_FILE, unknown["method"], threshold)
+        flagged = {group: check.number(f"unknown.figures.flagged[{group!r}]", share, "a share within [0, 1]",
+                                       lambda v: 0 <= v <= 1) for group, share in flagged.items()}
+    return UnknownEntry(UNKNOWN_FILE, unknown["method"], threshold, flagged)
+
+
+def _metrics(check: _Checker, metrics) -> HeadlineMetrics:
+    """The headline test scores the app shows; the rest of `metrics` (validation, calibration, field) is only
+    kept in bundle.json, for a reader of the file."""
+    metrics = check.mapping("metrics", metrics, "an object")
+    return HeadlineMetrics(**{score.name: check.number(f"metrics.{score.name}", metrics[score.name],
+                                                   "a score within [0, 1]", lambda v: 0 <= v <= 1)
+                          for score in fields(HeadlineMetrics) if score.name in metrics})
 
 
 def _kind(value) -> str:

@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,24 +29,9 @@ from fish_classifier.serving.inference import (
     decoded_batches,
     load_backend,
 )
+from fish_classifier.serving.prediction_row import Prediction, ranked
 from fish_classifier.serving.unknown import UnknownDetector
 from fish_classifier.temperature import apply_temperature
-
-
-@dataclass
-class Prediction:
-    source: str
-    label: str | None
-    display_name: str | None
-    confidence: float
-    top_k: list[tuple[str, str, float]] = field(default_factory=list)
-    is_low_confidence: bool = False
-    error: str | None = None
-    # Unlike anything the model was trained on (fish_classifier.serving.unknown); its label is then not an answer.
-    is_unknown: bool = False
-    unknown_score: float = math.nan
-    # Why the photo is unknown whatever the detector says (`fish_classifier.images.no_content`), or None.
-    unknown_reason: str | None = None
 
 
 @dataclass
@@ -81,7 +66,6 @@ class Predictor:
         """`backend`: one of BACKENDS; `num_threads`: LiteRT's CPU threads (default: every usable CPU)."""
         bundle = read_bundle(bundle_dir)
         self.bundle = bundle
-        self.info = bundle.info
         self.classes = bundle.classes
         self.model_name = bundle.model_name
         self.input_size = bundle.input_size
@@ -180,20 +164,11 @@ class Predictor:
             scores = np.full(len(pixels), math.nan) if embeddings is None else self.detector.score(embeddings)
             probs = apply_temperature(probs, self.temperature)
             for (i, source, empty), row, score in zip(readable, probs, scores):
-                ranked = np.argsort(-row)[:top_k]
-                best = self.classes[ranked[0]]
-                confidence = float(row[ranked[0]])
-                results[i] = Prediction(
-                    source=source,
-                    label=best["label"],
-                    display_name=best["display"],
-                    confidence=confidence,
-                    top_k=[(self.classes[k]["label"], self.classes[k]["display"], float(row[k])) for k in ranked],
-                    is_low_confidence=confidence < threshold,
-                    is_unknown=empty is not None or bool(self.detector is not None and self.detector.is_unknown(score)),
-                    unknown_score=float(score),
-                    unknown_reason=empty,
-                )
+                prediction = ranked(source, row, self.classes, top_k, threshold)
+                prediction.is_unknown = empty is not None or bool(self.detector is not None
+                                                                  and self.detector.is_unknown(score))
+                prediction.unknown_score, prediction.unknown_reason = float(score), empty
+                results[i] = prediction
             timings.ranking += time.perf_counter() - ranking
         return results
 

@@ -159,9 +159,9 @@ def test_each_bad_file_gets_its_own_error_and_the_others_their_results(monkeypat
     assert app.get("download_button")[0].proto.label == f"Download the {len(uploads)} results as CSV"
     # The table on the page is the CSV's: a row per file, errors included.
     table = app.dataframe[0].value
-    assert table["file"].tolist() == list(uploads)
-    assert table.set_index("file").loc["crimson.jpg", "species"] == "Crimson testfish"
-    assert "not a readable image" in table.set_index("file").loc["notes.jpg", "error"]
+    assert table["path"].tolist() == list(uploads)
+    assert table.set_index("path").loc["crimson.jpg", "species"] == "Crimson testfish"
+    assert "not a readable image" in table.set_index("path").loc["notes.jpg", "error"]
 
 
 def test_low_confidence_warning_follows_the_threshold_slider(monkeypatch, bundle):
@@ -287,7 +287,7 @@ def test_a_batch_over_the_session_cap_gets_its_first_photos_identified_and_a_mes
                       f"{app_uploads.SESSION_UPLOAD_MB} MB of photos at a time: the first {kept} ({kept * 19:.1f} MB) "
                       f"are shown below. Upload the other 2 in another batch.")
     assert len(errors) == kept  # each not a readable image, each on its own
-    assert app.dataframe[0].value["file"].tolist() == [name for name, _, _ in uploads[:kept]]
+    assert app.dataframe[0].value["path"].tolist() == [name for name, _, _ in uploads[:kept]]
 
 
 def test_a_batch_is_cut_at_the_count_cap_or_the_byte_cap_whichever_comes_first():
@@ -389,7 +389,7 @@ def test_clicking_an_example_photo_identifies_it_like_an_upload_until_photos_are
     assert [h.value for h in app.subheader] == ["Emerald testfish"]
     assert captions(app) == ["Example: Emerald testfish", "Where the model looked"]
     assert float(app.metric[0].value.rstrip("%")) > 99
-    assert app.dataframe[0].value[["file", "species"]].values.tolist() == [["Example: Emerald testfish",
+    assert app.dataframe[0].value[["path", "species"]].values.tolist() == [["Example: Emerald testfish",
                                                                             "Emerald testfish"]]
     app.sidebar.slider[0].set_value(1.0).run()  # the example stays chosen while the settings change
     assert [h.value for h in app.subheader] == ["Emerald testfish"]
@@ -443,11 +443,13 @@ def test_results_table_has_one_row_per_file_with_top_k_and_errors(app_module):
     table = app_module.results_table([("cobalt.jpg", good), ("empty.png", bad)])
     csv = pd.read_csv(io.StringIO(table.to_csv(index=False)))
 
-    assert list(csv["file"]) == ["cobalt.jpg", "empty.png"]
+    assert list(csv["path"]) == ["cobalt.jpg", "empty.png"]
     assert csv.loc[0, "unknown"] == True and csv.loc[0, "unknown_score"] == 12.5  # noqa: E712 (a CSV cell)
     assert pd.isna(csv.loc[1, "unknown"]) and math.isnan(csv.loc[1, "unknown_score"])
-    assert csv.loc[0, "species"] == "Cobalt testfish" and pd.isna(csv.loc[1, "species"])
-    assert csv.loc[0, "top2_species"] == "Crimson testfish" and csv.loc[0, "top2_probability"] == 0.15
+    # An unknown photo names no species, only the closest one.
+    assert pd.isna(csv.loc[0, "species"]) and csv.loc[0, "closest_species"] == "Cobalt testfish"
+    assert pd.isna(csv.loc[1, "species"]) and pd.isna(csv.loc[1, "closest_species"])
+    assert csv.loc[0, "top_k"] == "test cobalt:0.8000; test crimson:0.1500"
     assert csv.loc[1, "error"] == "file is empty (0 bytes)" and pd.isna(csv.loc[0, "error"])
     assert math.isnan(csv.loc[1, "confidence"])
 
@@ -508,9 +510,9 @@ def test_the_csv_download_quotes_cells_a_spreadsheet_would_run_and_keeps_the_nam
                             top_k=[("test cobalt", "Cobalt testfish", 0.8)])
     table = app_module.results_table([(name, prediction) for name in names])
     csv = pd.read_csv(io.StringIO(app_module.csv_text(table)))
-    assert csv["file"].tolist() == ["'" + name for name in names[:4]] + ["plain.jpg"]
+    assert csv["path"].tolist() == ["'" + name for name in names[:4]] + ["plain.jpg"]
     assert csv["species"].tolist() == ["Cobalt testfish"] * 5 and csv["confidence"].tolist() == [0.8] * 5
-    assert table["file"].tolist() == names  # the table on the page shows the names as typed
+    assert table["path"].tolist() == names  # the table on the page shows the names as typed
 
 
 def test_top_k_chart_puts_the_most_likely_first_on_a_fixed_percent_axis(app_module):

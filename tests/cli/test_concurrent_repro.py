@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from support.repo_copy import dvc, ran_stages, tiny_pipeline_repo
 
-from fish_classifier.tools import concurrent_repro
-from fish_classifier.tools.concurrent_repro import thread_limited_env
+from fish_classifier.cli import concurrent_repro
+from fish_classifier.cli.concurrent_repro import thread_limited_env
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 from support.fixtures_models import make_bundle, tinted_image
 
+from fish_classifier.cli.main import main
 from fish_classifier.cpus import usable_cpus
-from fish_classifier.tools.cli import PREDICTION_COLUMNS, main
+from fish_classifier.serving.prediction_row import COLUMNS
 
 RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
 
@@ -40,16 +41,17 @@ def test_predicts_a_folder_recursively_into_a_csv(bundle, photos, tmp_path, caps
 
     assert code == 0
     table = pd.read_csv(out, keep_default_na=False)
-    assert table.columns.tolist() == PREDICTION_COLUMNS
+    assert tuple(table.columns) == COLUMNS
     assert [Path(p).relative_to(photos).as_posix() for p in table["path"]] == [
         "a_red.png", "b_green.jpg", "nested/d_broken.jpg", "nested/deeper/c_blue.PNG"
     ]
-    assert table["label"].tolist() == [RED, GREEN, "", BLUE]
-    assert table["display_name"].tolist() == ["Trout", "Bass", "", "Mullet"]
+    assert table["predicted"].tolist() == [RED, GREEN, "", BLUE]
+    assert table["species"].tolist() == ["Trout", "Bass", "", "Mullet"]
+    assert table["closest_species"].tolist() == ["", "", "", ""]
     assert table["error"].tolist()[2] == "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
     assert table["top_k"][0].startswith(f"{RED}:") and table["top_k"][0].count(";") == 1
     assert table["confidence"][2] == ""
-    assert table["is_unknown"].tolist() == [False, False, False, False]
+    assert table["unknown"].tolist() == ["False", "False", "", "False"]  # a file that could not be read is neither
     assert table["unknown_score"][2] == "" and all(float(table["unknown_score"][i]) >= 0 for i in (0, 1, 3))
     assert "wrote 4 predictions" in capsys.readouterr().err
 
@@ -58,14 +60,17 @@ def test_a_photo_unlike_every_species_is_marked_unknown_in_its_row(bundle, tmp_p
     from support.app_bundles import text_photo
 
     table = _predicted_beside_a_red_fish(bundle, tmp_path, "receipt.png", text_photo("no fish"))
-    assert table["is_unknown"].tolist() == [True, False]
+    assert table["unknown"].tolist() == [True, False]
+    # No species for it, only the closest one, marked as such.
+    assert table["species"][0] == "" and table["predicted"][0] == "" and table["closest_species"][0] != ""
+    assert table["species"][1] == "Trout" and table["closest_species"][1] == ""
     assert float(table["unknown_score"][0]) > float(table["unknown_score"][1])
     assert "(1 unknown, " in capsys.readouterr().err
 
 
 def test_a_photo_that_shows_nothing_is_unknown_with_its_reason_in_its_row(bundle, tmp_path):
     table = _predicted_beside_a_red_fish(bundle, tmp_path, "green.png", Image.new("RGB", (300, 200), (0, 255, 0)))
-    assert table["is_unknown"].tolist() == [True, False]
+    assert table["unknown"].tolist() == [True, False]
     assert table["unknown_reason"].tolist() == [
         "the photo is one flat colour (brightness spread 0.0 of 255): nothing in it to see", ""]
 
@@ -85,7 +90,7 @@ def test_files_and_folders_mix_and_keep_the_order_given(bundle, photos, tmp_path
     code = main(["predict", str(photos / "b_green.jpg"), str(photos / "nested" / "deeper"), "--out", str(out),
                  "--bundle", bundle, "--batch-size", "1"])
     assert code == 0
-    assert pd.read_csv(out)["label"].tolist() == [GREEN, BLUE]
+    assert pd.read_csv(out)["predicted"].tolist() == [GREEN, BLUE]
 
 
 def test_timings_say_where_the_time_went_in_one_line(bundle, photos, tmp_path, capsys):
@@ -178,7 +183,7 @@ def test_a_finished_run_replaces_the_old_csv_and_leaves_no_partial_file(bundle, 
     out = tmp_path / "predictions.csv"
     out.write_text("the previous run's predictions\n")
     assert main(["predict", str(photos / "a_red.png"), "--out", str(out), "--bundle", bundle]) == 0
-    assert pd.read_csv(out)["label"].tolist() == [RED]
+    assert pd.read_csv(out)["predicted"].tolist() == [RED]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "predictions.csv"]
 
 
@@ -201,7 +206,7 @@ def test_thresholds_at_the_ends_of_0_to_1_are_accepted(bundle, photos, tmp_path)
         assert main(["predict", str(photos / "a_red.png"), "--out", str(out), "--bundle", bundle,
                      "--threshold", str(threshold)]) == 0  # fmt: skip
         [row] = pd.read_csv(out).to_dict("records")
-        assert row["is_low_confidence"] == (row["confidence"] < threshold)
+        assert row["low_confidence"] == (row["confidence"] < threshold)
 
 
 @pytest.mark.slow
@@ -213,7 +218,7 @@ def test_python_dash_m_runs_the_same_command(bundle, photos, tmp_path):
         capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert pd.read_csv(out)["label"].tolist() == [RED]
+    assert pd.read_csv(out)["predicted"].tolist() == [RED]
 
 
 def test_version_names_the_installed_package(capsys):
@@ -242,7 +247,7 @@ def test_photos_named_like_formulas_get_a_leading_quote_that_still_names_them(bu
 
     rows = _csv_rows((tmp_path / "p.csv").read_text(encoding="utf-8"))
     assert [r["path"] for r in rows] == ["'" + name for name in names]
-    assert [r["label"] for r in rows] == [RED] * 4
+    assert [r["predicted"] for r in rows] == [RED] * 4
 
 
 def test_a_file_name_that_is_not_utf8_gets_a_readable_row_and_the_others_are_predicted(bundle, tmp_path, capsys):
@@ -256,7 +261,7 @@ def test_a_file_name_that_is_not_utf8_gets_a_readable_row_and_the_others_are_pre
 
     rows = _csv_rows(out.read_bytes().decode("utf-8"))  # strict: the file is UTF-8 throughout
     assert [r["path"] for r in rows] == [f"{folder}/bad\\xff.png", f"{folder}/red.png"]
-    assert [r["label"] for r in rows] == [GREEN, RED] and [r["error"] for r in rows] == ["", ""]
+    assert [r["predicted"] for r in rows] == [GREEN, RED] and [r["error"] for r in rows] == ["", ""]
     assert f"wrote 2 predictions to {out} (" in capsys.readouterr().err  # capsys, like a UTF-8 terminal, is strict
 
 
@@ -280,7 +285,7 @@ def test_a_named_pipe_is_written_into_as_a_stream_and_stays_a_pipe(bundle, photo
     reader.join(timeout=60)
 
     assert code == 0
-    assert [(r["path"], r["label"]) for r in _csv_rows(received[0])] == [(str(photos / "a_red.png"), RED)]
+    assert [(r["path"], r["predicted"]) for r in _csv_rows(received[0])] == [(str(photos / "a_red.png"), RED)]
     assert stat.S_ISFIFO(os.stat(pipe).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "pipe"]
 
@@ -309,7 +314,7 @@ def test_a_shells_pipe_as_dev_fd_is_written_into(bundle, photos):
     reader.join(timeout=60)
 
     assert code == 0
-    assert [r["label"] for r in _csv_rows(received[0])] == [RED]
+    assert [r["predicted"] for r in _csv_rows(received[0])] == [RED]
 
 
 def test_stdout_sent_to_a_file_is_appended_to_not_replaced(bundle, photos, capfd):
@@ -320,7 +325,7 @@ def test_stdout_sent_to_a_file_is_appended_to_not_replaced(bundle, photos, capfd
 
     before, table = capfd.readouterr().out.split("\n", 1)
     assert before == "what the shell's file held before"
-    assert [r["label"] for r in _csv_rows(table)] == [RED]
+    assert [r["predicted"] for r in _csv_rows(table)] == [RED]
 
 
 def test_a_full_disk_is_one_line_and_exit_status_1(bundle, photos, capsys, device):
@@ -348,7 +353,7 @@ def test_an_out_in_a_read_only_folder_is_a_usage_error_in_one_line(bundle, photo
     CSV module's `open`, patched to answer as the kernel does to anyone else."""
     import errno
 
-    from fish_classifier.tools import predictions_csv
+    from fish_classifier.cli import predictions_csv
 
     folder = tmp_path / "read_only"
     folder.mkdir()
@@ -408,7 +413,7 @@ def test_an_unreadable_sub_folder_is_named_on_stderr_and_counted(bundle, photos,
 SLOW_PREDICTOR = """
 import sys, time
 from fish_classifier.serving import predictor
-from fish_classifier.tools.cli import main
+from fish_classifier.cli.main import main
 
 class SlowPredictor:  # one row, then a long wait for the next: time for the test to send SIGTERM
     def __init__(self, bundle, batch_size):

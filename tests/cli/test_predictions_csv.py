@@ -1,41 +1,10 @@
-import math
 import os
 import stat
 
 import pytest
 
-from fish_classifier.serving.predictor import Prediction
-from fish_classifier.tools.predictions_csv import COLUMNS, OutputError, PredictionsCsv, is_stream, readable, row
-
-
-def test_every_text_cell_a_spreadsheet_would_run_gets_a_leading_quote():
-    prediction = Prediction(source="=HYPERLINK(\"evil.example\";\"x\").jpg", label="+label", display_name="@Trout",
-                            confidence=0.5, top_k=[("-label", "Trout", 0.5)], error="=oops")
-
-    cells = row(prediction)
-
-    assert list(cells) == COLUMNS
-    assert cells["path"] == "'=HYPERLINK(\"evil.example\";\"x\").jpg"
-    assert (cells["label"], cells["display_name"], cells["error"]) == ("'+label", "'@Trout", "'=oops")
-    assert cells["top_k"].startswith("'-label:")
-    assert (cells["confidence"], cells["is_low_confidence"], cells["is_unknown"]) == ("0.500000", False, False)
-
-
-def test_a_failed_prediction_has_empty_numbers_and_its_error():
-    cells = row(Prediction(source="a.jpg", label=None, display_name=None, confidence=math.nan, error="file is empty"))
-    assert cells == {"path": "a.jpg", "label": "", "display_name": "", "confidence": "", "is_low_confidence": False,
-                     "is_unknown": False, "unknown_score": "", "unknown_reason": "", "top_k": "",
-                     "error": "file is empty"}
-
-
-@pytest.mark.parametrize(
-    ("name", "shown"),
-    [(os.fsdecode(b"bad\xff.jpg"), "bad\\xff.jpg"), ("caf\u00e9.jpg", "caf\u00e9.jpg"), ("plain.jpg", "plain.jpg"),
-     ("lone\ud800.jpg", "lone\\ud800.jpg")],
-)  # fmt: skip
-def test_a_file_name_byte_that_is_not_utf8_is_shown_escaped_and_the_rest_as_it_is(name, shown):
-    assert readable(name) == shown
-    assert readable(name).encode("utf-8")  # what the CSV and stderr can take
+from fish_classifier.cli.predictions_csv import OutputError, PredictionsCsv, is_stream
+from fish_classifier.serving.prediction_row import COLUMNS, Prediction
 
 
 def test_what_exists_and_is_not_a_regular_file_is_a_stream(tmp_path):
@@ -57,7 +26,7 @@ def test_a_link_to_a_csv_keeps_its_link_and_gets_the_new_file(tmp_path):
         out.commit()
 
     assert (tmp_path / "link.csv").is_symlink()
-    assert (tmp_path / "real.csv").read_text().splitlines() == [",".join(COLUMNS), "a.jpg,x,X,1.000000,False,False,,,,"]
+    assert (tmp_path / "real.csv").read_text().splitlines() == [",".join(COLUMNS), "a.jpg,x,X,,1.000000,False,False,,,,"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "real.csv"]
 
 

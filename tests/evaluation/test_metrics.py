@@ -9,7 +9,6 @@ from fish_classifier.evaluation.metrics import (
     headline,
     most_confident_mistakes,
     per_class_table,
-    predictions_table,
     reliability_table,
 )
 
@@ -86,16 +85,6 @@ def test_a_confidence_of_exactly_one_lands_in_the_top_bin():
     table = reliability_table([1.0, 1.0], [1, 1], bins=15)
     assert table["bin"].tolist() == [14]
     assert expected_calibration_error([1.0, 1.0], [1, 1], bins=15) == 0.0
-
-
-def test_predictions_table_lists_top_k_labels_most_likely_first():
-    probabilities = np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])
-    table = predictions_table(["a.jpg", "b.jpg"], [1, 2], probabilities, ["x", "y", "z"], top_k=2)
-    assert table.columns.tolist() == ["path", "label", "predicted", "confidence", "top_2"]
-    assert table["label"].tolist() == ["y", "z"]
-    assert table["predicted"].tolist() == ["y", "x"]
-    assert table["confidence"].tolist() == [0.7, 0.5]
-    assert table["top_2"].tolist() == ["y:0.7000; z:0.2000", "x:0.5000; z:0.3000"]
 
 
 def test_calibration_report_fits_on_validation_and_scores_test():

@@ -8,7 +8,7 @@ from PIL import Image
 from support.synthetic_images import noise_image
 
 from fish_classifier.feedback.store import NOT_FISH, URL_ENV, FeedbackStore, ModelAnswer
-from fish_classifier.tools.cli import main
+from fish_classifier.cli.main import main
 
 SPECIES = ("animal fish", "animal fish bass", "fish sea_food red_mullet")
 

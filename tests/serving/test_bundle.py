@@ -14,7 +14,7 @@ from support.fixtures_models import (
 )
 
 from fish_classifier.hashing import file_sha256
-from fish_classifier.serving.bundle import BundleError, read_bundle
+from fish_classifier.serving.bundle import BundleError, HeadlineMetrics, read_bundle
 from fish_classifier.serving.bundle_writer import add_examples, update_info
 from fish_classifier.serving.predictor import Predictor
 from fish_classifier.serving.unknown import UnknownDetector
@@ -41,9 +41,10 @@ def test_round_trip_keeps_settings_and_label_order(bundle_dir):
     # The fixture's classes are sorted by label, not by display name: the order must survive as written.
     assert [c["display"] for c in bundle.classes] == ["Mullet", "Bass", "Trout"]
     assert (bundle.model_name, bundle.input_size, bundle.temperature, bundle.threshold) == ("tiny", 32, 1.7, 0.42)
-    assert bundle.info["metrics"] == {"accuracy": 1.0, "macro_f1": 1.0}
-    assert bundle.info["data_hash"] == "sha256:test"
-    assert bundle.info["created_at"].endswith("+00:00")
+    assert bundle.metrics == HeadlineMetrics(accuracy=1.0, macro_f1=1.0)  # the two scores it was given
+    assert bundle.metrics.macro_recall is None
+    assert bundle.spec.data_hash == "sha256:test"
+    assert bundle.spec.created_at.endswith("+00:00")
 
 
 def test_predictor_on_a_bundle_gives_the_raw_models_labels_and_probabilities(bundle_dir):
@@ -89,9 +90,9 @@ def test_incomplete_or_broken_bundles_name_the_bad_part(tmp_path, bundle_dir):
 def test_the_unknown_photo_detector_round_trips_and_is_hashed(bundle_dir):
     bundle = read_bundle(bundle_dir)
     assert bundle.unknown_path == Path(bundle_dir) / "unknown.npz"
-    assert bundle.info["files"]["unknown.npz"] == file_sha256(bundle.unknown_path)
+    assert bundle.spec.files["unknown.npz"] == file_sha256(bundle.unknown_path)
     detector = UnknownDetector.load(bundle.unknown_path)
-    assert (detector.method, detector.threshold) == ("mahalanobis", bundle.info["unknown"]["threshold"])
+    assert (detector.method, detector.threshold) == ("mahalanobis", bundle.unknown.threshold)
 
 
 @pytest.mark.parametrize("name", ["unknown.npz", "labels.json", "model.keras"])
@@ -164,7 +165,7 @@ def test_examples_round_trip_as_hashed_thumbnails_in_class_order(examples_dir):
     assert [(e.label, e.display) for e in bundle.examples] == [(c["label"], c["display"]) for c in CLASSES]
     assert [e.path for e in bundle.examples] == [Path(examples_dir) / "examples" / f"{k}.jpg" for k in range(3)]
     for example in bundle.examples:
-        assert bundle.info["files"][f"examples/{example.path.name}"] == file_sha256(example.path)
+        assert bundle.spec.files[f"examples/{example.path.name}"] == file_sha256(example.path)
         with Image.open(example.path) as thumbnail:
             assert (thumbnail.format, thumbnail.size) == ("JPEG", (64, 64))  # 400 px shrunk to the size asked
     # The bundle's own model names each example's species.
@@ -179,13 +180,13 @@ def test_examples_never_grow_a_small_photo_and_replace_an_earlier_row(tmp_path, 
     assert example == {"file": "examples/0.jpg", "label": CLASSES[1]["label"], "display": CLASSES[1]["display"]}
     assert [e.label for e in bundle.examples] == [CLASSES[1]["label"]]
     assert sorted(p.name for p in (again / "examples").iterdir()) == ["0.jpg"]
-    assert not {"examples/1.jpg", "examples/2.jpg"} & bundle.info["files"].keys()
+    assert not {"examples/1.jpg", "examples/2.jpg"} & bundle.spec.files.keys()
     with Image.open(bundle.examples[0].path) as thumbnail:
         assert thumbnail.size == (40, 40)
 
 
 def test_a_bundle_without_examples_loads_with_none(bundle_dir):
-    assert "examples" not in read_bundle(bundle_dir).info
+    assert "examples" not in json.loads((Path(bundle_dir) / "bundle.json").read_text())
     assert read_bundle(bundle_dir).examples == []
 
 

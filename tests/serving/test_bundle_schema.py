@@ -14,7 +14,7 @@ from support.fixtures_models import CLASSES, make_bundle, tinted_image
 from fish_classifier.hashing import file_sha256
 from fish_classifier.serving.bundle import BundleError, read_bundle
 from fish_classifier.serving.bundle_writer import add_examples, add_file, update_info
-from fish_classifier.serving.bundle_schema import FORMAT_VERSION
+from fish_classifier.serving.bundle_schema import FORMAT_VERSION, HeadlineMetrics
 from fish_classifier.serving.predictor import Predictor
 
 REBUILD = "rebuild the bundle with `dvc repro select`"
@@ -48,7 +48,7 @@ def _refused(folder) -> str:
 
 def test_the_bundle_says_its_format_and_the_files_it_must_have(bundle_dir):
     bundle = read_bundle(bundle_dir)
-    assert bundle.spec.format_version == FORMAT_VERSION == bundle.info["format_version"] == 1
+    assert bundle.spec.format_version == FORMAT_VERSION == 1
     assert bundle.spec.required == ("labels.json",)  # make_bundle promises no export
     assert bundle.spec.unknown.method == "mahalanobis" and np.isfinite(bundle.spec.unknown.threshold)
 
@@ -130,6 +130,9 @@ def test_a_bundle_json_that_is_no_object_is_refused_in_one_line(edited, text, pr
         ("files", ["labels.json"], "files must be an object of file name -> sha256, got a list (['labels.json'])"),
         ("required", "labels.json", "required must be a list of file names, got 'labels.json'"),
         ("metrics", 0.9, "metrics must be an object, got a float (0.9)"),
+        ("metrics", {"accuracy": 1.5}, "metrics.accuracy must be a score within [0, 1], got 1.5"),
+        ("metrics", {"macro_f1": None}, "metrics.macro_f1 must be a score within [0, 1], got None"),
+        ("data_hash", 7, "data_hash must be a non-empty string, got 7"),
         ("examples", {"file": "examples/0.jpg"}, "examples must be a list, got {'file': 'examples/0.jpg'}"),
         ("unknown", "mahalanobis", "unknown must be an object, got a str ('mahalanobis')"),
     ],
@@ -155,6 +158,28 @@ def test_the_detectors_entry_is_checked(edited, edit, problem):
     edit(info["unknown"])
     update_info(edited, unknown=info["unknown"])
     assert _refused(edited) == f"{edited / 'bundle.json'}: {problem}; {REBUILD}"
+
+
+def test_metrics_the_detectors_figures_and_versions_are_attributes(edited):
+    info = _info(edited)
+    info["unknown"]["figures"] = {"flagged": {"test fish": 0.005, "unknown": 0.83}, "auroc": 0.99}
+    update_info(edited, unknown=info["unknown"], data_hash="sha256:abc",
+                metrics={"accuracy": 0.9, "macro_f1": 0.8, "macro_recall": 0.7, "val": {"macro_f1": 0.95}})
+    bundle = read_bundle(edited)
+    assert bundle.metrics == HeadlineMetrics(accuracy=0.9, macro_f1=0.8, macro_recall=0.7)  # val stays in the file
+    assert bundle.unknown.flagged == {"test fish": 0.005, "unknown": 0.83}
+    assert (bundle.spec.data_hash, bundle.spec.format_version) == ("sha256:abc", FORMAT_VERSION)
+
+
+def test_a_bundle_without_metrics_figures_or_versions_reads_them_as_none(edited):
+    info = _info(edited)
+    for key in ("metrics", "data_hash", "created_at"):
+        info.pop(key, None)
+    info["unknown"].pop("figures", None)
+    (edited / "bundle.json").write_text(json.dumps(info))  # bundle.json hashes the others, never itself
+    bundle = read_bundle(edited)
+    assert bundle.metrics == HeadlineMetrics() and bundle.metrics.accuracy is None
+    assert bundle.unknown.flagged == {} and bundle.spec.data_hash is None and bundle.spec.created_at is None
 
 
 def test_a_detector_file_without_its_entry_is_refused_not_skipped(edited):

@@ -36,7 +36,7 @@ def _png_bytes(image) -> bytes:
 def test_exposes_the_bundle_settings(predictor):
     assert predictor.classes == CLASSES
     assert (predictor.model_name, predictor.input_size, predictor.threshold) == ("tiny", 32, 0.5)
-    assert predictor.info["temperature"] == 8.0
+    assert predictor.temperature == predictor.bundle.spec.temperature == 8.0
 
 
 def test_paths_bytes_file_likes_and_pil_images_give_the_same_answer(predictor, tmp_path):
