@@ -15,6 +15,7 @@ from support.fixtures_models import CLASSES, save_tiny_model, write_tinted_image
 
 from fish_classifier.evaluation.calibration import TEMPERATURE_BOUNDS
 from fish_classifier.layout import METRICS_FILE, MODEL_FILE, PER_CLASS_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
+from fish_classifier.serving.prediction_row import COLUMNS
 
 
 def _declared_evaluate_outputs(model: str) -> set[str]:
@@ -101,7 +102,8 @@ def test_evaluate_stage_writes_every_declared_output(tmp_path):
     assert TEMPERATURE_BOUNDS[0] * 1.01 < report["calibration"]["temperature"] < 1.0
 
     predictions = pd.read_csv(tmp_path / metrics_dir("tiny") / "predictions.csv")
-    assert len(predictions) == 12 and predictions.columns.tolist()[:4] == ["path", "label", "predicted", "confidence"]
+    # The true label beside the app's and the CLI's columns (serving/prediction_row.py).
+    assert len(predictions) == 12 and predictions.columns.tolist() == ["path", "label", *COLUMNS[1:]]
     assert (predictions["label"] != predictions["predicted"]).sum() == 1
     confusion_rows = pd.read_csv(tmp_path / metrics_dir("tiny") / "confusion.csv")
     assert confusion_rows.columns.tolist() == ["actual", "predicted"]
