@@ -6,7 +6,8 @@
     fish-classifier feedback accept ID... | reject --all-new | export OUT_DIR
 
 Each command is a subparser with a `run(args) -> exit code` function, so a new
-command is one more `_add_<name>` function. Exit codes: 0 when the command ran
+command is one more `_add_<name>` function (the feedback commands' live in feedback.py; the exit codes in
+errors.py). Exit codes: 0 when the command ran
 (even if some images were unreadable: they get an `error` row), 1 when the CSV could not be finished (a full
 disk, a reader gone), 2 on usage errors, 130 on Ctrl-C and 143 on `kill` (SIGTERM), which clean up alike.
 """
