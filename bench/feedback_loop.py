@@ -24,7 +24,7 @@ from pathlib import Path
 
 import imagehash
 
-from fish_classifier.data.download import UnpackLimits
+from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.photo_source import gather_photos
 from fish_classifier.feedback.store import FeedbackStore, ModelAnswer
 from fish_classifier.images import open_rgb

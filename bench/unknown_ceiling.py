@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from fish_classifier.data.download import UnpackLimits
+from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.manifest import label_indices, read_manifest, scored_split
 from fish_classifier.data.unknown_set import FISH_ELSEWHERE, NOT_FISH, collect_unknown_set
 from fish_classifier.evaluation.selection import SelectSettings

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fish_classifier.data.download import UnpackLimits
+from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.manifest import CatchAllLabels, label_indices, read_manifest, scored_split
 from fish_classifier.data.unknown_set import GROUPS, NOT_FISH, collect_unknown_set
 from fish_classifier.evaluation.bundle_detector import head_weights
