@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from support.synthetic_images import noise_image
 
-from fish_classifier.feedback.store import NOT_FISH, URL_ENV, FeedbackStore, ModelAnswer
 from fish_classifier.cli.main import main
+from fish_classifier.feedback.store import NOT_FISH, URL_ENV, FeedbackStore, ModelAnswer
 
 SPECIES = ("animal fish", "animal fish bass", "fish sea_food red_mullet")
 
