@@ -4,8 +4,8 @@ A source is a folder or a zip in the layout `fish-classifier feedback export` wr
 `not-fish/<photo>`, at any depth: a photo's label is the innermost folder above it named as a species or
 `not-fish`), or a database URL (`sqlite:///feedback/feedback.db`, `postgresql://...`) whose accepted records
 are exported first. Each photo is read with the same readers as the fish (one that cannot be read is skipped
-with its reason), and is known by the sha256 of its bytes: the same photo twice with one label is one photo,
-with two labels an error naming both files.
+with its reason), and is known by its sha256 (`photo_key`: the store's key, as the export names the file, else
+that of its bytes): the same photo twice with one label is one photo, with two labels an error naming both files.
 
 A fish photo goes by its hash to train (`prepare` folds it in) or to the field split (`field` scores it, it
 never trains): train when int(sha256[:8], 16) / 2**32 < `data.feedback_train_share`. That depends on the photo
@@ -31,6 +31,7 @@ from fish_classifier.params import number, text
 
 TRAIN, FIELD = "train", "field"
 PARTS = (TRAIN, FIELD, NOT_FISH)  # data/feedback/<part>
+STORE_NAME = re.compile(r"[0-9a-f]{64}")  # how `feedback export` names a photo: its sha256 in the store
 _DATABASE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # a SQLAlchemy URL: dialect[+driver]://...
 
 
@@ -52,6 +53,15 @@ class FeedbackSet:
 
 def is_database_url(source: str) -> bool:
     return bool(_DATABASE_URL.match(source))
+
+
+def photo_key(path: Path) -> str:
+    """A photo's identity: the store's own key when the file comes from `feedback export` (named <sha256>.jpg,
+    the sha256 of the photo as the user uploaded it), else the sha256 of its bytes. The store's key keeps a
+    photo on its side of the split whichever JPEG encoder wrote the exported copy."""
+    if STORE_NAME.fullmatch(path.stem):
+        return path.stem
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def feedback_split(sha256: str, train_share: float) -> str:
@@ -103,7 +113,7 @@ def _label_and_deduplicate(paths: list[Path], root: Path, labels: list[str]):
         if label is None:
             strangers.add("/".join(folders) or "(the top folder)")
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = photo_key(path)
         shown = path.relative_to(root).as_posix()
         if digest in first_of:
             earlier, earlier_label = first_of[digest]

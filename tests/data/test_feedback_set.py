@@ -18,6 +18,7 @@ from fish_classifier.data.manifest import DatasetError
 from fish_classifier.feedback.store import FeedbackStore, ModelAnswer
 
 SPECIES = ["animal fish", "fish sea_food trout"]
+ANSWER = ModelAnswer("animal fish", 0.6, False, 1.0)  # what the model said, for the store
 
 
 def settings(share=0.5):
@@ -139,6 +140,22 @@ def test_a_database_url_exports_its_accepted_records_only(tmp_path):
     labels = parts_by_hash(feedback)
     assert sorted([*labels[TRAIN].values(), *labels[FIELD].values()]) == ["animal fish", "fish sea_food trout"]
     assert list(labels[NOT_FISH].values()) == [NOT_FISH]
+
+
+def test_an_exported_photo_keeps_the_stores_key_so_its_side_never_depends_on_the_jpeg_encoder(tmp_path):
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    uploads = [image_bytes(size=(40, 40), seed=seed) for seed in range(6)]
+    with FeedbackStore(url) as store:
+        for data in uploads:
+            store.add(data, SPECIES[0], ANSWER, "v1", species=SPECIES)
+        store.set_status([r.id for r in store.records()], "accepted")
+        store.export(tmp_path / "export")
+    keys = {hashlib.sha256(data).hexdigest() for data in uploads}  # the uploads', not the stored JPEGs' bytes
+    for source in (url, str(tmp_path / "export")):
+        feedback = collect_feedback(source, tmp_path / f"out-{len(source)}", settings(), SPECIES)
+        parts = parts_by_hash(feedback)
+        assert set(parts[TRAIN]) | set(parts[FIELD]) == keys
+        assert all(feedback_split(key, 0.5) == part for part in (TRAIN, FIELD) for key in parts[part])
 
 
 def test_a_database_url_with_no_database_says_so_and_makes_none(tmp_path):
