@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import PydanticCustomError, core_schema
 
 PARAMS_FILE = Path("params.yaml")
@@ -131,6 +131,21 @@ def text(*, empty: bool, meaning: str = ""):
 Flag = Annotated[bool, Field(strict=True), Rule("true or false")]
 
 
+def checked_by(check: Callable[[Any], Any]):
+    """A value that `check` accepts; the ValueError it raises otherwise is the whole message, after the key
+    (`train.models: unknown model 'resnet', expected one of: cnn, ...`). For a fact with a home of its own (the zoo's
+    model names), so that params.yaml and a stage's command line refuse a value alike; see `stage_arguments`."""
+
+    def validate(value):
+        try:
+            check(value)
+        except ValueError as error:
+            raise PydanticCustomError("params_message", "{message}", {"message": str(error)}) from None
+        return value
+
+    return AfterValidator(validate)
+
+
 def refuse(key: str, value, rule: str) -> PydanticCustomError:
     """The error a section's own check across its keys raises: its `key`, holding `value`, must be `rule`."""
     return PydanticCustomError("params_key", "{key} must be {rule}", {"key": key, "value": value, "rule": rule})
@@ -176,13 +191,27 @@ def read_params(path: str | Path = PARAMS_FILE, **sections: type[BaseModel]):
     return check_params(schema, params)
 
 
-def stage_arguments(doc: str, argv=None, *, takes_model: bool = False, model_names=None) -> argparse.Namespace:
+def stage_arguments(doc: str, argv=None, *, model: Callable[[str], Any] | None = None) -> argparse.Namespace:
     """A stage script's command line. `--help` prints `doc` (what the stage reads and writes) and exits
-    before any work. With `takes_model`, one model name (`args.model`), one of `model_names` when given."""
+    before any work. With `model`, one model name (`args.model`) that `model` accepts (the zoo's `zoo_model`, the
+    check params.yaml's `train.models` gets too): a name it refuses is a usage error with its message, exit 2."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    if takes_model:
-        parser.add_argument("model", choices=model_names, help="a model of train.models")
+    if model is not None:
+        parser.add_argument("model", type=_accepted_by(model), help="a model of train.models")
     return parser.parse_args(argv)
+
+
+def _accepted_by(check: Callable[[str], Any]) -> Callable[[str], str]:
+    """An argparse `type`: the argument as given, once `check` accepts it; its ValueError is the usage error."""
+
+    def accepted(value: str) -> str:
+        try:
+            check(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+
+    return accepted
 
 
 def stage_params(**sections: type[BaseModel]):
@@ -206,6 +235,8 @@ def _problem(error: dict, schema: type[BaseModel], key: str) -> str:
     kind = error["type"]
     if kind == "params":
         return f"{name} must be {error['ctx']['rule']}, got {value!r}"
+    if kind == "params_message":  # the message names the value; a list's index adds nothing to it
+        return f"{'.'.join(part for part in (key, *loc) if part and not part.isdigit())}: {error['ctx']['message']}"
     if kind == "params_key":
         return f"{name}.{error['ctx']['key']} must be {error['ctx']['rule']}, got {error['ctx']['value']!r}"
     if kind == "missing":

@@ -5,30 +5,27 @@ copies, written to data/augmented/<label>/ with their own data/augmented/manifes
 """
 
 import shutil
-from pathlib import Path
 
 from fish_classifier.data.augment import AugmentSettings, augment_train
 from fish_classifier.data.manifest import read_manifest, write_manifest
+from fish_classifier.layout import AUGMENTED_DIR, AUGMENTED_MANIFEST, MANIFEST
 from fish_classifier.params import Base, stage_arguments, stage_params
-
-OUT_DIR = Path("data/augmented")
-
 
 def main(argv=None) -> None:
     stage_arguments(__doc__, argv)
     params = stage_params(base=Base, augment=AugmentSettings)
-    manifest = read_manifest("data/manifest.csv")
+    manifest = read_manifest(MANIFEST)
 
-    shutil.rmtree(OUT_DIR, ignore_errors=True)
-    OUT_DIR.mkdir(parents=True)
+    shutil.rmtree(AUGMENTED_DIR, ignore_errors=True)
+    AUGMENTED_DIR.mkdir(parents=True)
     augmented = augment_train(
         manifest,
-        OUT_DIR,
+        AUGMENTED_DIR,
         min_per_class=params.augment.min_per_class,
         seed=params.base.seed,
         augmentation=params.augment.augmentation,
     )
-    write_manifest(augmented, OUT_DIR / "manifest.csv")
+    write_manifest(augmented, AUGMENTED_MANIFEST)
 
     per_class = augmented["label"].value_counts().sort_index()
     print(f"{len(augmented)} augmented train images" + "".join(f"\n  {label}: +{n}" for label, n in per_class.items()))

@@ -25,21 +25,18 @@ from fish_classifier.data.scratch import scratch_folder
 from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.manifest import read_manifest, write_manifest
 from fish_classifier.data.photo_source import gather_photos
+from fish_classifier.layout import COMPOSITE_MASKS_PLOT, COMPOSITED_DIR, COMPOSITED_MANIFEST, MANIFEST
 from fish_classifier.params import Base, stage_arguments, stage_params
-
-OUT_DIR = Path("data/composited")
-SHEET = Path("data/composite_masks.png")
-
 
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
     params = stage_params(base=Base, data=CompositeSourceSettings, composite=CompositeSettings)
     settings = params.composite
-    manifest = read_manifest("data/manifest.csv")
-    shutil.rmtree(OUT_DIR, ignore_errors=True)
-    OUT_DIR.mkdir(parents=True)
+    manifest = read_manifest(MANIFEST)
+    shutil.rmtree(COMPOSITED_DIR, ignore_errors=True)
+    COMPOSITED_DIR.mkdir(parents=True)
 
-    with scratch_folder("data", ".backgrounds-tmp-") as scratch:
+    with scratch_folder(COMPOSITED_DIR.parent, ".backgrounds-tmp-") as scratch:
         try:
             found = gather_photos(params.data.background_source, Path(scratch) / "photos", params.data,
                                   "data.background_source", "to make no composites")
@@ -48,11 +45,11 @@ def main(argv=None) -> int:
             return 1
         backgrounds = select_backgrounds(found.photos, Path(scratch) / "photos", settings.background_classes)
         per_class = settings.per_class if backgrounds else 0
-        composites, uncut = composite_train(manifest, backgrounds, OUT_DIR, settings=settings.model_copy(
+        composites, uncut = composite_train(manifest, backgrounds, COMPOSITED_DIR, settings=settings.model_copy(
             update={"per_class": per_class}), catch_all_labels=params.data.catch_all_labels, seed=params.base.seed,
             workers=cpu_threads())
-    write_manifest(composites, OUT_DIR / "manifest.csv")
-    draw_composites(manifest, composites, settings, SHEET)
+    write_manifest(composites, COMPOSITED_MANIFEST)
+    draw_composites(manifest, composites, settings, COMPOSITE_MASKS_PLOT)
 
     if not backgrounds:
         print("data.background_source is empty (or composite.background_classes matches none of it): no composites")

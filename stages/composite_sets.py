@@ -9,23 +9,20 @@ re-train only the models that use them, and a model's flag re-trains only that m
 """
 
 import shutil
-from pathlib import Path
 
 from fish_classifier.data.composite import CompositeUsers
 from fish_classifier.data.manifest import read_manifest, write_manifest
+from fish_classifier.layout import COMPOSITE_SETS_DIR, COMPOSITED_MANIFEST, composite_set
 from fish_classifier.params import stage_arguments, stage_params
-
-OUT_DIR = Path("data/composite_sets")
-
 
 def main(argv=None) -> None:
     stage_arguments(__doc__, argv)
     users = stage_params(train=CompositeUsers).train
-    composites = read_manifest("data/composited/manifest.csv")
-    shutil.rmtree(OUT_DIR, ignore_errors=True)
-    OUT_DIR.mkdir(parents=True)
+    composites = read_manifest(COMPOSITED_MANIFEST)
+    shutil.rmtree(COMPOSITE_SETS_DIR, ignore_errors=True)
+    COMPOSITE_SETS_DIR.mkdir(parents=True)
     for name in users.models:
-        write_manifest(composites if users.uses(name) else composites.head(0), OUT_DIR / f"{name}.csv")
+        write_manifest(composites if users.uses(name) else composites.head(0), composite_set(name))
     print(f"{len(composites)} composites for {', '.join(users.using()) or 'no model'}; "
           f"none for {', '.join(n for n in users.models if not users.uses(n)) or 'no model'}")
 

@@ -6,14 +6,9 @@ train/val/test root into data/raw, recording the zip's sha256 in data/download.j
 
 import json
 import sys
-from pathlib import Path
-
 from fish_classifier.data.download import DownloadError, DownloadSettings, download_dataset
+from fish_classifier.layout import DOWNLOAD_RECORD, RAW_DIR
 from fish_classifier.params import stage_arguments, stage_params
-
-RAW_DIR = Path("data/raw")
-RECORD = Path("data/download.json")
-
 
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
@@ -24,7 +19,7 @@ def main(argv=None) -> int:
         # The message says what to do; a traceback would only bury it.
         print(f"download failed: {exc}", file=sys.stderr)
         return 1
-    RECORD.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    DOWNLOAD_RECORD.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     files = ", ".join(f"{split} {n}" for split, n in record["files"].items())
     print(f"unpacked {record['dataset_root']} into {RAW_DIR} ({files} files; sha256 {record['sha256'][:12]}...)")
     return 0

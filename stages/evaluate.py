@@ -14,7 +14,6 @@ Usage: python stages/evaluate.py <model>
 """
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
@@ -24,30 +23,35 @@ from fish_classifier.evaluation.metrics import EvaluateSettings, confusion
 from fish_classifier.evaluation.model_report import evaluate_model
 from fish_classifier.evaluation.plots import plot_confusion, plot_misclassified, plot_reliability
 from fish_classifier.layout import (
+    CLASSES,
+    FIELD_MANIFEST,
     FIELD_PREDICTIONS_FILE,
+    MANIFEST,
     METRICS_FILE,
     MODEL_FILE,
     PER_CLASS_FILE,
+    PREPARE_REPORT,
     VAL_CONFIDENCE_FILE,
     metrics_dir,
     model_dir,
 )
 from fish_classifier.model.preprocessing import load_model
+from fish_classifier.model.zoo import zoo_model
 from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.serving.inference import KerasBackend
 
 
 def main(argv=None) -> None:
-    name = stage_arguments(__doc__, argv, takes_model=True).model
+    name = stage_arguments(__doc__, argv, model=zoo_model).model
     params = stage_params(evaluate=EvaluateSettings, data=CatchAllLabels)
     settings = params.evaluate
     model_path, out = model_dir(name) / MODEL_FILE, metrics_dir(name)
     out.mkdir(parents=True, exist_ok=True)
 
-    classes = read_classes("data/classes.json")
-    leaked = duplicated_from_train(json.loads(Path("data/prepare_report.json").read_text()), "test")
-    field = pd.read_csv("data/field/manifest.csv", dtype=str, keep_default_na=False)
-    report = evaluate_model(KerasBackend(load_model(model_path)), model_path, read_manifest("data/manifest.csv"),
+    classes = read_classes(CLASSES)
+    leaked = duplicated_from_train(json.loads(PREPARE_REPORT.read_text()), "test")
+    field = pd.read_csv(FIELD_MANIFEST, dtype=str, keep_default_na=False)
+    report = evaluate_model(KerasBackend(load_model(model_path)), model_path, read_manifest(MANIFEST),
                             classes, leaked_test_paths=leaked, field=field, settings=settings,
                             other_fish_labels=params.data.other_fish_labels, name=name)
 

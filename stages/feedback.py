@@ -10,23 +10,20 @@ DVC sees the parameter, not what the source holds: after new feedback, `dvc repr
 """
 
 import sys
-from pathlib import Path
 
 from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.feedback_set import FeedbackSetSettings, collect_feedback
 from fish_classifier.data.manifest import DatasetError, find_classes
+from fish_classifier.layout import FEEDBACK_DIR, RAW_DIR
 from fish_classifier.params import stage_arguments, stage_params
-
-RAW_DIR = Path("data/raw")  # the species: the train folders, as prepare reads them (not classes.json: prepare follows)
-OUT_DIR = Path("data/feedback")
-
 
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
     data = stage_params(data=FeedbackSetSettings).data
     try:
+        # The species: the train folders, as prepare reads them (not classes.json: prepare follows).
         labels = [entry["label"] for entry in find_classes(RAW_DIR)]
-        feedback = collect_feedback(data.feedback_source, OUT_DIR, data, labels)
+        feedback = collect_feedback(data.feedback_source, FEEDBACK_DIR, data, labels)
     except (DownloadError, DatasetError) as exc:
         print(f"feedback failed: {exc}", file=sys.stderr)
         return 1

@@ -7,28 +7,24 @@ and `select` to report on. They never train or choose anything. No source and no
 """
 
 import sys
-from pathlib import Path
 
 from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.field_set import FEEDBACK, FieldSetSettings, add_feedback_photos, collect_field_set
 from fish_classifier.data.manifest import DatasetError, read_classes, read_feedback_part
+from fish_classifier.layout import CLASSES, FEEDBACK_FIELD, FIELD_DIR, FIELD_MANIFEST
 from fish_classifier.params import stage_arguments, stage_params
-
-OUT_DIR = Path("data/field")
-FEEDBACK_FIELD = Path("data/feedback/field/manifest.csv")  # none when the feedback stage has not run
-
 
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
     data = stage_params(data=FieldSetSettings).data
-    labels = [entry["label"] for entry in read_classes("data/classes.json")]
+    labels = [entry["label"] for entry in read_classes(CLASSES)]
     try:
-        field = collect_field_set(data.field_source, OUT_DIR, data, labels)
+        field = collect_field_set(data.field_source, FIELD_DIR, data, labels)
     except (DownloadError, DatasetError) as exc:
         print(f"field failed: {exc}", file=sys.stderr)
         return 1
-    field = add_feedback_photos(field, read_feedback_part(FEEDBACK_FIELD), OUT_DIR)
-    field.manifest.to_csv(OUT_DIR / "manifest.csv", index=False)
+    field = add_feedback_photos(field, read_feedback_part(FEEDBACK_FIELD), FIELD_DIR)
+    field.manifest.to_csv(FIELD_MANIFEST, index=False)
     if field.manifest.empty:
         print("data.field_source is empty and no feedback goes to the field split: no field photos, "
               "evaluate and select skip the field figures")

@@ -8,7 +8,6 @@ kept once; one that duplicates a val or test photo (data/manifest.csv) or a phot
 """
 
 import sys
-from pathlib import Path
 
 import pandas as pd
 
@@ -16,29 +15,25 @@ from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.manifest import read_feedback_part, read_manifest, scored_split
 from fish_classifier.data.outlier_set import OutlierSetSettings, collect_outlier_pool
 from fish_classifier.data.prepare import PrepareSettings
+from fish_classifier.layout import FEEDBACK_NOT_FISH, MANIFEST, OUTLIERS_DIR, OUTLIERS_MANIFEST, UNKNOWN_MANIFEST
 from fish_classifier.params import stage_arguments, stage_params
-
-OUT_DIR = Path("data/outliers")
-NOT_FISH = Path("data/feedback/not-fish/manifest.csv")  # none when the feedback stage has not run
-UNKNOWN = Path("data/unknown/manifest.csv")
-
 
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
     params = stage_params(data=OutlierSetSettings, prepare=PrepareSettings)
-    manifest = read_manifest("data/manifest.csv")
+    manifest = read_manifest(MANIFEST)
     protected = pd.concat([
         *(scored_split(manifest, split)[["path"]].assign(set=split) for split in ("val", "test")),
-        pd.read_csv(UNKNOWN, dtype=str, keep_default_na=False)[["path"]].assign(set="unknown"),
+        pd.read_csv(UNKNOWN_MANIFEST, dtype=str, keep_default_na=False)[["path"]].assign(set="unknown"),
     ], ignore_index=True)
     try:
-        pool = collect_outlier_pool(params.data.outlier_source, read_feedback_part(NOT_FISH), protected, OUT_DIR,
-                                    params.data, hash_size=params.prepare.hash_size,
+        pool = collect_outlier_pool(params.data.outlier_source, read_feedback_part(FEEDBACK_NOT_FISH), protected,
+                                    OUTLIERS_DIR, params.data, hash_size=params.prepare.hash_size,
                                     max_distance=params.prepare.near_duplicate_distance)
     except DownloadError as exc:
         print(f"outliers failed: {exc}", file=sys.stderr)
         return 1
-    pool.manifest.to_csv(OUT_DIR / "manifest.csv", index=False)
+    pool.manifest.to_csv(OUTLIERS_MANIFEST, index=False)
     origins = ", ".join(f"{n} from {origin}" for origin, n in pool.manifest["origin"].value_counts().items())
     dropped = ", ".join(f"{n} of {group}" for group, n in pool.dropped.items())
     print(f"{len(pool.manifest)} outlier photos{f' ({origins})' if origins else ''}, {pool.repeats} repeats kept "

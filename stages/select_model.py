@@ -6,29 +6,30 @@ and data/outliers; writes models/deploy/ (the model, its LiteRT export checked a
 species, the detector), metrics/summary.json and .md, and metrics/unknown/ (plots). The detector is fitted on the
 LiteRT model's embeddings of the train photos (with `select.unknown_outliers: relative`, also of data/outliers'
 photos that are no fish), its threshold set on validation fish; data/unknown only measures it. The bundle is built
-aside and moved into place whole. Not select.py, which would shadow the standard library's `select`.
-"""
+aside and moved into place whole. Not select.py, which would shadow the standard library's `select`."""
 
 import json
 import sys
-from pathlib import Path
 
 import pandas as pd
 
 from fish_classifier.data.manifest import CatchAllLabels, example_photos, read_classes, read_manifest, scored_split
 from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, head_weights, read_outlier_pool
 from fish_classifier.evaluation.field import field_report
-from fish_classifier.evaluation.selection import SelectSettings, TrainedModels, choose_model, model_threshold
+from fish_classifier.evaluation.selection import SelectSettings, choose_model, model_threshold
 from fish_classifier.evaluation.summary import summary, summary_markdown
 from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool
 from fish_classifier.evaluation.unknown_report import write_unknown_plots
-from fish_classifier.layout import FIELD_PREDICTIONS_FILE, MODEL_FILE, metrics_dir, model_dir
+from fish_classifier.layout import (AUGMENTED_MANIFEST, CLASSES, DEPLOY_DIR, FIELD_PREDICTIONS_FILE, MANIFEST,
+                                   MODEL_FILE, SUMMARY_JSON, SUMMARY_MD, UNKNOWN_MANIFEST, UNKNOWN_METRICS_DIR,
+                                   metrics_dir, model_dir)
 from fish_classifier.params import stage_arguments, stage_params
-from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, SERVING_MODEL_FILE, UNKNOWN_FILE
+from fish_classifier.serving.bundle import SERVING_MODEL_FILE, UNKNOWN_FILE
 from fish_classifier.serving.bundle_publish import staged_bundle
 from fish_classifier.serving.bundle_writer import add_examples, add_unknown_detector, training_data_hash, write_bundle
 from fish_classifier.serving.export import evenly_spaced, export_for_serving
 from fish_classifier.serving.inference import LiteRTBackend
+from fish_classifier.training.settings import TrainedModels
 
 
 def main(argv=None) -> None:
@@ -36,17 +37,17 @@ def main(argv=None) -> None:
     params = stage_params(train=TrainedModels, select=SelectSettings, data=CatchAllLabels)
     select, names, unknown = params.select, params.train.models, params.select.unknown
     metrics, best, threshold = choose_model(names, select)
-    classes, manifest = read_classes("data/classes.json"), read_manifest("data/manifest.csv")
+    classes, manifest = read_classes(CLASSES), read_manifest(MANIFEST)
     try:  # the outlier pool: photos that are no fish, fitting the detector with select.unknown_outliers relative
         outliers = read_outlier_pool()["path"] if unknown.outliers == "relative" else ()
     except EmptyOutlierPool as error:
         sys.exit(str(error))
 
-    with staged_bundle(DEFAULT_BUNDLE_DIR) as deploy:
+    with staged_bundle(DEPLOY_DIR) as deploy:
         write_bundle(deploy, model_path=model_dir(best) / MODEL_FILE, classes=classes, model_name=best,
                      temperature=metrics[best]["calibration"]["temperature"], threshold=threshold,
                      top_k=select.top_k, metrics=metrics[best],
-                     data_hash=training_data_hash(["data/manifest.csv", "data/augmented/manifest.csv"]),
+                     data_hash=training_data_hash([MANIFEST, AUGMENTED_MANIFEST]),
                      parts=(SERVING_MODEL_FILE, UNKNOWN_FILE))  # added below; a bundle without them is refused
         print(f"selected {best} (validation {select.metric} {metrics[best]['val'][select.metric]:.4f})")
         parity = export_for_serving(deploy, evenly_spaced(scored_split(manifest, "test")["path"],
@@ -57,7 +58,7 @@ def main(argv=None) -> None:
 
         backend = LiteRTBackend(deploy / SERVING_MODEL_FILE)  # the detector sees what serving sees
         fitted = fit_bundle_detector(
-            backend, manifest, classes, unknown, unknowns=pd.read_csv("data/unknown/manifest.csv"),
+            backend, manifest, classes, unknown, unknowns=pd.read_csv(UNKNOWN_MANIFEST),
             outlier_paths=outliers, head=head_weights(deploy / MODEL_FILE) if unknown.method == "energy" else None,
             catch_all_labels=params.data.catch_all_labels, batch_size=select.batch_size)
         add_unknown_detector(deploy, fitted.detector, **fitted.details(unknown))
@@ -66,12 +67,12 @@ def main(argv=None) -> None:
             lambda name: model_threshold(name, select), best, params.data.other_fish_labels,
             lambda paths: flag_photos(backend, fitted.detector, paths, batch_size=select.batch_size))
 
-    write_unknown_plots(fitted.scores, fitted.detector, Path("metrics/unknown"), bins=select.unknown_histogram_bins,
+    write_unknown_plots(fitted.scores, fitted.detector, UNKNOWN_METRICS_DIR, bins=select.unknown_histogram_bins,
                         model=best)
     figures = fitted.figures
-    Path("metrics/summary.json").write_text(
+    SUMMARY_JSON.write_text(
         json.dumps(summary(metrics, select.metric, threshold, figures, field), indent=2) + "\n", encoding="utf-8")
-    Path("metrics/summary.md").write_text(summary_markdown(metrics, select.metric, figures, field), encoding="utf-8")
+    SUMMARY_MD.write_text(summary_markdown(metrics, select.metric, figures, field), encoding="utf-8")
     print(fitted.line())
 
 

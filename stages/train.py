@@ -18,8 +18,8 @@ from dvclive.keras import DVCLiveCallback
 
 from fish_classifier.data.augment import AugmentSettings
 from fish_classifier.data.manifest import DatasetError
-from fish_classifier.layout import MODEL_FILE, model_dir
-from fish_classifier.model.zoo import MODEL_NAMES
+from fish_classifier.layout import AUGMENTED_MANIFEST, CLASSES, MANIFEST, MODEL_FILE, composite_set, model_dir
+from fish_classifier.model.zoo import zoo_model
 from fish_classifier.params import Base, stage_arguments, stage_params
 from fish_classifier.training.multi_worker import is_chief
 from fish_classifier.training.finite_loss import TrainingError
@@ -33,7 +33,7 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 
 
 def main(argv=None) -> int:
-    name = stage_arguments(__doc__, argv, takes_model=True, model_names=MODEL_NAMES).model
+    name = stage_arguments(__doc__, argv, model=zoo_model).model
     params = stage_params(base=Base, augment=AugmentSettings, train=TrainSettings.for_model(name))
     # Under train.strategy multi_worker only the chief writes outputs; the other workers keep theirs in a scratch folder.
     out = model_dir(name) if is_chief() else Path(tempfile.mkdtemp(prefix=f"fish-worker-{name}-"))
@@ -41,8 +41,7 @@ def main(argv=None) -> int:
     for earlier in (out / MODEL_FILE, *out.glob(PARTIAL_PREFIX + "*")):
         earlier.unlink(missing_ok=True)
     try:
-        data = load_training_data("data/manifest.csv", "data/augmented/manifest.csv", "data/classes.json",
-                                  f"data/composite_sets/{name}.csv")
+        data = load_training_data(MANIFEST, AUGMENTED_MANIFEST, CLASSES, composite_set(name))
         out.mkdir(parents=True, exist_ok=True)
         # DVC runs this stage; DVCLive only writes the curves, it makes no experiment of its own.
         with Live(str(out / "live"), save_dvc_exp=False, dvcyaml=None) as live:

@@ -6,24 +6,21 @@ unknown-photo detector on. An empty source gives an empty set, and `select` skip
 """
 
 import sys
-from pathlib import Path
 
 from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.unknown_set import UnknownSetSettings, collect_unknown_set
+from fish_classifier.layout import UNKNOWN_DIR, UNKNOWN_MANIFEST
 from fish_classifier.params import stage_arguments, stage_params
-
-OUT_DIR = Path("data/unknown")
-
 
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
     data = stage_params(data=UnknownSetSettings).data
     try:
-        unknowns = collect_unknown_set(data.unknown_source, OUT_DIR, data)
+        unknowns = collect_unknown_set(data.unknown_source, UNKNOWN_DIR, data)
     except DownloadError as exc:
         print(f"unknowns failed: {exc}", file=sys.stderr)
         return 1
-    unknowns.manifest.to_csv(OUT_DIR / "manifest.csv", index=False)
+    unknowns.manifest.to_csv(UNKNOWN_MANIFEST, index=False)
     if not data.unknown_source:
         print("data.unknown_source is empty: no unknown photos, select will skip the unknown-photo figures")
         return 0

@@ -12,11 +12,9 @@ from fish_classifier.data.manifest import label_indices, scored_split
 from fish_classifier.data.unknown_set import FISH_ELSEWHERE, GROUPS
 from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSettings, fit_unknown_detector
 from fish_classifier.evaluation.unknown_report import TEST_FISH, unknown_figures
+from fish_classifier.layout import OUTLIERS_MANIFEST
 from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, outputs_for_files
 from fish_classifier.serving.unknown import UnknownDetector
-
-OUTLIER_POOL = Path("data/outliers/manifest.csv")  # path, origin, sha256: photos that are no fish (stage outliers)
-
 
 @dataclass(frozen=True)
 class BundleDetector:
@@ -39,7 +37,7 @@ class BundleDetector:
                 "outliers": settings.outliers, "outlier_photos": self.outlier_photos, "figures": self.figures}
 
 
-def read_outlier_pool(path=OUTLIER_POOL) -> pd.DataFrame:
+def read_outlier_pool(path=OUTLIERS_MANIFEST) -> pd.DataFrame:
     """The pool's manifest (path, origin, sha256; paths relative to the repository root); EmptyOutlierPool
     when there is none or it lists no photo."""
     pool = pd.read_csv(path, dtype=str, keep_default_na=False) if Path(path).is_file() else pd.DataFrame()

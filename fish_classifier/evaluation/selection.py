@@ -2,29 +2,16 @@
 settings (`select`) and the ranking."""
 
 import json
-from typing import Annotated, Literal
-
 import pandas as pd
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import model_validator
 
 from fish_classifier.evaluation.metrics import HEADLINE_METRICS
 from fish_classifier.evaluation.thresholds import THRESHOLD_RULES, choose_threshold
 from fish_classifier.evaluation.unknown_fit import FIT_METHODS, OUTLIER_USES, UnknownSettings
 from fish_classifier.layout import METRICS_FILE, VAL_CONFIDENCE_FILE, metrics_dir
-from fish_classifier.model.zoo import MODEL_NAMES
-from fish_classifier.params import Rule, Section, choice, integer, number, refuse
+from fish_classifier.params import Section, choice, integer, number, refuse
 
 Share = number(ge=0, le=1)
-
-
-class TrainedModels(Section):
-    """The part of params.yaml's `train` that select reads: `models`, the models trained and evaluated."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)  # each model's own settings are train's business
-
-    models: Annotated[list[Literal[MODEL_NAMES]], Field(min_length=1),
-                      Rule(f"a non-empty list of distinct model names from: {', '.join(MODEL_NAMES)}",
-                           holds=lambda names: len(set(names)) == len(names))]
 
 
 class SelectSettings(Section):

@@ -1,6 +1,6 @@
-"""What training reads from params.yaml's `train`, as typed, checked objects: the keys all models share, and each
-model's own section, a `CnnSettings` for a model the zoo trains from scratch, a `BackboneSettings` for an
-ImageNet backbone."""
+"""What params.yaml's `train` holds, as typed, checked objects: the models (`TrainedModels`, each name checked
+against the zoo, the one check of a model name), the keys all models share, and each model's own section, a
+`CnnSettings` for a model the zoo trains from scratch, a `BackboneSettings` for an ImageNet backbone."""
 
 import functools
 from pathlib import Path
@@ -10,13 +10,15 @@ from pydantic import ConfigDict, Field, create_model, model_validator
 
 from fish_classifier.data.augment import Augmentation
 from fish_classifier.model.zoo import zoo_model
-from fish_classifier.params import Flag, Rule, Section, check_params, choice, integer, number, refuse
+from fish_classifier.params import Flag, Rule, Section, check_params, checked_by, choice, integer, number, refuse
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 FROZEN_PASS_RUNTIMES = ("auto", "litert", "keras")  # auto: LiteRT on a CPU, Keras when a GPU is visible
 LR_SCHEDULES = ("constant", "cosine")  # train.cnn.lr_schedule and each backbone's fine_tune_schedule
 
 Fraction = number(ge=0, lt=1)  # a dropout rate, a label smoothing
+# A model of the zoo: `zoo_model` refuses any other name, naming it and the known ones (stage arguments alike).
+ModelName = Annotated[str, Field(strict=True), checked_by(zoo_model)]
 
 
 def _weights_exist(weights: str) -> bool:
@@ -68,6 +70,20 @@ class BackboneSettings(Section):
     label_smoothing: Fraction
     mirror_average: Flag
     composites: Flag  # also train on data/composited: the studio fish put onto other backgrounds
+
+
+class TrainedModels(Section):
+    """The part of params.yaml's `train` that select reads: `models`, the models trained and evaluated."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)  # each model's own settings are train's business
+
+    models: list[ModelName]
+
+    @model_validator(mode="after")
+    def _some_and_distinct(self):
+        if not self.models or len(set(self.models)) != len(self.models):
+            raise refuse("models", self.models, "a non-empty list of distinct model names")
+        return self
 
 
 class TrainSettings(Section):

@@ -36,8 +36,12 @@ def test_help_says_what_the_stage_reads_and_writes_and_touches_nothing(tmp_path,
 
 
 @pytest.mark.slow
-def test_a_model_outside_the_zoo_is_a_usage_error_before_any_work(tmp_path):
-    run = _run(tmp_path, "train.py", "resnet")
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_a_model_outside_the_zoo_is_a_usage_error_before_any_work(tmp_path, script):
+    """The zoo's one check of a name, with the message params.yaml's train.models gets (tests/pipeline/test_params.py)."""
+    run = _run(tmp_path, script, "resnet")
     assert run.returncode == 2
-    assert "argument model: invalid choice: 'resnet' (choose from 'cnn', 'vgg16', 'resnet50'," in run.stderr
+    assert run.stderr.splitlines()[-1].endswith(
+        "error: argument model: unknown model 'resnet', expected one of: cnn, vgg16, resnet50, mobilenetv2, "
+        "inceptionv3, efficientnetb0")
     assert list(tmp_path.iterdir()) == []
