@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 from itertools import count
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ from support.synthetic_images import image_bytes
 
 from fish_classifier.data.feedback_set import FIELD, NOT_FISH, TRAIN, feedback_split
 from fish_classifier.data.manifest import read_classes, read_manifest
+from fish_classifier.feedback.store import FeedbackStore, ModelAnswer
 from fish_classifier.layout import (
     METRICS_FILE,
     MODEL_FILE,
@@ -33,16 +35,16 @@ DATA_STAGES = {"download", "feedback", "prepare", "unknowns", "field", "outliers
 FEEDBACK_SEEDS = count(7000)  # photos no other test photo is near
 
 
-def feedback_photos(folder, label, part, n) -> dict[str, str]:
-    """Write `n` photos of `label` into `folder`/<label>/ (as `feedback export` lays them out) that the default
-    share (0.5) sends to `part`; {sha256: label}."""
+def feedback_photos(store, label, part, n) -> dict[str, str]:
+    """Mark `n` photos `label` in the feedback `store` and accept them, photos that the default share (0.5) sends
+    to `part`; {sha256 of the upload: label}."""
     written = {}
     while len(written) < n:
         data = image_bytes(size=(48, 48), seed=next(FEEDBACK_SEEDS))
         digest = hashlib.sha256(data).hexdigest()
         if label == NOT_FISH or feedback_split(digest, 0.5) == part:
-            (folder / label).mkdir(parents=True, exist_ok=True)
-            (folder / label / f"{digest}.jpg").write_bytes(data)
+            record = store.add(data, label, ModelAnswer(CLASSES[0], 0.5, False, None), "e2e", species=CLASSES)
+            store.set_status([record.id], "accepted")
             written[digest] = label
     return written
 
@@ -54,10 +56,19 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def feedback(root):
-    """An exported feedback folder beside the repo: two train-bound and one field-bound photo, and one not-fish."""
-    folder = root / "feedback"
-    return {"folder": folder, TRAIN: feedback_photos(folder, "fish sea_food trout", TRAIN, 2),
-            FIELD: feedback_photos(folder, "animal fish", FIELD, 1), NOT_FISH: feedback_photos(folder, NOT_FISH, None, 1)}
+    """Users' marks, accepted and exported with `fish-classifier feedback export` into a folder beside the repo:
+    two train-bound and one field-bound photo, and one not-fish."""
+    store = FeedbackStore(f"sqlite:///{root / 'feedback.db'}")
+    marks = {TRAIN: feedback_photos(store, "fish sea_food trout", TRAIN, 2),
+             FIELD: feedback_photos(store, "animal fish", FIELD, 1), NOT_FISH: feedback_photos(store, NOT_FISH, None, 1)}
+    export(store, root / "feedback")
+    return {"store": store, "folder": root / "feedback", **marks}
+
+
+def export(store, folder):
+    """`fish-classifier feedback export FOLDER`, the reviewer's command (it replaces an earlier export)."""
+    subprocess.run(["fish-classifier", "feedback", "export", str(folder), "--db", store.url],
+                   check=True, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -208,20 +219,25 @@ def test_exp_run_with_one_learning_rate_shows_in_metrics_diff(repo):
 def test_feedback_photos_train_or_are_scored_by_their_hash_and_not_fish_join_the_outlier_pool(repo, feedback):
     manifest = read_manifest(repo / "data" / "manifest.csv")
     from_feedback = manifest[manifest["origin"] == "feedback"]
-    assert dict(zip(from_feedback["sha256"], from_feedback["label"])) == feedback[TRAIN]
+    sent = {part: pd.read_csv(repo / "data" / "feedback" / part / "manifest.csv") for part in (TRAIN, NOT_FISH)}
+    assert dict(zip(sent[TRAIN]["sha256"], sent[TRAIN]["label"])) == feedback[TRAIN]  # by the store's key
+    assert sorted(from_feedback["label"]) == sorted(feedback[TRAIN].values())
     assert (from_feedback["split"] == "train").all() and (manifest["origin"] != "").all()
     assert json.loads((repo / "data" / "prepare_report.json").read_text())["feedback"]["photos"] == 2
     field = pd.read_csv(repo / "data" / "field" / "manifest.csv")
     assert field["origin"].value_counts().to_dict() == {"field_source": len(CLASSES), "feedback": 1}
     field_feedback = field[field["origin"] == "feedback"]
-    assert [(hashlib.sha256((repo / path).read_bytes()).hexdigest(), label)
+    assert [(Path(path).stem, label)
             for path, label in zip(field_feedback["path"], field_feedback["label"])] == list(feedback[FIELD].items())
+    assert sent[NOT_FISH]["sha256"].tolist() == list(feedback[NOT_FISH])
+    kept = hashlib.sha256((repo / sent[NOT_FISH]["path"][0]).read_bytes()).hexdigest()
     outliers = pd.read_csv(repo / "data" / "outliers" / "manifest.csv")
-    assert outliers[["origin", "sha256"]].values.tolist() == [["feedback", next(iter(feedback[NOT_FISH]))]]
+    assert outliers[["origin", "sha256"]].values.tolist() == [["feedback", kept]]
 
 
 def test_a_new_field_bound_feedback_photo_re_runs_the_field_scores_and_never_prepare_or_training(repo, feedback):
-    added = feedback_photos(feedback["folder"], "fish sea_food trout", FIELD, 1)
+    added = feedback_photos(feedback["store"], "fish sea_food trout", FIELD, 1)
+    export(feedback["store"], feedback["folder"])
     # DVC sees data.feedback_source, not the folder's photos: the stage is run by hand, as docs/feedback.md says.
     assert ran_stages(dvc(repo, "repro", "-f", "-s", "feedback").stdout) == {"feedback"}
     status = dvc(repo, "status", "--json").stdout
@@ -229,7 +245,7 @@ def test_a_new_field_bound_feedback_photo_re_runs_the_field_scores_and_never_pre
     assert changed == {"field"}, status  # prepare (data/feedback/train) and outliers (not-fish) saw no change
     assert ran_stages(dvc(repo, "repro", "field").stdout) == {"field"}
     field = pd.read_csv(repo / "data" / "field" / "manifest.csv")
-    assert next(iter(added)) in {hashlib.sha256((repo / path).read_bytes()).hexdigest() for path in field["path"]}
+    assert next(iter(added)) in {Path(path).stem for path in field["path"]}  # named by the store's key
     waiting = set(json.loads(dvc(repo, "status", "--json").stdout))
     assert waiting == {f"evaluate@{name}" for name in MODEL_NAMES} | {"select"}  # scored again; trained as before
 
