@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fish_classifier.hashing import file_sha256
+from fish_classifier.layout import DEPLOY_DIR
 from fish_classifier.serving.bundle_schema import (  # noqa: F401  (the names the rest of the package imports from here)
     EXAMPLES_DIR,
     FORMAT_VERSION,
@@ -42,7 +43,7 @@ from fish_classifier.serving.bundle_schema import (  # noqa: F401  (the names th
 from fish_classifier.serving.bundle_schema import HOW_TO_FIX as _HOW_TO_FIX
 from fish_classifier.serving.bundle_schema import HOW_TO_REBUILD as _HOW_TO_REBUILD
 
-DEFAULT_BUNDLE_DIR = Path("models/deploy")
+DEFAULT_BUNDLE_DIR = DEPLOY_DIR  # the bundle the select stage writes: what the app, the CLI and bench serve
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 
-MODEL_FILE = "model.keras"
+from fish_classifier.layout import MODEL_FILE  # a model's file in models/zoo and in the bundle: one name, one home
+
 SERVING_MODEL_FILE = "model.tflite"
 UNKNOWN_FILE = "unknown.npz"
 LABELS_FILE = "labels.json"
