@@ -1,6 +1,6 @@
 """Where the pipeline keeps what it reads and writes: every path a stage uses, named once, relative to the repo root.
 
-dvc.yaml spells the same paths for DVC (tests/pipeline/test_layout.py checks that each stage's deps and outs
+dvc.yaml spells the same paths for DVC (tests/test_layout.py checks that each stage's deps and outs
 hold the layout paths its script uses). Each model's outputs go in a folder of their own under a parent that holds
 nothing else: dvc.yaml's train and evaluate stages write into them (`foreach: ${train.models}`), and `select`
 depends on the two parents, so that DVC links it to whichever models `train.models` names, with no list to keep
