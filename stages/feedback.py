@@ -11,6 +11,7 @@ DVC sees the parameter, not what the source holds: after new feedback, `dvc repr
 
 import sys
 
+from fish_classifier.data.photo_source import skipped_lines
 from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.feedback_set import FeedbackSetSettings, collect_feedback
 from fish_classifier.data.manifest import DatasetError, find_classes
@@ -33,8 +34,8 @@ def main(argv=None) -> int:
     counts = ", ".join(f"{part} {len(frame)}" for part, frame in feedback.parts.items())
     print(f"feedback from {data.feedback_source}: {counts}; {len(feedback.skipped)} files skipped, "
           f"{len(feedback.repeats)} repeated photos kept once")
-    for entry in feedback.skipped:
-        print(f"  skipped {entry['path']}: {entry['reason']}")
+    for line in skipped_lines(feedback.skipped):
+        print(line)
     for entry in feedback.repeats:
         print(f"  {entry['path']} is the same photo as {entry['same_as']}: kept once")
     return 0

@@ -11,6 +11,7 @@ import sys
 
 import pandas as pd
 
+from fish_classifier.data.photo_source import skipped_lines
 from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.manifest import read_feedback_part, read_manifest, scored_split
 from fish_classifier.data.outlier_set import OutlierSetSettings, collect_outlier_pool
@@ -38,8 +39,8 @@ def main(argv=None) -> int:
     dropped = ", ".join(f"{n} of {group}" for group, n in pool.dropped.items())
     print(f"{len(pool.manifest)} outlier photos{f' ({origins})' if origins else ''}, {pool.repeats} repeats kept "
           f"once; dropped as duplicates: {dropped}; {len(pool.skipped)} files skipped")
-    for entry in pool.skipped[:10]:
-        print(f"  skipped {entry['path']}: {entry['reason']}")
+    for line in skipped_lines(pool.skipped):
+        print(line)
     return 0
 
 

@@ -7,6 +7,7 @@ unknown-photo detector on. An empty source gives an empty set, and `select` skip
 
 import sys
 
+from fish_classifier.data.photo_source import skipped_lines
 from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.unknown_set import UnknownSetSettings, collect_unknown_set
 from fish_classifier.layout import UNKNOWN_DIR, UNKNOWN_MANIFEST
@@ -24,11 +25,11 @@ def main(argv=None) -> int:
     if not data.unknown_source:
         print("data.unknown_source is empty: no unknown photos, select will skip the unknown-photo figures")
         return 0
-    counts = unknowns.manifest["group"].value_counts().to_dict()
-    print(f"{len(unknowns.manifest)} unknown-set photos from {data.unknown_source} {counts}, "
+    counts = ", ".join(f"{group} {n}" for group, n in unknowns.manifest["group"].value_counts().items())
+    print(f"{len(unknowns.manifest)} unknown-set photos from {data.unknown_source} ({counts}), "
           f"{len(unknowns.skipped)} skipped")
-    for entry in unknowns.skipped[:10]:
-        print(f"  skipped {entry['path']}: {entry['reason']}")
+    for line in skipped_lines(unknowns.skipped):
+        print(line)
     return 0
 
 

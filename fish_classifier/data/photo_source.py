@@ -52,3 +52,11 @@ def gather_photos(source: str, into: str | Path, limits: UnpackLimits, key: str,
             continue
         photos.append(file)
     return PhotoFolder(photos, skipped)
+
+
+def skipped_lines(skipped: list[dict], shown: int = 10) -> list[str]:
+    """What a stage prints about the files it skipped: the first `shown`, each with its reason, then how many more."""
+    lines = [f"  skipped {entry['path']}: {entry['reason']}" for entry in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"  ... and {len(skipped) - shown} more (the stage's manifest lists what was kept)")
+    return lines
