@@ -9,7 +9,6 @@ store that is down or wrong gets a one-line warning under the photo, and the mar
 
 import hashlib
 import logging
-import math
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -122,9 +121,7 @@ def save(photo: Upload, prediction: Prediction, marks: Marking, label: str) -> b
         return True
     record_ids = st.session_state.setdefault(RECORD_IDS_KEY, {})
     record_id = record_ids.setdefault((photo.sha256, label), new_record_id())  # a retry is the same record
-    score = prediction.unknown_score  # nan from a bundle without an unknown-photo detector
-    answer = ModelAnswer(prediction.label, prediction.confidence, prediction.is_unknown,
-                         None if math.isnan(score) else score)
+    answer = ModelAnswer.of(prediction)
     try:
         open_store(store_url()).add(photo.read(), label, answer, marks.bundle_version,
                                     species=[label for label, _ in marks.species], record_id=record_id)

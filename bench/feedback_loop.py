@@ -16,7 +16,6 @@ photos are near duplicates (perceptual hash) of a marked one: such pairs make "a
 
 import argparse
 import hashlib
-import math
 import shutil
 import tempfile
 from collections import Counter
@@ -50,7 +49,8 @@ def split_halves(photos: list[Path]) -> tuple[list[Path], list[Path]]:
 def near_duplicates(marked: list[Path], held_out: list[Path]) -> int:
     """Held-out photos within NEAR_DUPLICATE bits of a marked photo's perceptual hash."""
     hashes = [imagehash.phash(open_rgb(p)) for p in marked]
-    return sum(any(imagehash.phash(open_rgb(p)) - h <= NEAR_DUPLICATE for h in hashes) for p in held_out)
+    held = [imagehash.phash(open_rgb(p)) for p in held_out]  # each photo hashed once, not once per marked photo
+    return sum(any(h - m <= NEAR_DUPLICATE for m in hashes) for h in held)
 
 
 def main(argv=None) -> None:
@@ -73,9 +73,7 @@ def main(argv=None) -> None:
         store = FeedbackStore(args.store)
         said = Counter()
         for photo, prediction in zip(marked, predictor.predict(marked)):
-            score = None if math.isnan(prediction.unknown_score) else prediction.unknown_score
-            answer = ModelAnswer(prediction.label, prediction.confidence, prediction.is_unknown, score)
-            store.add(photo.read_bytes(), photo.parent.name, answer, version, species=species)
+            store.add(photo.read_bytes(), photo.parent.name, ModelAnswer.of(prediction), version, species=species)
             said["right" if prediction.label == photo.parent.name and not prediction.is_unknown else
                  "unknown" if prediction.is_unknown else "wrong"] += 1
         accepted = store.set_status([r.id for r in store.records("new")], "accepted")

@@ -74,6 +74,13 @@ class ModelAnswer:
     unknown: bool
     unknown_score: float | None
 
+    @classmethod
+    def of(cls, prediction) -> "ModelAnswer":
+        """What a serving `Prediction` said (its unknown score is nan from a bundle with no detector: None here)."""
+        score = prediction.unknown_score
+        return cls(prediction.label, prediction.confidence, prediction.is_unknown,
+                   None if math.isnan(score) else score)
+
 
 @dataclass(frozen=True)
 class Record:

@@ -71,3 +71,13 @@ def test_a_row_reads_back_as_a_record_in_utc():
     tokyo = datetime.fromisoformat("2026-01-02T12:04:05+09:00")
     assert record_from_row({**row, "created_at": tokyo}).created_at == record.created_at
     assert record_from_row({**row, "created_at": tokyo}).created_at.tzinfo == timezone.utc
+
+
+def test_a_model_answer_is_what_a_prediction_said_with_no_detector_score_as_none():
+    from fish_classifier.serving.prediction_row import Prediction
+
+    said = Prediction(source="a.jpg", label="animal fish", display_name="Animal fish", confidence=0.8,
+                      is_unknown=True, unknown_score=12.5)
+    assert ModelAnswer.of(said) == ModelAnswer("animal fish", 0.8, True, 12.5)
+    no_detector = Prediction(source="b.jpg", label="animal fish", display_name="Animal fish", confidence=0.4)
+    assert ModelAnswer.of(no_detector).unknown_score is None
