@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from fish_classifier.feedback.database import CONNECT_TIMEOUT_S, DEFAULT_URL, Database, insert_if_absent, masked
+from fish_classifier.feedback.database import DEFAULT_URL, Database, insert_if_absent, masked
 from fish_classifier.feedback.export import write_export
 from fish_classifier.feedback.photos import clean_photo
 from fish_classifier.feedback.schema import (
@@ -57,13 +57,10 @@ class FeedbackStore:
     StoreUnavailable (the database) with a one-line message that names the store with its password masked.
     """
 
-    def __init__(self, url: str, *, max_photo_bytes: int = MAX_PHOTO_BYTES, max_records: int = MAX_RECORDS,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S):
-        """`connect_timeout_s`: how long a database server that does not answer may hold a call (unless the URL
-        sets `connect_timeout`)."""
+    def __init__(self, url: str, *, max_photo_bytes: int = MAX_PHOTO_BYTES, max_records: int = MAX_RECORDS):
         self.max_photo_bytes = max_photo_bytes
         self.max_records = max_records
-        self._database = Database(url, connect_timeout_s=connect_timeout_s)
+        self._database = Database(url)
         self.url = self._database.url
         self.engine = self._database.engine
 
