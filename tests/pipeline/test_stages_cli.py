@@ -37,7 +37,7 @@ def test_help_says_what_the_stage_reads_and_writes_and_touches_nothing(tmp_path,
 
 @pytest.mark.slow
 def test_a_model_outside_the_zoo_is_a_usage_error_before_any_work(tmp_path):
-    """The zoo's one check of a name, with the message params.yaml's train.models gets (tests/pipeline/test_params.py).
+    """The zoo's one check of a name, with the message params.yaml's train.models gets (tests/test_params.py).
     evaluate takes any name: it scores the model file of that name that train wrote."""
     run = _run(tmp_path, "train.py", "resnet")
     assert run.returncode == 2
