@@ -54,8 +54,8 @@ WORKDIR /srv/fish
 COPY .streamlit/ .streamlit/
 # Only the package modules the app imports (tests/test_import_graph.py keeps this list equal to them):
 # the serving seam and the few shared modules it uses, no data, model, training or evaluation code.
-COPY fish_classifier/__init__.py fish_classifier/cpus.py fish_classifier/hashing.py fish_classifier/images.py \
-     fish_classifier/layout.py fish_classifier/temperature.py fish_classifier/top_k.py fish_classifier/
+COPY fish_classifier/__init__.py fish_classifier/cpus.py fish_classifier/images.py fish_classifier/layout.py \
+     fish_classifier/
 COPY fish_classifier/serving/__init__.py fish_classifier/serving/bundle.py fish_classifier/serving/bundle_schema.py \
      fish_classifier/serving/inference.py fish_classifier/serving/litert.py \
      fish_classifier/serving/prediction_row.py fish_classifier/serving/predictor.py fish_classifier/serving/spreadsheet.py \

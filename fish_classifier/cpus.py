@@ -1,5 +1,8 @@
-"""How many CPU threads this process should use, and whether another process still runs: one small module, so
-that its users depend on nothing else."""
+"""The host: how many CPU threads this process should use, and whether another process still runs.
+
+On the ground floor because serving (the Predictor's decoders, LiteRT, bundle_publish's lock), data (scratch
+folders, the outlier pool), the command line, the stages and bench all ask it, and serving may import nothing
+from data, nor data from serving."""
 
 import os
 

@@ -13,6 +13,7 @@ by a killed run is removed by the next data stage that starts (`scratch.scratch_
 its limits are `unzip`'s.
 """
 
+import hashlib
 import re
 import shutil
 import zipfile
@@ -23,11 +24,10 @@ import gdown
 import requests
 from tqdm import tqdm
 
+from fish_classifier.data.manifest import SPLITS
 from fish_classifier.data.scratch import remove_stale_scratch, scratch_folder
 from fish_classifier.data.unzip import DownloadError, UnpackLimits, extract_zip, find_dataset_root
-from fish_classifier.hashing import file_sha256
 from fish_classifier.params import text
-from fish_classifier.splits import SPLITS
 
 DRIVE_SCHEME = "gdrive://"
 DRIVE_FOLDER_URL = "https://drive.google.com/drive/folders/{}"
@@ -62,7 +62,9 @@ def download_dataset(source: str, *, drive_file: str, raw_dir: str | Path, limit
     with scratch_folder(raw_dir.parent, TEMP_PREFIX) as workdir:
         workdir = Path(workdir)
         zip_path = fetch_zip(source, drive_file=drive_file, into=workdir)
-        record = {"source": source, "sha256": file_sha256(zip_path), "size_bytes": zip_path.stat().st_size}
+        with open(zip_path, "rb") as f:
+            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+        record = {"source": source, "sha256": sha256, "size_bytes": zip_path.stat().st_size}
         unpacked = workdir / "unpacked"
         extract_zip(zip_path, unpacked, limits)
         root = find_dataset_root(unpacked, zip_name=Path(zip_path).name)

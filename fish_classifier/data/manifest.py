@@ -10,8 +10,8 @@ import pandas as pd
 from pydantic import ConfigDict
 
 from fish_classifier.params import Rule, Section
-from fish_classifier.splits import SPLITS
 
+SPLITS = ("train", "val", "test")  # the `split` column's values, in the order the Drive zip holds them
 MANIFEST_COLUMNS = ["path", "split", "label", "sha256", "width", "height", "augmented", "source", "origin"]
 # Where an original photo came from (`origin`): the dataset zip, or the users' feedback (data/feedback/train).
 # Augmented copies and composites leave it empty: their `source` names the photo they were made from.

@@ -1,13 +1,13 @@
 """Temperature scaling: one number per model that makes its confidence mean what it says.
 
-The models end in a softmax, so log(p) is the logit vector up to a constant per
-image, and softmax(log(p) / T) is exactly temperature scaling of the logits.
+Fitted here, on validation; its formula is `serving.bundle_schema.apply_temperature`, which the Predictor applies
+with the T the deploy bundle carries.
 """
 
 import numpy as np
 
-from fish_classifier.temperature import TINY as _TINY
-from fish_classifier.temperature import apply_temperature
+from fish_classifier.serving.bundle_schema import TINY as _TINY
+from fish_classifier.serving.bundle_schema import apply_temperature
 
 # Wide enough for any model seen in practice (T < 1 sharpens, T > 1 softens);
 # the bounds only keep the search away from degenerate zeros and infinities.

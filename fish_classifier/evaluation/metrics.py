@@ -6,7 +6,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 from fish_classifier.evaluation.calibration import count_errors, fit_temperature, negative_log_likelihood
 from fish_classifier.params import Section, integer, number
-from fish_classifier.temperature import apply_temperature
+from fish_classifier.serving.bundle_schema import apply_temperature
 
 HEADLINE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
 PER_CLASS_COLUMNS = ["label", "display", "precision", "recall", "f1", "support"]

@@ -17,8 +17,8 @@ from fish_classifier.evaluation.metrics import (
     reliability_table,
 )
 from fish_classifier.evaluation.predictions import predict_split, predictions_table
+from fish_classifier.serving.bundle_schema import apply_temperature
 from fish_classifier.serving.inference import probabilities_for_files
-from fish_classifier.temperature import apply_temperature
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ required file, and checks every file against its sha256, so a changed or corrupt
 bundle_writer.py writes a bundle (the select stage, aside, then moved into place whole by bundle_publish.py).
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fish_classifier.hashing import file_sha256
 from fish_classifier.layout import DEPLOY_DIR
 from fish_classifier.serving.bundle_schema import (  # noqa: F401  (the names the rest of the package imports from here)
     EXAMPLES_DIR,
@@ -143,6 +143,12 @@ def read_bundle(path=DEFAULT_BUNDLE_DIR, *, finished: bool = True) -> Bundle:
         serving_model_path=serving_model_path if serving_model_path.is_file() else None,
         spec=spec,
     )
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes: what bundle.json keeps for each file of the bundle, checked at load."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def bundle_version(path=DEFAULT_BUNDLE_DIR) -> str:

@@ -1,5 +1,5 @@
 """What a deploy bundle's bundle.json may say: its file names, its format version, and `BundleInfo`,
-the typed reading that `read_bundle` builds and checks once.
+the typed reading that `read_bundle` builds and checks once; and `apply_temperature`, what its temperature means.
 
 Everything that serving acts on is checked here, so that nothing further down meets a wrong type, a
 non-finite number, or a file name that leads out of the bundle folder; each problem is one BundleError
@@ -9,6 +9,8 @@ naming bundle.json and the bad value.
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
+
+import numpy as np
 
 from fish_classifier.layout import MODEL_FILE  # a model's file in models/zoo and in the bundle: one name, one home
 
@@ -27,6 +29,8 @@ OPTIONAL_PARTS = (SERVING_MODEL_FILE, UNKNOWN_FILE)
 
 HOW_TO_FIX = "run `dvc repro` to train, evaluate and select a model"
 HOW_TO_REBUILD = "rebuild the bundle with `dvc repro select`"
+
+TINY = 1e-12  # the smallest probability taken to a log
 
 _REQUIRED_KEYS = ("model", "input_size", "num_classes", "temperature", "threshold", "top_k", "files", "required")
 
@@ -71,7 +75,7 @@ class BundleInfo:
     model: str
     input_size: int
     num_classes: int
-    temperature: float
+    temperature: float  # the T of `apply_temperature`
     threshold: float
     top_k: int
     files: dict[str, str]  # name (relative, inside the bundle) -> sha256
@@ -117,6 +121,20 @@ class BundleInfo:
             data_hash=check.optional_text("data_hash", data.get("data_hash")),
             created_at=check.optional_text("created_at", data.get("created_at")),
         )
+
+
+def apply_temperature(probabilities, temperature: float) -> np.ndarray:
+    """Calibrated probabilities softmax(log(p) / T) for a (n, classes) array of softmax outputs: temperature
+    scaling's one formula, which calibration fits T for and the Predictor applies with the bundle's T.
+
+    The models end in a softmax, so log(p) is the logit vector up to a constant per image, and softmax(log(p) / T)
+    is exactly temperature scaling of the logits."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), TINY, 1.0)) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def check_format_version(data: dict, info_path: Path) -> int:

@@ -8,9 +8,8 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fish_classifier.hashing import file_sha256
 from fish_classifier.images import open_rgb
-from fish_classifier.serving.bundle import BundleError, check_classes, read_json
+from fish_classifier.serving.bundle import BundleError, check_classes, file_sha256, read_json
 from fish_classifier.serving.bundle_schema import (
     EXAMPLES_DIR,
     FORMAT_VERSION,
@@ -87,8 +86,7 @@ def write_bundle(
 
 def add_file(path, name: str, **entries) -> dict:
     """Record a file just written into a bundle: its sha256 under `files`, and `entries` at the top level."""
-    info = read_json(Path(path) / INFO_FILE)
-    files = {**info.get("files", {}), name: file_sha256(inside(Path(path), name))}
+    files = {**_hashed_files(Path(path)), name: file_sha256(inside(Path(path), name))}
     return update_info(path, files=files, **entries)
 
 
@@ -106,8 +104,7 @@ def add_examples(path, photos, *, size: int) -> list[dict]:
     # Replace any earlier row whole, so that no old thumbnail stays listed.
     shutil.rmtree(path / EXAMPLES_DIR, ignore_errors=True)
     (path / EXAMPLES_DIR).mkdir()
-    info = read_json(path / INFO_FILE)
-    files = {name: sha for name, sha in info.get("files", {}).items() if not name.startswith(f"{EXAMPLES_DIR}/")}
+    files = {name: sha for name, sha in _hashed_files(path).items() if not name.startswith(f"{EXAMPLES_DIR}/")}
     examples = []
     for index, (entry, source) in enumerate(photos):
         name = f"{EXAMPLES_DIR}/{index}.jpg"
@@ -136,6 +133,11 @@ def training_data_hash(paths) -> str:
         digest.update(path.as_posix().encode() + b"\0")
         digest.update(path.read_bytes() if path.is_file() else b"<absent>")
     return "sha256:" + digest.hexdigest()
+
+
+def _hashed_files(path: Path) -> dict[str, str]:
+    """The files a bundle's bundle.json lists so far, name -> sha256."""
+    return read_json(path / INFO_FILE).get("files", {})
 
 
 def _model_shape(model_path: Path) -> tuple[int, int]:

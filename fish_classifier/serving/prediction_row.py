@@ -4,6 +4,9 @@ CSV and `evaluate`'s predictions.csv are all made of `prediction_row`s.
 An unknown photo's row names no species: `predicted` and `species` are empty, and `closest_species` holds the
 species it is nearest to, which is not an answer (the top-k still lists every label with its probability).
 A file that could not be read has only its `path` and `error`.
+
+Serving code, so that `fish-classifier predict` writes its rows (their top-k column with `format_top_k`) without
+loading the evaluation code (scikit-learn, pandas, Matplotlib: over a second of start-up).
 """
 
 import math
@@ -12,7 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fish_classifier.serving.spreadsheet import safe_cell
-from fish_classifier.top_k import format_top_k
 
 COLUMNS = ("path", "predicted", "species", "closest_species", "confidence", "low_confidence", "unknown",
            "unknown_score", "unknown_reason", "top_k", "error")
@@ -50,6 +52,12 @@ def ranked(source: str, probabilities: np.ndarray, classes: list[dict], top_k: i
         top_k=[(classes[k]["label"], classes[k]["display"], float(probabilities[k])) for k in order],
         is_low_confidence=None if threshold is None else confidence < threshold,
     )
+
+
+def format_top_k(top_k) -> str:
+    """The top-k column's one format: `label:probability` pairs, most likely first, joined by '; ' (labels may
+    hold spaces, never ';')."""
+    return "; ".join(f"{label}:{probability:.4f}" for label, probability in top_k)
 
 
 def prediction_row(prediction: Prediction, source: str | None = None) -> dict:

@@ -23,6 +23,7 @@ from PIL import Image
 from fish_classifier.cpus import usable_cpus
 from fish_classifier.images import ImageError, load_pixels, no_content, open_rgb
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, read_bundle
+from fish_classifier.serving.bundle_schema import apply_temperature
 from fish_classifier.serving.inference import (
     EMBEDDING,
     PROBABILITIES,
@@ -31,7 +32,6 @@ from fish_classifier.serving.inference import (
 )
 from fish_classifier.serving.prediction_row import Prediction, ranked
 from fish_classifier.serving.unknown import UnknownDetector
-from fish_classifier.temperature import apply_temperature
 
 
 @dataclass

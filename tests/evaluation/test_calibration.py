@@ -7,7 +7,7 @@ from fish_classifier.evaluation.calibration import (
     fit_temperature,
     negative_log_likelihood,
 )
-from fish_classifier.temperature import apply_temperature
+from fish_classifier.serving.bundle_schema import apply_temperature
 
 SIGMA = 1.0  # params.yaml's evaluate.temperature_prior_sigma
 
@@ -36,25 +36,6 @@ def test_fitted_temperature_lowers_the_negative_log_likelihood():
     model_probs, labels, _ = _miscalibrated_model(2.5)
     fitted = apply_temperature(model_probs, fit_temperature(model_probs, labels, SIGMA))
     assert negative_log_likelihood(fitted, labels) < negative_log_likelihood(model_probs, labels) - 0.05
-
-
-def test_temperature_on_log_probabilities_equals_temperature_on_logits():
-    _, _, logits = _miscalibrated_model(1.0, n=50)
-    np.testing.assert_allclose(apply_temperature(_softmax(logits), 3.0), _softmax(logits / 3.0), atol=1e-9)
-    np.testing.assert_allclose(apply_temperature(_softmax(logits), 1.0), _softmax(logits), atol=1e-9)
-
-
-def test_temperature_keeps_the_top_class_and_rows_summing_to_one():
-    probs = np.array([[0.7, 0.2, 0.1], [0.05, 0.15, 0.8]])
-    calibrated = apply_temperature(probs, 2.0)
-    assert calibrated.argmax(axis=1).tolist() == [0, 2]
-    assert calibrated.sum(axis=1) == pytest.approx([1.0, 1.0])
-    assert calibrated[0, 0] < 0.7  # T > 1 softens
-
-
-def test_rejects_a_non_positive_temperature():
-    with pytest.raises(ValueError, match="temperature must be positive, got 0"):
-        apply_temperature(np.array([[0.5, 0.5]]), 0)
 
 
 def test_rejects_fitting_on_no_images():

@@ -11,7 +11,7 @@ from fish_classifier.evaluation.metrics import EvaluateSettings
 from fish_classifier.evaluation.model_report import evaluate_model
 from fish_classifier.images import load_pixels
 from fish_classifier.params import check_params
-from fish_classifier.temperature import apply_temperature
+from fish_classifier.serving.bundle_schema import apply_temperature
 
 
 @pytest.fixture

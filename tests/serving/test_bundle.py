@@ -1,3 +1,4 @@
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,12 +14,11 @@ from support.fixtures_models import (
     trained_tiny_model,
 )
 
-from fish_classifier.hashing import file_sha256
-from fish_classifier.serving.bundle import BundleError, HeadlineMetrics, read_bundle
+from fish_classifier.serving.bundle import BundleError, HeadlineMetrics, file_sha256, read_bundle
+from fish_classifier.serving.bundle_schema import apply_temperature
 from fish_classifier.serving.bundle_writer import add_examples, update_info
 from fish_classifier.serving.predictor import Predictor
 from fish_classifier.serving.unknown import UnknownDetector
-from fish_classifier.temperature import apply_temperature
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +215,10 @@ def test_an_example_the_bundle_cannot_vouch_for_is_refused(tmp_path, examples_di
     (edited / "bundle.json").write_text(json.dumps(info))
     with pytest.raises(BundleError, match=message):
         read_bundle(edited)
+
+
+def test_file_sha256_is_the_sha256_of_the_files_bytes(tmp_path):
+    data = bytes(range(256)) * 5000  # over a megabyte: more than one read
+    (tmp_path / "blob").write_bytes(data)
+    assert file_sha256(tmp_path / "blob") == hashlib.sha256(data).hexdigest()
+    assert file_sha256(str(tmp_path / "blob")) == file_sha256(tmp_path / "blob")

@@ -1,6 +1,6 @@
 """bundle.json is read once into a checked `BundleInfo`: every path stays inside the bundle folder, every value
 has the type and range serving needs, its format version is one this code reads, and each problem is a
-one-line BundleError naming the file, never a traceback."""
+one-line BundleError naming the file, never a traceback. Its temperature means `apply_temperature`."""
 
 import json
 import os
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 from support.fixtures_models import CLASSES, make_bundle, tinted_image
 
-from fish_classifier.hashing import file_sha256
-from fish_classifier.serving.bundle import BundleError, read_bundle
+from fish_classifier.serving.bundle import BundleError, file_sha256, read_bundle
 from fish_classifier.serving.bundle_writer import add_examples, add_file, update_info
-from fish_classifier.serving.bundle_schema import FORMAT_VERSION, HeadlineMetrics
+from fish_classifier.serving.bundle_schema import FORMAT_VERSION, HeadlineMetrics, apply_temperature
 from fish_classifier.serving.predictor import Predictor
 
 REBUILD = "rebuild the bundle with `dvc repro select`"
@@ -229,3 +229,23 @@ def test_labels_that_are_not_a_list_of_distinct_classes_are_refused(edited, labe
     (edited / "labels.json").write_text(json.dumps(labels))
     add_file(edited, "labels.json")
     assert _refused(edited).startswith(f"{edited / 'labels.json'}: {problem}")
+
+
+def test_temperature_on_log_probabilities_equals_temperature_on_logits():
+    logits = np.random.default_rng(0).normal(0.0, 3.0, (50, 5))
+    np.testing.assert_allclose(apply_temperature(softmax(logits, axis=1), 3.0), softmax(logits / 3.0, axis=1),
+                               atol=1e-9)
+    np.testing.assert_allclose(apply_temperature(softmax(logits, axis=1), 1.0), softmax(logits, axis=1), atol=1e-9)
+
+
+def test_temperature_keeps_the_top_class_and_rows_summing_to_one():
+    probs = np.array([[0.7, 0.2, 0.1], [0.05, 0.15, 0.8]])
+    calibrated = apply_temperature(probs, 2.0)
+    assert calibrated.argmax(axis=1).tolist() == [0, 2]
+    assert calibrated.sum(axis=1) == pytest.approx([1.0, 1.0])
+    assert calibrated[0, 0] < 0.7  # T > 1 softens
+
+
+def test_rejects_a_non_positive_temperature():
+    with pytest.raises(ValueError, match="temperature must be positive, got 0"):
+        apply_temperature(np.array([[0.5, 0.5]]), 0)

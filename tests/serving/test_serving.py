@@ -11,9 +11,8 @@ import pytest
 from support import REPO_ROOT
 from support.fixtures_models import CLASSES, make_bundle, tinted_image, trained_tiny_model
 
-from fish_classifier.hashing import file_sha256
 from fish_classifier.images import load_pixels
-from fish_classifier.serving.bundle import BundleError, read_bundle
+from fish_classifier.serving.bundle import BundleError, file_sha256, read_bundle
 from fish_classifier.serving.bundle_writer import add_file
 from fish_classifier.serving.export import (
     PARITY_TOLERANCE,
