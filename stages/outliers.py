@@ -1,8 +1,10 @@
 """Stage outliers: gather the photos of params `data.outlier_source` (photos that are no fish, any folder layout)
 and the users' not-fish photos (data/feedback/not-fish) into data/outliers, the pool the unknown-photo detector may
-be fitted on, with data/outliers/manifest.csv (path, origin: outlier_source or feedback, sha256). Each photo is
-kept once; one that duplicates a val or test photo (data/manifest.csv) or a photo of the measuring set
-(data/unknown) is dropped and counted. No source and no feedback give an empty pool.
+be fitted on, with data/outliers/manifest.csv (path, origin: outlier_source or feedback, sha256). Source photos in
+a folder that `data.outlier_exclude` names are left out. A source photo that is the same file as a fish photo
+(data/manifest.csv) or a photo of the measuring set (data/unknown) stops the stage; each photo is kept once, and
+near duplicates of a val, test or measuring-set photo are dropped and counted. No source and no feedback give an
+empty pool.
 
     python stages/outliers.py
 """
@@ -13,32 +15,30 @@ import pandas as pd
 
 from fish_classifier.data.photo_source import skipped_lines
 from fish_classifier.data.unzip import DownloadError
-from fish_classifier.data.manifest import read_feedback_part, read_manifest, scored_split
-from fish_classifier.data.outlier_set import OutlierSetSettings, collect_outlier_pool
+from fish_classifier.data.manifest import read_feedback_part, read_manifest
+from fish_classifier.data.outlier_set import OutlierSetSettings, OutlierSourceError, collect_outlier_pool
 from fish_classifier.data.prepare import PrepareSettings
 from fish_classifier.layout import FEEDBACK_NOT_FISH, MANIFEST, OUTLIERS_DIR, OUTLIERS_MANIFEST, UNKNOWN_MANIFEST
 from fish_classifier.params import stage_arguments, stage_params
 
+
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
     params = stage_params(data=OutlierSetSettings, prepare=PrepareSettings)
-    manifest = read_manifest(MANIFEST)
-    protected = pd.concat([
-        *(scored_split(manifest, split)[["path"]].assign(set=split) for split in ("val", "test")),
-        pd.read_csv(UNKNOWN_MANIFEST, dtype=str, keep_default_na=False)[["path"]].assign(set="unknown"),
-    ], ignore_index=True)
     try:
-        pool = collect_outlier_pool(params.data.outlier_source, read_feedback_part(FEEDBACK_NOT_FISH), protected,
-                                    OUTLIERS_DIR, params.data, hash_size=params.prepare.hash_size,
+        pool = collect_outlier_pool(params.data, read_feedback_part(FEEDBACK_NOT_FISH), read_manifest(MANIFEST),
+                                    pd.read_csv(UNKNOWN_MANIFEST, dtype=str, keep_default_na=False), OUTLIERS_DIR,
+                                    hash_size=params.prepare.hash_size,
                                     max_distance=params.prepare.near_duplicate_distance)
-    except DownloadError as exc:
+    except (DownloadError, OutlierSourceError) as exc:
         print(f"outliers failed: {exc}", file=sys.stderr)
         return 1
     pool.manifest.to_csv(OUTLIERS_MANIFEST, index=False)
     origins = ", ".join(f"{n} from {origin}" for origin, n in pool.manifest["origin"].value_counts().items())
     dropped = ", ".join(f"{n} of {group}" for group, n in pool.dropped.items())
-    print(f"{len(pool.manifest)} outlier photos{f' ({origins})' if origins else ''}, {pool.repeats} repeats kept "
-          f"once; dropped as duplicates: {dropped}; {len(pool.skipped)} files skipped")
+    print(f"{len(pool.manifest)} outlier photos{f' ({origins})' if origins else ''}, {pool.excluded} left out by "
+          f"data.outlier_exclude, {pool.repeats} repeats kept once; dropped as duplicates: {dropped}; "
+          f"{len(pool.skipped)} files skipped")
     for line in skipped_lines(pool.skipped):
         print(line)
     return 0

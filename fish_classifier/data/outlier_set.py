@@ -2,19 +2,27 @@
 
 It gathers `data.outlier_source` (a zip or folder of photos that are no fish, in any folder layout: a corpus
 such as ../shared/data/outliers-dev.zip) and the photos users marked as no fish (data/feedback/not-fish), each
-read with the same readers as the fish. The pool is de-duplicated by the sha256 of the bytes, and a photo that
-is the same file as, or a near duplicate (perceptual hash within `prepare.near_duplicate_distance` bits) of, a
-val or test photo or a photo of the measuring set (data/unknown) is dropped and counted: what fits the detector
-must not be what scores the models or measures the detector. The pool never feeds data/unknown.
+read with the same readers as the fish. A source photo inside a folder that `data.outlier_exclude` names (fnmatch
+patterns of folder names, any case: a corpus's fish classes) is left out and counted.
+
+What fits the detector must be no fish and must not be what scores the models or measures the detector. A source
+photo that is the same file (sha256 of the bytes, as data/manifest.csv keeps it) as a fish photo of any split or
+as a photo of the measuring set (data/unknown) is refused, the whole stage with it: the source is wrong, and
+someone must remove those photos or exclude their folders. The pool is de-duplicated by sha256, and the photos
+that are only near duplicates (perceptual hash within `prepare.near_duplicate_distance` bits) of a val, test or
+measuring-set photo, and the feedback photos that are the same file as one, are dropped and counted: a user's
+mark should not stop the pipeline. The pool never feeds data/unknown.
 
 data/outliers/manifest.csv lists it: path, origin (outlier_source or feedback), sha256.
 """
 
+import fnmatch
 import hashlib
 import shutil
 from dataclasses import dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -23,21 +31,28 @@ from tqdm import tqdm
 from fish_classifier.cpus import usable_cpus
 from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.leakage import hamming_distances, perceptual_hash
+from fish_classifier.data.manifest import scored_split
 from fish_classifier.data.photo_source import gather_photos
 from fish_classifier.images import ImageError, open_rgb, read_image_file
-from fish_classifier.params import text
+from fish_classifier.params import Rule, text
 
 OUTLIER_COLUMNS = ["path", "origin", "sha256"]
 OUTLIER_SOURCE, FEEDBACK = "outlier_source", "feedback"  # origins
 _PARALLEL_FROM = 256  # photos: fewer are hashed in this process, a pool costs more than it saves
 _CHUNK_ROWS = 2048  # pool photos compared at once against the protected ones: bounds the distance matrix
+_SHOWN = 5  # offending photos a refusal names
 
 
 class OutlierSetSettings(UnpackLimits):
-    """What the outliers stage reads from params.yaml's `data`: the source, and (as the UnpackLimits it is) how
-    much a zip of it may unpack to."""
+    """What the outliers stage reads from params.yaml's `data`: the source, the folders of it to leave out, and
+    (as the UnpackLimits it is) how much a zip of it may unpack to."""
 
     outlier_source: text(empty=True, meaning=": a zip or folder of photos that are no fish, or empty for none")
+    outlier_exclude: Annotated[list[str], Rule("a list of folder-name patterns (fnmatch, any case), [] for none")]
+
+
+class OutlierSourceError(ValueError):
+    """`data.outlier_source` holds photos that are fish photos or photos of the measuring set."""
 
 
 @dataclass
@@ -46,18 +61,30 @@ class OutlierPool:
     skipped: list[dict] = field(default_factory=list)  # path, reason
     repeats: int = 0  # photos that were the same file as one kept
     dropped: dict[str, int] = field(default_factory=dict)  # {protected set: photos dropped as its duplicates}
+    excluded: int = 0  # source photos in a folder that data.outlier_exclude names
 
 
-def collect_outlier_pool(source: str, not_fish: pd.DataFrame, protected: pd.DataFrame, out_dir: str | Path,
-                         limits: UnpackLimits, *, hash_size: int, max_distance: int) -> OutlierPool:
-    """Gather `source` into `out_dir`/photos and the feedback's not-fish photos (`not_fish`: path, label, sha256)
-    into `out_dir`/feedback, keep each photo once, and drop (files and all) the duplicates of `protected`
-    (path, set: the photos the pool must not overlap, e.g. val, test, unknown).
+def collect_outlier_pool(settings: OutlierSetSettings, not_fish: pd.DataFrame, fish: pd.DataFrame,
+                         unknown: pd.DataFrame, out_dir: str | Path, *, hash_size: int,
+                         max_distance: int) -> OutlierPool:
+    """Gather `settings.outlier_source` into `out_dir`/photos (less its excluded folders) and the feedback's not-fish
+    photos (`not_fish`: path, label, sha256) into `out_dir`/feedback, keep each photo once, and drop (files and
+    all) the near duplicates of the val and test photos of `fish` (the fish manifest: path, split, sha256,
+    augmented) and of `unknown` (the measuring set: path), and the feedback photos that are the same file as one.
 
-    Raises DownloadError when `source` is neither empty, a zip nor a folder.
+    Raises OutlierSourceError when a source photo is the same file as a fish photo or a measuring-set photo,
+    DownloadError when the source is neither empty, a zip nor a folder.
     """
     out_dir = Path(out_dir)
-    found = gather_photos(source, out_dir / "photos", limits, "data.outlier_source", "for no outlier source")
+    found = gather_photos(settings.outlier_source, out_dir / "photos", settings, "data.outlier_source",
+                          "for no outlier source")
+    sources, excluded = [], 0
+    for path in found.photos:
+        if _excluded(path.relative_to(out_dir / "photos"), settings.outlier_exclude):
+            path.unlink()
+            excluded += 1
+        else:
+            sources.append(path)
     feedback_dir = out_dir / FEEDBACK
     shutil.rmtree(feedback_dir, ignore_errors=True)
     feedback_dir.mkdir(parents=True)
@@ -66,10 +93,17 @@ def collect_outlier_pool(source: str, not_fish: pd.DataFrame, protected: pd.Data
         target = feedback_dir / Path(entry.path).name  # <sha256><suffix>: one name per photo
         shutil.copyfile(entry.path, target)
         copied.append(target)
-    photos = [*found.photos, *copied]
-    origins = [OUTLIER_SOURCE] * len(found.photos) + [FEEDBACK] * len(copied)
+    photos = [*sources, *copied]
+    origins = [OUTLIER_SOURCE] * len(sources) + [FEEDBACK] * len(copied)
+    protected = pd.concat([*(scored_split(fish, split)[["path"]].assign(set=split) for split in ("val", "test")),
+                           unknown[["path"]].assign(set="unknown")], ignore_index=True)
     prints = fingerprints(photos, hash_size, desc="outliers")
     guarded = fingerprints(protected["path"].tolist(), hash_size, desc="val, test and unknown")
+    measuring = {digest: path for path, name, (digest, _, reason) in
+                 zip(protected["path"], protected["set"], guarded, strict=True) if name == "unknown" and not reason}
+    inside = [(path.relative_to(out_dir / "photos"), digest)
+              for path, (digest, _, _) in zip(sources, prints[: len(sources)], strict=True)]
+    _refuse_overlap(inside, dict(zip(fish["sha256"], fish["path"])), measuring)
     skipped = list(found.skipped)
     for path, (_, _, reason) in zip(photos, prints, strict=True):
         if reason:  # read once already, so only a file changed since
@@ -91,7 +125,39 @@ def collect_outlier_pool(source: str, not_fish: pd.DataFrame, protected: pd.Data
     for path in remove:
         path.unlink(missing_ok=True)
     manifest = pd.DataFrame([{key: row[key] for key in OUTLIER_COLUMNS} for row in kept], columns=OUTLIER_COLUMNS)
-    return OutlierPool(manifest, skipped, repeats, dropped)
+    return OutlierPool(manifest, skipped, repeats, dropped, excluded)
+
+
+def _excluded(inside: Path, patterns: list[str]) -> bool:
+    """Whether a folder on the photo's path `inside` the source matches one of `patterns` (fnmatch, any case)."""
+    folders = [part.lower() for part in inside.parts[:-1]]
+    return any(fnmatch.fnmatchcase(folder, pattern.lower()) for folder in folders for pattern in patterns)
+
+
+def _refuse_overlap(sources: list[tuple[Path, str]], fish: dict[str, str], measuring: dict[str, str]) -> None:
+    """Raise OutlierSourceError when a source photo (path inside the source, sha256) is the same file as a photo
+    of `fish` or of `measuring` ({sha256: path}), naming a few on both sides and the way out."""
+    clashes = {"the fish (data/manifest.csv)": [], "the measuring set (data/unknown)": []}
+    for inside, digest in sources:
+        for (group, found), known in zip(clashes.items(), (fish, measuring)):
+            if digest and digest in known:
+                found.append((inside, known[digest]))
+    if not any(clashes.values()):
+        return
+    counts = " and ".join(f"{_photos(len(found))} of {group}" for group, found in clashes.items() if found)
+    pairs = [pair for found in clashes.values() for pair in found]
+    shown = "; ".join(f"{inside.as_posix()} is {known}" for inside, known in pairs[:_SHOWN])
+    more = f" (and {len(pairs) - _SHOWN} more)" if len(pairs) > _SHOWN else ""
+    folders = sorted({inside.parent.as_posix() for inside, _ in pairs if inside.parent.name})
+    raise OutlierSourceError(
+        f"data.outlier_source holds {counts}, the same files by sha256: {shown}{more}. "
+        "The outlier pool fits the unknown-photo detector, so it must hold no fish and none of the photos that "
+        "measure it. Remove those photos from the source, or leave their folders out with data.outlier_exclude"
+        + (f" (their folders: {', '.join(folders[:_SHOWN])})" if folders else ""))
+
+
+def _photos(count: int) -> str:
+    return f"{count} photo{'' if count == 1 else 's'}"
 
 
 def fingerprints(paths: list, hash_size: int, desc: str) -> list[tuple[str, np.ndarray | None, str]]:

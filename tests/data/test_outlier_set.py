@@ -1,64 +1,85 @@
 import hashlib
+import io
+import os
+import subprocess
+import sys
 import zipfile
 
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
+from support import REPO_ROOT as REPO
 from support.synthetic_images import image_bytes
 
 from fish_classifier.data import outlier_set
-from fish_classifier.data.unzip import DownloadError, UnpackLimits
-from fish_classifier.data.outlier_set import collect_outlier_pool
+from fish_classifier.data.unzip import DownloadError
+from fish_classifier.data.outlier_set import OutlierSetSettings, OutlierSourceError, collect_outlier_pool
 
-LIMITS = UnpackLimits(max_unpacked_mb=100, max_compression_ratio=100)
+LIMITS = {"max_unpacked_mb": 100, "max_compression_ratio": 100}
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def reencoded(data: bytes, quality: int = 60) -> bytes:
+    """The same picture saved again: another file, a near duplicate."""
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(data)) as image:
+        image.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+FISH = {"train": image_bytes(seed=4), "val": image_bytes(seed=3), "test": image_bytes(seed=1)}
+UNKNOWN = image_bytes(seed=2)
+
+
 @pytest.fixture
 def world(tmp_path):
-    """A source corpus, a not-fish feedback photo, and the val, test and unknown photos the pool must not overlap."""
-    test_photo, unknown_photo = image_bytes(seed=1), image_bytes(seed=2)
-    for path, data in {"data/prepared/test/a/t.jpg": test_photo, "data/prepared/val/a/v.jpg": image_bytes(seed=3),
-                       "data/unknown/photos/not-fish/u.jpg": unknown_photo}.items():
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_bytes(data)
-    protected = pd.DataFrame([["data/prepared/val/a/v.jpg", "val"], ["data/prepared/test/a/t.jpg", "test"],
-                              ["data/unknown/photos/not-fish/u.jpg", "unknown"]], columns=["path", "set"])
-    protected["path"] = [str(tmp_path / path) for path in protected["path"]]
+    """A source corpus, the not-fish feedback, the fish (a photo per split) and the measuring set (one photo)."""
+    fish_rows = []
+    for split, data in FISH.items():
+        path = tmp_path / f"data/prepared/{split}/a/{split}.jpg"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(data)
+        fish_rows.append([str(path), split, sha(data), False])
+    fish = pd.DataFrame(fish_rows, columns=["path", "split", "sha256", "augmented"])
+    unknown_path = tmp_path / "data/unknown/photos/not-fish/u.jpg"
+    unknown_path.parent.mkdir(parents=True)
+    unknown_path.write_bytes(UNKNOWN)
+    unknown = pd.DataFrame([[str(unknown_path), "not-fish"]], columns=["path", "group"])
 
     source = tmp_path / "corpus"
-    (source / "n01_cat" / "images").mkdir(parents=True)
-    (source / "loose").mkdir()
     files = {
         "n01_cat/images/cat.jpg": image_bytes(seed=10),
         "n01_cat/images/cat2.jpg": image_bytes(seed=10),  # the same file twice: kept once
         "loose/dog.png": image_bytes(seed=11, format="PNG"),
-        "loose/test-copy.jpg": test_photo,  # a test photo: dropped
+        "loose/test-reencoded.jpg": reencoded(FISH["test"]),  # near a test photo: dropped
+        "loose/unknown-reencoded.jpg": reencoded(UNKNOWN),  # near the measuring set: dropped
         "broken.jpg": b"\xff\xd8 not a jpeg",
     }
     for name, data in files.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_bytes(data)
-    with Image.open(tmp_path / "data/unknown/photos/not-fish/u.jpg") as unknown:
-        unknown.save(source / "loose" / "unknown-reencoded.jpg", quality=60)  # near the measuring set: dropped
 
-    not_fish_photo = image_bytes(seed=12)
-    exported = tmp_path / "data" / "feedback" / "not-fish" / f"{sha(not_fish_photo)}.jpg"
-    exported.parent.mkdir(parents=True)
-    exported.write_bytes(not_fish_photo)
-    (exported.parent / f"{sha(image_bytes(seed=11, format='PNG'))}.png").write_bytes(image_bytes(seed=11, format="PNG"))
-    not_fish = pd.DataFrame([[str(path), "not-fish", sha(path.read_bytes())] for path in sorted(exported.parent.iterdir())],
+    exported = tmp_path / "data" / "feedback" / "not-fish"
+    exported.mkdir(parents=True)
+    for data, suffix in ((image_bytes(seed=12), ".jpg"), (image_bytes(seed=11, format="PNG"), ".png"),
+                         (FISH["val"], ".jpg"),  # a user's not-fish that is a val photo: dropped, never refused
+                         (reencoded(FISH["test"], quality=70), ".jpg")):  # near a test photo: dropped too
+        (exported / f"{sha(data)}{suffix}").write_bytes(data)
+    not_fish = pd.DataFrame([[str(path), "not-fish", sha(path.read_bytes())] for path in sorted(exported.iterdir())],
                             columns=["path", "label", "sha256"])
-    return {"root": tmp_path, "source": source, "not_fish": not_fish, "protected": protected,
-            "unknown_photo": unknown_photo}
+    return {"root": tmp_path, "source": source, "not_fish": not_fish, "fish": fish, "unknown": unknown}
 
 
-def collect(world, source=None, out="data/outliers"):
+def collect(world, source=None, out="data/outliers", exclude=()):
     out = world["root"] / out
-    pool = collect_outlier_pool(str(world["source"] if source is None else source), world["not_fish"],
-                                world["protected"], out, LIMITS, hash_size=8, max_distance=4)
+    settings = OutlierSetSettings(outlier_source=str(world["source"] if source is None else source),
+                                  outlier_exclude=list(exclude), **LIMITS)
+    pool = collect_outlier_pool(settings, world["not_fish"], world["fish"], world["unknown"], out,
+                                hash_size=8, max_distance=4)
     return pool, out
 
 
@@ -70,16 +91,30 @@ def expected_rows(out):
     ]
 
 
-def test_the_pool_keeps_each_photo_once_and_drops_duplicates_of_test_and_the_measuring_set(world):
+def test_the_pool_keeps_each_photo_once_and_drops_duplicates_of_val_test_and_the_measuring_set(world):
     pool, out = collect(world)
     assert sorted(pool.manifest.values.tolist()) == expected_rows(out)
     assert list(pool.manifest.columns) == ["path", "origin", "sha256"]
-    assert pool.dropped == {"val": 0, "test": 1, "unknown": 1}
+    # The feedback's copy of a val photo and its near duplicate of a test photo are dropped, not refused.
+    assert pool.dropped == {"val": 1, "test": 2, "unknown": 1}
     assert pool.repeats == 2  # cat2.jpg, and the feedback's copy of dog.png
+    assert pool.excluded == 0
     assert [entry["path"] for entry in pool.skipped] == ["photos/broken.jpg"]
     # What is not in the manifest is not in the folder either: a reader of the folder sees the pool.
     on_disk = sorted(path.as_posix() for path in out.rglob("*") if path.is_file())
     assert on_disk == sorted(row[0] for row in expected_rows(out))
+
+
+def test_folders_that_outlier_exclude_names_are_left_out_in_any_case_and_counted(world):
+    for seed, name in enumerate(("N01443537_GoldFish/images/gold.jpg", "N01443537_GoldFish/images/gold2.jpg")):
+        (world["source"] / name).parent.mkdir(parents=True, exist_ok=True)
+        (world["source"] / name).write_bytes(image_bytes(seed=20 + seed))
+    (world["source"] / "goldfish.jpg").write_bytes(image_bytes(seed=30))  # a file's own name is no folder
+    pool, out = collect(world, exclude=["*goldfish*"])
+    assert pool.excluded == 2
+    kept = {path.removeprefix(f"{out.as_posix()}/photos/") for path in pool.manifest["path"]}
+    assert "goldfish.jpg" in kept and not any("GoldFish" in path for path in kept)
+    assert not (out / "photos" / "N01443537_GoldFish" / "images" / "gold.jpg").exists()
 
 
 def test_the_pool_never_touches_the_measuring_set(world):
@@ -87,8 +122,43 @@ def test_the_pool_never_touches_the_measuring_set(world):
     before = {path: path.read_bytes() for path in unknown.rglob("*") if path.is_file()}
     pool, _ = collect(world)
     assert {path: path.read_bytes() for path in unknown.rglob("*") if path.is_file()} == before
-    assert before[unknown / "photos" / "not-fish" / "u.jpg"] == world["unknown_photo"]
+    assert before[unknown / "photos" / "not-fish" / "u.jpg"] == UNKNOWN
     assert not pool.manifest["path"].str.contains("data/unknown").any()
+
+
+def test_a_source_photo_that_is_a_fish_photo_is_refused_naming_both_and_the_way_out(world):
+    (world["source"] / "Copies").mkdir()
+    (world["source"] / "Copies" / "train-copy.jpg").write_bytes(FISH["train"])
+    with pytest.raises(OutlierSourceError) as error:
+        collect(world)
+    assert str(error.value) == (
+        "data.outlier_source holds 1 photo of the fish (data/manifest.csv), the same files by sha256: "
+        f"Copies/train-copy.jpg is {world['fish']['path'][0]}. The outlier pool fits the unknown-photo detector, "
+        "so it must hold no fish and none of the photos that measure it. Remove those photos from the source, or "
+        "leave their folders out with data.outlier_exclude (their folders: Copies)")
+
+
+def test_a_source_photo_that_is_a_measuring_set_photo_is_refused_whatever_else_is_wrong(world):
+    (world["source"] / "loose" / "unknown-copy.jpg").write_bytes(UNKNOWN)
+    (world["source"] / "loose" / "val-copy.jpg").write_bytes(FISH["val"])
+    (world["source"] / "test-copy.jpg").write_bytes(FISH["test"])  # at the top: no folder to exclude
+    with pytest.raises(OutlierSourceError) as error:
+        collect(world)
+    message = str(error.value)
+    assert message.startswith("data.outlier_source holds 2 photos of the fish (data/manifest.csv) and 1 photo of "
+                              "the measuring set (data/unknown), the same files by sha256: ")
+    assert f"loose/unknown-copy.jpg is {world['unknown']['path'][0]}" in message
+    assert f"test-copy.jpg is {world['fish']['path'][2]}" in message
+    assert message.endswith("leave their folders out with data.outlier_exclude (their folders: loose)")
+
+
+def test_excluding_the_offending_folder_is_the_way_out(world):
+    (world["source"] / "Copies").mkdir()
+    (world["source"] / "Copies" / "train-copy.jpg").write_bytes(FISH["train"])
+    (world["source"] / "Copies" / "unknown-copy.jpg").write_bytes(UNKNOWN)
+    pool, out = collect(world, exclude=["copies"])
+    assert pool.excluded == 2
+    assert sorted(pool.manifest.values.tolist()) == expected_rows(out)
 
 
 def test_a_zip_source_and_many_photos_at_once_give_the_same_pool(world, monkeypatch):
@@ -100,7 +170,7 @@ def test_a_zip_source_and_many_photos_at_once_give_the_same_pool(world, monkeypa
     monkeypatch.setattr(outlier_set, "_PARALLEL_FROM", 1)  # the process pool a 19,300-photo corpus gets
     pool, out = collect(world, source=archive, out="zipped")
     assert sorted(pool.manifest.values.tolist()) == expected_rows(out)
-    assert pool.dropped == {"val": 0, "test": 1, "unknown": 1}
+    assert pool.dropped == {"val": 1, "test": 2, "unknown": 1}
 
 
 def test_no_source_and_no_feedback_is_an_empty_pool_and_a_missing_source_says_what_to_set(world):
@@ -111,3 +181,41 @@ def test_no_source_and_no_feedback_is_an_empty_pool_and_a_missing_source_says_wh
         collect(world, source="nowhere.zip")
     assert str(error.value) == ("data.outlier_source 'nowhere.zip' is neither a zip nor a folder; "
                                 'set it to one, or to "" for no outlier source')
+
+
+def _stage(root, **data):
+    """Run stages/outliers.py in `root`, params.yaml's `data` changed by `data`."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"].update(data)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return subprocess.run([sys.executable, str(REPO / "stages" / "outliers.py")], cwd=root, capture_output=True,
+                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+
+
+def test_the_stage_refuses_a_source_that_holds_a_fish_photo_until_its_folder_is_excluded(tmp_path):
+    rows = ["path,split,label,sha256,width,height,augmented,source,origin"]
+    for split, data in FISH.items():
+        (tmp_path / f"data/prepared/{split}/a").mkdir(parents=True)
+        (tmp_path / f"data/prepared/{split}/a/f.jpg").write_bytes(data)
+        rows.append(f"data/prepared/{split}/a/f.jpg,{split},a,{sha(data)},32,32,False,,dataset")
+    (tmp_path / "data/manifest.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "data/unknown/photos").mkdir(parents=True)
+    (tmp_path / "data/unknown/photos/u.jpg").write_bytes(UNKNOWN)
+    (tmp_path / "data/unknown/manifest.csv").write_text("path,group\ndata/unknown/photos/u.jpg,not-fish\n")
+    source = tmp_path / "corpus"
+    for name, data in {"n01_fish/f.jpg": FISH["train"], "n02_cat/c.jpg": image_bytes(seed=10)}.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(data)
+
+    refused = _stage(tmp_path, outlier_source="corpus", outlier_exclude=[])
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        "outliers failed: data.outlier_source holds 1 photo of the fish (data/manifest.csv), the same files by "
+        "sha256: n01_fish/f.jpg is data/prepared/train/a/f.jpg.")
+
+    run = _stage(tmp_path, outlier_source="corpus", outlier_exclude=["N01_FISH"])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert ("1 outlier photos (1 from outlier_source), 1 left out by data.outlier_exclude, 0 repeats kept once; "
+            "dropped as duplicates: 0 of val, 0 of test, 0 of unknown; 0 files skipped") in run.stdout
+    assert pd.read_csv(tmp_path / "data/outliers/manifest.csv")["path"].tolist() == [
+        "data/outliers/photos/n02_cat/c.jpg"]
