@@ -2,21 +2,32 @@ import io
 import json
 import math
 import shutil
+import subprocess
+import sys
+import textwrap
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from support.fixtures_models import CLASSES, make_bundle, tinted_image
+from support import REPO_ROOT
+from support.app_bundles import text_photo
+from support.fixtures_models import CLASSES, IMAGE_SIZE, LABELS, make_bundle, probe_images, tinted_image
 from support.synthetic_images import byte_flips, fuzz_originals, noise_image, tiff_without_dimensions
 
 from fish_classifier import images
 from fish_classifier.cpus import usable_cpus
-from fish_classifier.evaluation.unknown_fit import fit_detector
+from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_detector, fit_unknown_detector
+from fish_classifier.images import load_pixels
+from fish_classifier.model.preprocessing import load_model
 from fish_classifier.serving import predictor as predictor_module
-from fish_classifier.serving.bundle import BundleError
+from fish_classifier.serving.bundle import BundleError, read_bundle
 from fish_classifier.serving.bundle_writer import add_file, add_unknown_detector, update_info
+from fish_classifier.serving.export import PARITY_TOLERANCE, export_for_serving
+from fish_classifier.serving.inference import EMBEDDING, KerasBackend, LiteRTBackend
 from fish_classifier.serving.predictor import Prediction, Predictor, Timings
+from fish_classifier.serving.unknown import RELATIVE
 
 RED, GREEN, BLUE = "fish sea_food red_tinted", "fish sea_food green_tinted", "fish sea_food blue_tinted"
 
@@ -384,3 +395,102 @@ def test_a_flat_colour_saved_as_a_jpeg_is_still_flat_and_a_textured_photo_is_lef
 
     assert flat_jpeg.is_unknown and "one flat colour" in flat_jpeg.unknown_reason
     assert (noise.is_unknown, noise.unknown_reason) == (False, None)
+
+
+def test_predictor_prefers_the_litert_model_and_agrees_with_keras(exported):
+    folder, _ = exported
+    litert, keras_predictor = Predictor(folder), Predictor(folder, backend="keras")
+    assert (litert.backend, keras_predictor.backend) == ("litert", "keras")
+    images = probe_images(9)
+
+    served, reference = litert.predict(images, top_k=3), keras_predictor.predict(images, top_k=3)
+
+    assert [p.label for p in served] == [p.label for p in reference] == [LABELS[i % 3] for i in range(9)]
+    for a, b in zip(served, reference):
+        assert [label for label, _, _ in a.top_k] == [label for label, _, _ in b.top_k]
+        assert [p for _, _, p in a.top_k] == pytest.approx([p for _, _, p in b.top_k], abs=PARITY_TOLERANCE)
+    for index in (None, 0, 2):
+        cam = litert.class_activation_map(images[0], class_index=index)
+        assert cam.shape == (16, 16) and cam.dtype == np.float32
+        np.testing.assert_allclose(cam, keras_predictor.class_activation_map(images[0], class_index=index), atol=1e-4)
+
+
+def test_a_bundle_with_only_the_litert_model_serves(litert_only):
+    bundle = read_bundle(litert_only)
+    assert bundle.model_path is None and bundle.serving_model_path == litert_only / "model.tflite"
+    predictor = Predictor(litert_only)
+    [result] = predictor.predict(tinted_image(LABELS[1], seed=7))
+    assert predictor.backend == "litert" and result.label == LABELS[1]
+    with pytest.raises(BundleError, match=r"has no model.keras; run `dvc repro`"):
+        Predictor(litert_only, backend="keras")
+
+
+def test_the_predictor_imports_and_serves_without_tensorflow_keras_or_pydantic(litert_only):
+    # What the Docker image has: no TensorFlow, no Keras, no pydantic (params.yaml's schemas are the pipeline's).
+    # Any attempt to import them fails here.
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from importlib.abc import MetaPathFinder
+
+        class NoTensorFlow(MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {{"tensorflow", "keras", "tf_keras", "pydantic", "pydantic_core"}}:
+                    raise ImportError(f"{{name}} is blocked: the serving image does not have it")
+
+        sys.meta_path.insert(0, NoTensorFlow())
+        from fish_classifier.serving.predictor import Predictor
+        from fish_classifier.images import ImageError
+
+        predictor = Predictor({str(litert_only)!r})
+        [result] = predictor.predict({str(REPO_ROOT / "tests" / "no-such-photo.png")!r})
+        import numpy as np
+        from PIL import Image
+        photo = Image.fromarray(np.full((40, 40, 3), (200, 40, 40), dtype=np.uint8))
+        [red] = predictor.predict(photo)
+        cam = predictor.class_activation_map(photo)
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {{"tensorflow", "keras", "pydantic"}})
+        print(predictor.backend, red.label, cam.shape, result.error.startswith("no such file"), loaded)
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == "litert fish sea_food red_tinted (16, 16) True []"
+
+
+# A relative (outlier-pool) detector in a deploy bundle serves as the select stage fitted it: saved, hashed,
+# loaded by the Predictor, and scored on the LiteRT model's embeddings as on the Keras model's.
+def _pixels(images) -> np.ndarray:
+    return np.stack([load_pixels(image, IMAGE_SIZE) for image in images]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def relative_bundle(tmp_path_factory):
+    folder = Path(make_bundle(tmp_path_factory.mktemp("relative") / "deploy", detector=False))
+    export_for_serving(folder, [tinted_image(c["label"], seed=40 + i) for i, c in enumerate(CLASSES)])
+    keras = KerasBackend(load_model(folder / "model.keras"))
+    labels = np.repeat(np.arange(len(CLASSES)), 30)
+    fish = {split: _pixels([tinted_image(CLASSES[k]["label"], seed=seed + i) for i, k in enumerate(labels)])
+            for split, seed in (("train", 7000), ("val", 8000))}
+    pool = _pixels([text_photo(f"pool photo {i}") for i in range(12)])
+    embed = lambda pixels: keras.outputs(pixels)[EMBEDDING]  # noqa: E731
+    detector = fit_unknown_detector(UnknownSettings("mahalanobis", 0.5, 1, 0.0, outliers="relative"),
+                                    embed(fish["train"]), labels, embed(fish["val"]), outlier_embeddings=embed(pool))
+    add_unknown_detector(folder, detector, outliers="relative", outlier_photos=len(pool))
+    return folder, detector, keras
+
+
+def test_the_litert_predictor_gives_the_relative_score_of_the_keras_embeddings(relative_bundle):
+    folder, detector, keras = relative_bundle
+    photos = [tinted_image(CLASSES[k]["label"], seed=9000 + k) for k in range(len(CLASSES))]
+    photos += [text_photo("a photo of no fish"), text_photo("menu: soup, bread")]
+
+    predictor = Predictor(folder, backend="litert")
+    results = predictor.predict(photos)
+
+    assert isinstance(predictor._backend, LiteRTBackend)
+    assert predictor.detector.method == RELATIVE
+    assert json.loads((folder / "bundle.json").read_text())["unknown"]["outliers"] == "relative"
+    expected = detector.score(keras.outputs(_pixels(photos))[EMBEDDING])
+    assert np.allclose([r.unknown_score for r in results], expected, rtol=1e-3, atol=1e-3)
+    assert [r.is_unknown for r in results] == [False] * len(CLASSES) + [True, True]

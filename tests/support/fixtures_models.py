@@ -21,6 +21,7 @@ CLASSES = [
     {"label": "fish sea_food blue_tinted", "display": "Mullet"},
 ]
 CLASSES.sort(key=lambda c: c["label"])  # blue, green, red -> Mullet, Bass, Trout
+LABELS = [c["label"] for c in CLASSES]
 TINTS = {
     "fish sea_food red_tinted": (200, 40, 40),
     "fish sea_food green_tinted": (40, 200, 40),
@@ -36,6 +37,11 @@ def tinted_pixels(label: str, rng: np.random.Generator, size: int = IMAGE_SIZE) 
 
 def tinted_image(label: str, seed: int, size: int = 48) -> Image.Image:
     return Image.fromarray(tinted_pixels(label, np.random.default_rng(seed), size))
+
+
+def probe_images(count: int = 12) -> list:
+    """`count` tinted photos, the classes in turn (photo i shows CLASSES[i % 3]): what an export is checked on."""
+    return [tinted_image(LABELS[i % len(LABELS)], seed=100 + i) for i in range(count)]
 
 
 def write_tinted_images(folder, per_class: int, seed: int = 0, size: int = 48) -> list[tuple[str, int]]:
