@@ -3,9 +3,10 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
+from support.synthetic_images import known_image
 
 from fish_classifier.model import zoo
-from fish_classifier.model.preprocessing import BackbonePreprocess, MirrorMean, MirrorPair, load_model
+from fish_classifier.model.preprocessing import BackbonePreprocess
 
 # Written out here, independently of the zoo's table, so a wrong entry there cannot pass.
 REFERENCE_PREPROCESS = {
@@ -15,15 +16,6 @@ REFERENCE_PREPROCESS = {
     "inceptionv3": keras.applications.inception_v3.preprocess_input,
     "efficientnetb0": keras.applications.efficientnet.preprocess_input,
 }
-
-
-def known_image(size: int) -> np.ndarray:
-    """A deterministic image whose three channels differ, so an RGB/BGR swap shows."""
-    ramp = np.linspace(0, 255, size, dtype=np.float32)
-    red = np.tile(ramp, (size, 1))
-    green = red.T
-    blue = np.full((size, size), 37.0, dtype=np.float32)
-    return np.stack([red, green, blue], axis=-1)[None]
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +41,6 @@ def test_backbone_input_sizes_and_named_layers(built_models, name, size):
     assert model.output_shape == (None, 4)
     assert isinstance(model.get_layer("pool"), keras.layers.GlobalAveragePooling2D)
     assert model.get_layer("head").activation is keras.activations.softmax
-
-
-def test_saved_model_takes_raw_pixels_and_loads_in_safe_mode(built_models, tmp_path):
-    model = built_models["resnet50"]
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path, compile=False)  # safe_mode=True is Keras's default
-    pixels = known_image(224)
-    np.testing.assert_allclose(loaded(pixels), model(pixels), atol=1e-6)
-    assert isinstance(loaded.get_layer("preprocess"), BackbonePreprocess)
-    assert loaded.get_layer("preprocess").mode == "caffe"
 
 
 def test_custom_cnn_has_three_conv_blocks_then_pooling_and_softmax():
@@ -122,33 +103,6 @@ def test_fine_tuning_cut_keeps_the_backbone_function(built_models, name, top):
     assert len(lower_names | upper_names) == len(backbone.layers) - 1
     x = np.random.default_rng(0).uniform(-1, 1, (1, *backbone.input_shape[1:])).astype("float32")
     np.testing.assert_allclose(upper(lower(x)), backbone(x), rtol=1e-4, atol=1e-4)
-
-
-def _mirror_pair_of_models(tmp_path, size=64):
-    """One set of untrained weights, built as a plain model and as a mirror-averaging one, both saved and reloaded."""
-    backbone, head = zoo.build_backbone("mobilenetv2", None, image_size=size), zoo.build_head(3, 0.1)
-    plain = zoo.build_model("mobilenetv2", 3, backbone=backbone, head=head)
-    mirrored = zoo.build_model("mobilenetv2", 3, backbone=backbone, head=head, mirror_average=True)
-    plain.save(tmp_path / "plain.keras")
-    mirrored.save(tmp_path / "mirrored.keras")
-    return load_model(tmp_path / "plain.keras"), load_model(tmp_path / "mirrored.keras")
-
-
-def test_mirror_average_outputs_the_mean_of_a_photo_and_its_mirror(tmp_path):
-    plain, mirrored = _mirror_pair_of_models(tmp_path)
-    pixels = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype("float32")
-    expected = (np.asarray(plain(pixels)) + np.asarray(plain(pixels[:, :, ::-1]))) / 2
-    np.testing.assert_allclose(np.asarray(mirrored(pixels)), expected, atol=1e-6)
-    assert mirrored.output_shape == (None, 3)
-    assert isinstance(mirrored.get_layer("mirror_pair"), MirrorPair)
-    assert isinstance(mirrored.layers[-1], MirrorMean)
-
-
-def test_mirror_mean_flips_mirrored_maps_back_before_averaging():
-    maps = np.arange(12, dtype="float32").reshape(2, 2, 3, 1)  # (2n, h, w, k) with n = 1
-    folded = np.asarray(MirrorMean(maps=True)(maps))
-    np.testing.assert_array_equal(folded, (maps[:1] + maps[1:, :, ::-1]) / 2)
-    np.testing.assert_array_equal(np.asarray(MirrorMean()(maps)), (maps[:1] + maps[1:]) / 2)
 
 
 def test_the_custom_cnn_refuses_mirror_average():

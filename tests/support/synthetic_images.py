@@ -164,3 +164,12 @@ def write_dataset_zip(zip_path, classes=CLASSES, counts=None, size=(32, 32), pre
         for name, data in {**dataset_files(classes, counts, size), **(extra or {})}.items():
             archive.writestr(f"{prefix}/{name}" if prefix else name, data)
     return zip_path
+
+
+def known_image(size: int) -> np.ndarray:
+    """A deterministic image whose three channels differ, so an RGB/BGR swap shows."""
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    red = np.tile(ramp, (size, 1))
+    green = red.T
+    blue = np.full((size, size), 37.0, dtype=np.float32)
+    return np.stack([red, green, blue], axis=-1)[None]
