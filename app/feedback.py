@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import streamlit as st
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from fish_classifier.feedback.store import NOT_FISH, FeedbackError, FeedbackStore, ModelAnswer, new_record_id, store_url
 from fish_classifier.serving.bundle import bundle_version as serving_bundle_version
@@ -154,18 +152,7 @@ def saved_text(label: str, prediction: Prediction, marks: Marking) -> str:
 @st.cache_resource(show_spinner=False, max_entries=4)
 def open_store(url: str) -> FeedbackStore:
     """The store at `url`, opened on the first mark and kept; one that fails to open is tried again next time."""
-    return FeedbackStore(short_timeouts(url))
-
-
-def short_timeouts(url: str) -> str:
-    """`url` with a short connection timeout for a database server, unless it sets one: a mark waits at most that."""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        return url  # the store words what is wrong with it
-    if parsed.get_backend_name() != "postgresql" or "connect_timeout" in parsed.query:
-        return url
-    return parsed.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_S)}).render_as_string(hide_password=False)
+    return FeedbackStore(url, connect_timeout_s=CONNECT_TIMEOUT_S)
 
 
 def one_line(text: str, limit: int = 300) -> str:

@@ -32,7 +32,7 @@ def masked(url: str | URL) -> str:
 class Database:
     """The engine of the store at `url`, its tables created, and the transactions to read and write it in."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, connect_timeout_s: float = CONNECT_TIMEOUT_S):
         try:
             parsed = make_url(url)
         except (ArgumentError, ValueError) as exc:
@@ -45,7 +45,7 @@ class Database:
         try:
             # A server's connections are checked before use, so that a restarted server costs no failed save.
             self.engine = create_engine(parsed, pool_size=5, max_overflow=30, pool_pre_ping=not sqlite,
-                                        **_connect_args(parsed))
+                                        **connect_args(parsed, connect_timeout_s))
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise FeedbackError(f"the feedback store URL {self.url!r} names no database SQLAlchemy can use "
                                 f"({one_line(exc)}); give one like {DEFAULT_URL} or postgresql://user@host/db") from exc
@@ -153,9 +153,11 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
-def _connect_args(url: URL) -> dict:
+def connect_args(url: URL, connect_timeout_s: float) -> dict:
+    """create_engine's arguments that give a database server `connect_timeout_s` seconds to answer, unless `url`
+    sets its own `connect_timeout`; a SQLite file has no server to wait for."""
     if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
-        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+        return {"connect_args": {"connect_timeout": connect_timeout_s}}
     return {}
 
 

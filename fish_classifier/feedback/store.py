@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from fish_classifier.feedback.database import DEFAULT_URL, Database, insert_if_absent, masked
+from fish_classifier.feedback.database import CONNECT_TIMEOUT_S, DEFAULT_URL, Database, insert_if_absent, masked
 from fish_classifier.feedback.export import write_export
 from fish_classifier.feedback.photos import clean_photo
 from fish_classifier.feedback.schema import (
@@ -55,12 +55,15 @@ class FeedbackStore:
     The tables are created on first use. A SQLite file's folder is created too, and the file is put in WAL
     mode so that the app's readers never wait on a writer. Every method raises FeedbackError (bad input) or
     StoreUnavailable (the database) with a one-line message that names the store with its password masked.
+    A database server that does not answer fails a call after `connect_timeout_s` (the URL's own
+    `connect_timeout`, when it has one, wins).
     """
 
-    def __init__(self, url: str, *, max_photo_bytes: int = MAX_PHOTO_BYTES, max_records: int = MAX_RECORDS):
+    def __init__(self, url: str, *, max_photo_bytes: int = MAX_PHOTO_BYTES, max_records: int = MAX_RECORDS,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S):
         self.max_photo_bytes = max_photo_bytes
         self.max_records = max_records
-        self._database = Database(url)
+        self._database = Database(url, connect_timeout_s=connect_timeout_s)
         self.url = self._database.url
         self.engine = self._database.engine
 

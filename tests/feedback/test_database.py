@@ -6,8 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 
-from fish_classifier.feedback.database import Database, insert_if_absent, masked, one_line
+from fish_classifier.feedback.database import Database, connect_args, insert_if_absent, masked, one_line
 from fish_classifier.feedback.postgres_cluster import create_database, drop_database
 from fish_classifier.feedback.schema import FeedbackError, StoreUnavailable, photos_table
 
@@ -99,3 +100,9 @@ def test_urls_and_errors_are_shown_in_one_line_without_the_password():
     error = Exception("connection failed\n  at host db\n(Background on this error at: https://sqlalche.me/e/20/e3q8)")
     assert one_line(error) == "connection failed at host db"
     assert one_line(Exception()) == "Exception"
+
+
+def test_a_database_server_gets_the_connect_timeout_asked_for_unless_its_url_sets_one():
+    assert connect_args(make_url("postgresql://fish@db/feedback"), 3) == {"connect_args": {"connect_timeout": 3}}
+    assert connect_args(make_url("postgresql://fish@db/feedback?connect_timeout=9"), 3) == {}
+    assert connect_args(make_url("sqlite:///feedback/feedback.db"), 3) == {}

@@ -3,6 +3,7 @@ own tests: test_schema.py (the checks on a mark), test_photos.py, test_database.
 
 import io
 import threading
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy import func, select
 from support.synthetic_images import image_bytes, noise_image
 
 from fish_classifier.feedback.photos import clean_photo
+from fish_classifier.feedback.postgres_cluster import create_database, drop_database
 from fish_classifier.feedback.store import (
     DEFAULT_URL,
     NOT_FISH,
@@ -220,3 +222,13 @@ def test_the_store_url_comes_from_the_argument_then_the_environment_then_the_def
     monkeypatch.setenv(URL_ENV, "postgresql://app@db/feedback")
     assert store_url() == "postgresql://app@db/feedback"
     assert store_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_a_database_server_connection_waits_as_long_as_the_store_was_told(postgres_server):
+    name = f"feedback_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_server, name).render_as_string(hide_password=False)
+    try:
+        with FeedbackStore(url, connect_timeout_s=3) as store, store.engine.connect() as conn:
+            assert conn.connection.dbapi_connection.info.get_parameters()["connect_timeout"] == "3"
+    finally:
+        drop_database(postgres_server, name)
