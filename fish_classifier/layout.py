@@ -12,7 +12,8 @@ from pathlib import Path
 MANIFEST_NAME = "manifest.csv"  # the photo list of each data folder below: path, label, ... (or path, origin, ...)
 
 # data/: the download and prepare stages' outputs
-RAW_DIR = Path("data/raw")  # the dataset as downloaded: its train/val/test folders, a folder per species
+RAW_DIR = Path("data/raw")  # the dataset as downloaded: a folder per split, in it a folder per species
+SPLITS = ("train", "val", "test")  # RAW_DIR's split folders and the manifest's `split` values, in the Drive zip's order
 DOWNLOAD_RECORD = Path("data/download.json")
 PREPARED_DIR = Path("data/prepared")
 MANIFEST = Path("data/manifest.csv")  # every prepared photo: path, label, split, sha256

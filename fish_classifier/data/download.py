@@ -24,9 +24,9 @@ import gdown
 import requests
 from tqdm import tqdm
 
-from fish_classifier.data.manifest import SPLITS
 from fish_classifier.data.scratch import remove_stale_scratch, scratch_folder
 from fish_classifier.data.unzip import DownloadError, UnpackLimits, extract_zip, find_dataset_root
+from fish_classifier.layout import SPLITS
 from fish_classifier.params import text
 
 DRIVE_SCHEME = "gdrive://"

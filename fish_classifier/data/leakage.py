@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fish_classifier.data.manifest import SPLITS
+from fish_classifier.layout import SPLITS
 
 SPLIT_PAIRS = [f"{a}-{b}" for a, b in combinations(SPLITS, 2)]
 # Rows of the first split compared at once: bounds the distance matrix's memory on big datasets.

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from pydantic import ConfigDict
 
+from fish_classifier.layout import SPLITS
 from fish_classifier.params import Rule, Section
 
-SPLITS = ("train", "val", "test")  # the `split` column's values, in the order the Drive zip holds them
 MANIFEST_COLUMNS = ["path", "split", "label", "sha256", "width", "height", "augmented", "source", "origin"]
 # Where an original photo came from (`origin`): the dataset zip, or the users' feedback (data/feedback/train).
 # Augmented copies and composites leave it empty: their `source` names the photo they were made from.

@@ -12,8 +12,8 @@ from pathlib import Path
 from pydantic import ConfigDict
 from tqdm import tqdm
 
+from fish_classifier.layout import SPLITS
 from fish_classifier.params import Section, check_params, number
-from fish_classifier.data.manifest import SPLITS
 
 # Folders that zip tools add and that never hold the dataset.
 _IGNORED_NAMES = ("__MACOSX",)
