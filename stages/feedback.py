@@ -11,12 +11,12 @@ DVC sees the parameter, not what the source holds: after new feedback, `dvc repr
 
 import sys
 
-from fish_classifier.data.photo_source import skipped_lines
-from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.feedback_set import FeedbackSetSettings, collect_feedback
 from fish_classifier.data.manifest import DatasetError, find_classes
+from fish_classifier.data.unzip import DownloadError
 from fish_classifier.layout import FEEDBACK_DIR, RAW_DIR
 from fish_classifier.params import stage_arguments, stage_params
+
 
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
@@ -28,16 +28,7 @@ def main(argv=None) -> int:
     except (DownloadError, DatasetError) as exc:
         print(f"feedback failed: {exc}", file=sys.stderr)
         return 1
-    if not data.feedback_source:
-        print("data.feedback_source is empty: no feedback photos")
-        return 0
-    counts = ", ".join(f"{part} {len(frame)}" for part, frame in feedback.parts.items())
-    print(f"feedback from {data.feedback_source}: {counts}; {len(feedback.skipped)} files skipped, "
-          f"{len(feedback.repeats)} repeated photos kept once")
-    for line in skipped_lines(feedback.skipped):
-        print(line)
-    for entry in feedback.repeats:
-        print(f"  {entry['path']} is the same photo as {entry['same_as']}: kept once")
+    print("\n".join(feedback.lines(data.feedback_source)))
     return 0
 
 

@@ -13,11 +13,10 @@ import sys
 
 import pandas as pd
 
-from fish_classifier.data.photo_source import skipped_lines
-from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.manifest import read_feedback_part, read_manifest
 from fish_classifier.data.outlier_set import OutlierSetSettings, OutlierSourceError, collect_outlier_pool
 from fish_classifier.data.prepare import PrepareSettings
+from fish_classifier.data.unzip import DownloadError
 from fish_classifier.layout import FEEDBACK_NOT_FISH, MANIFEST, OUTLIERS_DIR, OUTLIERS_MANIFEST, UNKNOWN_MANIFEST
 from fish_classifier.params import stage_arguments, stage_params
 
@@ -34,13 +33,7 @@ def main(argv=None) -> int:
         print(f"outliers failed: {exc}", file=sys.stderr)
         return 1
     pool.manifest.to_csv(OUTLIERS_MANIFEST, index=False)
-    origins = ", ".join(f"{n} from {origin}" for origin, n in pool.manifest["origin"].value_counts().items())
-    dropped = ", ".join(f"{n} of {group}" for group, n in pool.dropped.items())
-    print(f"{len(pool.manifest)} outlier photos{f' ({origins})' if origins else ''}, {pool.excluded} left out by "
-          f"data.outlier_exclude, {pool.repeats} repeats kept once; dropped as duplicates: {dropped}; "
-          f"{len(pool.skipped)} files skipped")
-    for line in skipped_lines(pool.skipped):
-        print(line)
+    print("\n".join(pool.lines()))
     return 0
 
 

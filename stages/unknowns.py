@@ -7,11 +7,11 @@ unknown-photo detector on. An empty source gives an empty set, and `select` skip
 
 import sys
 
-from fish_classifier.data.photo_source import skipped_lines
-from fish_classifier.data.unzip import DownloadError
 from fish_classifier.data.unknown_set import UnknownSetSettings, collect_unknown_set
+from fish_classifier.data.unzip import DownloadError
 from fish_classifier.layout import UNKNOWN_DIR, UNKNOWN_MANIFEST
 from fish_classifier.params import stage_arguments, stage_params
+
 
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
@@ -22,14 +22,7 @@ def main(argv=None) -> int:
         print(f"unknowns failed: {exc}", file=sys.stderr)
         return 1
     unknowns.manifest.to_csv(UNKNOWN_MANIFEST, index=False)
-    if not data.unknown_source:
-        print("data.unknown_source is empty: no unknown photos, select will skip the unknown-photo figures")
-        return 0
-    counts = ", ".join(f"{group} {n}" for group, n in unknowns.manifest["group"].value_counts().items())
-    print(f"{len(unknowns.manifest)} unknown-set photos from {data.unknown_source} ({counts}), "
-          f"{len(unknowns.skipped)} skipped")
-    for line in skipped_lines(unknowns.skipped):
-        print(line)
+    print("\n".join(unknowns.lines(data.unknown_source)))
     return 0
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 from fish_classifier.data.scratch import scratch_folder
 from fish_classifier.data.unzip import DownloadError, UnpackLimits
 from fish_classifier.data.manifest import FEEDBACK_COLUMNS, DatasetError
-from fish_classifier.data.photo_source import gather_photos
+from fish_classifier.data.photo_source import gather_photos, skipped_lines
 from fish_classifier.feedback.store import NOT_FISH, FeedbackError, FeedbackStore
 from fish_classifier.params import number, text
 
@@ -49,6 +49,15 @@ class FeedbackSet:
     parts: dict[str, pd.DataFrame]  # train, field, not-fish: FEEDBACK_COLUMNS each
     skipped: list[dict] = field(default_factory=list)  # path (in the source), reason
     repeats: list[dict] = field(default_factory=list)  # path (in the source), same_as: the one kept
+
+    def lines(self, source: str) -> list[str]:
+        """What the feedback stage prints: the photos of `source` by part, the skipped files and the repeats."""
+        if not source:
+            return ["data.feedback_source is empty: no feedback photos"]
+        counts = ", ".join(f"{part} {len(frame)}" for part, frame in self.parts.items())
+        return [f"feedback from {source}: {counts}; {len(self.skipped)} files skipped, "
+                f"{len(self.repeats)} repeated photos kept once", *skipped_lines(self.skipped),
+                *(f"  {entry['path']} is the same photo as {entry['same_as']}: kept once" for entry in self.repeats)]
 
 
 def is_database_url(source: str) -> bool:

@@ -32,7 +32,7 @@ from fish_classifier.cpus import usable_cpus
 from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.leakage import hamming_distances, perceptual_hash
 from fish_classifier.data.manifest import scored_split
-from fish_classifier.data.photo_source import gather_photos
+from fish_classifier.data.photo_source import gather_photos, skipped_lines
 from fish_classifier.images import ImageError, open_rgb, read_image_file
 from fish_classifier.params import Rule, text
 
@@ -62,6 +62,14 @@ class OutlierPool:
     repeats: int = 0  # photos that were the same file as one kept
     dropped: dict[str, int] = field(default_factory=dict)  # {protected set: photos dropped as its duplicates}
     excluded: int = 0  # source photos in a folder that data.outlier_exclude names
+
+    def lines(self) -> list[str]:
+        """What the outliers stage prints: the pool's size by origin, what was left out and why, the skipped files."""
+        origins = ", ".join(f"{n} from {origin}" for origin, n in self.manifest["origin"].value_counts().items())
+        dropped = ", ".join(f"{n} of {group}" for group, n in self.dropped.items())
+        return [f"{len(self.manifest)} outlier photos{f' ({origins})' if origins else ''}, {self.excluded} left out "
+                f"by data.outlier_exclude, {self.repeats} repeats kept once; dropped as duplicates: {dropped}; "
+                f"{len(self.skipped)} files skipped", *skipped_lines(self.skipped)]
 
 
 def collect_outlier_pool(settings: OutlierSetSettings, not_fish: pd.DataFrame, fish: pd.DataFrame,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from fish_classifier.data.unzip import UnpackLimits
-from fish_classifier.data.photo_source import gather_photos
+from fish_classifier.data.photo_source import gather_photos, skipped_lines
 from fish_classifier.params import text
 
 # The set's groups: photos to flag, and fish that should pass.
@@ -38,6 +38,14 @@ class UnknownSetSettings(UnpackLimits):
 class UnknownSet:
     manifest: pd.DataFrame  # path, group
     skipped: list[dict] = field(default_factory=list)  # path, reason
+
+    def lines(self, source: str) -> list[str]:
+        """What the unknowns stage prints: the photos of `source` by group, then the skipped files."""
+        if not source:
+            return ["data.unknown_source is empty: no unknown photos, select will skip the unknown-photo figures"]
+        counts = ", ".join(f"{group} {n}" for group, n in self.manifest["group"].value_counts().items())
+        return [f"{len(self.manifest)} unknown-set photos from {source} ({counts}), {len(self.skipped)} skipped",
+                *skipped_lines(self.skipped)]
 
 
 def collect_unknown_set(source: str, out_dir: str | Path, limits: UnpackLimits) -> UnknownSet:

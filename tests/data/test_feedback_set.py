@@ -10,6 +10,7 @@ from fish_classifier.data.feedback_set import (
     FIELD,
     NOT_FISH,
     TRAIN,
+    FeedbackSet,
     FeedbackSetSettings,
     collect_feedback,
     feedback_split,
@@ -176,3 +177,14 @@ def test_an_empty_source_gives_three_empty_parts_and_a_missing_one_says_what_to_
         collect_feedback("nowhere.zip", tmp_path / "out", settings(), SPECIES)
     assert str(error.value) == ("data.feedback_source 'nowhere.zip' is neither a zip nor a folder; "
                                 'set it to one, or to "" for no feedback')
+
+
+def test_the_stage_line_counts_each_part_and_shows_skipped_and_repeated_photos():
+    frame = pd.DataFrame({"path": ["p.jpg"]})
+    feedback = FeedbackSet({"train": frame, "field": frame.iloc[:0], "not-fish": frame},
+                           skipped=[{"path": "notes.txt", "reason": "not a photo"}],
+                           repeats=[{"path": "trout/b.jpg", "same_as": "trout/a.jpg"}])
+    assert feedback.lines("marks.zip") == [
+        "feedback from marks.zip: train 1, field 0, not-fish 1; 1 files skipped, 1 repeated photos kept once",
+        "  skipped notes.txt: not a photo", "  trout/b.jpg is the same photo as trout/a.jpg: kept once"]
+    assert feedback.lines("") == ["data.feedback_source is empty: no feedback photos"]

@@ -1,11 +1,12 @@
 import zipfile
 
+import pandas as pd
 import pytest
 from support.app_bundles import text_photo
 from support.fixtures_models import tinted_image
 
 from fish_classifier.data.unzip import DownloadError, UnpackLimits
-from fish_classifier.data.unknown_set import collect_unknown_set
+from fish_classifier.data.unknown_set import UnknownSet, collect_unknown_set
 
 LIMITS = UnpackLimits(max_unpacked_mb=100, max_compression_ratio=100)
 
@@ -59,3 +60,13 @@ def test_a_missing_source_says_what_to_set(tmp_path):
         collect_unknown_set("nowhere.zip", tmp_path / "unknown", LIMITS)
     assert str(error.value) == ("data.unknown_source 'nowhere.zip' is neither a zip nor a folder; "
                                 'set it to one, or to "" to skip the unknown-photo figures')
+
+
+def test_the_stage_line_counts_each_group_and_shows_the_skipped_files():
+    unknowns = UnknownSet(pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"],
+                                        "group": ["not-fish", "not-fish", "fish-elsewhere"]}),
+                          skipped=[{"path": "x.txt", "reason": "not a photo"}])
+    assert unknowns.lines("corpus.zip") == [
+        "3 unknown-set photos from corpus.zip (not-fish 2, fish-elsewhere 1), 1 skipped", "  skipped x.txt: not a photo"]
+    assert UnknownSet(pd.DataFrame({"path": [], "group": []})).lines("") == [
+        "data.unknown_source is empty: no unknown photos, select will skip the unknown-photo figures"]
