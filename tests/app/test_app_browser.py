@@ -60,10 +60,11 @@ def colour_bundle(tmp_path_factory):
 
 def upload_and_wait(browser, url, good: Path, bad: Path, species: str, *more: Path) -> dict:
     """Upload `good`, `bad` and `more` in one batch; the page once it shows the species of one and the error
-    of the other."""
+    of the other, and the results of `good` and `more` under their photos."""
     browser.get(url)
     upload(browser, [good, bad, *more], timeout=RESULT_TIMEOUT)
-    return wait_for_results(browser, species, bad.name, timeout=RESULT_TIMEOUT)
+    return wait_for_results(browser, species, bad.name, photos=[path.name for path in (good, *more)],
+                            timeout=RESULT_TIMEOUT)
 
 
 def assert_unknown_shown(state: dict, n_species: int) -> None:
@@ -77,7 +78,7 @@ def error_for(state: dict, file_name: str) -> str:
 
 
 def assert_full_result_shown(state: dict, caption: str) -> None:
-    assert caption in state["text"]  # the photo's caption
+    assert caption in state["captions"]  # the photo, under its name
     assert "Where the model looked" in state["text"]  # the heatmap overlay
     assert "Confidence (calibrated)" in state["text"]
     assert state["charts"] == 1  # the top-5 chart
@@ -106,7 +107,7 @@ def test_clicking_an_example_photo_names_its_species(browser, tmp_path, colour_b
     with streamlit_server(colour_bundle, tmp_path / "streamlit.log") as url:
         browser.get(url)
         click(browser, "example-1", timeout=RESULT_TIMEOUT)  # the second photo of the row, under its button
-        state = wait_for_results(browser, emerald, timeout=RESULT_TIMEOUT)
+        state = wait_for_results(browser, emerald, photos=[f"Example: {emerald}"], timeout=RESULT_TIMEOUT)
         assert state["headings"] == [emerald]
         assert_full_result_shown(state, f"Example: {emerald}")
         save_full_page_screenshot(browser, ARTIFACTS / "app-example-photo.png")
@@ -170,7 +171,8 @@ def test_hostile_names_show_as_text_and_a_thin_photo_gets_its_own_answer_beside_
     with streamlit_server(colour_bundle, tmp_path / "streamlit.log") as url:
         browser.get(url)
         upload(browser, [good, thin, *hostile], timeout=RESULT_TIMEOUT)
-        state = wait_for_results(browser, "Crimson testfish", timeout=RESULT_TIMEOUT)
+        state = wait_for_results(browser, "Crimson testfish", photos=[p.name for p in [good, thin, *hostile]],
+                                 timeout=RESULT_TIMEOUT)
         markup = markup_in_main(browser)
         save_full_page_screenshot(browser, ARTIFACTS / "app-hostile-names.png")
 

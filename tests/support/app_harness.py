@@ -13,7 +13,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from support import REPO_ROOT
 
@@ -153,6 +153,7 @@ const texts = (selector, root) => [...(root || document).querySelectorAll(select
 return {
   running: !!document.querySelector('[data-testid="stStatusWidget"]'),
   headings: main ? texts('h3', main) : [],
+  captions: main ? texts('[data-testid="stImageCaption"]', main) : [],
   errors: texts('[data-testid="stAlertContentError"]'),
   warnings: texts('[data-testid="stAlertContentWarning"]'),
   charts: document.querySelectorAll('[data-testid="stVegaLiteChart"]').length,
@@ -163,7 +164,8 @@ return {
 
 
 def page_state(driver) -> dict:
-    """What the app shows now: running?, result headings, error and warning texts, charts, images, main text."""
+    """What the app shows now: running?, result headings, image captions, error and warning texts, charts, images,
+    main text."""
     return driver.execute_script(_PAGE_STATE)
 
 
@@ -186,18 +188,24 @@ def markup_in_main(driver) -> dict:
     return driver.execute_script(_MARKUP)
 
 
-def wait_for_results(driver, species: str, bad_file: str | None = None, *, timeout: float = 120) -> dict:
-    """Wait until the app has finished a run showing `species` (and an error naming `bad_file`); its page state.
+def wait_for_results(driver, species: str, bad_file: str | None = None, *, photos: Sequence[str] = (),
+                     timeout: float = 120) -> dict:
+    """Wait until the app has finished a run showing `species` (and an error naming `bad_file`, and each of
+    `photos`, file names, under its result); its page state.
 
     Settled means: no script run in progress, every result's chart drawn (Vega draws after the
     heading appears) and every image loaded, so that what the caller asserts and screenshots is final.
+    The browser may draw a result's photo after the run has ended and the rest of the result is drawn
+    (an image that is not on the page yet counts as loaded): a caller that asserts on photos names them.
     """
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     def settled(driver):
         state = page_state(driver)
-        shown = species in state["headings"]
+        shown = species in state["headings"] and len(state["headings"]) >= len(photos)
+        # As the browser shows a file name: a '"' as %22 (HTML's form rules).
+        shown = shown and all(name.replace('"', "%22") in state["captions"] for name in photos)
         if bad_file is not None:
             shown = shown and any(bad_file in error for error in state["errors"])
         # Every result but an unknown photo's has a top-k chart.
@@ -208,7 +216,8 @@ def wait_for_results(driver, species: str, bad_file: str | None = None, *, timeo
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.1).until(settled)
     except TimeoutException:
-        expected = f"{species!r} result" + (f" and error for {bad_file!r}" if bad_file else "")
+        expected = (f"{species!r} result" + (f" and error for {bad_file!r}" if bad_file else "")
+                    + (f" and results under {', '.join(map(repr, photos))}" if photos else ""))
         raise AssertionError(
             f"after {timeout:.0f} s the app shows no {expected}; page text:\n{page_state(driver)['text']}"
         ) from None
