@@ -29,7 +29,7 @@ from support.app_bundles import sample_photo  # noqa: E402
 from support.app_harness import CHROMIUM, headless_chromium, streamlit_server, upload, wait_for_results  # noqa: E402
 from support.latency import warm_latency_ms  # noqa: E402
 
-from fish_classifier.serving.bundle import BundleError  # noqa: E402
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError  # noqa: E402
 from fish_classifier.serving.inference import BACKENDS  # noqa: E402
 from fish_classifier.serving.predictor import Predictor  # noqa: E402
 
@@ -58,7 +58,7 @@ def cold_start_seconds(bundle: Path, photo_path: Path, species: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, default=Path("models/deploy"))
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR)
     parser.add_argument("--image", type=Path, help="photo to time (default: first dev-zip test photo)")
     parser.add_argument("--backend", default="auto", choices=BACKENDS, help="the Predictor's model runtime")
     parser.add_argument("--calls", type=int, default=200)

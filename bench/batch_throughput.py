@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO_ROOT))  # this checkout's package, as the predict su
 from fish_classifier.cpus import usable_cpus
 from fish_classifier.images import load_pixels
 from fish_classifier.serving import litert
-from fish_classifier.serving.bundle import BundleError, read_bundle
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, read_bundle
 from fish_classifier.serving.inference import OUTPUTS, LiteRTBackend
 from fish_classifier.cli.main import collect_images
 
@@ -79,7 +79,7 @@ def predict_run(photos: Path, bundle: Path, batch_size: int, out: Path) -> tuple
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("photos", type=Path, help="a folder of photos (searched recursively, as predict does)")
-    parser.add_argument("--bundle", type=Path, default=Path("models/deploy"))
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR)
     parser.add_argument("--batch-size", type=int, default=32, help="as predict's --batch-size (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     args = parser.parse_args(argv)

@@ -12,7 +12,6 @@ test split's ECE and NLL. Reads the pipeline's outputs; run it after `dvc repro`
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from fish_classifier.data.leakage import duplicated_from_train
 from fish_classifier.data.manifest import read_classes, read_manifest
 from fish_classifier.evaluation.metrics import EvaluateSettings, calibration_report
 from fish_classifier.evaluation.predictions import predict_split
-from fish_classifier.layout import MODEL_FILE, model_dir
+from fish_classifier.layout import CLASSES, MANIFEST, MODEL_FILE, PREPARE_REPORT, model_dir
 from fish_classifier.model.preprocessing import load_model
 from fish_classifier.params import stage_params
 from fish_classifier.serving.inference import KerasBackend
@@ -35,14 +34,14 @@ def main(argv=None) -> None:
         sys.exit(f"{model_path} is missing: run `dvc repro` first")
     params = stage_params(evaluate=EvaluateSettings).evaluate  # the evaluate stage's own settings, checked
     bins, prior_sigma = params.ece_bins, params.temperature_prior_sigma
-    classes = read_classes("data/classes.json")
-    manifest = read_manifest("data/manifest.csv")
+    classes = read_classes(CLASSES)
+    manifest = read_manifest(MANIFEST)
     backend = KerasBackend(load_model(model_path))
     val, test = (predict_split(backend, manifest, split, classes, batch_size=params.batch_size, desc=split)
                  for split in ("val", "test"))
     y_val, y_test = val.y_true, test.y_true
     val_probs, test_probs = val.probabilities, test.probabilities
-    report = json.loads(Path("data/prepare_report.json").read_text(encoding="utf-8"))
+    report = json.loads(PREPARE_REPORT.read_text(encoding="utf-8"))
     clean = ~val.rows["path"].isin(duplicated_from_train(report, "val")).to_numpy()
 
     print(f"{args.model}: test accuracy {(test_probs.argmax(axis=1) == y_test).mean():.4f} on {len(y_test)} photos")

@@ -23,11 +23,11 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-MANIFEST = Path("data/manifest.csv")
+from fish_classifier.layout import AUGMENTED_MANIFEST, CLASSES, MANIFEST
+
 REFERENCE = {
     "image_size": 224,
     "filters": [32, 64, 128],
@@ -115,7 +115,7 @@ def train_and_score(recipe: str, seed: int, epochs: int | None = None) -> dict:
     cnn = check_params(CnnSettings, REFERENCE, "reference") if recipe == "reference" else params.train.model
     if epochs:
         cnn = cnn.model_copy(update={"epochs": epochs})
-    data = load_training_data(MANIFEST, "data/augmented/manifest.csv", "data/classes.json")
+    data = load_training_data(MANIFEST, AUGMENTED_MANIFEST, CLASSES)
     start = time.perf_counter()
     model = train_model("cnn", data, params.train.model_copy(update={"model": cnn}), seed)
     train_s = time.perf_counter() - start

@@ -15,30 +15,29 @@ photos are near duplicates (perceptual hash) of a marked one: such pairs make "a
 """
 
 import argparse
-import hashlib
 import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-import imagehash
+import numpy as np
 
-from fish_classifier.data.unzip import UnpackLimits
+from fish_classifier.data.leakage import hamming_distances, perceptual_hash
 from fish_classifier.data.photo_source import gather_photos
+from fish_classifier.data.prepare import PrepareSettings
+from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.feedback.store import FeedbackStore, ModelAnswer
 from fish_classifier.images import open_rgb
 from fish_classifier.params import stage_params
-from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, bundle_version
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, bundle_version, file_sha256
 from fish_classifier.serving.predictor import Predictor
-
-NEAR_DUPLICATE = 4  # phash Hamming distance, as prepare.near_duplicate_distance
 
 
 def split_halves(photos: list[Path]) -> tuple[list[Path], list[Path]]:
     """Per class folder, the photos in sha256 order: the 1st, 3rd, ... are marked, the others held out."""
     by_class: dict[str, list[tuple[str, Path]]] = {}
     for photo in photos:
-        by_class.setdefault(photo.parent.name, []).append((hashlib.sha256(photo.read_bytes()).hexdigest(), photo))
+        by_class.setdefault(photo.parent.name, []).append((file_sha256(photo), photo))
     marked, held_out = [], []
     for entries in by_class.values():
         for i, (_, photo) in enumerate(sorted(entries)):
@@ -46,11 +45,14 @@ def split_halves(photos: list[Path]) -> tuple[list[Path], list[Path]]:
     return marked, held_out
 
 
-def near_duplicates(marked: list[Path], held_out: list[Path]) -> int:
-    """Held-out photos within NEAR_DUPLICATE bits of a marked photo's perceptual hash."""
-    hashes = [imagehash.phash(open_rgb(p)) for p in marked]
-    held = [imagehash.phash(open_rgb(p)) for p in held_out]  # each photo hashed once, not once per marked photo
-    return sum(any(h - m <= NEAR_DUPLICATE for m in hashes) for h in held)
+def near_duplicates(marked: list[Path], held_out: list[Path], settings: PrepareSettings) -> int:
+    """Held-out photos that are near duplicates of a marked photo, as the prepare stage counts them: perceptual
+    hashes of `settings.hash_size` within `settings.near_duplicate_distance` bits."""
+    if not marked or not held_out:
+        return 0
+    marks, held = (np.array([perceptual_hash(open_rgb(p), settings.hash_size) for p in photos])
+                   for photos in (marked, held_out))  # each photo hashed once
+    return int((hamming_distances(held, marks) <= settings.near_duplicate_distance).any(axis=1).sum())
 
 
 def main(argv=None) -> None:
@@ -62,7 +64,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
-        found = gather_photos(args.photos, Path(scratch) / "photos", stage_params(data=UnpackLimits).data, "--photos", "")
+        params = stage_params(data=UnpackLimits, prepare=PrepareSettings)
+        found = gather_photos(args.photos, Path(scratch) / "photos", params.data, "--photos", "")
         marked, held_out = split_halves(found.photos)
         predictor = Predictor(args.bundle)
         species = [entry["label"] for entry in predictor.classes]
@@ -86,8 +89,8 @@ def main(argv=None) -> None:
               f"{len(held_out)} held out in {args.held_out}")
         print(f"the bundle ({version}) on the marked photos: {said['right']} right, {said['wrong']} wrong, "
               f"{said['unknown']} unknown")
-        print(f"held-out photos that are near duplicates (phash <= {NEAR_DUPLICATE}) of a marked one: "
-              f"{near_duplicates(marked, held_out)}")
+        print(f"held-out photos that are near duplicates (phash <= {params.prepare.near_duplicate_distance}) of a "
+              f"marked one: {near_duplicates(marked, held_out, params.prepare)}")
         for name, group in (("marked", marked), ("held out", held_out)):
             counts = Counter(p.parent.name for p in group)
             print(f"  {name}: " + ", ".join(f"{label} {n}" for label, n in sorted(counts.items())))

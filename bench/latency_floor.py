@@ -38,7 +38,7 @@ from fish_classifier.cpus import usable_cpus  # noqa: E402
 from fish_classifier.images import load_pixels  # noqa: E402
 from fish_classifier.model.zoo import BACKBONES, build_backbone  # noqa: E402
 from fish_classifier.serving import litert  # noqa: E402
-from fish_classifier.serving.bundle import BundleError  # noqa: E402
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError  # noqa: E402
 from fish_classifier.serving.inference import LiteRTBackend  # noqa: E402
 from fish_classifier.serving.predictor import Predictor  # noqa: E402
 
@@ -99,7 +99,7 @@ def _seconds(call) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, default=Path("models/deploy"))
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR)
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
     parser.add_argument("--calls", type=int, default=20, help="timed calls of each row per round")
     parser.add_argument("--matmul-size", type=int, default=2048, help="side of the square matrices timed for GFLOP/s")

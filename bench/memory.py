@@ -38,6 +38,9 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tests' support package: phot
 
 from support.synthetic_images import flat_16_bit_png  # noqa: E402
 
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR  # noqa: E402
+from fish_classifier.serving.bundle_schema import INFO_FILE  # noqa: E402
+
 PNG_SIDE = 7000
 JPEG_SIZE = (4000, 3000)
 JPEG_COUNT = 20  # app/app.py's MAX_FILES
@@ -126,7 +129,7 @@ def run_case(bundle: Path, paths: list[Path]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, default=Path("models/deploy"))
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR)
     parser.add_argument("--measure", nargs="+", type=Path, help=argparse.SUPPRESS)  # a case's own process
     args = parser.parse_args()
     if args.measure:
@@ -138,7 +141,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         bundle = args.bundle if args.bundle.is_absolute() else REPO_ROOT / args.bundle
-        if (bundle / "bundle.json").is_file():
+        if (bundle / INFO_FILE).is_file():
             print(f"Deploy bundle: {bundle}")
         else:
             from support.app_bundles import build_colour_bundle

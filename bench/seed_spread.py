@@ -14,11 +14,11 @@ From the repo root:
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-MANIFEST = Path("data/manifest.csv")
+from fish_classifier.layout import AUGMENTED_MANIFEST, CLASSES, MANIFEST
+
 COLUMNS = ("accuracy", "macro_f1", "val_errors", "test_errors", "temperature", "ece_before", "ece_after")
 
 
@@ -62,7 +62,7 @@ def train_and_score(name: str, seed: int) -> dict:
 
     keras.backend.clear_session()
     params = read_params(augment=AugmentSettings, train=TrainSettings.for_model(name), evaluate=EvaluateSettings)
-    data = load_training_data(MANIFEST, "data/augmented/manifest.csv", "data/classes.json")
+    data = load_training_data(MANIFEST, AUGMENTED_MANIFEST, CLASSES)
     model = train_model(name, data, params.train, seed, augmentation=params.augment.augmentation)
 
     manifest = read_manifest(MANIFEST)

@@ -29,6 +29,9 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tests' support package: phot
 from support.app_bundles import DEV_ZIP, MOBILENET_WEIGHTS, build_real_photo_bundle, real_photos  # noqa: E402
 from support.latency import warm_latency_ms  # noqa: E402
 
+from fish_classifier.layout import MODEL_FILE  # noqa: E402
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR  # noqa: E402
+from fish_classifier.serving.bundle_schema import SERVING_MODEL_FILE  # noqa: E402
 from fish_classifier.serving.export import PARITY_TOLERANCE, export_for_serving  # noqa: E402
 from fish_classifier.serving.predictor import Predictor  # noqa: E402
 
@@ -44,9 +47,9 @@ def prepare_bundle(bundle: Path | None, work: Path) -> tuple[Path, list[tuple[st
     if not DEV_ZIP.is_file():
         sys.exit(f"needs the dev zip {DEV_ZIP}; not present")
     labels = dev_labels()
-    if bundle is not None and (bundle / "model.keras").is_file():
+    if bundle is not None and (bundle / MODEL_FILE).is_file():
         copy = work / "deploy"
-        shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("model.tflite"))
+        shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns(SERVING_MODEL_FILE))
         return copy, real_photos(labels, "test", 10_000)
     if not MOBILENET_WEIGHTS.is_file():
         sys.exit(f"no bundle given and no {MOBILENET_WEIGHTS} to build one from")
@@ -56,7 +59,7 @@ def prepare_bundle(bundle: Path | None, work: Path) -> tuple[Path, list[tuple[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, default=REPO_ROOT / "models" / "deploy")
+    parser.add_argument("--bundle", type=Path, default=REPO_ROOT / DEFAULT_BUNDLE_DIR)
     parser.add_argument("--runs", type=int, default=200, help="timed single-image predictions per backend")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -80,7 +83,7 @@ def main() -> None:
             "labels_agree": report["labels_agree"],
             "cam_max_abs_diff": float(max(cams)),
             "litert_test_accuracy": float(accuracy),
-            "tflite_mb": round((bundle / "model.tflite").stat().st_size / 1e6, 2),
+            "tflite_mb": round((bundle / SERVING_MODEL_FILE).stat().st_size / 1e6, 2),
             "litert_threads": litert._backend.num_threads,
             "latency_ms": {
                 "litert": warm_latency_ms(litert, images[0], args.runs),

@@ -24,9 +24,8 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-MANIFEST = Path("data/manifest.csv")
+from fish_classifier.layout import AUGMENTED_MANIFEST, CLASSES, MANIFEST
 
 
 def main(argv=None) -> None:
@@ -89,7 +88,7 @@ def run_recipe(recipe: str, epochs: int | None) -> dict:
         def on_epoch_end(self, epoch, logs=None):
             self.per_fit[-1] += 1
 
-    data = load_training_data(MANIFEST, "data/augmented/manifest.csv", "data/classes.json")
+    data = load_training_data(MANIFEST, AUGMENTED_MANIFEST, CLASSES)
     # As stages/train.py reads them.
     params = read_params(base=Base, augment=AugmentSettings, train=TrainSettings.for_model("mobilenetv2"))
     start = time.perf_counter()

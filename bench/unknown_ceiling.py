@@ -40,8 +40,10 @@ from fish_classifier.evaluation.thresholds import threshold_at_rate
 from fish_classifier.evaluation.unknown_fit import fit_detector, validation_threshold
 from fish_classifier.evaluation.unknown_report import TEST_FISH, auroc
 from fish_classifier.images import load_pixels
+from fish_classifier.layout import MANIFEST
 from fish_classifier.model.zoo import BACKBONES, build_backbone
 from fish_classifier.params import stage_params
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
 from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, LiteRTBackend, outputs_for_files
 from fish_classifier.serving.predictor import Predictor
 from fish_classifier.serving.unknown import RELATIVE
@@ -83,8 +85,8 @@ def figures(scores: dict, threshold: float) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", default="models/deploy")
-    parser.add_argument("--manifest", default="data/manifest.csv")
+    parser.add_argument("--bundle", default=str(DEFAULT_BUNDLE_DIR))
+    parser.add_argument("--manifest", default=str(MANIFEST))
     parser.add_argument("--unknown", default=str(DEFAULT_UNKNOWN), help="zip or folder: not-fish/, fish-elsewhere/")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)

@@ -30,7 +30,9 @@ from fish_classifier.evaluation.bundle_detector import head_weights
 from fish_classifier.evaluation.selection import SelectSettings
 from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
 from fish_classifier.evaluation.unknown_report import auroc
+from fish_classifier.layout import MANIFEST
 from fish_classifier.params import stage_params
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
 from fish_classifier.serving.inference import EMBEDDING, LiteRTBackend, outputs_for_files
 from fish_classifier.serving.predictor import Predictor
 
@@ -92,8 +94,8 @@ def settings():
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", default="models/deploy")
-    parser.add_argument("--manifest", default="data/manifest.csv")
+    parser.add_argument("--bundle", default=str(DEFAULT_BUNDLE_DIR))
+    parser.add_argument("--manifest", default=str(MANIFEST))
     parser.add_argument("--unknown", default=str(DEFAULT_UNKNOWN), help="zip or folder: not-fish/, fish-elsewhere/")
     parser.add_argument("--methods", action="store_true", help="also refit and compare every detector method")
     parser.add_argument("--seed", type=int, default=0)

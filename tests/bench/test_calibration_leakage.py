@@ -10,7 +10,7 @@ import pytest
 from support.app_bundles import COLOUR_CLASSES, colour_photo
 from support.benches import load_bench
 
-from fish_classifier.layout import MODEL_FILE, model_dir
+from fish_classifier.layout import CLASSES, MANIFEST, MODEL_FILE, PREPARE_REPORT, model_dir
 
 calibration_leakage = load_bench("calibration_leakage")
 
@@ -32,10 +32,10 @@ def test_all_validation_and_validation_without_leaks_are_both_calibrated(colour_
                 path.parent.mkdir(exist_ok=True)
                 colour_photo(k, 32, seed=50 * k + i + (500 if split == "test" else 0)).save(path)
                 rows.append({"path": str(path), "split": split, "label": entry["label"], "augmented": False})
-    pd.DataFrame(rows).to_csv(tiny_project / "data" / "manifest.csv", index=False)
-    (tiny_project / "data" / "classes.json").write_text(json.dumps({"classes": COLOUR_CLASSES}))
+    pd.DataFrame(rows).to_csv(tiny_project / MANIFEST, index=False)
+    (tiny_project / CLASSES).write_text(json.dumps({"classes": COLOUR_CLASSES}))
     leaked = [{"train": "x.png", "val": rows[0]["path"]}]
-    (tiny_project / "data" / "prepare_report.json").write_text(json.dumps(
+    (tiny_project / PREPARE_REPORT).write_text(json.dumps(
         {"exact_duplicate_pairs": {"train-val": leaked}, "near_duplicate_pairs": {"train-val": []}}))
 
     calibration_leakage.main(["--model", "cnn"])

@@ -1,14 +1,19 @@
 """bench/feedback_loop.py on a colour bundle: half of each class is marked through a real store and accepted,
-the other half held out untouched, the split stable, and a folder that is no species refused by name."""
+the other half held out untouched, the split stable, a folder that is no species refused by name, and near
+duplicates counted as the prepare stage counts them."""
 
 import hashlib
 
+import numpy as np
 import pytest
+from PIL import Image
 from support import REPO_ROOT
 from support.app_bundles import COLOUR_CLASSES, colour_photo, jpeg_bytes
 from support.benches import load_bench
 
+from fish_classifier.data.prepare import PrepareSettings
 from fish_classifier.feedback.store import FeedbackStore
+from fish_classifier.params import stage_params
 
 feedback_loop = load_bench("feedback_loop")
 
@@ -63,3 +68,16 @@ def test_a_folder_that_is_no_species_is_refused_by_name(tmp_path, colour_bundle,
         feedback_loop.main(["--photos", str(photos), "--store", f"sqlite:///{tmp_path / 'f.db'}",
                             "--held-out", str(tmp_path / "held"), "--bundle", str(colour_bundle)])
     assert "no species of the bundle: salmon" in capsys.readouterr().err
+
+
+def test_near_duplicates_are_counted_with_the_prepare_stage_s_hash_and_distance(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    settings = stage_params(prepare=PrepareSettings).prepare
+    blocks = [np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8) for seed in (1, 2)]
+    paths = {}
+    for name, pixels in (("marked.jpg", blocks[0]), ("copy.png", blocks[0]), ("other.png", blocks[1])):
+        paths[name] = tmp_path / name
+        Image.fromarray(pixels).resize((64, 64), Image.Resampling.NEAREST).save(paths[name])
+    held_out = [paths["copy.png"], paths["other.png"]]
+    assert feedback_loop.near_duplicates([paths["marked.jpg"]], held_out, settings) == 1  # the copy, not the other
+    assert feedback_loop.near_duplicates([], held_out, settings) == 0

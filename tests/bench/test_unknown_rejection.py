@@ -5,10 +5,10 @@ import json
 
 import pandas as pd
 import pytest
-import yaml
 from support.app_bundles import COLOUR_CLASSES, colour_photo, text_photo
 from support.benches import load_bench
 
+from fish_classifier.params import PARAMS_FILE, load_params
 from fish_classifier.serving.predictor import Predictor
 
 unknown_rejection = load_bench("unknown_rejection")
@@ -16,7 +16,7 @@ unknown_rejection = load_bench("unknown_rejection")
 
 def test_settings_are_the_select_and_data_sections_checked(tiny_project):
     select, limits, labels = unknown_rejection.settings()
-    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params = load_params(tiny_project / PARAMS_FILE)
     assert select.unknown_val_flag_rate == params["select"]["unknown_val_flag_rate"]
     assert select.batch_size == params["select"]["batch_size"]
     assert limits.max_unpacked_mb == params["data"]["max_unpacked_mb"]
@@ -24,8 +24,8 @@ def test_settings_are_the_select_and_data_sections_checked(tiny_project):
 
 
 def test_a_bad_setting_stops_the_bench_naming_the_key(tiny_project):
-    text = (tiny_project / "params.yaml").read_text().replace("unknown_val_flag_rate: 0.01", "unknown_val_flag_rate: 2")
-    (tiny_project / "params.yaml").write_text(text)
+    text = (tiny_project / PARAMS_FILE).read_text().replace("unknown_val_flag_rate: 0.01", "unknown_val_flag_rate: 2")
+    (tiny_project / PARAMS_FILE).write_text(text)
     with pytest.raises(SystemExit) as stopped:
         unknown_rejection.settings()
     assert "select.unknown_val_flag_rate must be a number within [0, 1], got 2" in str(stopped.value)
