@@ -427,21 +427,24 @@ def main() -> None:
     if notice := batch_notice(sizes, kept):
         st.error(notice)
     # Each file's bytes are read when its turn comes: a batch of large uploads is never copied whole at once.
-    # Only uploads the budget accepted may be marked: an example is one of the bundle's own test photos.
-    photos = [(upload.name, file_label(upload.name), upload.getvalue, True) for upload in uploads[:kept]]
+    # Only uploads the budget accepted (each with the uploader's id) may be marked: an example is one of the
+    # bundle's own test photos.
+    photos = [(upload.name, file_label(upload.name), upload.getvalue, upload.file_id) for upload in uploads[:kept]]
     if example is not None:
         photos.insert(0, (f"Example: {example.display}", f"Example: {literal(example.display)}",
-                          example.path.read_bytes, False))
+                          example.path.read_bytes, None))
 
     marking = feedback.enabled()
+    if marking:
+        feedback.keep_hashes([upload.file_id for upload in uploads[:kept]])
     results = []
     with st.spinner("Identifying…"):
-        for name, label, read, markable in photos:
+        for name, label, read, upload_id in photos:
             with identify_slots():  # across all sessions: a bound on the photos decoded at once
                 data = read()
                 results.append(identify(predictor, bundle_key, name, label, data, threshold, with_heatmap))
-            if marking and markable:
-                results[-1].upload = feedback.upload(data, read)
+            if marking and upload_id is not None:
+                results[-1].upload = feedback.upload(upload_id, data, read)
             del data
     if any(result.decoded for result in results):
         release_memory()

@@ -28,6 +28,7 @@ MAX_MARKS = MAX_FILES  # photos one browser session may mark: a batch's worth
 MARKED_KEY = "feedback-marked"  # session state: {photo sha256: what was saved}, the photos this session marked
 RECORD_IDS_KEY = "feedback-record-ids"  # session state: {(sha256, label): record id}, so that a retry is one record
 PROBLEMS_KEY = "feedback-problems"  # session state: {sha256: why its last mark was not saved}, shown once
+HASHES_KEY = "feedback-hashes"  # session state: {uploader's file id: sha256}, the uploads on the page, each hashed once
 NOTICE = ("Marking an answer keeps the photo to improve the model. Its location and other metadata (EXIF, "
           "GPS) are removed first; the file name is never kept.")
 
@@ -46,8 +47,21 @@ class Upload:
     read: Callable[[], bytes]
 
 
-def upload(data: bytes, read: Callable[[], bytes]) -> Upload:
-    return Upload(hashlib.sha256(data).hexdigest(), read)
+def upload(file_id: str, data: bytes, read: Callable[[], bytes]) -> Upload:
+    """The accepted upload `file_id` (the uploader's id for the file), whose bytes are `data`. Streamlit runs the page
+    again on every click, with the same uploads: each is hashed on the first run that shows it, then known by its id
+    (the uploader gives every file it receives an id of its own)."""
+    hashes = st.session_state.setdefault(HASHES_KEY, {})
+    if file_id not in hashes:
+        hashes[file_id] = hashlib.sha256(data).hexdigest()
+    return Upload(hashes[file_id], read)
+
+
+def keep_hashes(file_ids: list[str]) -> None:
+    """Forget the hashes of uploads no longer on the page (removed from the uploader, or past the batch's cap)."""
+    hashes = st.session_state.get(HASHES_KEY, {})
+    for file_id in hashes.keys() - set(file_ids):
+        del hashes[file_id]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ store, what the page shows then, the switch, and a store that cannot be written.
 
 import hashlib
 import io
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -183,6 +184,27 @@ def test_one_photo_twice_in_a_batch_is_marked_once_and_a_session_marks_at_most_i
     assert [c.value for c in app.caption if "as many as" in c.value] == [
         "This browser session has marked 2 photos, as many as one session may."]
     assert [r.label for r in records(store_url)] == ["test crimson", "test cobalt"]
+
+
+def test_each_upload_is_hashed_once_however_often_the_page_runs(monkeypatch, bundle, store_url):
+    hashed = []
+
+    def sha256(data):
+        hashed.append(bytes(data))
+        return hashlib.sha256(data)
+
+    monkeypatch.setattr(app_feedback, "hashlib", SimpleNamespace(sha256=sha256))
+    app = run_app(monkeypatch, bundle, [("crimson.jpg", CRIMSON, "image/jpeg"), ("cobalt.jpg", COBALT, "image/jpeg")])
+    app.toggle[0].set_value(False).run()  # two more runs of the page, the uploads unchanged
+    app.run()
+    assert hashed == [CRIMSON, COBALT]
+    widgets(app, "feedback-right-")[0].click().run()
+    assert [s.value for s in app.success] == ["Saved: right, Crimson testfish."]
+    assert records(store_url)[0].photo_sha256 == hashlib.sha256(CRIMSON).hexdigest()
+
+    app.file_uploader[0].set_value(("cobalt.jpg", COBALT, "image/jpeg")).run()  # new: hashed, the rest forgotten
+    assert hashed == [CRIMSON, COBALT, COBALT]
+    assert list(app.session_state[app_feedback.HASHES_KEY].values()) == [hashlib.sha256(COBALT).hexdigest()]
 
 
 def test_the_bundle_version_is_the_start_of_bundle_json_s_sha256(bundle):
