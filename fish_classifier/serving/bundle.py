@@ -25,20 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fish_classifier.layout import DEPLOY_DIR
-from fish_classifier.serving.bundle_schema import (  # noqa: F401  (the names the rest of the package imports from here)
-    EXAMPLES_DIR,
-    FORMAT_VERSION,
+from fish_classifier.serving.bundle_schema import (
     INFO_FILE,
     LABELS_FILE,
     MODEL_FILE,
-    OPTIONAL_PARTS,
     SERVING_MODEL_FILE,
     UNKNOWN_FILE,
     BundleError,
     BundleInfo,
     HeadlineMetrics,
     UnknownEntry,
-    inside,
 )
 from fish_classifier.serving.bundle_schema import HOW_TO_FIX as _HOW_TO_FIX
 from fish_classifier.serving.bundle_schema import HOW_TO_REBUILD as _HOW_TO_REBUILD
