@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from fish_classifier.cli.errors import WRITE_FAILED, usage_error
+from fish_classifier.feedback import DEFAULT_URL, STATUSES, URL_ENV
 from fish_classifier.serving.prediction_row import readable
 
 SHEET_PHOTOS = 100  # photos on a contact sheet: a bigger one is too large to look at
@@ -17,8 +18,6 @@ MIN_ID_PREFIX = 6
 
 
 def add_feedback(commands) -> None:
-    from fish_classifier.feedback.store import DEFAULT_URL, STATUSES, URL_ENV
-
     feedback = commands.add_parser(
         "feedback",
         help="review the photos users marked in the app, and export the accepted ones",

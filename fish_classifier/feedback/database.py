@@ -14,9 +14,9 @@ from sqlalchemy import Table, create_engine, event, insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
+from fish_classifier.feedback import DEFAULT_URL
 from fish_classifier.feedback.schema import FeedbackError, StoreUnavailable, metadata
 
-DEFAULT_URL = "sqlite:///feedback/feedback.db"  # relative to the working directory
 CONNECT_TIMEOUT_S = 10  # a PostgreSQL host that does not answer fails in this long, not the system's minutes
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # a writer waits this long for another's transaction before giving up
 

@@ -27,8 +27,9 @@ from sqlalchemy import (
     Table,
 )
 
+from fish_classifier.feedback import STATUSES
+
 NOT_FISH = "not-fish"  # the label for "this photo is no fish", and its export folder
-STATUSES = ("new", "accepted", "rejected")
 _RECORD_ID = re.compile(r"[0-9a-f]{32}")
 
 metadata = MetaData()

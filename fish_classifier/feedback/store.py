@@ -14,7 +14,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from fish_classifier.feedback.database import CONNECT_TIMEOUT_S, DEFAULT_URL, Database, insert_if_absent, masked
+from fish_classifier.feedback import DEFAULT_URL, URL_ENV
+from fish_classifier.feedback.database import CONNECT_TIMEOUT_S, Database, insert_if_absent, masked
 from fish_classifier.feedback.export import write_export
 from fish_classifier.feedback.photos import clean_photo
 from fish_classifier.feedback.schema import (
@@ -39,7 +40,6 @@ __all__ = [
     "new_record_id", "photos_table", "store_url",
 ]
 
-URL_ENV = "FISH_FEEDBACK_URL"  # the environment variable that names the store, for the app and the CLI
 MAX_PHOTO_BYTES = 20 * 2**20  # as the app's upload limit (.streamlit/config.toml, server.maxUploadSize = 20 MB)
 MAX_RECORDS = 100_000
 

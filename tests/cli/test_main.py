@@ -460,3 +460,15 @@ def test_the_sigterm_handler_is_put_back_after_a_run(bundle, photos, tmp_path):
     before = signal.getsignal(signal.SIGTERM)
     assert main(["predict", str(photos / "a_red.png"), "--out", str(tmp_path / "p.csv"), "--bundle", bundle]) == 0
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_command_line_starts_without_the_feedback_store_or_the_training_libraries():
+    # Every command builds the whole parser, feedback's included: its store (SQLAlchemy, 0.2 s of CPU) loads only
+    # when a feedback command runs, so `predict` on a few photos pays nothing for it.
+    code = ("import sys\nfrom fish_classifier.cli.main import main\ntry:\n    main(['predict', '--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('sqlalchemy', 'tensorflow', 'keras', 'pandas', 'sklearn', 'matplotlib') "
+            "if m in sys.modules), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "usage: fish-classifier predict" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == "[]"
