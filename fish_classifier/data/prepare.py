@@ -26,15 +26,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from fish_classifier.data.leakage import hamming_distances, perceptual_hash
-from fish_classifier.data.manifest import (
-    DATASET,
-    FEEDBACK,
-    MANIFEST_COLUMNS,
-    SPLITS,
-    DatasetError,
-    check_scored_splits,
-)
+from fish_classifier.data.manifest import DATASET, FEEDBACK, MANIFEST_COLUMNS, DatasetError, check_scored_splits
 from fish_classifier.images import IMAGE_FORMATS, ImageError, open_rgb, read_image_file
+from fish_classifier.layout import SPLITS
 from fish_classifier.params import Rule, Section, integer
 
 _EXIF_ORIENTATION = 0x0112
