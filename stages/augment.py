@@ -11,6 +11,7 @@ from fish_classifier.data.manifest import read_manifest, write_manifest
 from fish_classifier.layout import AUGMENTED_DIR, AUGMENTED_MANIFEST, MANIFEST
 from fish_classifier.params import Base, stage_arguments, stage_params
 
+
 def main(argv=None) -> None:
     stage_arguments(__doc__, argv)
     params = stage_params(base=Base, augment=AugmentSettings)

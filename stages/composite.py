@@ -28,6 +28,7 @@ from fish_classifier.data.photo_source import gather_photos
 from fish_classifier.layout import COMPOSITE_MASKS_PLOT, COMPOSITED_DIR, COMPOSITED_MANIFEST, MANIFEST
 from fish_classifier.params import Base, stage_arguments, stage_params
 
+
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
     params = stage_params(base=Base, data=CompositeSourceSettings, composite=CompositeSettings)

@@ -15,6 +15,7 @@ from fish_classifier.data.manifest import read_manifest, write_manifest
 from fish_classifier.layout import COMPOSITE_SETS_DIR, COMPOSITED_MANIFEST, composite_set
 from fish_classifier.params import stage_arguments, stage_params
 
+
 def main(argv=None) -> None:
     stage_arguments(__doc__, argv)
     users = stage_params(train=CompositeUsers).train

@@ -10,6 +10,7 @@ from fish_classifier.data.download import DownloadError, DownloadSettings, downl
 from fish_classifier.layout import DOWNLOAD_RECORD, RAW_DIR
 from fish_classifier.params import stage_arguments, stage_params
 
+
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
     data = stage_params(data=DownloadSettings).data

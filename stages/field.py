@@ -14,6 +14,7 @@ from fish_classifier.data.manifest import DatasetError, read_classes, read_feedb
 from fish_classifier.layout import CLASSES, FEEDBACK_FIELD, FIELD_DIR, FIELD_MANIFEST
 from fish_classifier.params import stage_arguments, stage_params
 
+
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
     data = stage_params(data=FieldSetSettings).data

@@ -32,6 +32,7 @@ from fish_classifier.layout import (
 )
 from fish_classifier.params import stage_arguments, stage_params
 
+
 def main(argv=None) -> int:
     stage_arguments(__doc__, argv)
     params = stage_params(prepare=PrepareSettings).prepare

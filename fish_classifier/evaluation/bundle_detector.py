@@ -16,6 +16,7 @@ from fish_classifier.layout import OUTLIERS_MANIFEST
 from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, outputs_for_files
 from fish_classifier.serving.unknown import UnknownDetector
 
+
 @dataclass(frozen=True)
 class BundleDetector:
     detector: UnknownDetector
