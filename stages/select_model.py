@@ -4,9 +4,9 @@ unknown-photo detector, and write the comparison and the detector's figures.
 Reads metrics/models/ and models/zoo/ (every model of train.models), data/ (manifests, classes, photos), data/unknown
 and data/outliers; writes models/deploy/ (the model, its LiteRT export checked against it, an example photo per
 species, the detector), metrics/summary.json and .md, and metrics/unknown/ (plots). The detector is fitted on the
-LiteRT model's embeddings of the train photos (with `select.unknown_outliers: relative`, also of data/outliers'
-photos that are no fish), its threshold set on validation fish; data/unknown only measures it. The bundle is built
-aside and moved into place whole. Not select.py, which would shadow the standard library's `select`."""
+LiteRT model's embeddings of the train photos (and of data/outliers' when `select.unknown_outliers` is relative,
+or auto and the pool holds photos), its threshold set on validation fish; data/unknown only measures it. The bundle
+is built aside and moved into place whole. Not select.py, which would shadow the standard library's `select`."""
 
 import json
 import sys
@@ -14,7 +14,7 @@ import sys
 import pandas as pd
 
 from fish_classifier.data.manifest import CatchAllLabels, example_photos, read_classes, read_manifest, scored_split
-from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, head_weights, read_outlier_pool
+from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, head_weights, outlier_pool_for
 from fish_classifier.evaluation.field import field_report
 from fish_classifier.evaluation.selection import SelectSettings, choose_model, model_threshold
 from fish_classifier.evaluation.summary import summary, summary_markdown
@@ -35,11 +35,11 @@ from fish_classifier.training.settings import TrainedModels
 def main(argv=None) -> None:
     stage_arguments(__doc__, argv)
     params = stage_params(train=TrainedModels, select=SelectSettings, data=CatchAllLabels)
-    select, names, unknown = params.select, params.train.models, params.select.unknown
+    select, names = params.select, params.train.models
     metrics, best, threshold = choose_model(names, select)
     classes, manifest = read_classes(CLASSES), read_manifest(MANIFEST)
-    try:  # the outlier pool: photos that are no fish, fitting the detector with select.unknown_outliers relative
-        outliers = read_outlier_pool()["path"] if unknown.outliers == "relative" else ()
+    try:  # the outlier pool: photos that are no fish, fitting the detector when select.unknown_outliers allows
+        unknown, outliers = outlier_pool_for(params.select.unknown)
     except EmptyOutlierPool as error:
         sys.exit(str(error))
 
@@ -69,10 +69,10 @@ def main(argv=None) -> None:
 
     write_unknown_plots(fitted.scores, fitted.detector, UNKNOWN_METRICS_DIR, bins=select.unknown_histogram_bins,
                         model=best)
-    figures = fitted.figures
-    SUMMARY_JSON.write_text(
-        json.dumps(summary(metrics, select.metric, threshold, figures, field), indent=2) + "\n", encoding="utf-8")
-    SUMMARY_MD.write_text(summary_markdown(metrics, select.metric, figures, field), encoding="utf-8")
+    figures, detector = fitted.figures, fitted.fitted_on(asked=select.unknown_outliers)
+    SUMMARY_JSON.write_text(json.dumps(summary(metrics, select.metric, threshold, figures, field, detector=detector),
+                                       indent=2) + "\n", encoding="utf-8")
+    SUMMARY_MD.write_text(summary_markdown(metrics, select.metric, figures, field, detector=detector), encoding="utf-8")
     print(fitted.line())
 
 

@@ -1,6 +1,9 @@
 """Shared fixtures: tiny synthetic image trees and dataset zips, built in the test's tmp_path."""
 
+import functools
+import http.server
 import os
+import threading
 
 import pytest
 
@@ -28,3 +31,21 @@ def make_dataset_zip(tmp_path):
         return write_dataset_zip(path or tmp_path / "Dataset.zip", **kwargs)
 
     return make
+
+
+@pytest.fixture
+def local_server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path/www; yields its base URL and that folder."""
+    www = tmp_path / "www"
+    www.mkdir()
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=www))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", www
+    server.shutdown()
+    server.server_close()

@@ -32,7 +32,7 @@ STAGES = {
     "unknowns": {"data": UnknownSetSettings},
     "field": {"data": FieldSetSettings},
     "feedback": {"data": FeedbackSetSettings},
-    "outliers": {"data": OutlierSetSettings, "prepare": PrepareSettings},
+    "outliers": {"base": Base, "data": OutlierSetSettings, "prepare": PrepareSettings},
     "composite": {"base": Base, "data": CompositeSourceSettings, "composite": CompositeSettings},
     "composite_sets": {"train": CompositeUsers},
     "prepare": {"prepare": PrepareSettings},
@@ -216,7 +216,9 @@ RULES = [
     ("feedback", "data.feedback_train_share", 1.5,
      "data.feedback_train_share must be a number within [0, 1]: the share of feedback fish photos that trains, got 1.5"),
     ("outliers", "data.outlier_source", 3,
-     "data.outlier_source must be a string: a zip or folder of photos that are no fish, or empty for none, got 3"),
+     "data.outlier_source must be a string: a zip, a folder or an https URL to a zip of photos that are no fish, or "
+     "empty for none, got 3"),
+    ("outliers", "data.outlier_photos", -1, "data.outlier_photos must be an integer >= 0, got -1"),
     ("outliers", "data.outlier_exclude", "*fish*",
      "data.outlier_exclude must be a list of folder-name patterns (fnmatch, any case), [] for none, got '*fish*'"),
     ("outliers", "data.outlier_exclude", ["*fish*", 7],
@@ -299,7 +301,7 @@ RULES = [
     ("select", "select.batch_size", -32,
      "select.batch_size must be an integer >= 1, got -32"),
     ("select", "select.unknown_outliers", "pool",
-     "select.unknown_outliers must be one of: ignore, relative, got 'pool'"),
+     "select.unknown_outliers must be one of: ignore, relative, auto, got 'pool'"),
 ]
 
 

@@ -141,8 +141,9 @@ def fetch_from_drive(folder_id: str, *, drive_file: str, into: Path) -> Path:
     return target
 
 
-def fetch_url(url: str, *, into: Path) -> Path:
-    """Stream `url` into `into`, with a progress bar."""
+def fetch_url(url: str, *, into: Path, key: str = "data.source") -> Path:
+    """Stream `url` into `into`, with a progress bar. `key`: the params.yaml key that named it, which the error
+    for a failed download tells the user to point at a copy downloaded by hand."""
     name = Path(urlparse(url).path).name or "dataset.zip"
     target = into / name
     try:
@@ -155,8 +156,8 @@ def fetch_url(url: str, *, into: Path) -> Path:
                     bar.update(len(chunk))
     except requests.RequestException as exc:
         raise DownloadError(
-            f"cannot download {url} ({_why(exc)}). Download the zip by hand, then set data.source to its path "
-            "in params.yaml (or run `dvc exp run -S data.source=path/to/Dataset.zip`)"
+            f"cannot download {url} ({_why(exc)}). Download the zip by hand, then set {key} to its path "
+            f"in params.yaml (or run `dvc exp run -S {key}=path/to/{name}`)"
         ) from exc
     return target
 

@@ -42,7 +42,7 @@ def collect_field_set(source: str, out_dir: str | Path, limits: UnpackLimits, la
     class. An empty `source` gives an empty set.
 
     Raises DatasetError naming the folders that are none of `labels` (the classes of data/classes.json), and
-    DownloadError when `source` is neither a zip nor a folder.
+    DownloadError when `source` is neither a zip, a folder nor an https URL to a zip.
     """
     photos = Path(out_dir) / "photos"
     found = gather_photos(source, photos, limits, "data.field_source", "to skip the field figures")

@@ -1,9 +1,11 @@
 """The outlier pool (data/outliers): photos that are no fish, to fit or train the unknown-photo detector on.
 
-It gathers `data.outlier_source` (a zip or folder of photos that are no fish, in any folder layout: a corpus
-such as ../shared/data/outliers-dev.zip) and the photos users marked as no fish (data/feedback/not-fish), each
-read with the same readers as the fish. A source photo inside a folder that `data.outlier_exclude` names (fnmatch
-patterns of folder names, any case: a corpus's fish classes) is left out and counted.
+It gathers `data.outlier_source` (a zip, a folder or an https URL to a zip of photos that are no fish, in any
+folder layout: Tiny ImageNet by default, ../shared/data/outliers-dev.zip on the dev machines) and the photos users
+marked as no fish (data/feedback/not-fish), each read with the same readers as the fish. A source photo inside a
+folder that `data.outlier_exclude` names (fnmatch patterns of folder names, any case: a corpus's fish classes) is
+left out and counted, and at most `data.outlier_photos` of the rest are drawn by `base.seed`; only those are
+unpacked.
 
 What fits the detector must be no fish and must not be what scores the models or measures the detector. A source
 photo that is the same file (sha256 of the bytes, as data/manifest.csv keeps it) as a fish photo of any split or
@@ -21,7 +23,7 @@ import hashlib
 import shutil
 from dataclasses import dataclass, field
 from multiprocessing import Pool
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 import numpy as np
@@ -33,8 +35,8 @@ from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.leakage import hamming_distances, perceptual_hash
 from fish_classifier.data.manifest import scored_split
 from fish_classifier.data.photo_source import gather_photos, skipped_lines
-from fish_classifier.images import ImageError, open_rgb, read_image_file
-from fish_classifier.params import Rule, text
+from fish_classifier.images import ImageError, is_image_file, open_rgb, read_image_file
+from fish_classifier.params import Rule, integer, text
 
 OUTLIER_COLUMNS = ["path", "origin", "sha256"]
 OUTLIER_SOURCE, FEEDBACK = "outlier_source", "feedback"  # origins
@@ -47,8 +49,10 @@ class OutlierSetSettings(UnpackLimits):
     """What the outliers stage reads from params.yaml's `data`: the source, the folders of it to leave out, and
     (as the UnpackLimits it is) how much a zip of it may unpack to."""
 
-    outlier_source: text(empty=True, meaning=": a zip or folder of photos that are no fish, or empty for none")
+    outlier_source: text(empty=True, meaning=": a zip, a folder or an https URL to a zip of photos that are no "
+                                             "fish, or empty for none")
     outlier_exclude: Annotated[list[str], Rule("a list of folder-name patterns (fnmatch, any case), [] for none")]
+    outlier_photos: integer(ge=0)
 
 
 class OutlierSourceError(ValueError):
@@ -62,37 +66,57 @@ class OutlierPool:
     repeats: int = 0  # photos that were the same file as one kept
     dropped: dict[str, int] = field(default_factory=dict)  # {protected set: photos dropped as its duplicates}
     excluded: int = 0  # source photos in a folder that data.outlier_exclude names
+    not_drawn: int = 0  # source photos over data.outlier_photos, left in the source
 
     def lines(self) -> list[str]:
         """What the outliers stage prints: the pool's size by origin, what was left out and why, the skipped files."""
         origins = ", ".join(f"{n} from {origin}" for origin, n in self.manifest["origin"].value_counts().items())
         dropped = ", ".join(f"{n} of {group}" for group, n in self.dropped.items())
         return [f"{len(self.manifest)} outlier photos{f' ({origins})' if origins else ''}, {self.excluded} left out "
-                f"by data.outlier_exclude, {self.repeats} repeats kept once; dropped as duplicates: {dropped}; "
+                f"by data.outlier_exclude, {self.not_drawn} not drawn (data.outlier_photos), {self.repeats} repeats "
+                f"kept once; dropped as duplicates: {dropped}; "
                 f"{len(self.skipped)} files skipped", *skipped_lines(self.skipped)]
 
 
+@dataclass
+class SourceDraw:
+    """Which files of the source are unpacked: the photos (by name) outside the folders `exclude` names, at most
+    `photos` of them (0: all) drawn by `seed`; the other files stay in the source, counted."""
+
+    exclude: list[str]
+    photos: int
+    seed: int
+    excluded: int = 0
+    not_drawn: int = 0
+
+    def __call__(self, names: list[str]) -> list[str]:
+        candidates = [name for name in names if is_image_file(name)]
+        kept = [name for name in candidates if not _excluded(PurePosixPath(name), self.exclude)]
+        self.excluded = len(candidates) - len(kept)
+        if self.photos and len(kept) > self.photos:
+            rng = np.random.default_rng(self.seed)
+            kept = [kept[i] for i in sorted(rng.choice(len(kept), self.photos, replace=False))]
+        self.not_drawn = len(candidates) - self.excluded - len(kept)
+        return kept
+
+
 def collect_outlier_pool(settings: OutlierSetSettings, not_fish: pd.DataFrame, fish: pd.DataFrame,
-                         unknown: pd.DataFrame, out_dir: str | Path, *, hash_size: int,
-                         max_distance: int) -> OutlierPool:
-    """Gather `settings.outlier_source` into `out_dir`/photos (less its excluded folders) and the feedback's not-fish
+                         unknown: pd.DataFrame, out_dir: str | Path, *, hash_size: int, max_distance: int,
+                         seed: int) -> OutlierPool:
+    """Gather `settings.outlier_source` into `out_dir`/photos (less its excluded folders, drawn by `seed`) and the feedback's not-fish
     photos (`not_fish`: path, label, sha256) into `out_dir`/feedback, keep each photo once, and drop (files and
     all) the near duplicates of the val and test photos of `fish` (the fish manifest: path, split, sha256,
     augmented) and of `unknown` (the measuring set: path), and the feedback photos that are the same file as one.
 
     Raises OutlierSourceError when a source photo is the same file as a fish photo or a measuring-set photo,
-    DownloadError when the source is neither empty, a zip nor a folder.
+    DownloadError when the source is neither empty, a zip, a folder nor an https URL to a zip, or its
+    download fails.
     """
     out_dir = Path(out_dir)
+    draw = SourceDraw(settings.outlier_exclude, settings.outlier_photos, seed)
     found = gather_photos(settings.outlier_source, out_dir / "photos", settings, "data.outlier_source",
-                          "for no outlier source")
-    sources, excluded = [], 0
-    for path in found.photos:
-        if _excluded(path.relative_to(out_dir / "photos"), settings.outlier_exclude):
-            path.unlink()
-            excluded += 1
-        else:
-            sources.append(path)
+                          "for no outlier source", choose=draw)
+    sources = found.photos
     feedback_dir = out_dir / FEEDBACK
     shutil.rmtree(feedback_dir, ignore_errors=True)
     feedback_dir.mkdir(parents=True)
@@ -133,10 +157,10 @@ def collect_outlier_pool(settings: OutlierSetSettings, not_fish: pd.DataFrame, f
     for path in remove:
         path.unlink(missing_ok=True)
     manifest = pd.DataFrame([{key: row[key] for key in OUTLIER_COLUMNS} for row in kept], columns=OUTLIER_COLUMNS)
-    return OutlierPool(manifest, skipped, repeats, dropped, excluded)
+    return OutlierPool(manifest, skipped, repeats, dropped, draw.excluded, draw.not_drawn)
 
 
-def _excluded(inside: Path, patterns: list[str]) -> bool:
+def _excluded(inside: PurePosixPath, patterns: list[str]) -> bool:
     """Whether a folder on the photo's path `inside` the source matches one of `patterns` (fnmatch, any case)."""
     folders = [part.lower() for part in inside.parts[:-1]]
     return any(fnmatch.fnmatchcase(folder, pattern.lower()) for folder in folders for pattern in patterns)

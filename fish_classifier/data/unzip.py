@@ -7,6 +7,7 @@ lacks are refused by name, and so is a zip over `data.max_unpacked_mb`, or compr
 """
 
 import zipfile
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from pydantic import ConfigDict
@@ -73,14 +74,19 @@ class UnpackLimits(Section):
             )
 
 
-def extract_zip(zip_path: Path, into: Path, limits: UnpackLimits) -> None:
-    """Unpack every member of `zip_path` into `into`, once its directory has passed `limits`."""
+def extract_zip(zip_path: Path, into: Path, limits: UnpackLimits,
+                choose: Callable[[list[str]], Collection[str]] | None = None) -> None:
+    """Unpack every member of `zip_path` into `into`, once its directory has passed `limits`; with `choose`, only
+    the files whose names (as the zip lists them) it returns from the list of all of them."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
             members = archive.infolist()
+            limits.check(members, zip_path.name)  # the whole zip: what is left out still came in it
+            if choose is not None:
+                chosen = set(choose([member.filename for member in members if not member.is_dir()]))
+                members = [member for member in members if member.filename in chosen]
             for member in members:
                 _check_unpackable(member, zip_path.name)
-            limits.check(members, zip_path.name)
             # ZipFile.extract strips absolute paths and '..', so no member escapes `into`.
             for member in tqdm(members, desc="unzip", unit="file"):
                 _extract_member(archive, member, into, zip_path.name)

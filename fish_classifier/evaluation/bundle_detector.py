@@ -1,8 +1,9 @@
 """The deploy bundle's unknown-photo detector, fitted and measured as serving sees photos: on its LiteRT model's
-embeddings. Fitted on the train photos (and, with `select.unknown_outliers: relative`, the outlier pool of
-data/outliers), its threshold set on validation fish; measured on test fish and on data/unknown's groups alone."""
+embeddings. Fitted on the train photos (and, with `select.unknown_outliers: relative`, or auto and a pool that holds
+photos, the outlier pool of data/outliers), its threshold set on validation fish; measured on test fish and on
+data/unknown's groups alone."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +39,27 @@ class BundleDetector:
                 "outliers": settings.outliers, "outlier_photos": self.outlier_photos, "figures": self.figures}
 
 
-def read_outlier_pool(path=OUTLIERS_MANIFEST) -> pd.DataFrame:
-    """The pool's manifest (path, origin, sha256; paths relative to the repository root); EmptyOutlierPool
-    when there is none or it lists no photo."""
+    def fitted_on(self, asked: str) -> dict:
+        """What metrics/summary.json records of how the detector was fitted: its method, whether it scored against
+        the outlier pool (`outliers`, relative or ignore) when `asked` (select.unknown_outliers), and on how many
+        of the pool's photos."""
+        return {"method": self.detector.method, "outliers": "relative" if self.outlier_photos else "ignore",
+                "asked": asked, "outlier_photos": self.outlier_photos}
+
+
+def outlier_pool_for(settings: UnknownSettings, path=OUTLIERS_MANIFEST) -> tuple[UnknownSettings, list[str]]:
+    """`settings` with `outliers` settled (auto: relative when the pool's manifest lists at least two photos, the
+    fewest a Gaussian takes, and the method is mahalanobis; else ignore), and the pool's photos that fit the
+    detector (paths; none when it is ignored). EmptyOutlierPool when relative is asked for and the pool holds no
+    photo."""
+    if settings.outliers == "ignore" or (settings.outliers == "auto" and settings.method != "mahalanobis"):
+        return replace(settings, outliers="ignore"), []
     pool = pd.read_csv(path, dtype=str, keep_default_na=False) if Path(path).is_file() else pd.DataFrame()
-    if pool.empty:
+    if pool.empty and settings.outliers == "relative":
         raise EmptyOutlierPool()
-    return pool
+    if len(pool) < 2 and settings.outliers == "auto":
+        return replace(settings, outliers="ignore"), []
+    return replace(settings, outliers="relative"), pool["path"].tolist()
 
 
 def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], settings: UnknownSettings, *,

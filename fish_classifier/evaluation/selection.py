@@ -42,7 +42,8 @@ class SelectSettings(Section):
 
     @property
     def unknown(self) -> UnknownSettings:
-        """The detector's settings, as `unknown_fit.UnknownSettings`."""
+        """The detector's settings, as `unknown_fit.UnknownSettings` (`outliers` may still be auto: the select stage
+        settles it by the outlier pool, `bundle_detector.outlier_pool_for`)."""
         return UnknownSettings(self.unknown_method, self.unknown_power, self.unknown_k, self.unknown_val_flag_rate,
                                self.unknown_outliers)
 

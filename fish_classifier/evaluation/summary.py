@@ -7,9 +7,10 @@ from fish_classifier.evaluation.selection import rank_models
 
 
 def summary(metrics: dict[str, dict], metric: str, threshold: float, unknown: dict | None,
-            field: dict | None = None) -> dict:
+            field: dict | None = None, *, detector: dict | None = None) -> dict:
     """What `dvc metrics show` reports for the selection: the winner, every model's headline numbers
-    (validation, test, clean test), when an unknown-photo set was given the detector's figures, and when a
+    (validation, test, clean test), how the unknown-photo detector was fitted (`detector`:
+    `BundleDetector.fitted_on`), when an unknown-photo set was given the detector's figures, and when a
     field set was given each model's and the bundle's field figures (`field_figures`)."""
     ranking = rank_models(metrics, metric)
     return {
@@ -18,14 +19,17 @@ def summary(metrics: dict[str, dict], metric: str, threshold: float, unknown: di
         "threshold": threshold,
         "ranking": ranking,
         "models": {name: _headline(metrics[name]) for name in ranking},
+        **({"detector": detector} if detector else {}),
         **({"unknown": unknown} if unknown else {}),
         **({"field": field} if field else {}),
     }
 
 
-def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None, field: dict | None = None) -> str:
+def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None, field: dict | None = None, *,
+                     detector: dict | None = None) -> str:
     """A table of all models, best first, with the selected one in bold, then the field photos' figures
-    (`field_figures` per model and for the bundle) and the unknown-photo figures."""
+    (`field_figures` per model and for the bundle), how the unknown-photo detector was fitted (`detector`) and its
+    figures."""
     ranking = rank_models(metrics, metric)
     best = metrics[ranking[0]]
     lines = [
@@ -55,6 +59,7 @@ def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None
         *field_markdown(field or {}, ranking[0]),
         "## Unknown photos",
         "",
+        *([detector_line(detector), ""] if detector else []),
     ]
     if not unknown:
         lines += ["No unknown-photo set was given (`data.unknown_source` is empty), so the figures of the "
@@ -64,9 +69,7 @@ def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None
     flagged = unknown["flagged"]
     lines += [
         f"Detector: {unknown['method']} on the deploy model's embeddings, threshold {unknown['threshold']:.4g} "
-        f"(flags {unknown['val_flag_rate']:.1%} of validation fish at most; chosen on validation fish only)."
-        + (f" Fitted also on {unknown['outlier_photos']} photos that are no fish (data/outliers), which are never "
-           "counted below." if unknown.get("outlier_photos") else ""),
+        f"(flags {unknown['val_flag_rate']:.1%} of validation fish at most; chosen on validation fish only).",
         "",
         "| Photos | Count | Flagged as unknown |",
         "|---|---:|---:|",
@@ -79,6 +82,21 @@ def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None
         lines.append(f"Fish from elsewhere given a catch-all label ({', '.join(unknown['catch_all_labels'])}): "
                      f"{unknown['fish_elsewhere_catch_all']:.1%}.")
     return "\n".join([*lines, ""])
+
+
+def detector_line(detector: dict) -> str:
+    """What the unknown-photo detector was fitted on, in a sentence (`detector`: `BundleDetector.fitted_on`)."""
+    if detector["outliers"] == "relative":
+        return (f"Fitted on the train fish and on {detector['outlier_photos']} photos that are no fish (data/outliers: "
+                "`data.outlier_source` and the users' not-fish marks), which never count in the figures: the score is "
+                "the distance to the nearest fish class minus the distance to those photos (relative Mahalanobis).")
+    if detector["asked"] == "auto" and detector["method"] == "mahalanobis":
+        return ("Fitted on the train fish alone (Mahalanobis): the outlier pool (data/outliers) holds fewer than two "
+                "photos that are no fish, so `select.unknown_outliers: auto` kept the detector without them. Point "
+                "`data.outlier_source` at such photos (its default downloads Tiny ImageNet) for the relative "
+                "detector.")
+    return (f"Fitted on the train fish alone ({detector['method']}, `select.unknown_outliers: "
+            f"{detector['asked']}`): no photos that are no fish fit it.")
 
 
 def _headline(scores: dict) -> dict:

@@ -16,7 +16,7 @@ from fish_classifier.evaluation.thresholds import threshold_at_rate
 from fish_classifier.serving.unknown import RELATIVE, UnknownDetector, features
 
 FIT_METHODS = ("knn", "mahalanobis", "energy")  # select.unknown_method
-OUTLIER_USES = ("ignore", "relative")  # select.unknown_outliers
+OUTLIER_USES = ("ignore", "relative", "auto")  # select.unknown_outliers; auto: relative when the pool has photos
 
 
 class EmptyOutlierPool(ValueError):

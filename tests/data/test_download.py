@@ -1,11 +1,8 @@
-import functools
 import hashlib
-import http.server
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -281,24 +278,6 @@ def test_drive_folder_without_the_file_lists_what_it_holds(raw_dir, monkeypatch)
 
 
 # --- https ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def local_server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving tmp_path/www; yields its base URL."""
-    www = tmp_path / "www"
-    www.mkdir()
-
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=www))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", www
-    server.shutdown()
-    server.server_close()
 
 
 def test_url_source_is_streamed_and_unpacked(make_dataset_zip, local_server, raw_dir):

@@ -175,7 +175,7 @@ def test_an_empty_source_gives_three_empty_parts_and_a_missing_one_says_what_to_
         assert list(pd.read_csv(tmp_path / "out" / part / "manifest.csv").columns) == ["path", "label", "sha256"]
     with pytest.raises(DownloadError) as error:
         collect_feedback("nowhere.zip", tmp_path / "out", settings(), SPECIES)
-    assert str(error.value) == ("data.feedback_source 'nowhere.zip' is neither a zip nor a folder; "
+    assert str(error.value) == ("data.feedback_source 'nowhere.zip' is neither a zip, a folder nor an https URL to a zip; "
                                 'set it to one, or to "" for no feedback')
 
 

@@ -40,7 +40,7 @@ def test_an_empty_source_is_an_empty_set_and_a_missing_one_says_what_to_set(tmp_
     assert found.manifest.empty and list(found.manifest.columns) == ["path", "label", "origin"]
     with pytest.raises(DownloadError) as error:
         collect_field_set("nowhere.zip", tmp_path / "field", LIMITS, LABELS)
-    assert str(error.value) == ("data.field_source 'nowhere.zip' is neither a zip nor a folder; "
+    assert str(error.value) == ("data.field_source 'nowhere.zip' is neither a zip, a folder nor an https URL to a zip; "
                                 'set it to one, or to "" to skip the field figures')
 
 

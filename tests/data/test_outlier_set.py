@@ -1,9 +1,12 @@
 import hashlib
 import io
 import os
+import socket
 import subprocess
 import sys
+import time
 import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -74,12 +77,12 @@ def world(tmp_path):
     return {"root": tmp_path, "source": source, "not_fish": not_fish, "fish": fish, "unknown": unknown}
 
 
-def collect(world, source=None, out="data/outliers", exclude=()):
+def collect(world, source=None, out="data/outliers", exclude=(), photos=0, seed=0):
     out = world["root"] / out
     settings = OutlierSetSettings(outlier_source=str(world["source"] if source is None else source),
-                                  outlier_exclude=list(exclude), **LIMITS)
+                                  outlier_exclude=list(exclude), outlier_photos=photos, **LIMITS)
     pool = collect_outlier_pool(settings, world["not_fish"], world["fish"], world["unknown"], out,
-                                hash_size=8, max_distance=4)
+                                hash_size=8, max_distance=4, seed=seed)
     return pool, out
 
 
@@ -179,17 +182,97 @@ def test_no_source_and_no_feedback_is_an_empty_pool_and_a_missing_source_says_wh
     assert pool.manifest.empty and list(pool.manifest.columns) == ["path", "origin", "sha256"]
     with pytest.raises(DownloadError) as error:
         collect(world, source="nowhere.zip")
-    assert str(error.value) == ("data.outlier_source 'nowhere.zip' is neither a zip nor a folder; "
-                                'set it to one, or to "" for no outlier source')
+    assert str(error.value) == ("data.outlier_source 'nowhere.zip' is neither a zip, a folder nor an https URL to "
+                                'a zip; set it to one, or to "" for no outlier source')
 
 
-def _stage(root, **data):
+def test_at_most_outlier_photos_are_drawn_by_the_seed_after_exclusion_and_only_they_are_unpacked(world):
+    source = world["root"] / "big"
+    for i in range(12):
+        (source / "cats" / f"{i:02d}.jpg").parent.mkdir(parents=True, exist_ok=True)
+        (source / "cats" / f"{i:02d}.jpg").write_bytes(image_bytes(seed=100 + i))
+    for i in range(2):
+        (source / "goldfish" / f"{i}.jpg").parent.mkdir(parents=True, exist_ok=True)
+        (source / "goldfish" / f"{i}.jpg").write_bytes(image_bytes(seed=200 + i))
+    (source / "notes.txt").write_text("no photo by its name: never unpacked, never drawn")
+    world["not_fish"] = world["not_fish"].head(0)
+
+    def drawn(seed, out):
+        pool, out = collect(world, source=source, out=out, exclude=["goldfish"], photos=5, seed=seed)
+        unpacked = sorted(p.relative_to(out / "photos").as_posix() for p in (out / "photos").rglob("*") if p.is_file())
+        return pool, unpacked
+
+    pool, unpacked = drawn(7, "a")
+    assert (len(pool.manifest), pool.excluded, pool.not_drawn, pool.skipped) == (5, 2, 7, [])
+    assert len(unpacked) == 5 and all(name.startswith("cats/") for name in unpacked)
+    assert drawn(7, "b")[1] == unpacked  # the same seed draws the same photos
+    assert drawn(8, "c")[1] != unpacked
+    everything, _ = collect(world, source=source, out="d", exclude=["goldfish"], photos=0)
+    assert (len(everything.manifest), everything.not_drawn) == (12, 0)  # 0: all of them
+
+
+def tiny_imagenet_zip(path):
+    """A zip in Tiny ImageNet's layout: train/<wnid>/images/ per class (with a boxes file), val/images/ and
+    test/images/ with every class in one folder."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for i, (name, data) in enumerate({
+            "train/n02123045/images/n02123045_0.JPEG": image_bytes(seed=40),  # tabby cat: kept
+            "train/n02123045/images/n02123045_1.JPEG": image_bytes(seed=41),
+            "train/n04398044/images/n04398044_0.JPEG": image_bytes(seed=42),  # teapot: kept
+            "train/n01443537/images/n01443537_0.JPEG": image_bytes(seed=43),  # goldfish: left out
+            "train/n09256479/images/n09256479_0.JPEG": image_bytes(seed=44),  # coral reef: left out
+            "val/images/val_0.JPEG": image_bytes(seed=45),  # any class, goldfish too: left out
+            "test/images/test_0.JPEG": image_bytes(seed=46),
+        }.items()):
+            archive.writestr(f"tiny-imagenet-200/{name}", data)
+        archive.writestr("tiny-imagenet-200/train/n02123045/n02123045_boxes.txt", "n02123045_0.JPEG\t0\t0\t63\t63\n")
+        archive.writestr("tiny-imagenet-200/wnids.txt", "n02123045\nn04398044\nn01443537\nn09256479\n")
+    return path
+
+
+def test_the_default_source_is_downloaded_and_its_fish_and_sea_classes_val_and_test_are_left_out(world,
+                                                                                                  local_server):
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())["data"]
+    assert defaults["outlier_source"].startswith("https://") and defaults["outlier_source"].endswith(".zip")
+    base, www = local_server
+    tiny_imagenet_zip(www / "tiny-imagenet-200.zip")
+    world["not_fish"] = world["not_fish"].head(0)
+    pool, out = collect(world, source=f"{base}/tiny-imagenet-200.zip", exclude=defaults["outlier_exclude"],
+                        photos=defaults["outlier_photos"])
+    kept = sorted(Path(path).relative_to(out / "photos").as_posix() for path in pool.manifest["path"])
+    assert kept == ["tiny-imagenet-200/train/n02123045/images/n02123045_0.JPEG",
+                    "tiny-imagenet-200/train/n02123045/images/n02123045_1.JPEG",
+                    "tiny-imagenet-200/train/n04398044/images/n04398044_0.JPEG"]
+    assert (pool.excluded, pool.not_drawn, pool.skipped) == (4, 0, [])  # the boxes and wnids files: not photos
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == sorted(Path(k).name for k in kept)
+
+
+def _stage(root, env=None, **data):
     """Run stages/outliers.py in `root`, params.yaml's `data` changed by `data`."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(data)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return subprocess.run([sys.executable, str(REPO / "stages" / "outliers.py")], cwd=root, capture_output=True,
-                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, timeout=300)
+
+
+def test_offline_the_default_source_fails_in_seconds_naming_the_key_and_how_to_use_a_local_copy(tmp_path):
+    with socket.socket() as probe:  # a proxy port that nobody listens on: no traffic leaves 127.0.0.1
+        probe.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    (tmp_path / "data/unknown").mkdir(parents=True)
+    (tmp_path / "data/unknown/manifest.csv").write_text("path,group\n")
+    (tmp_path / "data/manifest.csv").write_text("path,split,label,sha256,width,height,augmented,source,origin\n")
+    start = time.perf_counter()
+    run = _stage(tmp_path, env={name: proxy for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")}
+                 | {"NO_PROXY": "", "no_proxy": ""})
+    assert time.perf_counter() - start < 60 and run.returncode == 1 and "Traceback" not in run.stderr
+    url = yaml.safe_load((REPO / "params.yaml").read_text())["data"]["outlier_source"]
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"outliers failed: cannot download {url} (no network connection to the server). Download the zip by hand, "
+        "then set data.outlier_source to its path in params.yaml (or run `dvc exp run -S "
+        "data.outlier_source=path/to/tiny-imagenet-200.zip`)")
+    assert not (tmp_path / "data/outliers/manifest.csv").exists()
 
 
 def test_the_stage_refuses_a_source_that_holds_a_fish_photo_until_its_folder_is_excluded(tmp_path):
@@ -215,7 +298,8 @@ def test_the_stage_refuses_a_source_that_holds_a_fish_photo_until_its_folder_is_
 
     run = _stage(tmp_path, outlier_source="corpus", outlier_exclude=["N01_FISH"])
     assert run.returncode == 0, run.stderr[-2000:]
-    assert ("1 outlier photos (1 from outlier_source), 1 left out by data.outlier_exclude, 0 repeats kept once; "
-            "dropped as duplicates: 0 of val, 0 of test, 0 of unknown; 0 files skipped") in run.stdout
+    assert ("1 outlier photos (1 from outlier_source), 1 left out by data.outlier_exclude, 0 not drawn "
+            "(data.outlier_photos), 0 repeats kept once; dropped as duplicates: 0 of val, 0 of test, 0 of unknown; "
+            "0 files skipped") in run.stdout
     assert pd.read_csv(tmp_path / "data/outliers/manifest.csv")["path"].tolist() == [
         "data/outliers/photos/n02_cat/c.jpg"]

@@ -58,7 +58,7 @@ def test_an_empty_source_gives_an_empty_set(tmp_path):
 def test_a_missing_source_says_what_to_set(tmp_path):
     with pytest.raises(DownloadError) as error:
         collect_unknown_set("nowhere.zip", tmp_path / "unknown", LIMITS)
-    assert str(error.value) == ("data.unknown_source 'nowhere.zip' is neither a zip nor a folder; "
+    assert str(error.value) == ("data.unknown_source 'nowhere.zip' is neither a zip, a folder nor an https URL to a zip; "
                                 'set it to one, or to "" to skip the unknown-photo figures')
 
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from support.fixtures_models import CLASSES, TintBackend, write_tinted_images
 
-from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, read_outlier_pool
+from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, outlier_pool_for
 from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSettings
 from fish_classifier.serving.unknown import RELATIVE
 
@@ -69,11 +69,30 @@ def test_ignored_the_pool_is_never_read_and_without_unknowns_there_are_no_figure
     assert fitted.line().endswith("no unknown-photo set (data.unknown_source is empty): figures skipped")
 
 
-def test_a_missing_or_empty_pool_is_refused_naming_the_source(tmp_path):
-    with pytest.raises(EmptyOutlierPool, match="data.outlier_source"):
-        read_outlier_pool(tmp_path / "manifest.csv")
-    (tmp_path / "manifest.csv").write_text("path,origin,sha256\n")
-    with pytest.raises(EmptyOutlierPool, match="data.outlier_source"):
-        read_outlier_pool(tmp_path / "manifest.csv")
-    (tmp_path / "manifest.csv").write_text("path,origin,sha256\ndata/outliers/a.png,outlier_source,abc\n")
-    assert read_outlier_pool(tmp_path / "manifest.csv")["path"].tolist() == ["data/outliers/a.png"]
+def test_relative_refuses_a_missing_or_empty_pool_naming_the_source_and_auto_then_fits_on_fish_alone(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    relative, auto = (UnknownSettings("mahalanobis", 0.5, 1, 0.01, outliers=use) for use in ("relative", "auto"))
+    for content in (None, "path,origin,sha256\n"):  # no manifest, then one listing no photo
+        if content is not None:
+            manifest.write_text(content)
+        with pytest.raises(EmptyOutlierPool, match="data.outlier_source"):
+            outlier_pool_for(relative, manifest)
+        settled, paths = outlier_pool_for(auto, manifest)
+        assert (settled.outliers, paths) == ("ignore", [])
+        assert (settled.method, settled.power, settled.val_flag_rate) == ("mahalanobis", 0.5, 0.01)
+
+
+def test_a_pool_with_photos_fits_relative_and_auto_unless_ignored_or_not_mahalanobis(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,origin,sha256\ndata/outliers/a.png,outlier_source,abc\ndata/outliers/b.png,feedback,d\n")
+    pool = ["data/outliers/a.png", "data/outliers/b.png"]
+    one = tmp_path / "one.csv"  # fewer photos than a Gaussian takes: auto keeps the detector without them
+    one.write_text("path,origin,sha256\ndata/outliers/a.png,outlier_source,abc\n")
+    assert outlier_pool_for(UnknownSettings("mahalanobis", 0.5, 1, 0.01, outliers="auto"), one)[1] == []
+    assert outlier_pool_for(UnknownSettings("mahalanobis", 0.5, 1, 0.01, outliers="relative"), one)[1] == [pool[0]]
+    for use, method, expected in [("relative", "mahalanobis", ("relative", pool)),
+                                  ("auto", "mahalanobis", ("relative", pool)),
+                                  ("ignore", "mahalanobis", ("ignore", [])),
+                                  ("auto", "knn", ("ignore", [])), ("auto", "energy", ("ignore", []))]:
+        settled, paths = outlier_pool_for(UnknownSettings(method, 0.5, 1, 0.01, outliers=use), manifest)
+        assert (settled.outliers, paths) == expected, (use, method)

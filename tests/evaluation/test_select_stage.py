@@ -158,8 +158,10 @@ def test_the_outlier_pool_fits_the_detector_but_never_counts_in_its_figures(tmp_
     assert histogram["not-fish"].sum() == pytest.approx(1.0)  # shares of the 3 measured photos, nothing else
     info = json.loads((tmp_path / "models" / "deploy" / "bundle.json").read_text())["unknown"]
     assert (info["method"], info["outliers"], info["outlier_photos"]) == ("relative_mahalanobis", "relative", 8)
-    assert "Fitted also on 8 photos that are no fish (data/outliers), which are never counted below." in (
+    assert "Fitted on the train fish and on 8 photos that are no fish (data/outliers: " in (
         tmp_path / "metrics" / "summary.md").read_text()
+    assert json.loads((tmp_path / "metrics" / "summary.json").read_text())["detector"] == {
+        "method": "relative_mahalanobis", "outliers": "relative", "asked": "relative", "outlier_photos": 8}
 
 
 def assert_examples_are_first_test_photos(root: Path, examples: list[dict], size: int) -> None:

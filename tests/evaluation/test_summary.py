@@ -23,8 +23,22 @@ def test_a_detector_fitted_on_the_outlier_pool_says_so_and_that_the_pool_is_not_
                "images": {"test fish": 10, "not-fish": 4}, "flagged": {"test fish": 0.0, "not-fish": 0.75},
                "auroc_test_fish_vs_not_fish": 0.9, "catch_all_labels": [], "fish_elsewhere_catch_all": None,
                "outlier_photos": 25}
-    text = summary_markdown({"m": model_scores(0.9, 0.9, 1)}, "macro_f1", figures)
+    detector = {"method": "relative_mahalanobis", "outliers": "relative", "asked": "auto", "outlier_photos": 25}
+    metrics = {"m": model_scores(0.9, 0.9, 1)}
+    text = summary_markdown(metrics, "macro_f1", figures, detector=detector)
     assert "Detector: relative_mahalanobis on the deploy model's embeddings, threshold 1.5" in text
-    assert "Fitted also on 25 photos that are no fish (data/outliers), which are never counted below." in text
-    assert "Fitted also" not in summary_markdown({"m": model_scores(0.9, 0.9, 1)}, "macro_f1",
-                                                 {**figures, "outlier_photos": 0})
+    assert ("Fitted on the train fish and on 25 photos that are no fish (data/outliers: `data.outlier_source` and "
+            "the users' not-fish marks), which never count in the figures") in text
+    assert summary(metrics, "macro_f1", 0.4, figures, detector=detector)["detector"] == detector
+
+
+def test_without_photos_that_are_no_fish_the_summary_says_which_detector_it_kept_and_how_to_get_the_other():
+    metrics = {"m": model_scores(0.9, 0.9, 1)}
+    auto = {"method": "mahalanobis", "outliers": "ignore", "asked": "auto", "outlier_photos": 0}
+    text = summary_markdown(metrics, "macro_f1", None, detector=auto)  # no unknown set: the line still shows
+    assert ("Fitted on the train fish alone (Mahalanobis): the outlier pool (data/outliers) holds fewer than two "
+            "photos that are no fish, so `select.unknown_outliers: auto` kept the detector without them") in text
+    assert "(its default downloads Tiny ImageNet) for the relative detector" in text
+    ignored = summary_markdown(metrics, "macro_f1", None, detector={**auto, "method": "knn", "asked": "ignore"})
+    assert "Fitted on the train fish alone (knn, `select.unknown_outliers: ignore`): no photos that are no fish" in ignored
+    assert "detector" not in summary(metrics, "macro_f1", 0.4, None)

@@ -108,6 +108,13 @@ def test_deploy_bundle_keeps_the_class_order_of_the_data(repo):
     # detector is in the bundle all the same, hashed with the models.
     assert "`data.unknown_source` is empty), so the figures of the unknown-photo detector are skipped" in summary_text
     assert "unknown.npz" in bundle["files"] and bundle["unknown"]["figures"] is None
+    # The default select.unknown_outliers (auto) with a pool: relative, fitted on its 4 source photos and the
+    # feedback's not-fish photo, and summary.md says what it was fitted on.
+    assert (bundle["unknown"]["method"], bundle["unknown"]["outliers"], bundle["unknown"]["outlier_photos"]) == (
+        "relative_mahalanobis", "relative", 5)
+    assert summary["detector"] == {"method": "relative_mahalanobis", "outliers": "relative", "asked": "auto",
+                                   "outlier_photos": 5}
+    assert "Fitted on the train fish and on 5 photos that are no fish (data/outliers: " in summary_text
     assert summary  # the ranking that chose the bundle's model
     assert bundle["model"] in json.dumps(summary)
 
@@ -232,7 +239,11 @@ def test_feedback_photos_train_or_are_scored_by_their_hash_and_not_fish_join_the
     assert sent[NOT_FISH]["sha256"].tolist() == list(feedback[NOT_FISH])
     kept = hashlib.sha256((repo / sent[NOT_FISH]["path"][0]).read_bytes()).hexdigest()
     outliers = pd.read_csv(repo / "data" / "outliers" / "manifest.csv")
-    assert outliers[["origin", "sha256"]].values.tolist() == [["feedback", kept]]
+    assert outliers[outliers["origin"] == "feedback"]["sha256"].tolist() == [kept]
+    # The source's photos, less the goldfish class and val/ that the default data.outlier_exclude leaves out.
+    sources = outliers[outliers["origin"] == "outlier_source"]["path"]
+    assert sorted(Path(path).name for path in sources) == [f"{i}.JPEG" for i in range(4)]
+    assert all("/train/n02123045/images/" in path for path in sources)
 
 
 def test_a_new_field_bound_feedback_photo_re_runs_the_field_scores_and_never_prepare_or_training(repo, feedback):

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from support import REPO_ROOT
-from support.synthetic_images import dataset_files
+from support.synthetic_images import dataset_files, image_bytes
 
 TINY_CLASSES = ("animal fish", "fish sea_food red_mullet", "fish sea_food trout")
 TINY_BACKBONE = {"weights": "none", "head_epochs": 2, "head_lr": 0.01, "fine_tune_layers": 2,
@@ -66,9 +66,18 @@ def tiny_pipeline_repo(root: Path) -> Path:
     for name, data in dataset_files(("n0_lakeside", "n1_goose"), {"train": 2}, size=(32, 32)).items():
         (root / "scenes" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "scenes" / name).write_bytes(data)
+    # Photos that are no fish in the default outlier source's layout (Tiny ImageNet): the default data.outlier_exclude
+    # leaves out its goldfish class and its val/ folder, so 4 photos make the pool.
+    no_fish = {f"train/n02123045/images/{i}.JPEG": image_bytes(size=(32, 32), seed=300 + i) for i in range(4)}
+    no_fish |= {"train/n01443537/images/0.JPEG": image_bytes(size=(32, 32), seed=310),
+                "val/images/val_0.JPEG": image_bytes(size=(32, 32), seed=311)}
+    for name, data in no_fish.items():
+        (root / "no-fish" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "no-fish" / name).write_bytes(data)
     repo = copy_repo(root / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"].update(source="../Dataset.zip", field_source="../field", background_source="../scenes")
+    params["data"].update(source="../Dataset.zip", field_source="../field", background_source="../scenes",
+                          outlier_source="../no-fish")
     params["composite"].update(per_class=2, size=48, background_classes=["*lakeside"])
     params["augment"]["min_per_class"] = 5
     params["train"]["batch_size"] = 8
