@@ -34,9 +34,11 @@ from uploads import (
     SESSION_UPLOAD_MB,
     batch_length,
     batch_notice,
+    keep_digests,
     release_memory,
     size_text,
     upload_budget,
+    upload_digest,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -73,29 +75,32 @@ def decode_once(data: bytes, size: int) -> Callable[[], Image.Image]:
     return functools.cache(lambda: open_rgb(data, size))
 
 
-# `data` keys both caches; `_photo` (not hashed) decodes it only on a miss. Predictions are small.
+# The photo's sha256 (`digest`) keys the three caches: Streamlit hashes every argument not named with a leading
+# underscore on every call, and a photo's bytes, hashed there, cost a pass over megabytes per cache per run.
+# `_data` and `_photo` (not hashed) are the bytes and their decoding, used only on a miss. Predictions are small.
 @st.cache_data(show_spinner=False, max_entries=500)
 def predict_upload(
-    _predictor: Predictor, bundle_key: str, data: bytes, threshold: float, _photo: Callable[[], Image.Image]
+    _predictor: Predictor, bundle_key: str, digest: str, threshold: float, _data: bytes,
+    _photo: Callable[[], Image.Image],
 ) -> Prediction:
     # Cached so that moving a widget does not re-run the model on every photo.
     try:
         image = _photo()
     except ImageError:
-        image = data  # the Predictor words the refusal, as it does for the CLI
+        image = _data  # the Predictor words the refusal, as it does for the CLI
     return _predictor.predict([image], threshold=threshold)[0]
 
 
 # An image of DISPLAY_SIZE (0.7 MB) an entry: a batch's photos and its heatmaps, under 30 MB each.
 @st.cache_data(show_spinner=False, max_entries=MAX_FILES)
-def display_photo(data: bytes, _photo: Callable[[], Image.Image]) -> Image.Image:
+def display_photo(digest: str, _photo: Callable[[], Image.Image]) -> Image.Image:
     """The photo as the page shows it: scaled to fit DISPLAY_SIZE, a very thin one padded (see `framed`)."""
     return framed(scaled_to_display(_photo()))
 
 
 @st.cache_data(show_spinner=False, max_entries=MAX_FILES)
 def heatmap_photo(
-    _predictor: Predictor, bundle_key: str, data: bytes, _photo: Callable[[], Image.Image]
+    _predictor: Predictor, bundle_key: str, digest: str, _photo: Callable[[], Image.Image]
 ) -> Image.Image:
     """The displayed photo under the predicted class's activation map, padded like it."""
     photo = _photo()
@@ -314,6 +319,12 @@ def show_examples(examples: list[Example]) -> Example | None:
     return examples[chosen] if chosen is not None and chosen < len(examples) else None
 
 
+def example_digest(predictor: Predictor, example: Example) -> str:
+    """The example photo's sha256 as bundle.json lists it (checked against the file when the bundle loaded)."""
+    bundle = predictor.bundle
+    return bundle.spec.files[example.path.relative_to(bundle.path).as_posix()]
+
+
 def choose_example(index: int) -> None:
     # Kept in the session, so that moving the slider or the toggle keeps the example's result on the page.
     st.session_state[EXAMPLE_KEY] = index
@@ -325,23 +336,24 @@ def uploads_changed() -> None:
     st.session_state.pop(REFUSED_KEY, None)
 
 
-def identify(predictor: Predictor, bundle_key: str, name: str, label: str, data: bytes, threshold: float,
-             with_heatmap: bool) -> Result:
-    """One file's Result. Whatever fails stays this photo's: its error, or its result without the failing part."""
+def identify(predictor: Predictor, bundle_key: str, name: str, label: str, data: bytes, digest: str,
+             threshold: float, with_heatmap: bool) -> Result:
+    """One file's Result, its bytes `data` of sha256 `digest`. Whatever fails stays this photo's: its error, or its
+    result without the failing part."""
     # One decoded photo at a time, for the model, the display and the heatmap alike.
     photo = decode_once(data, predictor.input_size)
     try:
-        prediction = predict_upload(predictor, bundle_key, data, threshold, photo)
+        prediction = predict_upload(predictor, bundle_key, digest, threshold, data, photo)
     except Exception as exc:  # the Predictor words the refusals it knows; anything else is this photo's too
         LOGGER.exception("identifying %r failed", name)
         prediction = Prediction(source=name, label=None, display_name=None, confidence=math.nan,
                                 error=f"could not be identified ({type(exc).__name__})")
     result = Result(name, label, prediction)
     if not prediction.error:
-        result.photo = attempt(result, "the photo could not be shown", display_photo, data, photo)
+        result.photo = attempt(result, "the photo could not be shown", display_photo, digest, photo)
         if with_heatmap and not prediction.is_unknown:
             result.heatmap = attempt(result, "no map of where the model looked, it could not be drawn",
-                                     heatmap_photo, predictor, bundle_key, data, photo)
+                                     heatmap_photo, predictor, bundle_key, digest, photo)
     result.decoded = photo.cache_info().currsize > 0
     return result
 
@@ -434,17 +446,18 @@ def main() -> None:
         photos.insert(0, (f"Example: {example.display}", f"Example: {literal(example.display)}",
                           example.path.read_bytes, None))
 
+    keep_digests([upload.file_id for upload in uploads[:kept]])
     marking = feedback.enabled()
-    if marking:
-        feedback.keep_hashes([upload.file_id for upload in uploads[:kept]])
     results = []
     with st.spinner("Identifying…"):
         for name, label, read, upload_id in photos:
             with identify_slots():  # across all sessions: a bound on the photos decoded at once
                 data = read()
-                results.append(identify(predictor, bundle_key, name, label, data, threshold, with_heatmap))
+                # An upload is hashed once, on the first run that shows it; an example's sha256 is bundle.json's.
+                digest = example_digest(predictor, example) if upload_id is None else upload_digest(upload_id, data)
+                results.append(identify(predictor, bundle_key, name, label, data, digest, threshold, with_heatmap))
             if marking and upload_id is not None:
-                results[-1].upload = feedback.upload(upload_id, data, read)
+                results[-1].upload = feedback.Upload(digest, read)
             del data
     if any(result.decoded for result in results):
         release_memory()

@@ -7,7 +7,6 @@ offers nothing more for that photo. FISH_FEEDBACK=0 switches it all off. Saving 
 store that is down or wrong gets a one-line warning under the photo, and the marks stay offered.
 """
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ MAX_MARKS = MAX_FILES  # photos one browser session may mark: a batch's worth
 MARKED_KEY = "feedback-marked"  # session state: {photo sha256: what was saved}, the photos this session marked
 RECORD_IDS_KEY = "feedback-record-ids"  # session state: {(sha256, label): record id}, so that a retry is one record
 PROBLEMS_KEY = "feedback-problems"  # session state: {sha256: why its last mark was not saved}, shown once
-HASHES_KEY = "feedback-hashes"  # session state: {uploader's file id: sha256}, the uploads on the page, each hashed once
 NOTICE = ("Marking an answer keeps the photo to improve the model. Its location and other metadata (EXIF, "
           "GPS) are removed first; the file name is never kept.")
 
@@ -40,28 +38,12 @@ def enabled() -> bool:
 
 @dataclass(frozen=True)
 class Upload:
-    """A photo the upload budget accepted, as a mark saves it: the sha256 of its bytes, and how to read them again
-    (the uploader holds them; a mark reads them only when it is saved)."""
+    """A photo the upload budget accepted, as a mark saves it: the sha256 of its bytes (uploads.upload_digest, the
+    one the page's caches are keyed by), and how to read them again (the uploader holds them; a mark reads them only
+    when it is saved)."""
 
     sha256: str
     read: Callable[[], bytes]
-
-
-def upload(file_id: str, data: bytes, read: Callable[[], bytes]) -> Upload:
-    """The accepted upload `file_id` (the uploader's id for the file), whose bytes are `data`. Streamlit runs the page
-    again on every click, with the same uploads: each is hashed on the first run that shows it, then known by its id
-    (the uploader gives every file it receives an id of its own)."""
-    hashes = st.session_state.setdefault(HASHES_KEY, {})
-    if file_id not in hashes:
-        hashes[file_id] = hashlib.sha256(data).hexdigest()
-    return Upload(hashes[file_id], read)
-
-
-def keep_hashes(file_ids: list[str]) -> None:
-    """Forget the hashes of uploads no longer on the page (removed from the uploader, or past the batch's cap)."""
-    hashes = st.session_state.get(HASHES_KEY, {})
-    for file_id in hashes.keys() - set(file_ids):
-        del hashes[file_id]
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
 """What the app lets in: how many photos and bytes a batch, a browser session and the server hold.
 
 The caps on uploads (a batch's count and bytes, a session's and the server's bytes held), the budget that
-refuses an upload past them (HTTP 413) and drops a closed session's uploads, and the notices that say so.
-app/app.py imports it.
+refuses an upload past them (HTTP 413) and drops a closed session's uploads, the notices that say so, and the
+one sha256 of each upload the page keys its caches and the feedback marks by. app/app.py imports it.
 """
 
 import asyncio
 import ctypes
 import functools
 import gc
+import hashlib
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ SERVER_UPLOAD_MB = 300  # photos all browser sessions together may hold
 FORGET_AFTER_S = 10  # a closed browser session's uploads are dropped this long after it disconnects
 SWEEP_EVERY_S = 5  # how often the server looks for closed sessions while any uploads are held
 MB = 10**6  # as the uploader shows file sizes (server.maxUploadSize counts 2**20 bytes to its megabyte)
+DIGESTS_KEY = "upload-digests"  # session state: {uploader's file id: sha256}, the uploads on the page, each hashed once
 
 
 def size_text(size: int) -> str:
@@ -54,6 +56,24 @@ def batch_notice(sizes: list[int], kept: int) -> str | None:
     return (f"{len(sizes)} photos chosen, {size_text(sum(sizes))} in all, but the app identifies at most "
             f"{SESSION_UPLOAD_MB} MB of photos at a time: the first {kept} ({size_text(sum(sizes[:kept]))}) "
             f"are shown below. {others}")
+
+
+def upload_digest(file_id: str, data: bytes) -> str:
+    """The sha256 of the upload `file_id` (the uploader's id for the file), whose bytes are `data`. Streamlit runs
+    the page again on every click, with the same uploads: each is hashed on the first run that shows it, then known
+    by its id (the uploader gives every file it receives an id of its own: a new file, even of an old one's name,
+    is hashed afresh)."""
+    digests = st.session_state.setdefault(DIGESTS_KEY, {})
+    if file_id not in digests:
+        digests[file_id] = hashlib.sha256(data).hexdigest()
+    return digests[file_id]
+
+
+def keep_digests(file_ids: list[str]) -> None:
+    """Forget the digests of uploads no longer on the page (removed from the uploader, or past the batch's cap)."""
+    digests = st.session_state.get(DIGESTS_KEY, {})
+    for file_id in digests.keys() - set(file_ids):
+        del digests[file_id]
 
 
 class UploadBudget:

@@ -1,5 +1,6 @@
 """The Streamlit app's logic, through Streamlit's AppTest (no browser; see test_app_browser.py for that)."""
 
+import hashlib
 import importlib.util
 import io
 import json
@@ -8,6 +9,7 @@ import os
 import re
 import shutil
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -377,6 +379,69 @@ def test_each_upload_is_decoded_once_a_run_and_not_again_once_its_results_are_ca
     assert len(decoded) == 3 and captions(app).count("Where the model looked") == 0
     app.toggle[0].set_value(True).run()  # and so are the heatmaps
     assert len(decoded) == 3 and captions(app).count("Where the model looked") == 3
+
+
+def shown_images(app: AppTest) -> dict[str, str]:
+    """{caption as a reader sees it: the image's media URL} of the result photos shown (the example row's have none)."""
+    return {as_shown(caption): url for image in app.get("image") for caption, url in zip(image.captions, image.value)
+            if caption}
+
+
+def count_hashing(monkeypatch) -> tuple[list[bytes], list[bytes]]:
+    """(the bytes the app's upload_digest hashes, the bytes Streamlit hashes to key its caches), as the page runs."""
+    from streamlit.runtime.caching import cache_utils
+
+    ours, streamlits = [], []
+
+    def sha256(data):
+        ours.append(bytes(data))
+        return hashlib.sha256(data)
+
+    def update_hash(value, *args, **kwargs):
+        if isinstance(value, (bytes, bytearray)):
+            streamlits.append(bytes(value))
+        return real_update_hash(value, *args, **kwargs)
+
+    real_update_hash = cache_utils.update_hash
+    monkeypatch.setattr(app_uploads, "hashlib", SimpleNamespace(sha256=sha256))
+    monkeypatch.setattr(cache_utils, "update_hash", update_hash)
+    return ours, streamlits
+
+
+def test_each_upload_is_hashed_once_however_often_the_page_runs_and_streamlit_hashes_no_photo(monkeypatch, bundle):
+    ours, streamlits = count_hashing(monkeypatch)
+    crimson, cobalt = jpeg_bytes(colour_photo(0, 96, seed=41)), jpeg_bytes(colour_photo(2, 96, seed=42))
+    app = run_app(monkeypatch, bundle, [("crimson.jpg", crimson, "image/jpeg"), ("cobalt.jpg", cobalt, "image/jpeg")])
+    assert [h.value for h in app.subheader] == ["Crimson testfish", "Cobalt testfish"]
+    app.toggle[0].set_value(False).run()  # more runs of the page, the uploads unchanged
+    app.sidebar.slider[0].set_value(1.0).run()
+    app.toggle[0].set_value(True).run()
+    app.button(key="example-1").click().run()  # an example beside them: its sha256 is bundle.json's, not hashed
+    assert not app.exception
+    assert [h.value for h in app.subheader] == ["Emerald testfish", "Crimson testfish", "Cobalt testfish"]
+    assert captions(app).count("Where the model looked") == 3
+    assert ours == [crimson, cobalt]
+    # Streamlit's caches are keyed by the digest: no photo's bytes are hashed there, on any run.
+    photos = {crimson, cobalt, (bundle / "examples" / "1.jpg").read_bytes()}
+    assert sum(value in photos for value in streamlits) == 0
+    assert sorted(app.session_state[app_uploads.DIGESTS_KEY].values()) == sorted(
+        hashlib.sha256(photo).hexdigest() for photo in (crimson, cobalt))
+
+
+def test_a_new_upload_of_an_old_ones_name_gets_its_own_answer_not_the_old_ones(monkeypatch, bundle):
+    ours, _ = count_hashing(monkeypatch)
+    crimson, cobalt = jpeg_bytes(colour_photo(0, 96, seed=43)), jpeg_bytes(colour_photo(2, 96, seed=44))
+    app = run_app(monkeypatch, bundle, ("fish.jpg", crimson, "image/jpeg"))
+    assert [h.value for h in app.subheader] == ["Crimson testfish"]
+    before = shown_images(app)
+    app.file_uploader[0].set_value(("fish.jpg", cobalt, "image/jpeg")).run()  # the same name, other bytes
+    assert [h.value for h in app.subheader] == ["Cobalt testfish"]
+    after = shown_images(app)  # a media URL is named by its image's bytes: the photo and its map are the new ones
+    assert list(after) == list(before) == ["fish.jpg", "Where the model looked"]
+    assert all(after[caption] != before[caption] for caption in after)
+    assert app.dataframe[0].value[["path", "species"]].values.tolist() == [["fish.jpg", "Cobalt testfish"]]
+    assert ours == [crimson, cobalt]  # a new file is hashed afresh, and the old one's digest forgotten
+    assert list(app.session_state[app_uploads.DIGESTS_KEY].values()) == [hashlib.sha256(cobalt).hexdigest()]
 
 
 def test_clicking_an_example_photo_identifies_it_like_an_upload_until_photos_are_uploaded(monkeypatch, bundle):

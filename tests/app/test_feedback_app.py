@@ -11,7 +11,8 @@ from streamlit.testing.v1 import AppTest
 from support import REPO_ROOT
 from support.app_bundles import build_colour_bundle, colour_photo, jpeg_bytes, text_photo
 
-import feedback as app_feedback  # app/feedback.py (tests/app/conftest.py puts app/ on sys.path)
+import feedback as app_feedback  # app/feedback.py, app/uploads.py (tests/app/conftest.py puts app/ on sys.path)
+import uploads as app_uploads
 from fish_classifier.feedback.store import NOT_FISH, FeedbackStore
 
 APP = REPO_ROOT / "app" / "app.py"
@@ -186,14 +187,14 @@ def test_one_photo_twice_in_a_batch_is_marked_once_and_a_session_marks_at_most_i
     assert [r.label for r in records(store_url)] == ["test crimson", "test cobalt"]
 
 
-def test_each_upload_is_hashed_once_however_often_the_page_runs(monkeypatch, bundle, store_url):
+def test_a_mark_saves_the_uploads_one_digest_hashed_once_however_often_the_page_runs(monkeypatch, bundle, store_url):
     hashed = []
 
     def sha256(data):
         hashed.append(bytes(data))
         return hashlib.sha256(data)
 
-    monkeypatch.setattr(app_feedback, "hashlib", SimpleNamespace(sha256=sha256))
+    monkeypatch.setattr(app_uploads, "hashlib", SimpleNamespace(sha256=sha256))  # the one place an upload is hashed
     app = run_app(monkeypatch, bundle, [("crimson.jpg", CRIMSON, "image/jpeg"), ("cobalt.jpg", COBALT, "image/jpeg")])
     app.toggle[0].set_value(False).run()  # two more runs of the page, the uploads unchanged
     app.run()
@@ -201,10 +202,11 @@ def test_each_upload_is_hashed_once_however_often_the_page_runs(monkeypatch, bun
     widgets(app, "feedback-right-")[0].click().run()
     assert [s.value for s in app.success] == ["Saved: right, Crimson testfish."]
     assert records(store_url)[0].photo_sha256 == hashlib.sha256(CRIMSON).hexdigest()
+    assert hashed == [CRIMSON, COBALT]  # the mark took the page's digest, not one of its own
 
     app.file_uploader[0].set_value(("cobalt.jpg", COBALT, "image/jpeg")).run()  # new: hashed, the rest forgotten
     assert hashed == [CRIMSON, COBALT, COBALT]
-    assert list(app.session_state[app_feedback.HASHES_KEY].values()) == [hashlib.sha256(COBALT).hexdigest()]
+    assert list(app.session_state[app_uploads.DIGESTS_KEY].values()) == [hashlib.sha256(COBALT).hexdigest()]
 
 
 def test_the_bundle_version_is_the_start_of_bundle_json_s_sha256(bundle):
