@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from fish_classifier.data.unzip import UnpackLimits
@@ -30,16 +31,25 @@ from fish_classifier.evaluation.bundle_detector import head_weights
 from fish_classifier.evaluation.selection import SelectSettings
 from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
 from fish_classifier.evaluation.unknown_report import auroc
-from fish_classifier.layout import MANIFEST
+from fish_classifier.images import open_rgb
+from fish_classifier.layout import MANIFEST, OUTLIERS_MANIFEST
 from fish_classifier.params import stage_params
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
 from fish_classifier.serving.inference import EMBEDDING, LiteRTBackend, outputs_for_files
 from fish_classifier.serving.predictor import Predictor
 
 DEFAULT_UNKNOWN = Path(__file__).resolve().parents[2] / "shared" / "data" / "unknown-dev.zip"
+SMALL_PX = 64  # the side of Tiny ImageNet's photos, the default outlier pool
 
 WORDS = ["FISH", "hello world", "Lorem ipsum dolor", "404 not found", "SALE -50%", "receipt #1234",
          "The quick brown fox", "ABCDEFG", "dvc repro", "menu: soup, bread"]
+
+
+def shrunk(path, side: int) -> Image.Image:
+    """The photo brought down to `side` px on its longest side (the Predictor scales it back up)."""
+    image = open_rgb(path)
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return image
 
 
 def sample_photos() -> list[Image.Image]:
@@ -113,6 +123,8 @@ def main(argv=None) -> None:
             sets.update({group: list(rows["path"]) for group, rows in unknowns.groupby("group")})
         else:
             print(f"no unknown-photo set at {args.unknown}: only the generated images are scored")
+        # #30 item 4: the outlier pool's photos are 64 px, and a small phone photo of a fish must not look unknown.
+        sets["test fish at 64 px"] = [shrunk(path, SMALL_PX) for path in sets["dev test fish"]]
         sets.update({"sklearn sample photos": sample_photos(), "noise": noise_images(rng),
                      "flat colours": flat_colours(rng), "rendered text": text_images(rng),
                      # #31's probe: 1,509 of 2,000 such squares were neither unknown nor low-confidence
@@ -146,7 +158,7 @@ def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[d
     embed = {split: outputs_for_files(backend, rows["path"], batch_size=batch, desc=split)[EMBEDDING]
              for split, rows in splits.items()}
     groups = {name: outputs_for_files(backend, paths, batch_size=batch, desc=name)[EMBEDDING]
-              for name, paths in sets.items() if name in ("dev test fish", *GROUPS)}
+              for name, paths in sets.items() if name in ("dev test fish", "test fish at 64 px", *GROUPS)}
     labels = label_indices(splits["train"]["label"], predictor.classes)
     head = head_weights(predictor.bundle.model_path) if predictor.bundle.model_path is not None else None
     rate = select.unknown_val_flag_rate
@@ -155,13 +167,20 @@ def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[d
     table = []
     candidates = [("knn", p, k) for p in (1.0, 0.5) for k in (1, 5)] + [("mahalanobis", p, 1) for p in (1.0, 0.5, 0.35)]
     candidates += [("energy", 1.0, 1)] if head is not None else []
+    pool = list(pd.read_csv(OUTLIERS_MANIFEST)["path"]) if Path(OUTLIERS_MANIFEST).is_file() else []
+    pool_embeddings = outputs_for_files(backend, pool, batch_size=batch, desc="outlier pool")[EMBEDDING] \
+        if len(pool) >= 2 else None  # the relative rows: the pipeline's data/outliers, when there is one
+    candidates += [("mahalanobis", p, "relative") for p in (0.5, 0.35)] if pool_embeddings is not None else []
     for method, power, k in candidates:
-        detector = fit_unknown_detector(UnknownSettings(method, power, k, rate), embed["train"], labels, embed["val"],
-                                        head)
+        relative = k == "relative"
+        detector = fit_unknown_detector(UnknownSettings(method, power, 1 if relative else k, rate,
+                                                        "relative" if relative else "ignore"),
+                                        embed["train"], labels, embed["val"], head,
+                                        outlier_embeddings=pool_embeddings if relative else None)
         scores = {name: detector.score(values) for name, values in groups.items()}
         flagged = {name: float(detector.is_unknown(values).mean()) for name, values in scores.items()}
         area = auroc(scores["dev test fish"], scores[NOT_FISH]) if NOT_FISH in scores else float("nan")
-        name = f"{method} p={power:g}" + (f" k={k}" if method == "knn" else "")
+        name = f"{method} p={power:g}" + (f" k={k}" if method == "knn" else f" {k}" if relative else "")
         print(f"{name:<22}{area:>8.4f}" + "".join(f"{flagged[g]:>16.1%}" for g in groups))
         table.append({"method": method, "power": power, "k": k, "auroc": area, "flagged": flagged})
     return table

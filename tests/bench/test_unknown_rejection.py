@@ -56,3 +56,20 @@ def test_every_method_is_refitted_on_the_bundles_embeddings(colour_bundle, tiny_
     assert all(set(row["flagged"]) == {"dev test fish", "not-fish"} for row in table)
     assert all(0 <= row["auroc"] <= 1 for row in table)
     json.dumps(table)  # what --json writes
+
+    # With a pipeline outlier pool (data/outliers) beside it, the relative detector is refitted too.
+    pool = tiny_project / "data" / "outliers"
+    pool.mkdir(parents=True)
+    for i in range(4):
+        text_photo(f"pool photo {i} {'x' * i}").save(pool / f"p{i}.png")
+    pd.DataFrame({"path": [str(pool / f"p{i}.png") for i in range(4)], "origin": "outlier_source", "sha256": ""}
+                 ).to_csv(pool / "manifest.csv", index=False)
+    with_pool = unknown_rejection.compare_methods(Predictor(colour_bundle), manifest, sets, select)
+    assert [(row["method"], row["power"], row["k"]) for row in with_pool[-2:]] == [
+        ("mahalanobis", 0.5, "relative"), ("mahalanobis", 0.35, "relative")]
+    assert with_pool[:-2] == table
+
+
+def test_a_photo_is_shrunk_to_the_outlier_pools_size_on_its_longest_side(tmp_path):
+    colour_photo(0, 200, seed=1).resize((200, 100)).save(tmp_path / "wide.png")
+    assert unknown_rejection.shrunk(tmp_path / "wide.png", 64).size == (64, 32)
