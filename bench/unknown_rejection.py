@@ -31,7 +31,7 @@ from fish_classifier.evaluation.bundle_detector import head_weights
 from fish_classifier.evaluation.selection import SelectSettings
 from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
 from fish_classifier.evaluation.unknown_report import auroc
-from fish_classifier.images import open_rgb
+from fish_classifier.images import small_copy
 from fish_classifier.layout import MANIFEST, OUTLIERS_MANIFEST
 from fish_classifier.params import stage_params
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
@@ -39,17 +39,9 @@ from fish_classifier.serving.inference import EMBEDDING, LiteRTBackend, outputs_
 from fish_classifier.serving.predictor import Predictor
 
 DEFAULT_UNKNOWN = Path(__file__).resolve().parents[2] / "shared" / "data" / "unknown-dev.zip"
-SMALL_PX = 64  # the side of Tiny ImageNet's photos, the default outlier pool
 
 WORDS = ["FISH", "hello world", "Lorem ipsum dolor", "404 not found", "SALE -50%", "receipt #1234",
          "The quick brown fox", "ABCDEFG", "dvc repro", "menu: soup, bread"]
-
-
-def shrunk(path, side: int) -> Image.Image:
-    """The photo brought down to `side` px on its longest side (the Predictor scales it back up)."""
-    image = open_rgb(path)
-    image.thumbnail((side, side), Image.Resampling.LANCZOS)
-    return image
 
 
 def sample_photos() -> list[Image.Image]:
@@ -123,8 +115,12 @@ def main(argv=None) -> None:
             sets.update({group: list(rows["path"]) for group, rows in unknowns.groupby("group")})
         else:
             print(f"no unknown-photo set at {args.unknown}: only the generated images are scored")
-        # #30 item 4: the outlier pool's photos are 64 px, and a small phone photo of a fish must not look unknown.
-        sets["test fish at 64 px"] = [shrunk(path, SMALL_PX) for path in sets["dev test fish"]]
+        # #30 item 4: the outlier pool's photos are small, and a small phone photo of a fish must not look unknown.
+        small = Path(work) / "small"
+        small.mkdir()
+        sets[f"test fish at {select.unknown_small_px} px"] = [small / f"{i}.png" for i in range(len(sets["dev test fish"]))]
+        for path, target in zip(sets["dev test fish"], sets[f"test fish at {select.unknown_small_px} px"], strict=True):
+            small_copy(path, select.unknown_small_px).save(target)
         sets.update({"sklearn sample photos": sample_photos(), "noise": noise_images(rng),
                      "flat colours": flat_colours(rng), "rendered text": text_images(rng),
                      # #31's probe: 1,509 of 2,000 such squares were neither unknown nor low-confidence
@@ -158,7 +154,7 @@ def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[d
     embed = {split: outputs_for_files(backend, rows["path"], batch_size=batch, desc=split)[EMBEDDING]
              for split, rows in splits.items()}
     groups = {name: outputs_for_files(backend, paths, batch_size=batch, desc=name)[EMBEDDING]
-              for name, paths in sets.items() if name in ("dev test fish", "test fish at 64 px", *GROUPS)}
+              for name, paths in sets.items() if name in ("dev test fish", *GROUPS) or name.startswith("test fish at")}
     labels = label_indices(splits["train"]["label"], predictor.classes)
     head = head_weights(predictor.bundle.model_path) if predictor.bundle.model_path is not None else None
     rate = select.unknown_val_flag_rate

@@ -1,12 +1,11 @@
 """Stage `select`: rank the evaluated models on validation, bundle the best one for deployment with its
 unknown-photo detector, and write the comparison and the detector's figures.
 
-Reads metrics/models/ and models/zoo/ (every model of train.models), data/ (manifests, classes, photos), data/unknown
-and data/outliers; writes models/deploy/ (the model, its LiteRT export checked against it, an example photo per
-species, the detector), metrics/summary.json and .md, and metrics/unknown/ (plots). The detector is fitted on the
-LiteRT model's embeddings of the train photos (and of data/outliers' when `select.unknown_outliers` is relative,
-or auto and the pool holds photos), its threshold set on validation fish; data/unknown only measures it. The bundle
-is built aside and moved into place whole. Not select.py, which would shadow the standard library's `select`."""
+Reads metrics/models/, models/zoo/ (every model of train.models), data/ (manifests, classes, photos), data/unknown and
+data/outliers; writes models/deploy/ (built aside, moved into place whole: the model, its LiteRT export checked
+against it, an example photo per species, the detector), metrics/summary.json and .md, and metrics/unknown/. The
+detector is fitted on the LiteRT embeddings of the train photos (and of data/outliers' when `select.unknown_outliers`
+is relative, or auto with photos there), its threshold set on validation fish; data/unknown only measures it."""
 
 import json
 import sys
@@ -60,7 +59,8 @@ def main(argv=None) -> None:
         fitted = fit_bundle_detector(
             backend, manifest, classes, unknown, unknowns=pd.read_csv(UNKNOWN_MANIFEST),
             outlier_paths=outliers, head=head_weights(deploy / MODEL_FILE) if unknown.method == "energy" else None,
-            catch_all_labels=params.data.catch_all_labels, batch_size=select.batch_size)
+            catch_all_labels=params.data.catch_all_labels, small_px=select.unknown_small_px,
+            batch_size=select.batch_size)
         add_unknown_detector(deploy, fitted.detector, **fitted.details(unknown))
         field = field_report(
             {name: pd.read_csv(metrics_dir(name) / FIELD_PREDICTIONS_FILE, keep_default_na=False) for name in names},

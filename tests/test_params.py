@@ -302,6 +302,7 @@ RULES = [
      "select.batch_size must be an integer >= 1, got -32"),
     ("select", "select.unknown_outliers", "pool",
      "select.unknown_outliers must be one of: ignore, relative, auto, got 'pool'"),
+    ("select", "select.unknown_small_px", 8, "select.unknown_small_px must be an integer >= 16, got 8"),
 ]
 
 

@@ -3,6 +3,7 @@ embeddings. Fitted on the train photos (and, with `select.unknown_outliers: rela
 photos, the outlier pool of data/outliers), its threshold set on validation fish; measured on test fish and on
 data/unknown's groups alone."""
 
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pandas as pd
 from fish_classifier.data.manifest import label_indices, scored_split
 from fish_classifier.data.unknown_set import FISH_ELSEWHERE, GROUPS
 from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSettings, fit_unknown_detector
-from fish_classifier.evaluation.unknown_report import TEST_FISH, unknown_figures
+from fish_classifier.evaluation.unknown_report import SMALL_TEST_FISH, TEST_FISH, unknown_figures
+from fish_classifier.images import small_copy
 from fish_classifier.layout import OUTLIERS_MANIFEST
 from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, outputs_for_files
 from fish_classifier.serving.unknown import UnknownDetector
@@ -63,10 +65,11 @@ def outlier_pool_for(settings: UnknownSettings, path=OUTLIERS_MANIFEST) -> tuple
 
 
 def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], settings: UnknownSettings, *,
-                        unknowns: pd.DataFrame, outlier_paths=(), head=None, catch_all_labels=(),
+                        unknowns: pd.DataFrame, outlier_paths=(), head=None, catch_all_labels=(), small_px=None,
                         batch_size: int) -> BundleDetector:
     """Fit the detector on `backend`'s embeddings and measure it. `unknowns`: data/unknown's manifest (path, group),
-    the only photos the figures count besides test fish; `outlier_paths`: the pool's photos, which only fit it."""
+    the only photos the figures count besides test fish (and, given `small_px`, the test fish brought down to that
+    many px); `outlier_paths`: the pool's photos, which only fit it."""
     def outputs(paths, desc):
         return outputs_for_files(backend, paths, batch_size=batch_size, desc=desc)
 
@@ -81,6 +84,12 @@ def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], se
         return BundleDetector(detector, scores, None, pooled)
     groups = {group: outputs(rows["path"], group) for group, rows in unknowns.groupby("group") if group in GROUPS}
     scores |= {group: detector.score(out[EMBEDDING]) for group, out in groups.items()}
+    if small_px:
+        with tempfile.TemporaryDirectory() as folder:  # PNG: the small copies' pixels, nothing lost on the way
+            small = [Path(folder) / f"{i}.png" for i in range(len(fish["test"]))]
+            for path, target in zip(fish["test"]["path"], small, strict=True):
+                small_copy(path, small_px).save(target)
+            scores[SMALL_TEST_FISH] = detector.score(outputs(small, SMALL_TEST_FISH)[EMBEDDING])
     elsewhere = groups.get(FISH_ELSEWHERE)
     figures = unknown_figures(detector, settings.val_flag_rate, scores, catch_all_labels=catch_all_labels,
                               fish_elsewhere_labels=None if elsewhere is None else

@@ -15,7 +15,8 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
 
     species_right: photos of a named species (a class outside `other_fish_labels`) whose top class is right,
     flagged or not. confidently_wrong: photos whose top class is wrong and that are not flagged. other_fish_ok:
-    photos of `other_fish_labels` that get one of those labels or are flagged.
+    photos of `other_fish_labels` that get one of those labels or are flagged. unknown: the share `unknown` flags
+    alone (None without it).
     """
     labels, predicted = predictions["label"].to_numpy(), predictions["predicted"].to_numpy()
     flagged = predictions["confidence"].to_numpy() < threshold
@@ -31,6 +32,7 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
         "images": int(len(labels)),
         "species_right": mean(right, species),
         "flagged": mean(flagged, np.ones_like(right)),
+        "unknown": None if unknown is None else mean(np.asarray(unknown, dtype=bool), np.ones_like(right)),
         "confidently_wrong": mean(~right & ~flagged, np.ones_like(right)),
         "other_fish_ok": mean(np.isin(predicted, other_fish_labels) | flagged, other),
         "per_class": {label: {"images": int((labels == label).sum()), "right": mean(right, labels == label),
@@ -70,7 +72,8 @@ def field_markdown(figures: dict[str, dict], selected: str) -> list[str]:
     if bundle:
         lines += ["", "Per class, the deploy bundle: " + "; ".join(
             f"{label} {share(c['right'])} right, {share(c['flagged'])} flagged of {c['images']}"
-            for label, c in bundle["per_class"].items()) + "."]
+            for label, c in bundle["per_class"].items()) + f". Its unknown-photo detector alone flags "
+            f"{share(bundle['unknown'])} of the field photos: fish, so each one it flags is a false alarm."]
     lines += ["", "Species right: the top class is right, flagged or not. Flagged: confidence below the model's "
               "low-confidence threshold (set on validation) or, for the deploy bundle, an unknown photo. "
               "Confidently wrong: wrong and not flagged, out of every field photo.", ""]

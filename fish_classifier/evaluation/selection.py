@@ -32,6 +32,7 @@ class SelectSettings(Section):
     unknown_val_flag_rate: Share
     unknown_outliers: choice(*OUTLIER_USES)
     unknown_histogram_bins: integer(ge=1)
+    unknown_small_px: integer(ge=16)  # below images.no_content's 16 px every photo is unknown by rule
 
     @model_validator(mode="after")
     def _relative_needs_mahalanobis(self):

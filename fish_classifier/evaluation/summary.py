@@ -4,6 +4,7 @@ and metrics/summary.md (the table, the field photos' figures and the unknown-pho
 from fish_classifier.evaluation.field import field_markdown, share
 from fish_classifier.evaluation.metrics import HEADLINE_METRICS
 from fish_classifier.evaluation.selection import rank_models
+from fish_classifier.evaluation.unknown_report import SMALL_TEST_FISH
 
 
 def summary(metrics: dict[str, dict], metric: str, threshold: float, unknown: dict | None,
@@ -81,6 +82,10 @@ def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None
     if unknown.get("fish_elsewhere_catch_all") is not None:
         lines.append(f"Fish from elsewhere given a catch-all label ({', '.join(unknown['catch_all_labels'])}): "
                      f"{unknown['fish_elsewhere_catch_all']:.1%}.")
+    if SMALL_TEST_FISH in flagged:
+        lines.append(f"{SMALL_TEST_FISH.capitalize()}: the test fish brought down to `select.unknown_small_px` px on "
+                     "their longest side, as small phone photos and the outlier pool's photos are; flagging them "
+                     "would mean the detector learned that small means no fish.")
     return "\n".join([*lines, ""])
 
 

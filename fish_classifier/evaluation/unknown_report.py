@@ -12,6 +12,7 @@ from fish_classifier.evaluation.plots import plot_flag_tradeoff, plot_unknown_sc
 from fish_classifier.serving.unknown import UnknownDetector
 
 TEST_FISH = "test fish"
+SMALL_TEST_FISH = "small test fish"  # the test fish brought down to select.unknown_small_px
 
 
 def unknown_figures(detector: UnknownDetector, val_flag_rate: float, scores: dict[str, np.ndarray],

@@ -68,8 +68,3 @@ def test_every_method_is_refitted_on_the_bundles_embeddings(colour_bundle, tiny_
     assert [(row["method"], row["power"], row["k"]) for row in with_pool[-2:]] == [
         ("mahalanobis", 0.5, "relative"), ("mahalanobis", 0.35, "relative")]
     assert with_pool[:-2] == table
-
-
-def test_a_photo_is_shrunk_to_the_outlier_pools_size_on_its_longest_side(tmp_path):
-    colour_photo(0, 200, seed=1).resize((200, 100)).save(tmp_path / "wide.png")
-    assert unknown_rejection.shrunk(tmp_path / "wide.png", 64).size == (64, 32)

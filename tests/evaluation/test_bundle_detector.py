@@ -42,13 +42,15 @@ def test_relative_fits_on_the_pool_and_measures_only_test_fish_and_the_unknown_s
     settings = UnknownSettings("mahalanobis", 1.0, 1, 0.1, outliers="relative")
 
     fitted = fit_bundle_detector(TintBackend(), manifest, CLASSES, settings, unknowns=unknowns, outlier_paths=pool,
-                                 catch_all_labels=[CLASSES[0]["label"]], batch_size=8)
+                                 catch_all_labels=[CLASSES[0]["label"]], small_px=16, batch_size=8)
 
     assert fitted.detector.method == RELATIVE and fitted.outlier_photos == len(pool) == 15
-    # The measured groups and their counts: the pool's 15 photos are in none of them.
-    assert {group: len(scores) for group, scores in fitted.scores.items()} == {
-        "test fish": 15, "not-fish": 4, "fish-elsewhere": 1}
-    assert fitted.figures["images"] == {"test fish": 15, "not-fish": 4, "fish-elsewhere": 1}
+    # The measured groups and their counts: the pool's 15 photos are in none of them; the test fish are measured
+    # again brought down to 16 px, where their tint, all this backend sees, is what it was: flagged as they are.
+    groups = {"test fish": 15, "not-fish": 4, "fish-elsewhere": 1, "small test fish": 15}
+    assert {group: len(scores) for group, scores in fitted.scores.items()} == groups
+    assert fitted.figures["images"] == groups
+    assert fitted.figures["flagged"]["small test fish"] == fitted.figures["flagged"]["test fish"]
     assert fitted.figures["outlier_photos"] == 15 and fitted.figures["fish_elsewhere_catch_all"] == 1.0
     details = fitted.details(settings)
     assert (details["outliers"], details["outlier_photos"], details["val_flag_rate"]) == ("relative", 15, 0.1)

@@ -22,7 +22,9 @@ def test_field_figures_on_known_predictions():
     # The unknown-photo detector's verdicts flag on top of the low confidence.
     unknown = field_figures(predictions, 0.5, ["other"], unknown=[False, True, False, False, False, False])
     assert unknown["flagged"] == 0.5 and unknown["confidently_wrong"] == 0.0
+    assert unknown["unknown"] == pytest.approx(1 / 6) and figures["unknown"] is None  # the detector alone
     text = summary_markdown({"mobilenetv2": model_scores(0.97, 0.98, 90)}, "macro_f1", None,
                             {"mobilenetv2": figures, BUNDLE: unknown})
     assert "| **mobilenetv2** | 6 | 50.0% | 33.3% | 16.7% | 100.0% |" in text
     assert "| deploy bundle | 6 | 50.0% | 50.0% | 0.0% | 100.0% |" in text
+    assert "Its unknown-photo detector alone flags 16.7% of the field photos: fish, so each one it flags" in text

@@ -152,7 +152,7 @@ def test_the_outlier_pool_fits_the_detector_but_never_counts_in_its_figures(tmp_
     unknown = json.loads((tmp_path / "metrics" / "summary.json").read_text())["unknown"]
     assert unknown["method"] == "relative_mahalanobis" and unknown["outlier_photos"] == 8
     # Only data/unknown's photos (and the test fish) are measured: 3 not-fish and 1 fish from elsewhere.
-    assert unknown["images"] == {"test fish": 6, "not-fish": 3, "fish-elsewhere": 1}
+    assert unknown["images"] == {"test fish": 6, "not-fish": 3, "fish-elsewhere": 1, "small test fish": 6}
     assert all(share * 3 == round(share * 3) for share in [unknown["flagged"]["not-fish"]])
     histogram = pd.read_csv(tmp_path / "metrics" / "unknown" / "scores.csv")
     assert histogram["not-fish"].sum() == pytest.approx(1.0)  # shares of the 3 measured photos, nothing else

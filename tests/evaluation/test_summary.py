@@ -30,6 +30,11 @@ def test_a_detector_fitted_on_the_outlier_pool_says_so_and_that_the_pool_is_not_
     assert ("Fitted on the train fish and on 25 photos that are no fish (data/outliers: `data.outlier_source` and "
             "the users' not-fish marks), which never count in the figures") in text
     assert summary(metrics, "macro_f1", 0.4, figures, detector=detector)["detector"] == detector
+    assert "Small test fish" not in text
+    small = summary_markdown(metrics, "macro_f1", {**figures, "images": {**figures["images"], "small test fish": 10},
+                                                   "flagged": {**figures["flagged"], "small test fish": 0.1}})
+    assert "| small test fish | 10 | 10.0% |" in small
+    assert "Small test fish: the test fish brought down to `select.unknown_small_px` px on their longest side" in small
 
 
 def test_without_photos_that_are_no_fish_the_summary_says_which_detector_it_kept_and_how_to_get_the_other():
