@@ -40,7 +40,7 @@ from fish_classifier.evaluation.thresholds import threshold_at_rate
 from fish_classifier.evaluation.unknown_fit import fit_detector, validation_threshold
 from fish_classifier.evaluation.unknown_report import TEST_FISH, auroc
 from fish_classifier.images import load_pixels
-from fish_classifier.layout import MANIFEST
+from fish_classifier.layout import MANIFEST, UNKNOWN_DIR
 from fish_classifier.model.zoo import BACKBONES, build_backbone
 from fish_classifier.params import stage_params
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
@@ -48,7 +48,7 @@ from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, LiteRTBa
 from fish_classifier.serving.predictor import Predictor
 from fish_classifier.serving.unknown import RELATIVE
 
-DEFAULT_UNKNOWN = Path(__file__).resolve().parents[2] / "shared" / "data" / "unknown-dev.zip"
+DEFAULT_UNKNOWN = UNKNOWN_DIR / "photos"  # the unknowns stage's copy of data.unknown_source
 MAX_TEST_FISH_RATE = 0.01
 GROUPS = (TEST_FISH, NOT_FISH, FISH_ELSEWHERE, "val")  # what each detector scores; "val" sets its threshold
 

@@ -1,9 +1,9 @@
 """How well the deploy bundle tells photos that are no fish from fish: its unknown-photo detector
-(`is_unknown`) beside its low-confidence flag, on the dev test fish, an unknown-photo set (by default
-../shared/data/unknown-dev.zip: not-fish/ and fish-elsewhere/), and generated images (scikit-learn's
-sample photos, noise, flat colours, rendered text, and #31's tiny and solid-colour probes). Its "no content"
-column is the share flagged by `fish_classifier.images.no_content` (too small, or one flat colour) whatever
-the detector says.
+(`is_unknown`) beside its low-confidence flag, on the dev test fish and the same brought down to
+`select.unknown_small_px`, an unknown-photo set (by default the pipeline's, data/unknown: not-fish/ and
+fish-elsewhere/), and generated images (scikit-learn's sample photos, noise, flat colours, rendered text, and
+#31's tiny and solid-colour probes). Its "no content" column is the share flagged by
+`fish_classifier.images.no_content` (too small, or one flat colour) whatever the detector says.
 
 With --methods it also refits each detector method of `fish_classifier.evaluation.unknown_fit`, at several powers, on
 the bundle's own LiteRT embeddings of the train photos, thresholds each on validation fish at
@@ -32,13 +32,13 @@ from fish_classifier.evaluation.selection import SelectSettings
 from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
 from fish_classifier.evaluation.unknown_report import auroc
 from fish_classifier.images import small_copy
-from fish_classifier.layout import MANIFEST, OUTLIERS_MANIFEST
+from fish_classifier.layout import MANIFEST, OUTLIERS_MANIFEST, UNKNOWN_DIR
 from fish_classifier.params import stage_params
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
 from fish_classifier.serving.inference import EMBEDDING, LiteRTBackend, outputs_for_files
 from fish_classifier.serving.predictor import Predictor
 
-DEFAULT_UNKNOWN = Path(__file__).resolve().parents[2] / "shared" / "data" / "unknown-dev.zip"
+DEFAULT_UNKNOWN = UNKNOWN_DIR / "photos"  # the unknowns stage's copy of data.unknown_source
 
 WORDS = ["FISH", "hello world", "Lorem ipsum dolor", "404 not found", "SALE -50%", "receipt #1234",
          "The quick brown fox", "ABCDEFG", "dvc repro", "menu: soup, bread"]
