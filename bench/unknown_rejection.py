@@ -27,11 +27,10 @@ from PIL import Image, ImageDraw, ImageFont
 from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.manifest import CatchAllLabels, label_indices, read_manifest, scored_split
 from fish_classifier.data.unknown_set import GROUPS, NOT_FISH, collect_unknown_set
-from fish_classifier.evaluation.bundle_detector import head_weights
+from fish_classifier.evaluation.bundle_detector import head_weights, small_copy
 from fish_classifier.evaluation.selection import SelectSettings
 from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
 from fish_classifier.evaluation.unknown_report import auroc
-from fish_classifier.images import small_copy
 from fish_classifier.layout import MANIFEST, OUTLIERS_MANIFEST, UNKNOWN_DIR
 from fish_classifier.params import stage_params
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR

@@ -93,14 +93,6 @@ def load_pixels(source: ImageSource, size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def small_copy(source: ImageSource, side: int) -> Image.Image:
-    """The photo brought down to at most `side` px on its longest side, as a small phone photo or a 64 px corpus
-    photo is (a model scales it back up to its input size)."""
-    image = open_rgb(source)
-    image.thumbnail((side, side), Image.Resampling.LANCZOS)
-    return image
-
-
 def no_content(size: tuple[int, int], pixels: np.ndarray) -> str | None:
     """Why a photo of `size` (width, height) whose model input is `pixels` can hold no fish, or None: too
     small a side (MIN_SIDE), or one flat colour (brightness spread under MIN_SPREAD)."""

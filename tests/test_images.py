@@ -23,8 +23,7 @@ from support.synthetic_images import (
 )
 
 from fish_classifier import images
-from fish_classifier.images import (IMAGE_EXTENSIONS, IMAGE_FORMATS, ImageError, is_image_file, load_pixels, open_rgb,
-                                    small_copy)
+from fish_classifier.images import IMAGE_EXTENSIONS, IMAGE_FORMATS, ImageError, is_image_file, load_pixels, open_rgb
 
 NOT_ACCEPTED = "not a readable image (corrupt, or not one of JPEG, PNG, WEBP, BMP, MPO)"
 DEV_ZIP = REPO_ROOT.parent / "shared" / "data" / "fish-dev.zip"
@@ -399,9 +398,3 @@ def test_a_7000x7000_16_bit_png_decodes_in_under_300_mb(tmp_path):
     # 98 MB of 16-bit samples and their 49 MB 8-bit copy; the old float64 path went past 1,200 MB.
     assert measured["peak_mb"] < 300, measured
 
-
-def test_a_small_copy_keeps_the_shape_within_the_side_and_never_enlarges(tmp_path):
-    Image.new("RGB", (200, 100), (10, 200, 30)).save(tmp_path / "wide.png")
-    small = small_copy(tmp_path / "wide.png", 64)
-    assert small.size == (64, 32) and small.mode == "RGB" and small.getpixel((10, 10)) == (10, 200, 30)
-    assert small_copy(Image.new("RGB", (40, 20)), 64).size == (40, 20)

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from fish_classifier.data.manifest import label_indices, scored_split
 from fish_classifier.data.unknown_set import FISH_ELSEWHERE, GROUPS
 from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSettings, fit_unknown_detector
 from fish_classifier.evaluation.unknown_report import SMALL_TEST_FISH, TEST_FISH, unknown_figures
-from fish_classifier.images import small_copy
+from fish_classifier.images import ImageSource, open_rgb
 from fish_classifier.layout import OUTLIERS_MANIFEST
 from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, outputs_for_files
 from fish_classifier.serving.unknown import UnknownDetector
@@ -95,6 +96,14 @@ def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], se
                               fish_elsewhere_labels=None if elsewhere is None else
                               [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)])
     return BundleDetector(detector, scores, {**figures, "outlier_photos": pooled}, pooled)
+
+
+def small_copy(source: ImageSource, side: int) -> Image.Image:
+    """The photo brought down to at most `side` px on its longest side, as a small phone photo or a 64 px corpus
+    photo is (a model scales it back up to its input size)."""
+    image = open_rgb(source)
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return image
 
 
 def flag_photos(backend, detector: UnknownDetector, paths, *, batch_size: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from support.fixtures_models import CLASSES, TintBackend, write_tinted_images
 
-from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, outlier_pool_for
+from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, outlier_pool_for, small_copy
 from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSettings
 from fish_classifier.serving.unknown import RELATIVE
 
@@ -98,3 +98,10 @@ def test_a_pool_with_photos_fits_relative_and_auto_unless_ignored_or_not_mahalan
                                   ("auto", "knn", ("ignore", [])), ("auto", "energy", ("ignore", []))]:
         settled, paths = outlier_pool_for(UnknownSettings(method, 0.5, 1, 0.01, outliers=use), manifest)
         assert (settled.outliers, paths) == expected, (use, method)
+
+
+def test_a_small_copy_keeps_the_shape_within_the_side_and_never_enlarges(tmp_path):
+    Image.new("RGB", (200, 100), (10, 200, 30)).save(tmp_path / "wide.png")
+    small = small_copy(tmp_path / "wide.png", 64)
+    assert small.size == (64, 32) and small.mode == "RGB" and small.getpixel((10, 10)) == (10, 200, 30)
+    assert small_copy(Image.new("RGB", (40, 20)), 64).size == (40, 20)
