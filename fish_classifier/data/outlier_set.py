@@ -1,13 +1,15 @@
-"""The outlier pool (data/outliers): photos that are no fish, to fit or train the unknown-photo detector on.
+"""Photos that are no fish, to fit or train the unknown-photo detector on, in two steps, two stages:
 
-It gathers `data.outlier_source` (a zip, a folder or an https URL to a zip of photos that are no fish, in any
-folder layout: Tiny ImageNet by default, ../shared/data/outliers-dev.zip on the dev machines) and the photos users
-marked as no fish (data/feedback/not-fish), each read with the same readers as the fish. A source photo inside a
-folder that `data.outlier_exclude` names (fnmatch patterns of folder names, any case: a corpus's fish classes) is
-left out and counted, and at most `data.outlier_photos` of the rest are drawn by `base.seed`; only those are
-unpacked.
+1. The draw (data/outlier_source): `draw_outlier_source` unpacks `data.outlier_source` (a zip, a folder or an https
+   URL to a zip of photos that are no fish, in any folder layout: Tiny ImageNet by default,
+   ../shared/data/outliers-dev.zip on the dev machines), less the photos in a folder that `data.outlier_exclude`
+   names (fnmatch patterns of folder names, any case: a corpus's fish classes), at most `data.outlier_photos` of
+   the rest drawn by `base.seed`. It depends on nothing but those settings, so a new dataset or new feedback never
+   downloads the corpus again.
+2. The pool (data/outliers): `collect_outlier_pool` adds the photos users marked as no fish
+   (data/feedback/not-fish) to the draw, each read with the same readers as the fish.
 
-What fits the detector must be no fish and must not be what scores the models or measures the detector. A source
+What fits the detector must be no fish and must not be what scores the models or measures the detector. A drawn
 photo that is the same file (sha256 of the bytes, as data/manifest.csv keeps it) as a fish photo of any split or
 as a photo of the measuring set (data/unknown) is refused, the whole stage with it: the source is wrong, and
 someone must remove those photos or exclude their folders. The pool is de-duplicated by sha256, and the photos
@@ -60,22 +62,35 @@ class OutlierSourceError(ValueError):
 
 
 @dataclass
+class OutlierDraw:
+    photos: list[Path]  # the drawn photos, readable, under the draw's photos/ folder
+    skipped: list[dict] = field(default_factory=list)  # path, reason: drawn files that cannot be read
+    excluded: int = 0  # source photos in a folder that data.outlier_exclude names
+    not_drawn: int = 0  # source photos over data.outlier_photos, left in the source
+
+    def lines(self, source: str) -> list[str]:
+        """What the outlier_source stage prints: what it drew from `source`, what it left out and why."""
+        if not source:
+            return ["data.outlier_source is empty: no photos that are no fish drawn"]
+        return [f"{len(self.photos)} photos drawn from {source}: {self.excluded} left out by data.outlier_exclude, "
+                f"{self.not_drawn} not drawn (data.outlier_photos), {len(self.skipped)} files skipped",
+                *skipped_lines(self.skipped)]
+
+
+@dataclass
 class OutlierPool:
     manifest: pd.DataFrame  # OUTLIER_COLUMNS
     skipped: list[dict] = field(default_factory=list)  # path, reason
     repeats: int = 0  # photos that were the same file as one kept
     dropped: dict[str, int] = field(default_factory=dict)  # {protected set: photos dropped as its duplicates}
-    excluded: int = 0  # source photos in a folder that data.outlier_exclude names
-    not_drawn: int = 0  # source photos over data.outlier_photos, left in the source
 
     def lines(self) -> list[str]:
         """What the outliers stage prints: the pool's size by origin, what was left out and why, the skipped files."""
         origins = ", ".join(f"{n} from {origin}" for origin, n in self.manifest["origin"].value_counts().items())
         dropped = ", ".join(f"{n} of {group}" for group, n in self.dropped.items())
-        return [f"{len(self.manifest)} outlier photos{f' ({origins})' if origins else ''}, {self.excluded} left out "
-                f"by data.outlier_exclude, {self.not_drawn} not drawn (data.outlier_photos), {self.repeats} repeats "
-                f"kept once; dropped as duplicates: {dropped}; "
-                f"{len(self.skipped)} files skipped", *skipped_lines(self.skipped)]
+        return [f"{len(self.manifest)} outlier photos{f' ({origins})' if origins else ''}, {self.repeats} repeats "
+                f"kept once; dropped as duplicates: {dropped}; {len(self.skipped)} files skipped",
+                *skipped_lines(self.skipped)]
 
 
 @dataclass
@@ -100,23 +115,36 @@ class SourceDraw:
         return kept
 
 
-def collect_outlier_pool(settings: OutlierSetSettings, not_fish: pd.DataFrame, fish: pd.DataFrame,
-                         unknown: pd.DataFrame, out_dir: str | Path, *, hash_size: int, max_distance: int,
-                         seed: int) -> OutlierPool:
-    """Gather `settings.outlier_source` into `out_dir`/photos (less its excluded folders, drawn by `seed`) and the feedback's not-fish
-    photos (`not_fish`: path, label, sha256) into `out_dir`/feedback, keep each photo once, and drop (files and
-    all) the near duplicates of the val and test photos of `fish` (the fish manifest: path, split, sha256,
-    augmented) and of `unknown` (the measuring set: path), and the feedback photos that are the same file as one.
+def draw_outlier_source(settings: OutlierSetSettings, out_dir: str | Path, *, seed: int) -> OutlierDraw:
+    """Unpack (download first, for a URL) `settings.outlier_source` into `out_dir`/photos: its photos outside the
+    folders `settings.outlier_exclude` names, at most `settings.outlier_photos` of them drawn by `seed`; the
+    others are never unpacked. Raises DownloadError when the source is neither empty, a zip, a folder nor an https
+    URL to a zip, or its download fails."""
+    draw = SourceDraw(settings.outlier_exclude, settings.outlier_photos, seed)
+    found = gather_photos(settings.outlier_source, Path(out_dir) / "photos", settings, "data.outlier_source",
+                          "for no outlier source", choose=draw)
+    for entry in found.skipped:
+        (Path(out_dir) / entry["path"]).unlink(missing_ok=True)  # the draw's folder holds its photos alone
+    return OutlierDraw(found.photos, found.skipped, draw.excluded, draw.not_drawn)
 
-    Raises OutlierSourceError when a source photo is the same file as a fish photo or a measuring-set photo,
-    DownloadError when the source is neither empty, a zip, a folder nor an https URL to a zip, or its
-    download fails.
+
+def collect_outlier_pool(drawn: str | Path, not_fish: pd.DataFrame, fish: pd.DataFrame, unknown: pd.DataFrame,
+                         out_dir: str | Path, *, hash_size: int, max_distance: int) -> OutlierPool:
+    """Copy the draw's photos (`drawn`/photos, from `draw_outlier_source`) into `out_dir`/photos and the feedback's
+    not-fish photos (`not_fish`: path, label, sha256) into `out_dir`/feedback, keep each photo once, and drop
+    (files and all) the near duplicates of the val and test photos of `fish` (the fish manifest: path, split,
+    sha256, augmented) and of `unknown` (the measuring set: path), and the feedback photos that are the same file as
+    one.
+
+    Raises OutlierSourceError when a drawn photo is the same file as a fish photo or a measuring-set photo.
     """
     out_dir = Path(out_dir)
-    draw = SourceDraw(settings.outlier_exclude, settings.outlier_photos, seed)
-    found = gather_photos(settings.outlier_source, out_dir / "photos", settings, "data.outlier_source",
-                          "for no outlier source", choose=draw)
-    sources = found.photos
+    shutil.rmtree(out_dir / "photos", ignore_errors=True)
+    if (Path(drawn) / "photos").is_dir():
+        shutil.copytree(Path(drawn) / "photos", out_dir / "photos")
+    else:
+        (out_dir / "photos").mkdir(parents=True)
+    sources = sorted(path for path in (out_dir / "photos").rglob("*") if path.is_file())
     feedback_dir = out_dir / FEEDBACK
     shutil.rmtree(feedback_dir, ignore_errors=True)
     feedback_dir.mkdir(parents=True)
@@ -136,12 +164,12 @@ def collect_outlier_pool(settings: OutlierSetSettings, not_fish: pd.DataFrame, f
     inside = [(path.relative_to(out_dir / "photos"), digest)
               for path, (digest, _, _) in zip(sources, prints[: len(sources)], strict=True)]
     _refuse_overlap(inside, dict(zip(fish["sha256"], fish["path"])), measuring)
-    skipped = list(found.skipped)
+    skipped = []
     for path, (_, _, reason) in zip(photos, prints, strict=True):
         if reason:  # read once already, so only a file changed since
             skipped.append({"path": path.relative_to(out_dir).as_posix(), "reason": reason})
 
-    rows, seen, repeats, remove = [], set(), 0, [out_dir / entry["path"] for entry in found.skipped]
+    rows, seen, repeats, remove = [], set(), 0, []
     for path, origin, (digest, bits, reason) in zip(photos, origins, prints, strict=True):
         if reason:
             remove.append(path)
@@ -157,7 +185,7 @@ def collect_outlier_pool(settings: OutlierSetSettings, not_fish: pd.DataFrame, f
     for path in remove:
         path.unlink(missing_ok=True)
     manifest = pd.DataFrame([{key: row[key] for key in OUTLIER_COLUMNS} for row in kept], columns=OUTLIER_COLUMNS)
-    return OutlierPool(manifest, skipped, repeats, dropped, draw.excluded, draw.not_drawn)
+    return OutlierPool(manifest, skipped, repeats, dropped)
 
 
 def _excluded(inside: PurePosixPath, patterns: list[str]) -> bool:

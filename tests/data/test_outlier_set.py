@@ -7,6 +7,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -17,7 +18,8 @@ from support.synthetic_images import image_bytes
 
 from fish_classifier.data import outlier_set
 from fish_classifier.data.unzip import DownloadError
-from fish_classifier.data.outlier_set import OutlierSetSettings, OutlierSourceError, collect_outlier_pool
+from fish_classifier.data.outlier_set import (OutlierSetSettings, OutlierSourceError, collect_outlier_pool,
+                                             draw_outlier_source)
 
 LIMITS = {"max_unpacked_mb": 100, "max_compression_ratio": 100}
 
@@ -78,12 +80,18 @@ def world(tmp_path):
 
 
 def collect(world, source=None, out="data/outliers", exclude=(), photos=0, seed=0):
+    """Both steps, as the two stages run them: the draw into `out`-draw, then the pool into `out`; what each
+    counted, as one namespace (the pool's manifest, repeats and dropped, the draw's excluded and not_drawn, and
+    the files either skipped)."""
     out = world["root"] / out
     settings = OutlierSetSettings(outlier_source=str(world["source"] if source is None else source),
                                   outlier_exclude=list(exclude), outlier_photos=photos, **LIMITS)
-    pool = collect_outlier_pool(settings, world["not_fish"], world["fish"], world["unknown"], out,
-                                hash_size=8, max_distance=4, seed=seed)
-    return pool, out
+    drawn = draw_outlier_source(settings, out.with_name(f"{out.name}-draw"), seed=seed)
+    pool = collect_outlier_pool(out.with_name(f"{out.name}-draw"), world["not_fish"], world["fish"],
+                                world["unknown"], out, hash_size=8, max_distance=4)
+    return SimpleNamespace(manifest=pool.manifest, repeats=pool.repeats, dropped=pool.dropped,
+                           excluded=drawn.excluded, not_drawn=drawn.not_drawn,
+                           skipped=[*drawn.skipped, *pool.skipped]), out
 
 
 def expected_rows(out):
@@ -248,12 +256,20 @@ def test_the_default_source_is_downloaded_and_its_fish_and_sea_classes_val_and_t
 
 
 def _stage(root, env=None, **data):
-    """Run stages/outliers.py in `root`, params.yaml's `data` changed by `data`."""
+    """Run stages/outlier_source.py, then (when it succeeds) stages/outliers.py in `root`, params.yaml's `data`
+    changed by `data`; the last run, its output after the first's."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(data)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return subprocess.run([sys.executable, str(REPO / "stages" / "outliers.py")], cwd=root, capture_output=True,
-                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, timeout=300)
+    runs = []
+    for stage in ("outlier_source", "outliers"):
+        runs.append(subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py")], cwd=root,
+                                   capture_output=True, text=True, timeout=300,
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}))
+        if runs[-1].returncode:
+            break
+    runs[-1].stdout = "".join(run.stdout for run in runs)
+    return runs[-1]
 
 
 def test_offline_the_default_source_fails_in_seconds_naming_the_key_and_how_to_use_a_local_copy(tmp_path):
@@ -269,10 +285,11 @@ def test_offline_the_default_source_fails_in_seconds_naming_the_key_and_how_to_u
     assert time.perf_counter() - start < 60 and run.returncode == 1 and "Traceback" not in run.stderr
     url = yaml.safe_load((REPO / "params.yaml").read_text())["data"]["outlier_source"]
     assert run.stderr.strip().splitlines()[-1] == (
-        f"outliers failed: cannot download {url} (no network connection to the server). Download the zip by hand, "
-        "then set data.outlier_source to its path in params.yaml (or run `dvc exp run -S "
+        f"outlier_source failed: cannot download {url} (no network connection to the server). Download the zip "
+        "by hand, then set data.outlier_source to its path in params.yaml (or run `dvc exp run -S "
         "data.outlier_source=path/to/tiny-imagenet-200.zip`)")
     assert not (tmp_path / "data/outliers/manifest.csv").exists()
+    assert not (tmp_path / "data/outlier_source/photos").exists()  # nothing half-unpacked
 
 
 def test_the_stage_refuses_a_source_that_holds_a_fish_photo_until_its_folder_is_excluded(tmp_path):
@@ -298,8 +315,9 @@ def test_the_stage_refuses_a_source_that_holds_a_fish_photo_until_its_folder_is_
 
     run = _stage(tmp_path, outlier_source="corpus", outlier_exclude=["N01_FISH"])
     assert run.returncode == 0, run.stderr[-2000:]
-    assert ("1 outlier photos (1 from outlier_source), 1 left out by data.outlier_exclude, 0 not drawn "
-            "(data.outlier_photos), 0 repeats kept once; dropped as duplicates: 0 of val, 0 of test, 0 of unknown; "
-            "0 files skipped") in run.stdout
+    assert "1 photos drawn from corpus: 1 left out by data.outlier_exclude, 0 not drawn (data.outlier_photos), " \
+        "0 files skipped" in run.stdout
+    assert ("1 outlier photos (1 from outlier_source), 0 repeats kept once; dropped as duplicates: 0 of val, 0 of "
+            "test, 0 of unknown; 0 files skipped") in run.stdout
     assert pd.read_csv(tmp_path / "data/outliers/manifest.csv")["path"].tolist() == [
         "data/outliers/photos/n02_cat/c.jpg"]

@@ -30,8 +30,8 @@ from fish_classifier.layout import (
 from fish_classifier.model.zoo import MODEL_NAMES
 
 pytestmark = pytest.mark.slow
-DATA_STAGES = {"download", "feedback", "prepare", "unknowns", "field", "outliers", "composite", "composite_sets",
-               "augment", "select"}
+DATA_STAGES = {"download", "feedback", "prepare", "unknowns", "field", "outlier_source", "outliers", "composite",
+               "composite_sets", "augment", "select"}
 FEEDBACK_SEEDS = count(7000)  # photos no other test photo is near
 
 
@@ -244,6 +244,23 @@ def test_feedback_photos_train_or_are_scored_by_their_hash_and_not_fish_join_the
     sources = outliers[outliers["origin"] == "outlier_source"]["path"]
     assert sorted(Path(path).name for path in sources) == [f"{i}.JPEG" for i in range(4)]
     assert all("/train/n02123045/images/" in path for path in sources)
+
+
+def test_the_outlier_source_is_drawn_again_only_when_its_own_settings_change(repo):
+    params_file = repo / "params.yaml"
+    committed, before = params_file.read_text(), set(json.loads(dvc(repo, "status", "--json").stdout))
+    try:
+        for key, value, expected in (("prepare", {"near_duplicate_distance": 3}, "outliers"),
+                                     ("data", {"outlier_photos": 3}, "outlier_source")):
+            params = yaml.safe_load(committed)
+            params[key].update(value)
+            params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+            changed = set(json.loads(dvc(repo, "status", "--json").stdout)) - before
+            # A new near-duplicate rule re-checks the pool, never the download; a new draw is drawn again.
+            assert expected in changed and ("outlier_source" in changed) == (expected == "outlier_source"), changed
+    finally:
+        params_file.write_text(committed)
+    assert set(json.loads(dvc(repo, "status", "--json").stdout)) == before
 
 
 def test_a_new_field_bound_feedback_photo_re_runs_the_field_scores_and_never_prepare_or_training(repo, feedback):
