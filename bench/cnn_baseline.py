@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from fish_classifier.layout import AUGMENTED_MANIFEST, CLASSES, MANIFEST
+from fish_classifier.layout import AUGMENTED_MANIFEST, CLASSES, MANIFEST, composite_set
 
 REFERENCE = {
     "image_size": 224,
@@ -115,7 +115,7 @@ def train_and_score(recipe: str, seed: int, epochs: int | None = None) -> dict:
     cnn = check_params(CnnSettings, REFERENCE, "reference") if recipe == "reference" else params.train.model
     if epochs:
         cnn = cnn.model_copy(update={"epochs": epochs})
-    data = load_training_data(MANIFEST, AUGMENTED_MANIFEST, CLASSES)
+    data = load_training_data(MANIFEST, AUGMENTED_MANIFEST, CLASSES, composite_set("cnn"))  # as stages/train.py
     start = time.perf_counter()
     model = train_model("cnn", data, params.train.model_copy(update={"model": cnn}), seed)
     train_s = time.perf_counter() - start

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from fish_classifier.layout import AUGMENTED_MANIFEST, CLASSES, MANIFEST
+from fish_classifier.layout import AUGMENTED_MANIFEST, CLASSES, MANIFEST, composite_set
 
 COLUMNS = ("accuracy", "macro_f1", "val_errors", "test_errors", "temperature", "ece_before", "ece_after")
 
@@ -62,7 +62,7 @@ def train_and_score(name: str, seed: int) -> dict:
 
     keras.backend.clear_session()
     params = read_params(augment=AugmentSettings, train=TrainSettings.for_model(name), evaluate=EvaluateSettings)
-    data = load_training_data(MANIFEST, AUGMENTED_MANIFEST, CLASSES)
+    data = load_training_data(MANIFEST, AUGMENTED_MANIFEST, CLASSES, composite_set(name))  # as stages/train.py
     model = train_model(name, data, params.train, seed, augmentation=params.augment.augmentation)
 
     manifest = read_manifest(MANIFEST)

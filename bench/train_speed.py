@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from fish_classifier.layout import AUGMENTED_MANIFEST, CLASSES, MANIFEST
+from fish_classifier.layout import AUGMENTED_MANIFEST, CLASSES, MANIFEST, composite_set
 
 
 def main(argv=None) -> None:
@@ -88,7 +88,7 @@ def run_recipe(recipe: str, epochs: int | None) -> dict:
         def on_epoch_end(self, epoch, logs=None):
             self.per_fit[-1] += 1
 
-    data = load_training_data(MANIFEST, AUGMENTED_MANIFEST, CLASSES)
+    data = load_training_data(MANIFEST, AUGMENTED_MANIFEST, CLASSES, composite_set("mobilenetv2"))
     # As stages/train.py reads them.
     params = read_params(base=Base, augment=AugmentSettings, train=TrainSettings.for_model("mobilenetv2"))
     start = time.perf_counter()

@@ -24,3 +24,23 @@ def test_without_prepared_data_it_says_so(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as stopped:
         seed_spread.main(["--seeds", "1"])
     assert str(stopped.value).startswith("data/manifest.csv is missing: prepare the dev data first")
+
+
+def test_the_model_trains_on_its_composite_set_as_train_does(tiny_project, monkeypatch):
+    from fish_classifier.data.manifest import read_manifest
+    from fish_classifier.layout import MANIFEST, composite_set
+    from fish_classifier.training import trainer
+
+    train = read_manifest(tiny_project / MANIFEST).query("split == 'train'")
+    composite_set("cnn").parent.mkdir(parents=True, exist_ok=True)
+    train.head(2).assign(augmented=True).to_csv(composite_set("cnn"), index=False)  # two rows, listed again
+    seen = {}
+
+    def stop(name, data, *args, **kwargs):
+        seen["train_paths"] = data.train_paths
+        raise RuntimeError("trained enough")
+
+    monkeypatch.setattr(trainer, "train_model", stop)
+    with pytest.raises(RuntimeError, match="trained enough"):
+        seed_spread.train_and_score("cnn", seed=0)
+    assert len(seen["train_paths"]) == len(train) + 2
