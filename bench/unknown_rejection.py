@@ -115,11 +115,8 @@ def main(argv=None) -> None:
         else:
             print(f"no unknown-photo set at {args.unknown}: only the generated images are scored")
         # #30 item 4: the outlier pool's photos are small, and a small phone photo of a fish must not look unknown.
-        small = Path(work) / "small"
-        small.mkdir()
-        sets[f"test fish at {select.unknown_small_px} px"] = [small / f"{i}.png" for i in range(len(sets["dev test fish"]))]
-        for path, target in zip(sets["dev test fish"], sets[f"test fish at {select.unknown_small_px} px"], strict=True):
-            small_copy(path, select.unknown_small_px).save(target)
+        sets[f"test fish at {select.unknown_small_px} px"] = [small_copy(path, select.unknown_small_px)
+                                                             for path in sets["dev test fish"]]
         sets.update({"sklearn sample photos": sample_photos(), "noise": noise_images(rng),
                      "flat colours": flat_colours(rng), "rendered text": text_images(rng),
                      # #31's probe: 1,509 of 2,000 such squares were neither unknown nor low-confidence

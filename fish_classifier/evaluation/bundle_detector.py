@@ -3,7 +3,6 @@ embeddings. Fitted on the train photos (and, with `select.unknown_outliers: rela
 photos, the outlier pool of data/outliers), its threshold set on validation fish; measured on test fish and on
 data/unknown's groups alone."""
 
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -86,11 +85,8 @@ def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], se
     groups = {group: outputs(rows["path"], group) for group, rows in unknowns.groupby("group") if group in GROUPS}
     scores |= {group: detector.score(out[EMBEDDING]) for group, out in groups.items()}
     if small_px:
-        with tempfile.TemporaryDirectory() as folder:  # PNG: the small copies' pixels, nothing lost on the way
-            small = [Path(folder) / f"{i}.png" for i in range(len(fish["test"]))]
-            for path, target in zip(fish["test"]["path"], small, strict=True):
-                small_copy(path, small_px).save(target)
-            scores[SMALL_TEST_FISH] = detector.score(outputs(small, SMALL_TEST_FISH)[EMBEDDING])
+        small = [small_copy(path, small_px) for path in fish["test"]["path"]]
+        scores[SMALL_TEST_FISH] = detector.score(outputs(small, SMALL_TEST_FISH)[EMBEDDING])
     elsewhere = groups.get(FISH_ELSEWHERE)
     figures = unknown_figures(detector, settings.val_flag_rate, scores, catch_all_labels=catch_all_labels,
                               fish_elsewhere_labels=None if elsewhere is None else

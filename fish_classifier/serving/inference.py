@@ -15,6 +15,7 @@ Predictor (one photo at a time in the app, a folder in the CLI), `evaluate` and 
 `outputs_for_files`) all run models through here, and decode photos beside the model with `decoded_batches`.
 """
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -182,7 +183,8 @@ def probabilities_for_files(backend, paths, *, batch_size: int, desc: str = "ima
 
 
 def outputs_for_files(backend, paths, *, batch_size: int, desc: str = "images") -> dict[str, np.ndarray]:
-    """The serving model's probabilities and embedding (what the unknown-photo detector scores) per image file."""
+    """The serving model's probabilities and embedding (what the unknown-photo detector scores) per image file (or
+    image already in memory: anything `images.load_pixels` reads)."""
 
     def run(batch):
         outputs = backend.outputs(batch)
@@ -200,7 +202,7 @@ def _over_files(backend, run, paths, *, batch_size: int, desc: str) -> tuple[np.
     """
     from tqdm import tqdm
 
-    paths = [str(p) for p in paths]
+    paths = [str(p) if isinstance(p, os.PathLike) else p for p in paths]  # a file, or an image in memory
     if not paths:
         raise ValueError("no images to predict")
     size = backend.input_size

@@ -91,6 +91,17 @@ def test_probabilities_for_files_keep_the_files_order(exported, tmp_path):
     assert [LABELS[k] for k in probabilities.argmax(axis=1)] == [LABELS[i % 3] for i in range(11)]
 
 
+def test_outputs_for_images_in_memory_equal_those_for_the_same_images_as_files(exported, tmp_path):
+    litert = LiteRTBackend(exported[0] / "model.tflite")
+    images = probe_images(5)
+    for i, image in enumerate(images):
+        image.save(tmp_path / f"{i}.png")
+    from_files = outputs_for_files(litert, sorted(tmp_path.glob("*.png")), batch_size=2)
+    in_memory = outputs_for_files(litert, images, batch_size=2)
+    for name in (PROBABILITIES, EMBEDDING):
+        np.testing.assert_array_equal(in_memory[name], from_files[name])
+
+
 @pytest.mark.parametrize("threads", [0, 1, 3])
 def test_decoded_batches_come_in_order_a_batch_at_a_time(threads):
     batches = list(decoded_batches(list(range(10)), lambda item: item * item, batch_size=4, threads=threads))
