@@ -1,15 +1,15 @@
 """Stage outlier_source: draw the photos that are no fish from params `data.outlier_source` (a zip, a folder or an
 https URL to a zip, any folder layout) into data/outlier_source/photos: those outside the folders that
 `data.outlier_exclude` names, at most `data.outlier_photos` of them drawn by `base.seed`; only they are unpacked.
-Its only inputs are those settings, so it downloads the source again only when they change. An empty source draws
-nothing.
+It reads no fish, no feedback and no other stage's output, so a new dataset or new feedback never downloads the
+source again. An empty source draws nothing.
 
     python stages/outlier_source.py
 """
 
 import sys
 
-from fish_classifier.data.outlier_set import OutlierSetSettings, draw_outlier_source
+from fish_classifier.data.outlier_draw import OutlierSetSettings, draw_outlier_source
 from fish_classifier.data.unzip import DownloadError
 from fish_classifier.layout import OUTLIER_SOURCE_DIR
 from fish_classifier.params import Base, stage_arguments, stage_params

@@ -13,7 +13,7 @@ from fish_classifier.data.field_set import FieldSetSettings
 from fish_classifier.data.manifest import CatchAllLabels
 from fish_classifier.data.download import DownloadSettings
 from fish_classifier.data.feedback_set import FeedbackSetSettings
-from fish_classifier.data.outlier_set import OutlierSetSettings
+from fish_classifier.data.outlier_draw import OutlierSetSettings
 from fish_classifier.data.prepare import PrepareSettings
 from fish_classifier.data.unknown_set import UnknownSetSettings
 from fish_classifier.evaluation.metrics import EvaluateSettings

@@ -1,13 +1,7 @@
-"""Photos that are no fish, to fit or train the unknown-photo detector on, in two steps, two stages:
+"""The outlier pool (data/outliers): photos that are no fish, to fit or train the unknown-photo detector on.
 
-1. The draw (data/outlier_source): `draw_outlier_source` unpacks `data.outlier_source` (a zip, a folder or an https
-   URL to a zip of photos that are no fish, in any folder layout: Tiny ImageNet by default,
-   ../shared/data/outliers-dev.zip on the dev machines), less the photos in a folder that `data.outlier_exclude`
-   names (fnmatch patterns of folder names, any case: a corpus's fish classes), at most `data.outlier_photos` of
-   the rest drawn by `base.seed`. It depends on nothing but those settings, so a new dataset or new feedback never
-   downloads the corpus again.
-2. The pool (data/outliers): `collect_outlier_pool` adds the photos users marked as no fish
-   (data/feedback/not-fish) to the draw, each read with the same readers as the fish.
+It gathers the photos drawn from `data.outlier_source` (data/outlier_source, `outlier_draw`) and the photos users
+marked as no fish (data/feedback/not-fish), each read with the same readers as the fish.
 
 What fits the detector must be no fish and must not be what scores the models or measures the detector. A drawn
 photo that is the same file (sha256 of the bytes, as data/manifest.csv keeps it) as a fish photo of any split or
@@ -20,25 +14,21 @@ mark should not stop the pipeline. The pool never feeds data/unknown.
 data/outliers/manifest.csv lists it: path, origin (outlier_source or feedback), sha256.
 """
 
-import fnmatch
 import hashlib
 import shutil
 from dataclasses import dataclass, field
 from multiprocessing import Pool
-from pathlib import Path, PurePosixPath
-from typing import Annotated
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from fish_classifier.cpus import usable_cpus
-from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.leakage import hamming_distances, perceptual_hash
 from fish_classifier.data.manifest import scored_split
-from fish_classifier.data.photo_source import gather_photos, skipped_lines
-from fish_classifier.images import ImageError, is_image_file, open_rgb, read_image_file
-from fish_classifier.params import Rule, integer, text
+from fish_classifier.data.photo_source import skipped_lines
+from fish_classifier.images import ImageError, open_rgb, read_image_file
 
 OUTLIER_COLUMNS = ["path", "origin", "sha256"]
 OUTLIER_SOURCE, FEEDBACK = "outlier_source", "feedback"  # origins
@@ -47,34 +37,8 @@ _CHUNK_ROWS = 2048  # pool photos compared at once against the protected ones: b
 _SHOWN = 5  # offending photos a refusal names
 
 
-class OutlierSetSettings(UnpackLimits):
-    """What the outliers stage reads from params.yaml's `data`: the source, the folders of it to leave out, and
-    (as the UnpackLimits it is) how much a zip of it may unpack to."""
-
-    outlier_source: text(empty=True, meaning=": a zip, a folder or an https URL to a zip of photos that are no "
-                                             "fish, or empty for none")
-    outlier_exclude: Annotated[list[str], Rule("a list of folder-name patterns (fnmatch, any case), [] for none")]
-    outlier_photos: integer(ge=0)
-
-
 class OutlierSourceError(ValueError):
     """`data.outlier_source` holds photos that are fish photos or photos of the measuring set."""
-
-
-@dataclass
-class OutlierDraw:
-    photos: list[Path]  # the drawn photos, readable, under the draw's photos/ folder
-    skipped: list[dict] = field(default_factory=list)  # path, reason: drawn files that cannot be read
-    excluded: int = 0  # source photos in a folder that data.outlier_exclude names
-    not_drawn: int = 0  # source photos over data.outlier_photos, left in the source
-
-    def lines(self, source: str) -> list[str]:
-        """What the outlier_source stage prints: what it drew from `source`, what it left out and why."""
-        if not source:
-            return ["data.outlier_source is empty: no photos that are no fish drawn"]
-        return [f"{len(self.photos)} photos drawn from {source}: {self.excluded} left out by data.outlier_exclude, "
-                f"{self.not_drawn} not drawn (data.outlier_photos), {len(self.skipped)} files skipped",
-                *skipped_lines(self.skipped)]
 
 
 @dataclass
@@ -91,41 +55,6 @@ class OutlierPool:
         return [f"{len(self.manifest)} outlier photos{f' ({origins})' if origins else ''}, {self.repeats} repeats "
                 f"kept once; dropped as duplicates: {dropped}; {len(self.skipped)} files skipped",
                 *skipped_lines(self.skipped)]
-
-
-@dataclass
-class SourceDraw:
-    """Which files of the source are unpacked: the photos (by name) outside the folders `exclude` names, at most
-    `photos` of them (0: all) drawn by `seed`; the other files stay in the source, counted."""
-
-    exclude: list[str]
-    photos: int
-    seed: int
-    excluded: int = 0
-    not_drawn: int = 0
-
-    def __call__(self, names: list[str]) -> list[str]:
-        candidates = [name for name in names if is_image_file(name)]
-        kept = [name for name in candidates if not _excluded(PurePosixPath(name), self.exclude)]
-        self.excluded = len(candidates) - len(kept)
-        if self.photos and len(kept) > self.photos:
-            rng = np.random.default_rng(self.seed)
-            kept = [kept[i] for i in sorted(rng.choice(len(kept), self.photos, replace=False))]
-        self.not_drawn = len(candidates) - self.excluded - len(kept)
-        return kept
-
-
-def draw_outlier_source(settings: OutlierSetSettings, out_dir: str | Path, *, seed: int) -> OutlierDraw:
-    """Unpack (download first, for a URL) `settings.outlier_source` into `out_dir`/photos: its photos outside the
-    folders `settings.outlier_exclude` names, at most `settings.outlier_photos` of them drawn by `seed`; the
-    others are never unpacked. Raises DownloadError when the source is neither empty, a zip, a folder nor an https
-    URL to a zip, or its download fails."""
-    draw = SourceDraw(settings.outlier_exclude, settings.outlier_photos, seed)
-    found = gather_photos(settings.outlier_source, Path(out_dir) / "photos", settings, "data.outlier_source",
-                          "for no outlier source", choose=draw)
-    for entry in found.skipped:
-        (Path(out_dir) / entry["path"]).unlink(missing_ok=True)  # the draw's folder holds its photos alone
-    return OutlierDraw(found.photos, found.skipped, draw.excluded, draw.not_drawn)
 
 
 def collect_outlier_pool(drawn: str | Path, not_fish: pd.DataFrame, fish: pd.DataFrame, unknown: pd.DataFrame,
@@ -186,12 +115,6 @@ def collect_outlier_pool(drawn: str | Path, not_fish: pd.DataFrame, fish: pd.Dat
         path.unlink(missing_ok=True)
     manifest = pd.DataFrame([{key: row[key] for key in OUTLIER_COLUMNS} for row in kept], columns=OUTLIER_COLUMNS)
     return OutlierPool(manifest, skipped, repeats, dropped)
-
-
-def _excluded(inside: PurePosixPath, patterns: list[str]) -> bool:
-    """Whether a folder on the photo's path `inside` the source matches one of `patterns` (fnmatch, any case)."""
-    folders = [part.lower() for part in inside.parts[:-1]]
-    return any(fnmatch.fnmatchcase(folder, pattern.lower()) for folder in folders for pattern in patterns)
 
 
 def _refuse_overlap(sources: list[tuple[Path, str]], fish: dict[str, str], measuring: dict[str, str]) -> None:

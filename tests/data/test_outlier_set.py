@@ -18,8 +18,8 @@ from support.synthetic_images import image_bytes
 
 from fish_classifier.data import outlier_set
 from fish_classifier.data.unzip import DownloadError
-from fish_classifier.data.outlier_set import (OutlierSetSettings, OutlierSourceError, collect_outlier_pool,
-                                             draw_outlier_source)
+from fish_classifier.data.outlier_draw import OutlierSetSettings, draw_outlier_source
+from fish_classifier.data.outlier_set import OutlierSourceError, collect_outlier_pool
 
 LIMITS = {"max_unpacked_mb": 100, "max_compression_ratio": 100}
 
