@@ -6,9 +6,9 @@ fish-elsewhere/), and generated images (scikit-learn's sample photos, noise, fla
 `fish_classifier.images.no_content` (too small, or one flat colour) whatever the detector says.
 
 With --methods it also refits each detector method of `fish_classifier.evaluation.unknown_fit`, at several powers, on
-the bundle's own LiteRT embeddings of the train photos, thresholds each on validation fish at
-`select.unknown_val_flag_rate`, and prints the same figures per method: how `select.unknown_method`
-and `select.unknown_power` were chosen. (Choosing by these figures makes them optimistic for the
+the bundle's own LiteRT embeddings of the train photos (as select fits it: each also at `select.unknown_small_px`),
+thresholds each on validation fish at `select.unknown_val_flag_rate`, and prints the same figures per method: how
+`select.unknown_method` and `select.unknown_power` were chosen. (Choosing by these figures makes them optimistic for the
 chosen method; the threshold itself never sees an unknown photo.)
 
 Usage (from the repo root, after `dvc repro`):
@@ -25,9 +25,9 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from fish_classifier.data.unzip import UnpackLimits
-from fish_classifier.data.manifest import CatchAllLabels, label_indices, read_manifest, scored_split
+from fish_classifier.data.manifest import CatchAllLabels, read_manifest, scored_split
 from fish_classifier.data.unknown_set import GROUPS, NOT_FISH, collect_unknown_set
-from fish_classifier.evaluation.bundle_detector import head_weights, small_copy
+from fish_classifier.evaluation.bundle_detector import head_weights, small_copy, train_embeddings
 from fish_classifier.evaluation.selection import SelectSettings
 from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
 from fish_classifier.evaluation.unknown_report import auroc
@@ -146,15 +146,15 @@ def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[d
     """Each method (and power) refitted on the bundle's embeddings, thresholded on validation fish alone."""
     backend = LiteRTBackend(predictor.bundle.serving_model_path)
     batch = select.batch_size
-    splits = {split: scored_split(manifest, split) for split in ("train", "val")}
-    embed = {split: outputs_for_files(backend, rows["path"], batch_size=batch, desc=split)[EMBEDDING]
-             for split, rows in splits.items()}
+    train, labels = train_embeddings(backend, scored_split(manifest, "train"), predictor.classes,
+                                     select.unknown_small_px, batch_size=batch)  # as select fits the bundle's
+    val = outputs_for_files(backend, scored_split(manifest, "val")["path"], batch_size=batch, desc="val")[EMBEDDING]
     groups = {name: outputs_for_files(backend, paths, batch_size=batch, desc=name)[EMBEDDING]
               for name, paths in sets.items() if name in ("dev test fish", *GROUPS) or name.startswith("test fish at")}
-    labels = label_indices(splits["train"]["label"], predictor.classes)
     head = head_weights(predictor.bundle.model_path) if predictor.bundle.model_path is not None else None
     rate = select.unknown_val_flag_rate
-    print(f"\nevery method refitted on {len(labels)} train embeddings, threshold flagging {rate:.1%} of validation fish")
+    print(f"\nevery method refitted on {len(labels)} train embeddings (each train photo, and it at "
+          f"{select.unknown_small_px} px), threshold flagging {rate:.1%} of validation fish")
     print(f"{'method':<22}{'AUROC':>8}" + "".join(f"{name:>16}" for name in groups))
     table = []
     candidates = [("knn", p, k) for p in (1.0, 0.5) for k in (1, 5)] + [("mahalanobis", p, 1) for p in (1.0, 0.5, 0.35)]
@@ -167,7 +167,7 @@ def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[d
         relative = k == "relative"
         detector = fit_unknown_detector(UnknownSettings(method, power, 1 if relative else k, rate,
                                                         "relative" if relative else "ignore"),
-                                        embed["train"], labels, embed["val"], head,
+                                        train, labels, val, head,
                                         outlier_embeddings=pool_embeddings if relative else None)
         scores = {name: detector.score(values) for name, values in groups.items()}
         flagged = {name: float(detector.is_unknown(values).mean()) for name, values in scores.items()}

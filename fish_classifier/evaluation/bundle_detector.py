@@ -1,7 +1,7 @@
 """The deploy bundle's unknown-photo detector, fitted and measured as serving sees photos: on its LiteRT model's
-embeddings. Fitted on the train photos (and, with `select.unknown_outliers: relative`, or auto and a pool that holds
-photos, the outlier pool of data/outliers), its threshold set on validation fish; measured on test fish and on
-data/unknown's groups alone."""
+embeddings. Fitted on the train photos, as they are and brought down to `select.unknown_small_px` (and, with
+`select.unknown_outliers: relative`, or auto and a pool that holds photos, the outlier pool of data/outliers), its
+threshold set on validation fish; measured on test fish and on data/unknown's groups alone."""
 
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +26,7 @@ class BundleDetector:
     scores: dict[str, np.ndarray]  # test fish and each group of data/unknown: what the figures measure
     figures: dict | None  # `unknown_figures`, None without an unknown-photo set
     outlier_photos: int  # photos of the pool it was fitted on (0 when they are ignored)
+    small_px: int | None = None  # the train fish were fitted brought down to this many px as well (None: as they are)
 
     def line(self) -> str:
         """The detector's figures in one line, for the stage's log."""
@@ -46,7 +47,7 @@ class BundleDetector:
         the outlier pool (`outliers`, relative or ignore) when `asked` (select.unknown_outliers), and on how many
         of the pool's photos."""
         return {"method": self.detector.method, "outliers": "relative" if self.outlier_photos else "ignore",
-                "asked": asked, "outlier_photos": self.outlier_photos}
+                "asked": asked, "outlier_photos": self.outlier_photos, "small_px": self.small_px}
 
 
 def outlier_pool_for(settings: UnknownSettings, path=OUTLIERS_MANIFEST) -> tuple[UnknownSettings, list[str]]:
@@ -68,20 +69,20 @@ def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], se
                         unknowns: pd.DataFrame, outlier_paths=(), head=None, catch_all_labels=(), small_px=None,
                         batch_size: int) -> BundleDetector:
     """Fit the detector on `backend`'s embeddings and measure it. `unknowns`: data/unknown's manifest (path, group),
-    the only photos the figures count besides test fish (and, given `small_px`, the test fish brought down to that
-    many px); `outlier_paths`: the pool's photos, which only fit it."""
+    the only photos the figures count besides test fish; `outlier_paths`: the pool's photos, which only fit it.
+    `small_px`: the train fish fit it brought down to that many px as well (`train_embeddings`), and the test fish
+    are measured at that size too."""
     def outputs(paths, desc):
         return outputs_for_files(backend, paths, batch_size=batch_size, desc=desc)
 
-    fish = {split: scored_split(manifest, split) for split in ("train", "val", "test")}
+    fish = {split: scored_split(manifest, split) for split in ("val", "test")}
     embedded = {split: outputs(rows["path"], f"detector {split}") for split, rows in fish.items()}
+    train, labels = train_embeddings(backend, scored_split(manifest, "train"), classes, small_px, batch_size=batch_size)
     pool = outputs(list(outlier_paths), "outlier pool")[EMBEDDING] if settings.outliers == "relative" else None
-    labels = label_indices(fish["train"]["label"], classes)
-    detector = fit_unknown_detector(settings, embedded["train"][EMBEDDING], labels, embedded["val"][EMBEDDING], head,
-                                    outlier_embeddings=pool)
+    detector = fit_unknown_detector(settings, train, labels, embedded["val"][EMBEDDING], head, outlier_embeddings=pool)
     scores, pooled = {TEST_FISH: detector.score(embedded["test"][EMBEDDING])}, 0 if pool is None else len(pool)
     if not len(unknowns):
-        return BundleDetector(detector, scores, None, pooled)
+        return BundleDetector(detector, scores, None, pooled, small_px)
     groups = {group: outputs(rows["path"], group) for group, rows in unknowns.groupby("group") if group in GROUPS}
     scores |= {group: detector.score(out[EMBEDDING]) for group, out in groups.items()}
     if small_px:
@@ -91,7 +92,21 @@ def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], se
     figures = unknown_figures(detector, settings.val_flag_rate, scores, catch_all_labels=catch_all_labels,
                               fish_elsewhere_labels=None if elsewhere is None else
                               [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)])
-    return BundleDetector(detector, scores, {**figures, "outlier_photos": pooled}, pooled)
+    return BundleDetector(detector, scores, {**figures, "outlier_photos": pooled}, pooled, small_px)
+
+
+def train_embeddings(backend, train: pd.DataFrame, classes: list[dict], small_px: int | None, *,
+                     batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings and class indices the detector is fitted on: each train photo as it is and, given `small_px`,
+    brought down to that many px as well (`small_copy`), as the outlier pool's photos and small phone photos are.
+    A detector fitted on sharp fish alone learns that small means no fish."""
+    labels = label_indices(train["label"], classes)
+    embeddings = outputs_for_files(backend, train["path"], batch_size=batch_size, desc="detector train")[EMBEDDING]
+    if not small_px:
+        return embeddings, labels
+    small = [small_copy(path, small_px) for path in train["path"]]
+    small = outputs_for_files(backend, small, batch_size=batch_size, desc=f"detector train at {small_px} px")
+    return np.concatenate([embeddings, small[EMBEDDING]]), np.concatenate([labels, labels])
 
 
 def small_copy(source: ImageSource, side: int) -> Image.Image:

@@ -91,16 +91,18 @@ def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None
 
 def detector_line(detector: dict) -> str:
     """What the unknown-photo detector was fitted on, in a sentence (`detector`: `BundleDetector.fitted_on`)."""
+    fish = "the train fish" + (f" (as they are and brought down to {detector['small_px']} px, so that a small photo is "
+                               "not taken for no fish)" if detector.get("small_px") else "")
     if detector["outliers"] == "relative":
-        return (f"Fitted on the train fish and on {detector['outlier_photos']} photos that are no fish (data/outliers: "
+        return (f"Fitted on {fish} and on {detector['outlier_photos']} photos that are no fish (data/outliers: "
                 "`data.outlier_source` and the users' not-fish marks), which never count in the figures: the score is "
                 "the distance to the nearest fish class minus the distance to those photos (relative Mahalanobis).")
     if detector["asked"] == "auto" and detector["method"] == "mahalanobis":
-        return ("Fitted on the train fish alone (Mahalanobis): the outlier pool (data/outliers) holds fewer than two "
+        return (f"Fitted on {fish} alone (Mahalanobis): the outlier pool (data/outliers) holds fewer than two "
                 "photos that are no fish, so `select.unknown_outliers: auto` kept the detector without them. Point "
                 "`data.outlier_source` at such photos (its default downloads Tiny ImageNet) for the relative "
                 "detector.")
-    return (f"Fitted on the train fish alone ({detector['method']}, `select.unknown_outliers: "
+    return (f"Fitted on {fish} alone ({detector['method']}, `select.unknown_outliers: "
             f"{detector['asked']}`): no photos that are no fish fit it.")
 
 

@@ -8,8 +8,16 @@ import pytest
 from PIL import Image
 from support.fixtures_models import CLASSES, TintBackend, write_tinted_images
 
-from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, outlier_pool_for, small_copy
-from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSettings
+from fish_classifier.data.manifest import scored_split
+from fish_classifier.evaluation.bundle_detector import (
+    fit_bundle_detector,
+    flag_photos,
+    outlier_pool_for,
+    small_copy,
+    train_embeddings,
+)
+from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSettings, fit_unknown_detector
+from fish_classifier.serving.inference import EMBEDDING, outputs_for_files
 from fish_classifier.serving.unknown import RELATIVE
 
 
@@ -59,6 +67,38 @@ def test_relative_fits_on_the_pool_and_measures_only_test_fish_and_the_unknown_s
     yellow = _photos(Path(pool[0]).parent.parent / "probe", [(200, 200, 60)])
     flags = flag_photos(TintBackend(), fitted.detector, yellow + list(manifest["path"].iloc[-1:]), batch_size=2)
     assert flags.tolist() == [True, False]
+
+
+class SharpnessBackend(TintBackend):
+    """TintBackend whose embedding also holds how sharp the photo is: what sets a small photo, scaled back up to
+    the model's input, apart from a sharp one of the same fish."""
+
+    input_size = 32
+
+    def outputs(self, batch):
+        out = super().outputs(batch)
+        edges = np.abs(np.diff(np.asarray(batch, np.float32), axis=2)).mean(axis=(1, 2, 3))[:, None]
+        return {**out, EMBEDDING: np.concatenate([out[EMBEDDING], edges], axis=1)}
+
+
+def test_fitted_on_small_copies_of_the_train_fish_too_a_small_photo_of_a_fish_is_not_flagged(project):
+    manifest, unknowns, _ = project
+    settings, backend = UnknownSettings("mahalanobis", 1.0, 1, 0.1), SharpnessBackend()
+
+    fitted = fit_bundle_detector(backend, manifest, CLASSES, settings, unknowns=unknowns, small_px=8, batch_size=8)
+
+    train = scored_split(manifest, "train")
+    embeddings, labels = train_embeddings(backend, train, CLASSES, 8, batch_size=8)
+    assert len(embeddings) == len(labels) == 2 * len(train)  # each photo as it is, then brought down to 8 px
+    assert (labels[: len(train)] == labels[len(train):]).all()
+    assert embeddings[len(train):, 3].mean() < 0.5 * embeddings[: len(train), 3].mean()  # the small ones: softer
+    assert fitted.small_px == 8 and fitted.fitted_on("auto")["small_px"] == 8
+    assert fitted.figures["flagged"]["small test fish"] <= 0.2
+    # Fitted on the sharp photos alone, the same detector takes every small photo of a fish for no fish.
+    sharp, sharp_labels = train_embeddings(backend, train, CLASSES, None, batch_size=8)
+    val = outputs_for_files(backend, scored_split(manifest, "val")["path"], batch_size=8)[EMBEDDING]
+    sharp_only = fit_unknown_detector(settings, sharp, sharp_labels, val)
+    assert sharp_only.is_unknown(sharp_only.score(embeddings[len(train):])).mean() > 0.9
 
 
 def test_ignored_the_pool_is_never_read_and_without_unknowns_there_are_no_figures(project):

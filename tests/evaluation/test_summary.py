@@ -23,13 +23,17 @@ def test_a_detector_fitted_on_the_outlier_pool_says_so_and_that_the_pool_is_not_
                "images": {"test fish": 10, "not-fish": 4}, "flagged": {"test fish": 0.0, "not-fish": 0.75},
                "auroc_test_fish_vs_not_fish": 0.9, "catch_all_labels": [], "fish_elsewhere_catch_all": None,
                "outlier_photos": 25}
-    detector = {"method": "relative_mahalanobis", "outliers": "relative", "asked": "auto", "outlier_photos": 25}
+    detector = {"method": "relative_mahalanobis", "outliers": "relative", "asked": "auto", "outlier_photos": 25,
+                "small_px": None}
     metrics = {"m": model_scores(0.9, 0.9, 1)}
     text = summary_markdown(metrics, "macro_f1", figures, detector=detector)
     assert "Detector: relative_mahalanobis on the deploy model's embeddings, threshold 1.5" in text
     assert ("Fitted on the train fish and on 25 photos that are no fish (data/outliers: `data.outlier_source` and "
             "the users' not-fish marks), which never count in the figures") in text
     assert summary(metrics, "macro_f1", 0.4, figures, detector=detector)["detector"] == detector
+    small_too = summary_markdown(metrics, "macro_f1", figures, detector={**detector, "small_px": 64})
+    assert ("Fitted on the train fish (as they are and brought down to 64 px, so that a small photo is not taken for "
+            "no fish) and on 25 photos that are no fish") in small_too
     assert "Small test fish" not in text
     small = summary_markdown(metrics, "macro_f1", {**figures, "images": {**figures["images"], "small test fish": 10},
                                                    "flagged": {**figures["flagged"], "small test fish": 0.1}})
