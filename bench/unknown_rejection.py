@@ -8,7 +8,9 @@ fish-elsewhere/), and generated images (scikit-learn's sample photos, noise, fla
 With --methods it also refits each detector method of `fish_classifier.evaluation.unknown_fit`, at several powers, on
 the bundle's own LiteRT embeddings of the train photos (as select fits it: each also at `select.unknown_small_px`),
 thresholds each on validation fish at `select.unknown_val_flag_rate`, and prints the same figures per method: how
-`select.unknown_method` and `select.unknown_power` were chosen. (Choosing by these figures makes them optimistic for the
+`select.unknown_method` and `select.unknown_power` were chosen. Its "held-back outliers" column is the part of the
+pipeline's outlier pool that `select.unknown_held_back` keeps out of the fit: with validation fish, what a method
+should be chosen by. (Choosing by these figures makes them optimistic for the
 chosen method; the threshold itself never sees an unknown photo.)
 
 Usage (from the repo root, after `dvc repro`):
@@ -27,7 +29,8 @@ from PIL import Image, ImageDraw, ImageFont
 from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.manifest import CatchAllLabels, read_manifest, scored_split
 from fish_classifier.data.unknown_set import GROUPS, NOT_FISH, collect_unknown_set
-from fish_classifier.evaluation.bundle_detector import head_weights, small_copy, train_embeddings
+from fish_classifier.evaluation.bundle_detector import (HELD_BACK, head_weights, hold_back, small_copy,
+                                                        train_embeddings)
 from fish_classifier.evaluation.selection import SelectSettings
 from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
 from fish_classifier.evaluation.unknown_report import auroc
@@ -153,15 +156,18 @@ def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[d
               for name, paths in sets.items() if name in ("dev test fish", *GROUPS) or name.startswith("test fish at")}
     head = head_weights(predictor.bundle.model_path) if predictor.bundle.model_path is not None else None
     rate = select.unknown_val_flag_rate
-    print(f"\nevery method refitted on {len(labels)} train embeddings (each train photo, and it at "
-          f"{select.unknown_small_px} px), threshold flagging {rate:.1%} of validation fish")
-    print(f"{'method':<22}{'AUROC':>8}" + "".join(f"{name:>16}" for name in groups))
     table = []
     candidates = [("knn", p, k) for p in (1.0, 0.5) for k in (1, 5)] + [("mahalanobis", p, 1) for p in (1.0, 0.5, 0.35)]
     candidates += [("energy", 1.0, 1)] if head is not None else []
     pool = list(pd.read_csv(OUTLIERS_MANIFEST)["path"]) if Path(OUTLIERS_MANIFEST).is_file() else []
+    pool, held = hold_back(pool, select.unknown_held_back)  # as select splits it: the held-back part chooses
     pool_embeddings = outputs_for_files(backend, pool, batch_size=batch, desc="outlier pool")[EMBEDDING] \
         if len(pool) >= 2 else None  # the relative rows: the pipeline's data/outliers, when there is one
+    if held:
+        groups[HELD_BACK] = outputs_for_files(backend, held, batch_size=batch, desc=HELD_BACK)[EMBEDDING]
+    print(f"\nevery method refitted on {len(labels)} train embeddings (each train photo, and it at "
+          f"{select.unknown_small_px} px), threshold flagging {rate:.1%} of validation fish")
+    print(f"{'method':<22}{'AUROC':>8}" + "".join(f"{name:>16}" for name in groups))
     candidates += [("mahalanobis", p, "relative") for p in (0.5, 0.35)] if pool_embeddings is not None else []
     for method, power, k in candidates:
         relative = k == "relative"

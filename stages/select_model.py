@@ -13,7 +13,8 @@ import sys
 import pandas as pd
 
 from fish_classifier.data.manifest import CatchAllLabels, example_photos, read_classes, read_manifest, scored_split
-from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, head_weights, outlier_pool_for
+from fish_classifier.evaluation.bundle_detector import (fit_bundle_detector, flag_photos, head_weights, hold_back,
+                                                        outlier_pool_for)
 from fish_classifier.evaluation.field import field_report
 from fish_classifier.evaluation.selection import SelectSettings, choose_model, model_threshold
 from fish_classifier.evaluation.summary import summary, summary_markdown
@@ -39,6 +40,7 @@ def main(argv=None) -> None:
     classes, manifest = read_classes(CLASSES), read_manifest(MANIFEST)
     try:  # the outlier pool: photos that are no fish, fitting the detector when select.unknown_outliers allows
         unknown, outliers = outlier_pool_for(params.select.unknown)
+        outliers, held_back = hold_back(outliers, select.unknown_held_back)
     except EmptyOutlierPool as error:
         sys.exit(str(error))
 
@@ -58,7 +60,7 @@ def main(argv=None) -> None:
         backend = LiteRTBackend(deploy / SERVING_MODEL_FILE)  # the detector sees what serving sees
         fitted = fit_bundle_detector(
             backend, manifest, classes, unknown, unknowns=pd.read_csv(UNKNOWN_MANIFEST),
-            outlier_paths=outliers, head=head_weights(deploy / MODEL_FILE) if unknown.method == "energy" else None,
+            outlier_paths=outliers, held_back_paths=held_back, head=head_weights(deploy / MODEL_FILE) if unknown.method == "energy" else None,
             catch_all_labels=params.data.catch_all_labels, small_px=select.unknown_small_px,
             batch_size=select.batch_size)
         add_unknown_detector(deploy, fitted.detector, **fitted.details(unknown))

@@ -304,6 +304,7 @@ RULES = [
     ("select", "select.unknown_outliers", "pool",
      "select.unknown_outliers must be one of: ignore, relative, auto, got 'pool'"),
     ("select", "select.unknown_small_px", 8, "select.unknown_small_px must be an integer >= 16, got 8"),
+    ("select", "select.unknown_held_back", 1.5, "select.unknown_held_back must be a number within [0, 1], got 1.5"),
 ]
 
 

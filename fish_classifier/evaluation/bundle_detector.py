@@ -3,6 +3,7 @@ embeddings. Fitted on the train photos, as they are and brought down to `select.
 `select.unknown_outliers: relative`, or auto and a pool that holds photos, the outlier pool of data/outliers), its
 threshold set on validation fish; measured on test fish and on data/unknown's groups alone."""
 
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, outputs_
 from fish_classifier.serving.unknown import UnknownDetector
 
 
+HELD_BACK = "held-back outliers"  # the outlier pool's photos kept out of the fit (`hold_back`)
+
+
 @dataclass(frozen=True)
 class BundleDetector:
     detector: UnknownDetector
@@ -27,6 +31,7 @@ class BundleDetector:
     figures: dict | None  # `unknown_figures`, None without an unknown-photo set
     outlier_photos: int  # photos of the pool it was fitted on (0 when they are ignored)
     small_px: int | None = None  # the train fish were fitted brought down to this many px as well (None: as they are)
+    held_back: tuple[int, float] | None = None  # pool photos kept out of the fit, and the share of them it flags
 
     def line(self) -> str:
         """The detector's figures in one line, for the stage's log."""
@@ -47,7 +52,9 @@ class BundleDetector:
         the outlier pool (`outliers`, relative or ignore) when `asked` (select.unknown_outliers), and on how many
         of the pool's photos."""
         return {"method": self.detector.method, "outliers": "relative" if self.outlier_photos else "ignore",
-                "asked": asked, "outlier_photos": self.outlier_photos, "small_px": self.small_px}
+                "asked": asked, "outlier_photos": self.outlier_photos, "small_px": self.small_px,
+                "held_back_photos": self.held_back[0] if self.held_back else 0,
+                "held_back_flagged": self.held_back[1] if self.held_back else None}
 
 
 def outlier_pool_for(settings: UnknownSettings, path=OUTLIERS_MANIFEST) -> tuple[UnknownSettings, list[str]]:
@@ -65,11 +72,26 @@ def outlier_pool_for(settings: UnknownSettings, path=OUTLIERS_MANIFEST) -> tuple
     return replace(settings, outliers="relative"), pool["path"].tolist()
 
 
+def hold_back(paths, share: float) -> tuple[list[str], list[str]]:
+    """The outlier pool split into the photos that fit the detector and about `share` of them kept back, to choose
+    methods and settings by (with validation fish). A photo's side follows from its path alone, so it stays put as
+    the pool grows. Nothing is kept back when the rest would hold fewer than two photos, the fewest a Gaussian
+    takes."""
+    paths = list(paths)
+    held = [path for path in paths
+            if int.from_bytes(hashlib.sha256(str(path).encode("utf-8")).digest()[:8], "big") < share * 2 ** 64]
+    if len(paths) - len(held) < 2:
+        return paths, []
+    kept = set(held)
+    return [path for path in paths if path not in kept], held
+
+
 def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], settings: UnknownSettings, *,
-                        unknowns: pd.DataFrame, outlier_paths=(), head=None, catch_all_labels=(), small_px=None,
-                        batch_size: int) -> BundleDetector:
+                        unknowns: pd.DataFrame, outlier_paths=(), held_back_paths=(), head=None, catch_all_labels=(),
+                        small_px=None, batch_size: int) -> BundleDetector:
     """Fit the detector on `backend`'s embeddings and measure it. `unknowns`: data/unknown's manifest (path, group),
-    the only photos the figures count besides test fish; `outlier_paths`: the pool's photos, which only fit it.
+    the only photos the figures count besides test fish; `outlier_paths`: the pool's photos, which only fit it;
+    `held_back_paths`: pool photos kept out of the fit (`hold_back`), of which it reports the share flagged.
     `small_px`: the train fish fit it brought down to that many px as well (`train_embeddings`), and the test fish
     are measured at that size too."""
     def outputs(paths, desc):
@@ -81,8 +103,12 @@ def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], se
     pool = outputs(list(outlier_paths), "outlier pool")[EMBEDDING] if settings.outliers == "relative" else None
     detector = fit_unknown_detector(settings, train, labels, embedded["val"][EMBEDDING], head, outlier_embeddings=pool)
     scores, pooled = {TEST_FISH: detector.score(embedded["test"][EMBEDDING])}, 0 if pool is None else len(pool)
+    held = None
+    if pool is not None and len(held_back_paths):
+        held_scores = detector.score(outputs(list(held_back_paths), HELD_BACK)[EMBEDDING])
+        held = (len(held_scores), float(detector.is_unknown(held_scores).mean()))
     if not len(unknowns):
-        return BundleDetector(detector, scores, None, pooled, small_px)
+        return BundleDetector(detector, scores, None, pooled, small_px, held)
     groups = {group: outputs(rows["path"], group) for group, rows in unknowns.groupby("group") if group in GROUPS}
     scores |= {group: detector.score(out[EMBEDDING]) for group, out in groups.items()}
     if small_px:
@@ -92,7 +118,7 @@ def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], se
     figures = unknown_figures(detector, settings.val_flag_rate, scores, catch_all_labels=catch_all_labels,
                               fish_elsewhere_labels=None if elsewhere is None else
                               [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)])
-    return BundleDetector(detector, scores, {**figures, "outlier_photos": pooled}, pooled, small_px)
+    return BundleDetector(detector, scores, {**figures, "outlier_photos": pooled}, pooled, small_px, held)
 
 
 def train_embeddings(backend, train: pd.DataFrame, classes: list[dict], small_px: int | None, *,

@@ -33,6 +33,7 @@ class SelectSettings(Section):
     unknown_outliers: choice(*OUTLIER_USES)
     unknown_histogram_bins: integer(ge=1)
     unknown_small_px: integer(ge=16)  # below images.no_content's 16 px every photo is unknown by rule
+    unknown_held_back: Share  # of the outlier pool, kept out of the fit to choose methods and settings by
 
     @model_validator(mode="after")
     def _relative_needs_mahalanobis(self):

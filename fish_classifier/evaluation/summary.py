@@ -94,9 +94,14 @@ def detector_line(detector: dict) -> str:
     fish = "the train fish" + (f" (as they are and brought down to {detector['small_px']} px, so that a small photo is "
                                "not taken for no fish)" if detector.get("small_px") else "")
     if detector["outliers"] == "relative":
+        held = (f" Another {detector['held_back_photos']} photos of the pool were kept out of the fit "
+                f"(`select.unknown_held_back`): it flags {detector['held_back_flagged']:.1%} of them. That share and "
+                "the validation fish are what methods and settings are chosen by, never the figures below."
+                if detector.get("held_back_photos") else "")
         return (f"Fitted on {fish} and on {detector['outlier_photos']} photos that are no fish (data/outliers: "
                 "`data.outlier_source` and the users' not-fish marks), which never count in the figures: the score is "
-                "the distance to the nearest fish class minus the distance to those photos (relative Mahalanobis).")
+                "the distance to the nearest fish class minus the distance to those photos (relative Mahalanobis)."
+                + held)
     if detector["asked"] == "auto" and detector["method"] == "mahalanobis":
         return (f"Fitted on {fish} alone (Mahalanobis): the outlier pool (data/outliers) holds fewer than two "
                 "photos that are no fish, so `select.unknown_outliers: auto` kept the detector without them. Point "

@@ -12,6 +12,7 @@ from fish_classifier.data.manifest import scored_split
 from fish_classifier.evaluation.bundle_detector import (
     fit_bundle_detector,
     flag_photos,
+    hold_back,
     outlier_pool_for,
     small_copy,
     train_embeddings,
@@ -99,6 +100,35 @@ def test_fitted_on_small_copies_of_the_train_fish_too_a_small_photo_of_a_fish_is
     val = outputs_for_files(backend, scored_split(manifest, "val")["path"], batch_size=8)[EMBEDDING]
     sharp_only = fit_unknown_detector(settings, sharp, sharp_labels, val)
     assert sharp_only.is_unknown(sharp_only.score(embeddings[len(train):])).mean() > 0.9
+
+
+def test_hold_back_keeps_about_its_share_of_the_pool_out_by_path_alone_and_never_leaves_fewer_than_two():
+    paths = [f"data/outliers/photos/p{i}.jpg" for i in range(2000)]
+    fit, held = hold_back(paths, 0.2)
+    assert sorted(fit + held) == sorted(paths) and not set(fit) & set(held)
+    assert 0.17 < len(held) / len(paths) < 0.23
+    assert fit == [p for p in paths if p in set(fit)]  # the pool's order kept
+    # A photo's side depends on its path alone: a bigger pool, or another order, moves none of them.
+    more_fit, more_held = hold_back(paths[::-1] + [f"data/outliers/photos/q{i}.jpg" for i in range(500)], 0.2)
+    assert set(held) <= set(more_held) and set(fit) <= set(more_fit)
+    assert hold_back(paths, 0.0) == (paths, []) and hold_back(paths[:3], 1.0) == (paths[:3], [])
+
+
+def test_the_held_back_pool_photos_fit_nothing_and_their_flagged_share_is_reported(project):
+    manifest, unknowns, pool = project
+    settings = UnknownSettings("mahalanobis", 1.0, 1, 0.1, outliers="relative")
+    fit, held = pool[:12], pool[12:]
+
+    fitted = fit_bundle_detector(TintBackend(), manifest, CLASSES, settings, unknowns=unknowns, outlier_paths=fit,
+                                 held_back_paths=held, batch_size=8)
+
+    assert fitted.outlier_photos == 12 and fitted.held_back == (3, 1.0)  # yellows like the fitted ones: all flagged
+    record = fitted.fitted_on("auto")
+    assert (record["outlier_photos"], record["held_back_photos"], record["held_back_flagged"]) == (12, 3, 1.0)
+    assert "held-back outliers" not in fitted.figures["images"]  # they choose; data/unknown measures
+    alone = fit_bundle_detector(TintBackend(), manifest, CLASSES, UnknownSettings("mahalanobis", 1.0, 1, 0.1),
+                                unknowns=unknowns, held_back_paths=held, batch_size=8)
+    assert alone.held_back is None and alone.fitted_on("auto")["held_back_photos"] == 0  # no pool in the fit
 
 
 def test_ignored_the_pool_is_never_read_and_without_unknowns_there_are_no_figures(project):

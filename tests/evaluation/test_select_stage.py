@@ -17,6 +17,7 @@ from support.app_bundles import text_photo
 from support.fixtures_models import CLASSES, save_tiny_model, tinted_image, write_tinted_images
 from support.model_metrics import model_scores
 
+from fish_classifier.evaluation.bundle_detector import hold_back
 from fish_classifier.layout import METRICS_FILE, MODEL_FILE, VAL_CONFIDENCE_FILE, metrics_dir, model_dir
 
 
@@ -149,19 +150,26 @@ def test_the_outlier_pool_fits_the_detector_but_never_counts_in_its_figures(tmp_
     run = run_select(tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
 
+    # select.unknown_held_back (0.2) keeps p1, p3 and p5 out of the fit, by their paths: they only choose.
+    fit, held = hold_back([f"data/outliers/p{i}.png" for i in range(8)], 0.2)
+    assert (len(fit), len(held)) == (5, 3)
     unknown = json.loads((tmp_path / "metrics" / "summary.json").read_text())["unknown"]
-    assert unknown["method"] == "relative_mahalanobis" and unknown["outlier_photos"] == 8
+    assert unknown["method"] == "relative_mahalanobis" and unknown["outlier_photos"] == 5
     # Only data/unknown's photos (and the test fish) are measured: 3 not-fish and 1 fish from elsewhere.
     assert unknown["images"] == {"test fish": 6, "not-fish": 3, "fish-elsewhere": 1, "small test fish": 6}
     assert all(share * 3 == round(share * 3) for share in [unknown["flagged"]["not-fish"]])
     histogram = pd.read_csv(tmp_path / "metrics" / "unknown" / "scores.csv")
     assert histogram["not-fish"].sum() == pytest.approx(1.0)  # shares of the 3 measured photos, nothing else
     info = json.loads((tmp_path / "models" / "deploy" / "bundle.json").read_text())["unknown"]
-    assert (info["method"], info["outliers"], info["outlier_photos"]) == ("relative_mahalanobis", "relative", 8)
-    assert "Fitted on the train fish and on 8 photos that are no fish (data/outliers: " in (
-        tmp_path / "metrics" / "summary.md").read_text()
-    assert json.loads((tmp_path / "metrics" / "summary.json").read_text())["detector"] == {
-        "method": "relative_mahalanobis", "outliers": "relative", "asked": "relative", "outlier_photos": 8}
+    assert (info["method"], info["outliers"], info["outlier_photos"]) == ("relative_mahalanobis", "relative", 5)
+    text = (tmp_path / "metrics" / "summary.md").read_text()
+    assert ("Fitted on the train fish (as they are and brought down to 64 px, so that a small photo is not taken for "
+            "no fish) and on 5 photos that are no fish (data/outliers: ") in text
+    detector = json.loads((tmp_path / "metrics" / "summary.json").read_text())["detector"]
+    flagged = detector.pop("held_back_flagged")
+    assert detector == {"method": "relative_mahalanobis", "outliers": "relative", "asked": "relative",
+                        "outlier_photos": 5, "small_px": 64, "held_back_photos": 3}
+    assert flagged * 3 == round(flagged * 3) and f"it flags {flagged:.1%} of them" in text
 
 
 def assert_examples_are_first_test_photos(root: Path, examples: list[dict], size: int) -> None:

@@ -31,6 +31,11 @@ def test_a_detector_fitted_on_the_outlier_pool_says_so_and_that_the_pool_is_not_
     assert ("Fitted on the train fish and on 25 photos that are no fish (data/outliers: `data.outlier_source` and "
             "the users' not-fish marks), which never count in the figures") in text
     assert summary(metrics, "macro_f1", 0.4, figures, detector=detector)["detector"] == detector
+    assert "kept out of the fit" not in text
+    held = summary_markdown(metrics, "macro_f1", figures,
+                            detector={**detector, "held_back_photos": 6, "held_back_flagged": 0.5})
+    assert ("Another 6 photos of the pool were kept out of the fit (`select.unknown_held_back`): it flags 50.0% of "
+            "them. That share and the validation fish are what methods and settings are chosen by") in held
     small_too = summary_markdown(metrics, "macro_f1", figures, detector={**detector, "small_px": 64})
     assert ("Fitted on the train fish (as they are and brought down to 64 px, so that a small photo is not taken for "
             "no fish) and on 25 photos that are no fish") in small_too

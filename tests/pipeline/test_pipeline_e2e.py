@@ -17,6 +17,7 @@ from support.synthetic_images import image_bytes
 
 from fish_classifier.data.feedback_set import FIELD, NOT_FISH, TRAIN, feedback_split
 from fish_classifier.data.manifest import read_classes, read_manifest
+from fish_classifier.evaluation.bundle_detector import hold_back
 from fish_classifier.feedback.store import FeedbackStore, ModelAnswer
 from fish_classifier.layout import (
     METRICS_FILE,
@@ -109,12 +110,20 @@ def test_deploy_bundle_keeps_the_class_order_of_the_data(repo):
     assert "`data.unknown_source` is empty), so the figures of the unknown-photo detector are skipped" in summary_text
     assert "unknown.npz" in bundle["files"] and bundle["unknown"]["figures"] is None
     # The default select.unknown_outliers (auto) with a pool: relative, fitted on its 4 source photos and the
-    # feedback's not-fish photo, and summary.md says what it was fitted on.
+    # feedback's not-fish photo less those select.unknown_held_back keeps out, and summary.md says what it was
+    # fitted on.
+    pool = pd.read_csv(repo / "data" / "outliers" / "manifest.csv")["path"].tolist()
+    share = yaml.safe_load((repo / "params.yaml").read_text())["select"]["unknown_held_back"]
+    fitting, held = hold_back(pool, share)
+    assert len(pool) == 5 and len(fitting) >= 2
     assert (bundle["unknown"]["method"], bundle["unknown"]["outliers"], bundle["unknown"]["outlier_photos"]) == (
-        "relative_mahalanobis", "relative", 5)
-    assert summary["detector"] == {"method": "relative_mahalanobis", "outliers": "relative", "asked": "auto",
-                                   "outlier_photos": 5}
-    assert "Fitted on the train fish and on 5 photos that are no fish (data/outliers: " in summary_text
+        "relative_mahalanobis", "relative", len(fitting))
+    assert {key: summary["detector"][key] for key in ("method", "outliers", "asked", "outlier_photos", "small_px",
+                                                     "held_back_photos")} == {
+        "method": "relative_mahalanobis", "outliers": "relative", "asked": "auto", "outlier_photos": len(fitting),
+        "small_px": 64, "held_back_photos": len(held)}
+    assert (f"Fitted on the train fish (as they are and brought down to 64 px, so that a small photo is not taken "
+            f"for no fish) and on {len(fitting)} photos that are no fish (data/outliers: ") in summary_text
     assert summary  # the ranking that chose the bundle's model
     assert bundle["model"] in json.dumps(summary)
 
