@@ -4,8 +4,9 @@ unknown-photo detector, and write the comparison and the detector's figures.
 Reads metrics/models/, models/zoo/ (every model of train.models), data/ (manifests, classes, photos), data/unknown and
 data/outliers; writes models/deploy/ (built aside, moved into place whole: the model, its LiteRT export checked
 against it, an example photo per species, the detector), metrics/summary.json and .md, and metrics/unknown/. The
-detector is fitted on the LiteRT embeddings of the train photos (and of data/outliers' when `select.unknown_outliers`
-is relative, or auto with photos there), its threshold set on validation fish; data/unknown only measures it."""
+detector is fitted on the LiteRT embeddings of the train photos, also brought down to `select.unknown_small_px` (and of
+data/outliers' when `select.unknown_outliers` is relative, or auto with photos there, less the share
+`select.unknown_held_back` that only chooses), its threshold set on validation fish; data/unknown only measures it."""
 
 import json
 import sys
