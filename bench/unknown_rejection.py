@@ -167,7 +167,8 @@ def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[d
         groups[HELD_BACK] = outputs_for_files(backend, held, batch_size=batch, desc=HELD_BACK)[EMBEDDING]
     print(f"\nevery method refitted on {len(labels)} train embeddings (each train photo, and it at "
           f"{select.unknown_small_px} px), threshold flagging {rate:.1%} of validation fish")
-    print(f"{'method':<22}{'AUROC':>8}" + "".join(f"{name:>16}" for name in groups))
+    widths = {name: max(16, len(name) + 2) for name in groups}
+    print(f"{'method':<30}{'AUROC':>8}" + "".join(f"{name:>{widths[name]}}" for name in groups))
     candidates += [("mahalanobis", p, "relative") for p in (0.5, 0.35)] if pool_embeddings is not None else []
     for method, power, k in candidates:
         relative = k == "relative"
@@ -179,7 +180,7 @@ def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[d
         flagged = {name: float(detector.is_unknown(values).mean()) for name, values in scores.items()}
         area = auroc(scores["dev test fish"], scores[NOT_FISH]) if NOT_FISH in scores else float("nan")
         name = f"{method} p={power:g}" + (f" k={k}" if method == "knn" else f" {k}" if relative else "")
-        print(f"{name:<22}{area:>8.4f}" + "".join(f"{flagged[g]:>16.1%}" for g in groups))
+        print(f"{name:<30}{area:>8.4f}" + "".join(f"{flagged[g]:>{widths[g]}.1%}" for g in groups))
         table.append({"method": method, "power": power, "k": k, "auroc": area, "flagged": flagged})
     return table
 

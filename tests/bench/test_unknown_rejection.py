@@ -8,6 +8,7 @@ import pytest
 from support.app_bundles import COLOUR_CLASSES, colour_photo, text_photo
 from support.benches import load_bench
 
+from fish_classifier.evaluation.bundle_detector import HELD_BACK, hold_back
 from fish_classifier.params import PARAMS_FILE, load_params
 from fish_classifier.serving.predictor import Predictor
 
@@ -62,9 +63,13 @@ def test_every_method_is_refitted_on_the_bundles_embeddings(colour_bundle, tiny_
     pool.mkdir(parents=True)
     for i in range(4):
         text_photo(f"pool photo {i} {'x' * i}").save(pool / f"p{i}.png")
-    pd.DataFrame({"path": [str(pool / f"p{i}.png") for i in range(4)], "origin": "outlier_source", "sha256": ""}
-                 ).to_csv(pool / "manifest.csv", index=False)
+    paths = [f"data/outliers/p{i}.png" for i in range(4)]  # as the pipeline lists them, from the repo's root
+    pd.DataFrame({"path": paths, "origin": "outlier_source", "sha256": ""}).to_csv(pool / "manifest.csv", index=False)
     with_pool = unknown_rejection.compare_methods(Predictor(colour_bundle), manifest, sets, select)
     assert [(row["method"], row["power"], row["k"]) for row in with_pool[-2:]] == [
         ("mahalanobis", 0.5, "relative"), ("mahalanobis", 0.35, "relative")]
-    assert with_pool[:-2] == table
+    # select.unknown_held_back keeps p1 and p3 out of the fit, as select would: every method is scored on them.
+    assert hold_back(paths, select.unknown_held_back)[1] == ["data/outliers/p1.png", "data/outliers/p3.png"]
+    assert all(set(row["flagged"]) == {"dev test fish", "not-fish", HELD_BACK} for row in with_pool)
+    assert [{**row, "flagged": {k: v for k, v in row["flagged"].items() if k != HELD_BACK}}
+            for row in with_pool[:-2]] == table
