@@ -61,7 +61,8 @@ def main(argv=None) -> None:
         backend = LiteRTBackend(deploy / SERVING_MODEL_FILE)  # the detector sees what serving sees
         fitted = fit_bundle_detector(
             backend, manifest, classes, unknown, unknowns=pd.read_csv(UNKNOWN_MANIFEST),
-            outlier_paths=outliers, held_back_paths=held_back, head=head_weights(deploy / MODEL_FILE) if unknown.method == "energy" else None,
+            outlier_paths=outliers, held_back_paths=held_back,
+            head=head_weights(deploy / MODEL_FILE) if unknown.method == "energy" else None,
             catch_all_labels=params.data.catch_all_labels, small_px=select.unknown_small_px,
             batch_size=select.batch_size)
         add_unknown_detector(deploy, fitted.detector, **fitted.details(unknown))

@@ -42,9 +42,12 @@ class BundleDetector:
             + f"; AUROC {self.figures['auroc_test_fish_vs_not_fish']:.4f}"
 
     def details(self, settings: UnknownSettings) -> dict:
-        """What bundle.json records of the detector beside its method and threshold."""
-        return {"power": settings.power, "k": settings.k, "val_flag_rate": settings.val_flag_rate,
-                "outliers": settings.outliers, "outlier_photos": self.outlier_photos, "figures": self.figures}
+        """What bundle.json records of the detector beside its method and threshold: its settings, what it was
+        fitted on (as `fitted_on` says it) and its figures."""
+        fitted = {key: value for key, value in self.fitted_on(settings.outliers).items()
+                  if key not in ("method", "asked")}
+        return {"power": settings.power, "k": settings.k, "val_flag_rate": settings.val_flag_rate, **fitted,
+                "figures": self.figures}
 
 
     def fitted_on(self, asked: str) -> dict:

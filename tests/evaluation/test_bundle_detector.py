@@ -63,6 +63,7 @@ def test_relative_fits_on_the_pool_and_measures_only_test_fish_and_the_unknown_s
     assert fitted.figures["outlier_photos"] == 15 and fitted.figures["fish_elsewhere_catch_all"] == 1.0
     details = fitted.details(settings)
     assert (details["outliers"], details["outlier_photos"], details["val_flag_rate"]) == ("relative", 15, 0.1)
+    assert (details["small_px"], details["held_back_photos"]) == (16, 0)  # what fitted_on says, in bundle.json
     assert fitted.line().startswith("unknown photos (relative_mahalanobis, threshold ")
     # A yellow like the pool's scores above every test fish; a fish of a known tint does not get flagged.
     yellow = _photos(Path(pool[0]).parent.parent / "probe", [(200, 200, 60)])

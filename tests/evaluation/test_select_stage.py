@@ -162,6 +162,7 @@ def test_the_outlier_pool_fits_the_detector_but_never_counts_in_its_figures(tmp_
     assert histogram["not-fish"].sum() == pytest.approx(1.0)  # shares of the 3 measured photos, nothing else
     info = json.loads((tmp_path / "models" / "deploy" / "bundle.json").read_text())["unknown"]
     assert (info["method"], info["outliers"], info["outlier_photos"]) == ("relative_mahalanobis", "relative", 5)
+    assert (info["small_px"], info["held_back_photos"]) == (64, 3)  # the bundle says what its detector was fitted on
     text = (tmp_path / "metrics" / "summary.md").read_text()
     assert ("Fitted on the train fish (as they are and brought down to 64 px, so that a small photo is not taken for "
             "no fish) and on 5 photos that are no fish (data/outliers: ") in text
