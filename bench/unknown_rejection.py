@@ -23,18 +23,17 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.manifest import CatchAllLabels, read_manifest, scored_split
 from fish_classifier.data.unknown_set import GROUPS, NOT_FISH, collect_unknown_set
-from fish_classifier.evaluation.bundle_detector import (HELD_BACK, head_weights, hold_back, small_copy,
+from fish_classifier.evaluation.bundle_detector import (HELD_BACK, head_weights, outlier_pool_for, small_copy,
                                                         train_embeddings)
 from fish_classifier.evaluation.selection import SelectSettings
 from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
 from fish_classifier.evaluation.unknown_report import auroc
-from fish_classifier.layout import MANIFEST, OUTLIERS_MANIFEST, UNKNOWN_DIR
+from fish_classifier.layout import MANIFEST, UNKNOWN_DIR
 from fish_classifier.params import stage_params
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
 from fish_classifier.serving.inference import EMBEDDING, LiteRTBackend, outputs_for_files
@@ -159,10 +158,11 @@ def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[d
     table = []
     candidates = [("knn", p, k) for p in (1.0, 0.5) for k in (1, 5)] + [("mahalanobis", p, 1) for p in (1.0, 0.5, 0.35)]
     candidates += [("energy", 1.0, 1)] if head is not None else []
-    pool = list(pd.read_csv(OUTLIERS_MANIFEST)["path"]) if Path(OUTLIERS_MANIFEST).is_file() else []
-    pool, held = hold_back(pool, select.unknown_held_back)  # as select splits it: the held-back part chooses
+    # The relative rows: the pipeline's data/outliers, when it holds photos, split as select splits it.
+    auto = UnknownSettings("mahalanobis", 0.5, 1, rate, "auto")
+    pooled, pool, held = outlier_pool_for(auto, select.unknown_held_back)
     pool_embeddings = outputs_for_files(backend, pool, batch_size=batch, desc="outlier pool")[EMBEDDING] \
-        if len(pool) >= 2 else None  # the relative rows: the pipeline's data/outliers, when there is one
+        if pooled.outliers == "relative" else None
     if held:
         groups[HELD_BACK] = outputs_for_files(backend, held, batch_size=batch, desc=HELD_BACK)[EMBEDDING]
     print(f"\nevery method refitted on {len(labels)} train embeddings (each train photo, and it at "

@@ -4,9 +4,8 @@ unknown-photo detector, and write the comparison and the detector's figures.
 Reads metrics/models/, models/zoo/ (every model of train.models), data/ (manifests, classes, photos), data/unknown and
 data/outliers; writes models/deploy/ (built aside, moved into place whole: the model, its LiteRT export checked
 against it, an example photo per species, the detector), metrics/summary.json and .md, and metrics/unknown/. The
-detector is fitted on the LiteRT embeddings of the train photos, also brought down to `select.unknown_small_px` (and of
-data/outliers' when `select.unknown_outliers` is relative, or auto with photos there, less the share
-`select.unknown_held_back` that only chooses), its threshold set on validation fish; data/unknown only measures it."""
+detector is fitted on the train photos' LiteRT embeddings (also at `select.unknown_small_px`) and data/outliers' less
+`select.unknown_held_back`, its threshold set on validation fish; data/unknown only measures it."""
 
 import json
 import sys
@@ -14,8 +13,7 @@ import sys
 import pandas as pd
 
 from fish_classifier.data.manifest import CatchAllLabels, example_photos, read_classes, read_manifest, scored_split
-from fish_classifier.evaluation.bundle_detector import (fit_bundle_detector, flag_photos, head_weights, hold_back,
-                                                        outlier_pool_for)
+from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, head_weights, outlier_pool_for
 from fish_classifier.evaluation.field import field_report
 from fish_classifier.evaluation.selection import SelectSettings, choose_model, model_threshold
 from fish_classifier.evaluation.summary import summary, summary_markdown
@@ -40,8 +38,7 @@ def main(argv=None) -> None:
     metrics, best, threshold = choose_model(names, select)
     classes, manifest = read_classes(CLASSES), read_manifest(MANIFEST)
     try:  # the outlier pool: photos that are no fish, fitting the detector when select.unknown_outliers allows
-        unknown, outliers = outlier_pool_for(params.select.unknown)
-        outliers, held_back = hold_back(outliers, select.unknown_held_back)
+        unknown, outliers, held_back = outlier_pool_for(select.unknown, select.unknown_held_back)
     except EmptyOutlierPool as error:
         sys.exit(str(error))
 
@@ -61,10 +58,9 @@ def main(argv=None) -> None:
         backend = LiteRTBackend(deploy / SERVING_MODEL_FILE)  # the detector sees what serving sees
         fitted = fit_bundle_detector(
             backend, manifest, classes, unknown, unknowns=pd.read_csv(UNKNOWN_MANIFEST),
-            outlier_paths=outliers, held_back_paths=held_back,
+            outlier_paths=outliers, held_back_paths=held_back, catch_all_labels=params.data.catch_all_labels,
             head=head_weights(deploy / MODEL_FILE) if unknown.method == "energy" else None,
-            catch_all_labels=params.data.catch_all_labels, small_px=select.unknown_small_px,
-            batch_size=select.batch_size)
+            small_px=select.unknown_small_px, batch_size=select.batch_size)
         add_unknown_detector(deploy, fitted.detector, **fitted.details(unknown))
         field = field_report(
             {name: pd.read_csv(metrics_dir(name) / FIELD_PREDICTIONS_FILE, keep_default_na=False) for name in names},

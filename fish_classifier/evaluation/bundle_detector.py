@@ -60,19 +60,20 @@ class BundleDetector:
                 "held_back_flagged": self.held_back[1] if self.held_back else None}
 
 
-def outlier_pool_for(settings: UnknownSettings, path=OUTLIERS_MANIFEST) -> tuple[UnknownSettings, list[str]]:
+def outlier_pool_for(settings: UnknownSettings, held_back: float = 0.0,
+                     path=OUTLIERS_MANIFEST) -> tuple[UnknownSettings, list[str], list[str]]:
     """`settings` with `outliers` settled (auto: relative when the pool's manifest lists at least two photos, the
-    fewest a Gaussian takes, and the method is mahalanobis; else ignore), and the pool's photos that fit the
-    detector (paths; none when it is ignored). EmptyOutlierPool when relative is asked for and the pool holds no
-    photo."""
+    fewest a Gaussian takes, and the method is mahalanobis; else ignore), the pool's photos that fit the detector,
+    and those `hold_back` keeps out of the fit by the share `held_back` (paths; none when the pool is ignored).
+    EmptyOutlierPool when relative is asked for and the pool holds no photo."""
     if settings.outliers == "ignore" or (settings.outliers == "auto" and settings.method != "mahalanobis"):
-        return replace(settings, outliers="ignore"), []
+        return replace(settings, outliers="ignore"), [], []
     pool = pd.read_csv(path, dtype=str, keep_default_na=False) if Path(path).is_file() else pd.DataFrame()
     if pool.empty and settings.outliers == "relative":
         raise EmptyOutlierPool()
     if len(pool) < 2 and settings.outliers == "auto":
-        return replace(settings, outliers="ignore"), []
-    return replace(settings, outliers="relative"), pool["path"].tolist()
+        return replace(settings, outliers="ignore"), [], []
+    return replace(settings, outliers="relative"), *hold_back(pool["path"].tolist(), held_back)
 
 
 def hold_back(paths, share: float) -> tuple[list[str], list[str]]:
@@ -85,8 +86,8 @@ def hold_back(paths, share: float) -> tuple[list[str], list[str]]:
             if int.from_bytes(hashlib.sha256(str(path).encode("utf-8")).digest()[:8], "big") < share * 2 ** 64]
     if len(paths) - len(held) < 2:
         return paths, []
-    kept = set(held)
-    return [path for path in paths if path not in kept], held
+    held_set = set(held)
+    return [path for path in paths if path not in held_set], held
 
 
 def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], settings: UnknownSettings, *,

@@ -149,9 +149,9 @@ def test_relative_refuses_a_missing_or_empty_pool_naming_the_source_and_auto_the
         if content is not None:
             manifest.write_text(content)
         with pytest.raises(EmptyOutlierPool, match="data.outlier_source"):
-            outlier_pool_for(relative, manifest)
-        settled, paths = outlier_pool_for(auto, manifest)
-        assert (settled.outliers, paths) == ("ignore", [])
+            outlier_pool_for(relative, path=manifest)
+        settled, paths, held = outlier_pool_for(auto, 0.2, path=manifest)
+        assert (settled.outliers, paths, held) == ("ignore", [], [])
         assert (settled.method, settled.power, settled.val_flag_rate) == ("mahalanobis", 0.5, 0.01)
 
 
@@ -161,14 +161,22 @@ def test_a_pool_with_photos_fits_relative_and_auto_unless_ignored_or_not_mahalan
     pool = ["data/outliers/a.png", "data/outliers/b.png"]
     one = tmp_path / "one.csv"  # fewer photos than a Gaussian takes: auto keeps the detector without them
     one.write_text("path,origin,sha256\ndata/outliers/a.png,outlier_source,abc\n")
-    assert outlier_pool_for(UnknownSettings("mahalanobis", 0.5, 1, 0.01, outliers="auto"), one)[1] == []
-    assert outlier_pool_for(UnknownSettings("mahalanobis", 0.5, 1, 0.01, outliers="relative"), one)[1] == [pool[0]]
+    assert outlier_pool_for(UnknownSettings("mahalanobis", 0.5, 1, 0.01, outliers="auto"), path=one)[1] == []
+    assert outlier_pool_for(UnknownSettings("mahalanobis", 0.5, 1, 0.01, outliers="relative"), path=one)[1] == [pool[0]]
     for use, method, expected in [("relative", "mahalanobis", ("relative", pool)),
                                   ("auto", "mahalanobis", ("relative", pool)),
                                   ("ignore", "mahalanobis", ("ignore", [])),
                                   ("auto", "knn", ("ignore", [])), ("auto", "energy", ("ignore", []))]:
-        settled, paths = outlier_pool_for(UnknownSettings(method, 0.5, 1, 0.01, outliers=use), manifest)
-        assert (settled.outliers, paths) == expected, (use, method)
+        settled, paths, held = outlier_pool_for(UnknownSettings(method, 0.5, 1, 0.01, outliers=use), path=manifest)
+        assert (settled.outliers, paths) == expected and held == [], (use, method)
+    # With a share to hold back, the pool is split as `hold_back` splits it; two photos are too few to split.
+    assert outlier_pool_for(UnknownSettings("mahalanobis", 0.5, 1, 0.01, outliers="auto"), 0.9, path=manifest)[1:] \
+        == (pool, [])
+    many = tmp_path / "many.csv"
+    paths = [f"data/outliers/p{i}.png" for i in range(8)]
+    many.write_text("path,origin,sha256\n" + "".join(f"{p},outlier_source,x\n" for p in paths))
+    settled, fit, held = outlier_pool_for(UnknownSettings("mahalanobis", 0.5, 1, 0.01, outliers="auto"), 0.2, path=many)
+    assert settled.outliers == "relative" and (fit, held) == hold_back(paths, 0.2) and len(held) == 3
 
 
 def test_a_small_copy_keeps_the_shape_within_the_side_and_never_enlarges(tmp_path):
