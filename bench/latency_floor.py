@@ -11,13 +11,15 @@ Measured side by side, interleaved round by round so machine noise hits every ro
 4. `Predictor`: `Predictor.predict(one photo's JPEG bytes)`, as the app calls it (decode, resize,
    model, temperature, top-k, unknown-photo score).
 5. `no unknown check`: the same Predictor with its unknown-photo detector switched off, for the detector's cost.
+6. `baseline`: with `--baseline DIR`, the Predictor of another bundle (say, one exported without the ImageNet
+   branch), so that the two bundles' latencies are compared in one run.
 
 Then it prints the deploy model's multiply-adds (counted from the layers of its `model.keras`), this machine's float32 matrix
 multiply throughput (NumPy's BLAS on all usable CPUs), and the latency that throughput implies for
 the model: no float32 runtime can beat it by much, since convolutions are matrix multiplies at best.
 
 Usage (from the repo root, after `dvc repro`):
-    python bench/latency_floor.py [--bundle models/deploy] [--rounds 20] [--calls 20]
+    python bench/latency_floor.py [--bundle models/deploy] [--baseline DIR] [--rounds 20] [--calls 20]
 """
 
 import argparse
@@ -100,6 +102,7 @@ def _seconds(call) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR)
+    parser.add_argument("--baseline", type=Path, help="another deploy bundle whose Predictor is timed beside")
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
     parser.add_argument("--calls", type=int, default=20, help="timed calls of each row per round")
     parser.add_argument("--matmul-size", type=int, default=2048, help="side of the square matrices timed for GFLOP/s")
@@ -124,6 +127,9 @@ def main(argv=None) -> None:
             plain = Predictor(args.bundle, backend="litert")
             plain.detector = None
             rows["no unknown check"] = lambda: plain.predict([photo])
+        if args.baseline is not None:
+            baseline = Predictor(args.baseline, backend="litert")
+            rows["baseline"] = lambda: baseline.predict([photo])
         times = {name: [] for name in rows}
         for call in rows.values():  # warm-up
             for _ in range(10):
@@ -146,6 +152,9 @@ def main(argv=None) -> None:
         with_check, without = statistics.median(times["Predictor"]), statistics.median(times["no unknown check"])
         print(f"the unknown-photo check ({predictor.detector.method}) costs {with_check / without - 1:+.1%} "
               "of the Predictor's p50")
+    if "baseline" in times:
+        ratio = statistics.median(times["Predictor"]) / statistics.median(times["baseline"])
+        print(f"the Predictor's p50 is {ratio:.2f}x the baseline bundle's ({args.baseline})")
     print(f"model: {macs / 1e6:.0f} M multiply-adds = {2 * macs / 1e9:.2f} GFLOP per image")
     print(f"float32 matrix multiply here: {gflops:.0f} GFLOP/s, so the model needs at least {floor_ms:.2f} ms")
     print(f"the bundle model runs at {2 * macs / (bundle_p50 / 1000) / 1e9:.0f} GFLOP/s "

@@ -36,7 +36,7 @@ from fish_classifier.evaluation.unknown_report import auroc
 from fish_classifier.layout import MANIFEST, UNKNOWN_DIR
 from fish_classifier.params import stage_params
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
-from fish_classifier.serving.inference import EMBEDDING, LiteRTBackend, outputs_for_files
+from fish_classifier.serving.inference import EMBEDDING, IMAGENET, LiteRTBackend, outputs_for_files
 from fish_classifier.serving.predictor import Predictor
 
 DEFAULT_UNKNOWN = UNKNOWN_DIR / "photos"  # the unknowns stage's copy of data.unknown_source
@@ -145,43 +145,50 @@ def main(argv=None) -> None:
 
 
 def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[dict]:
-    """Each method (and power) refitted on the bundle's embeddings, thresholded on validation fish alone."""
+    """Each method (and power) refitted on the bundle's embeddings, thresholded on validation fish alone; with the
+    bundle's ImageNet branch, the relative detector with the ImageNet head's score at several weights too."""
     backend = LiteRTBackend(predictor.bundle.serving_model_path)
     batch = select.batch_size
     train, labels = train_embeddings(backend, scored_split(manifest, "train"), predictor.classes,
                                      select.unknown_small_px, batch_size=batch)  # as select fits the bundle's
-    val = outputs_for_files(backend, scored_split(manifest, "val")["path"], batch_size=batch, desc="val")[EMBEDDING]
-    groups = {name: outputs_for_files(backend, paths, batch_size=batch, desc=name)[EMBEDDING]
+    val = outputs_for_files(backend, scored_split(manifest, "val")["path"], batch_size=batch, desc="val")
+    groups = {name: outputs_for_files(backend, paths, batch_size=batch, desc=name)
               for name, paths in sets.items() if name in ("dev test fish", *GROUPS) or name.startswith("test fish at")}
     head = head_weights(predictor.bundle.model_path) if predictor.bundle.model_path is not None else None
     rate = select.unknown_val_flag_rate
     table = []
-    candidates = [("knn", p, k) for p in (1.0, 0.5) for k in (1, 5)] + [("mahalanobis", p, 1) for p in (1.0, 0.5, 0.35)]
-    candidates += [("energy", 1.0, 1)] if head is not None else []
+    candidates = [("knn", p, k, 0.0) for p in (1.0, 0.5) for k in (1, 5)]
+    candidates += [("mahalanobis", p, 1, 0.0) for p in (1.0, 0.5, 0.35)]
+    candidates += [("energy", 1.0, 1, 0.0)] if head is not None else []
     # The relative rows: the pipeline's data/outliers, when it holds photos, split as select splits it.
     auto = UnknownSettings("mahalanobis", 0.5, 1, rate, "auto")
     pooled, pool, held = outlier_pool_for(auto, select.unknown_held_back)
     pool_embeddings = outputs_for_files(backend, pool, batch_size=batch, desc="outlier pool")[EMBEDDING] \
         if pooled.outliers == "relative" else None
     if held:
-        groups[HELD_BACK] = outputs_for_files(backend, held, batch_size=batch, desc=HELD_BACK)[EMBEDDING]
+        groups[HELD_BACK] = outputs_for_files(backend, held, batch_size=batch, desc=HELD_BACK)
     print(f"\nevery method refitted on {len(labels)} train embeddings (each train photo, and it at "
           f"{select.unknown_small_px} px), threshold flagging {rate:.1%} of validation fish")
     widths = {name: max(16, len(name) + 2) for name in groups}
-    print(f"{'method':<30}{'AUROC':>8}" + "".join(f"{name:>{widths[name]}}" for name in groups))
-    candidates += [("mahalanobis", p, "relative") for p in (0.5, 0.35)] if pool_embeddings is not None else []
-    for method, power, k in candidates:
+    print(f"{'method':<34}{'AUROC':>8}" + "".join(f"{name:>{widths[name]}}" for name in groups))
+    if pool_embeddings is not None:
+        weights = (0.0, 0.25, 0.5, 1.0) if IMAGENET in val else (0.0,)  # the ImageNet head: only with its branch
+        candidates += [("mahalanobis", p, "relative", w) for p in (0.5, 0.35) for w in weights]
+    for method, power, k, weight in candidates:
         relative = k == "relative"
-        detector = fit_unknown_detector(UnknownSettings(method, power, 1 if relative else k, rate,
-                                                        "relative" if relative else "ignore"),
-                                        train, labels, val, head,
-                                        outlier_embeddings=pool_embeddings if relative else None)
-        scores = {name: detector.score(values) for name, values in groups.items()}
+        settings = UnknownSettings(method, power, 1 if relative else k, rate, "relative" if relative else "ignore",
+                                   imagenet_weight=weight)
+        detector = fit_unknown_detector(settings, train, labels, val[EMBEDDING], head,
+                                        outlier_embeddings=pool_embeddings if relative else None,
+                                        val_imagenet=val.get(IMAGENET))
+        scores = {name: detector.score(values[EMBEDDING], values.get(IMAGENET)) for name, values in groups.items()}
         flagged = {name: float(detector.is_unknown(values).mean()) for name, values in scores.items()}
         area = auroc(scores["dev test fish"], scores[NOT_FISH]) if NOT_FISH in scores else float("nan")
         name = f"{method} p={power:g}" + (f" k={k}" if method == "knn" else f" {k}" if relative else "")
-        print(f"{name:<30}{area:>8.4f}" + "".join(f"{flagged[g]:>{widths[g]}.1%}" for g in groups))
-        table.append({"method": method, "power": power, "k": k, "auroc": area, "flagged": flagged})
+        name += f" + ImageNet {weight:g}" if weight else ""
+        print(f"{name:<34}{area:>8.4f}" + "".join(f"{flagged[g]:>{widths[g]}.1%}" for g in groups))
+        table.append({"method": method, "power": power, "k": k, "imagenet_weight": weight, "auroc": area,
+                      "flagged": flagged})
     return table
 
 

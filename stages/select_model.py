@@ -4,8 +4,8 @@ unknown-photo detector, and write the comparison and the detector's figures.
 Reads metrics/models/, models/zoo/ (every model of train.models), data/ (manifests, classes, photos), data/unknown and
 data/outliers; writes models/deploy/ (built aside, moved into place whole: the model, its LiteRT export checked
 against it, an example photo per species, the detector), metrics/summary.json and .md, and metrics/unknown/. The
-detector is fitted on the train photos' LiteRT embeddings (also at `select.unknown_small_px`) and data/outliers' less
-`select.unknown_held_back`, its threshold set on validation fish; data/unknown only measures it."""
+detector is fitted on the LiteRT model's outputs (with its ImageNet branch's where it has one) for the train photos
+and data/outliers less `select.unknown_held_back`, its threshold set on validation fish; data/unknown only measures."""
 
 import json
 import sys
@@ -22,13 +22,14 @@ from fish_classifier.evaluation.unknown_report import write_unknown_plots
 from fish_classifier.layout import (AUGMENTED_MANIFEST, CLASSES, DEPLOY_DIR, FIELD_PREDICTIONS_FILE, MANIFEST,
                                    MODEL_FILE, SUMMARY_JSON, SUMMARY_MD, UNKNOWN_MANIFEST, UNKNOWN_METRICS_DIR,
                                    metrics_dir, model_dir)
+from fish_classifier.model.imagenet_branch import branch_for
 from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.serving.bundle import SERVING_MODEL_FILE, UNKNOWN_FILE
 from fish_classifier.serving.bundle_publish import staged_bundle
 from fish_classifier.serving.bundle_writer import add_examples, add_unknown_detector, training_data_hash, write_bundle
 from fish_classifier.serving.export import evenly_spaced, export_for_serving
 from fish_classifier.serving.inference import LiteRTBackend
-from fish_classifier.training.settings import TrainedModels
+from fish_classifier.training.settings import TrainedModels, TrainSettings
 
 
 def main(argv=None) -> None:
@@ -41,7 +42,7 @@ def main(argv=None) -> None:
         unknown, outliers, held_back = outlier_pool_for(select.unknown, select.unknown_held_back)
     except EmptyOutlierPool as error:
         sys.exit(str(error))
-
+    unknown, imagenet = branch_for(best, stage_params(train=TrainSettings.for_model(best)).train.model, unknown)
     with staged_bundle(DEPLOY_DIR) as deploy:
         write_bundle(deploy, model_path=model_dir(best) / MODEL_FILE, classes=classes, model_name=best,
                      temperature=metrics[best]["calibration"]["temperature"], threshold=threshold,
@@ -50,11 +51,10 @@ def main(argv=None) -> None:
                      parts=(SERVING_MODEL_FILE, UNKNOWN_FILE))  # added below; a bundle without them is refused
         print(f"selected {best} (validation {select.metric} {metrics[best]['val'][select.metric]:.4f})")
         parity = export_for_serving(deploy, evenly_spaced(scored_split(manifest, "test")["path"],
-                                                          select.serving_parity_images))
-        print(f"exported {SERVING_MODEL_FILE}: largest difference {parity['max_abs_diff']:.1e} (probabilities), "
-              f"{parity['embedding_max_abs_diff']:.1e} (embeddings) on {parity['images']} test images")
+                                                          select.serving_parity_images), imagenet=imagenet)
+        print(f"exported {SERVING_MODEL_FILE} ({'with' if imagenet is not None else 'no'} ImageNet branch): "
+              + ", ".join(f"{key} {value:.1e}" for key, value in parity.items() if key.endswith("max_abs_diff")))
         add_examples(deploy, example_photos(manifest, classes), size=select.example_size)
-
         backend = LiteRTBackend(deploy / SERVING_MODEL_FILE)  # the detector sees what serving sees
         fitted = fit_bundle_detector(
             backend, manifest, classes, unknown, unknowns=pd.read_csv(UNKNOWN_MANIFEST),

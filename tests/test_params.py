@@ -305,6 +305,8 @@ RULES = [
      "select.unknown_outliers must be one of: ignore, relative, auto, got 'pool'"),
     ("select", "select.unknown_small_px", 8, "select.unknown_small_px must be an integer >= 16, got 8"),
     ("select", "select.unknown_held_back", 1.5, "select.unknown_held_back must be a number within [0, 1], got 1.5"),
+    ("select", "select.unknown_imagenet_weight", -0.5,
+     "select.unknown_imagenet_weight must be a number >= 0, got -0.5"),
 ]
 
 

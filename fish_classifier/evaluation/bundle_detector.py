@@ -17,7 +17,7 @@ from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSett
 from fish_classifier.evaluation.unknown_report import SMALL_TEST_FISH, TEST_FISH, unknown_figures
 from fish_classifier.images import ImageSource, open_rgb
 from fish_classifier.layout import OUTLIERS_MANIFEST
-from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, outputs_for_files
+from fish_classifier.serving.inference import EMBEDDING, IMAGENET, PROBABILITIES, outputs_for_files
 from fish_classifier.serving.unknown import UnknownDetector
 
 
@@ -54,7 +54,8 @@ class BundleDetector:
         """What metrics/summary.json records of how the detector was fitted: its method, whether it scored against
         the outlier pool (`outliers`, relative or ignore) when `asked` (select.unknown_outliers), and on how many
         of the pool's photos."""
-        return {"method": self.detector.method, "outliers": "relative" if self.outlier_photos else "ignore",
+        return {"method": self.detector.method, "imagenet_weight": self.detector.imagenet_weight,
+                "outliers": "relative" if self.outlier_photos else "ignore",
                 "asked": asked, "outlier_photos": self.outlier_photos, "small_px": self.small_px,
                 "held_back_photos": self.held_back[0] if self.held_back else 0,
                 "held_back_flagged": self.held_back[1] if self.held_back else None}
@@ -105,19 +106,20 @@ def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], se
     embedded = {split: outputs(rows["path"], f"detector {split}") for split, rows in fish.items()}
     train, labels = train_embeddings(backend, scored_split(manifest, "train"), classes, small_px, batch_size=batch_size)
     pool = outputs(list(outlier_paths), "outlier pool")[EMBEDDING] if settings.outliers == "relative" else None
-    detector = fit_unknown_detector(settings, train, labels, embedded["val"][EMBEDDING], head, outlier_embeddings=pool)
-    scores, pooled = {TEST_FISH: detector.score(embedded["test"][EMBEDDING])}, 0 if pool is None else len(pool)
+    detector = fit_unknown_detector(settings, train, labels, embedded["val"][EMBEDDING], head, outlier_embeddings=pool,
+                                    val_imagenet=embedded["val"].get(IMAGENET))
+    scores, pooled = {TEST_FISH: score(detector, embedded["test"])}, 0 if pool is None else len(pool)
     held = None
     if pool is not None and len(held_back_paths):
-        held_scores = detector.score(outputs(list(held_back_paths), HELD_BACK)[EMBEDDING])
+        held_scores = score(detector, outputs(list(held_back_paths), HELD_BACK))
         held = (len(held_scores), float(detector.is_unknown(held_scores).mean()))
     if not len(unknowns):
         return BundleDetector(detector, scores, None, pooled, small_px, held)
     groups = {group: outputs(rows["path"], group) for group, rows in unknowns.groupby("group") if group in GROUPS}
-    scores |= {group: detector.score(out[EMBEDDING]) for group, out in groups.items()}
+    scores |= {group: score(detector, out) for group, out in groups.items()}
     if small_px:
         small = [small_copy(path, small_px) for path in fish["test"]["path"]]
-        scores[SMALL_TEST_FISH] = detector.score(outputs(small, SMALL_TEST_FISH)[EMBEDDING])
+        scores[SMALL_TEST_FISH] = score(detector, outputs(small, SMALL_TEST_FISH))
     elsewhere = groups.get(FISH_ELSEWHERE)
     figures = unknown_figures(detector, settings.val_flag_rate, scores, catch_all_labels=catch_all_labels,
                               fish_elsewhere_labels=None if elsewhere is None else
@@ -149,8 +151,14 @@ def small_copy(source: ImageSource, side: int) -> Image.Image:
 
 def flag_photos(backend, detector: UnknownDetector, paths, *, batch_size: int) -> np.ndarray:
     """The detector's verdict (True: unknown) on each photo of `paths`."""
-    embeddings = outputs_for_files(backend, list(paths), batch_size=batch_size, desc="field")[EMBEDDING]
-    return detector.is_unknown(detector.score(embeddings))
+    return detector.is_unknown(score(detector, outputs_for_files(backend, list(paths), batch_size=batch_size,
+                                                                 desc="field")))
+
+
+def score(detector: UnknownDetector, outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The detector's scores of photos from their serving outputs (`outputs_for_files`): the embedding, and the
+    ImageNet probabilities where the model has its ImageNet branch."""
+    return detector.score(outputs[EMBEDDING], outputs.get(IMAGENET))
 
 
 def head_weights(model_path) -> list[np.ndarray]:

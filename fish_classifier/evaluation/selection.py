@@ -34,6 +34,7 @@ class SelectSettings(Section):
     unknown_histogram_bins: integer(ge=1)
     unknown_small_px: integer(ge=16)  # below images.no_content's 16 px every photo is unknown by rule
     unknown_held_back: Share  # of the outlier pool, kept out of the fit to choose methods and settings by
+    unknown_imagenet_weight: number(ge=0)  # the ImageNet head's part in the score; 0: no ImageNet branch
 
     @model_validator(mode="after")
     def _relative_needs_mahalanobis(self):
@@ -47,7 +48,7 @@ class SelectSettings(Section):
         """The detector's settings, as `unknown_fit.UnknownSettings` (`outliers` may still be auto: the select stage
         settles it by the outlier pool, `bundle_detector.outlier_pool_for`)."""
         return UnknownSettings(self.unknown_method, self.unknown_power, self.unknown_k, self.unknown_val_flag_rate,
-                               self.unknown_outliers)
+                               self.unknown_outliers, self.unknown_imagenet_weight)
 
 
 def rank_models(metrics: dict[str, dict], metric: str) -> list[str]:

@@ -91,6 +91,19 @@ def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None
 
 def detector_line(detector: dict) -> str:
     """What the unknown-photo detector was fitted on, in a sentence (`detector`: `BundleDetector.fitted_on`)."""
+    return _fitted_line(detector) + " " + _imagenet_line(detector.get("imagenet_weight") or 0.0)
+
+
+def _imagenet_line(weight: float) -> str:
+    if not weight:
+        return ("No ImageNet branch: `select.unknown_imagenet_weight` is 0, or the deploy model did not start from "
+                "ImageNet's weights, so it has no ImageNet layers to share.")
+    return (f"The score adds, at weight {weight:g}, the ImageNet head's (minus the log of its probability on "
+            "ImageNet's fish and crustaceans), from a branch of the LiteRT model that shares the deploy model's "
+            "frozen ImageNet layers; both scores are standardised on the validation fish.")
+
+
+def _fitted_line(detector: dict) -> str:
     fish = "the train fish" + (f" (as they are and brought down to {detector['small_px']} px, so that a small photo is "
                                "not taken for no fish)" if detector.get("small_px") else "")
     if detector["outliers"] == "relative":

@@ -5,6 +5,9 @@ With `select.unknown_outliers: relative` the Mahalanobis detector also fits one 
 the outlier pool (photos that are no fish, `data.outlier_source`), as it fits the fish: power-normalised unit
 embeddings, a mean and a Ledoit-Wolf covariance. Its score is then the distance to the nearest fish class
 minus the distance to that Gaussian. The pool only fits; the threshold is still set on validation fish.
+
+With `select.unknown_imagenet_weight` above 0 (and a model exported with its ImageNet branch) the ImageNet head's
+score joins in (`with_imagenet`), each of the two standardised on the validation fish before they are summed.
 """
 
 from dataclasses import dataclass
@@ -13,10 +16,11 @@ import numpy as np
 from sklearn.covariance import LedoitWolf
 
 from fish_classifier.evaluation.thresholds import threshold_at_rate
-from fish_classifier.serving.unknown import RELATIVE, UnknownDetector, features
+from fish_classifier.serving.unknown import RELATIVE, UnknownDetector, features, imagenet_score
 
 FIT_METHODS = ("knn", "mahalanobis", "energy")  # select.unknown_method
 OUTLIER_USES = ("ignore", "relative", "auto")  # select.unknown_outliers; auto: relative when the pool has photos
+_EPS = 1e-12  # the smallest spread a score is divided by (all validation fish scored alike)
 
 
 class EmptyOutlierPool(ValueError):
@@ -38,6 +42,7 @@ class UnknownSettings:
     k: int
     val_flag_rate: float
     outliers: str = "ignore"
+    imagenet_weight: float = 0.0  # > 0: the ImageNet head's score joins in, with this weight (needs its branch)
 
 
 def fit_detector(method: str, embeddings, labels, *, k: int = 1, power: float = 1.0, head_kernel=None,
@@ -84,16 +89,37 @@ def fit_detector(method: str, embeddings, labels, *, k: int = 1, power: float = 
 
 
 def fit_unknown_detector(settings: UnknownSettings, train_embeddings, train_labels, val_embeddings,
-                         head=None, outlier_embeddings=None) -> UnknownDetector:
+                         head=None, outlier_embeddings=None, val_imagenet=None) -> UnknownDetector:
     """The detector fitted on the train photos' embeddings (and, when `settings.outliers` is relative, the
-    outlier pool's), its threshold set on validation fish alone. `head`: the head's (kernel, bias), for energy."""
+    outlier pool's), its threshold set on validation fish alone. `head`: the head's (kernel, bias), for energy.
+    `val_imagenet`: the validation fish's ImageNet probabilities, which `settings.imagenet_weight` above 0 needs:
+    each score is standardised on them (`with_imagenet`)."""
     kernel, bias = head if head is not None else (None, None)
     if settings.outliers == "relative" and (outlier_embeddings is None or len(outlier_embeddings) == 0):
         raise EmptyOutlierPool()
     detector = fit_detector(settings.method, train_embeddings, train_labels, k=settings.k, power=settings.power,
                             head_kernel=kernel, head_bias=bias,
                             outlier_embeddings=outlier_embeddings if settings.outliers == "relative" else None)
-    return detector.with_threshold(validation_threshold(detector.score(val_embeddings), settings.val_flag_rate))
+    if settings.imagenet_weight > 0:
+        if val_imagenet is None:
+            raise ValueError("select.unknown_imagenet_weight is above 0 but the model gives no ImageNet probabilities "
+                             "(it was exported without its ImageNet branch)")
+        detector = with_imagenet(detector, settings.imagenet_weight, val_embeddings, val_imagenet)
+    scores = detector.score(val_embeddings, val_imagenet)
+    return detector.with_threshold(validation_threshold(scores, settings.val_flag_rate))
+
+
+def with_imagenet(detector: UnknownDetector, weight: float, val_embeddings, val_imagenet) -> UnknownDetector:
+    """`detector` with the ImageNet head's score added at `weight`, both scores standardised to mean 0 and standard
+    deviation 1 on the validation fish, so that the weight says how much the head counts whatever the scores' units."""
+    from fish_classifier.model.imagenet_branch import IMAGENET_FISH_CLASSES
+
+    fish = np.array(IMAGENET_FISH_CLASSES, dtype=np.int64)
+    own, head = detector.score(val_embeddings), imagenet_score(val_imagenet, fish)
+    spread = [max(float(np.std(values)), _EPS) for values in (own, head)]
+    standardise = np.array([np.mean(own), spread[0], np.mean(head), spread[1]], dtype=np.float64)
+    return UnknownDetector(detector.method, {**detector.arrays, "standardise": standardise, "imagenet_fish": fish},
+                           detector.k, detector.power, detector.threshold, weight)
 
 
 def validation_threshold(val_scores, flag_rate: float) -> float:

@@ -8,6 +8,9 @@ A backend takes a batch of raw RGB pixels (n, S, S, 3) and gives the serving mod
     embedding       (n, features)       the `pool` output, the head's input (for a mirror-averaging
                                         model, the mean over the photo and its mirror): what the
                                         unknown-photo detector (`fish_classifier.serving.unknown`) scores
+    imagenet        (n, 1000)           only a bundle exported with an ImageNet branch: the ImageNet head's
+                                        probabilities, from layers shared with the deploy model where they
+                                        are ImageNet's (`fish_classifier.model.imagenet_branch`)
 
 `LiteRTBackend` runs the bundle's `model.tflite` with nothing but the LiteRT runtime and NumPy, which is all
 the Docker image has; `KerasBackend` runs a `.keras` model and imports TensorFlow only when built. The
@@ -34,34 +37,43 @@ HEAD_LAYER = "head"  # the final Dense softmax; its kernel weighs the pooled fea
 PROBABILITIES = "probabilities"
 CLASS_MAPS = "class_maps"
 EMBEDDING = "embedding"
+IMAGENET = "imagenet"  # only with an ImageNet branch (`serving_model(model, rewired)`): its 1000 probabilities
 OUTPUTS = (PROBABILITIES, CLASS_MAPS, EMBEDDING)
 BACKENDS = ("auto", "litert", "keras")  # auto: LiteRT when the bundle has model.tflite, else Keras
 
 
-def serving_model(model):
-    """`model` with the three serving outputs, as a Keras model sharing its layers and weights.
+def serving_model(model, rewired=None):
+    """`model` with the serving outputs, as a Keras model sharing its layers and weights.
 
     The class maps are a 1x1 convolution with the head's kernel: the same sum over channels
-    that the head applies after pooling, done at every position of the feature map.
+    that the head applies after pooling, done at every position of the feature map. `rewired`: `model`'s graph
+    called anew with an ImageNet branch (`fish_classifier.model.imagenet_branch.with_imagenet_branch`), whose
+    ImageNet probabilities become a fourth output, `imagenet`.
     """
     import keras
 
     from fish_classifier.model.preprocessing import MirrorMean  # Keras layers: only for the Keras backend
 
+    if rewired is None:
+        feature_map, pooled = model.get_layer(FEATURE_LAYER).input, model.get_layer(FEATURE_LAYER).output
+        pixels, probabilities, extra = model.inputs, model.output, {}
+    else:
+        pixels, feature_map, pooled, probabilities, extra = rewired
     kernel = np.asarray(model.get_layer(HEAD_LAYER).kernel, dtype=np.float32)
     mirrored = any(isinstance(layer, MirrorMean) for layer in model.layers)
     weigh = keras.layers.Conv2D(kernel.shape[1], 1, use_bias=False, dtype="float32",
                                 name=f"{CLASS_MAPS}_both" if mirrored else CLASS_MAPS)
-    class_maps = weigh(model.get_layer(FEATURE_LAYER).input)
+    class_maps = weigh(feature_map)
     weigh.set_weights([kernel[np.newaxis, np.newaxis]])
-    pooled = model.get_layer(FEATURE_LAYER).output
     if mirrored:  # a mirror-averaging model: each photo's maps, and its mirror's flipped back, averaged
         class_maps = MirrorMean(maps=True, name=CLASS_MAPS)(class_maps)
         embedding = MirrorMean(name=EMBEDDING)(pooled)
+        extra = {name: MirrorMean(name=name)(tensor) for name, tensor in extra.items()}
     else:  # named like the other outputs, whatever the model calls its pooling layer's tensor
         embedding = keras.layers.Identity(name=EMBEDDING)(pooled)
-    outputs = {PROBABILITIES: model.output, CLASS_MAPS: class_maps, EMBEDDING: embedding}
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_serving")
+        extra = {name: keras.layers.Identity(name=name)(tensor) for name, tensor in extra.items()}
+    outputs = {PROBABILITIES: probabilities, CLASS_MAPS: class_maps, EMBEDDING: embedding, **extra}
+    return keras.Model(pixels, outputs, name=f"{model.name}_serving")
 
 
 class KerasBackend:
@@ -133,6 +145,7 @@ class LiteRTBackend:
             )
         self._runner = interpreter.get_signature_runner(key)
         self._input = signature["inputs"][0]
+        self.output_names = tuple(name for name in (*OUTPUTS, IMAGENET) if name in signature["outputs"])
         shape = self._runner.get_input_details()[self._input]["shape"]
         self.input_size = int(shape[1])
         # An interpreter is not thread-safe, and Streamlit serves each browser session on its own thread.
@@ -148,7 +161,7 @@ class LiteRTBackend:
         return outputs[CLASS_MAPS], outputs[PROBABILITIES]
 
     def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """All three serving outputs, by name (see the module's docstring)."""
+        """The serving outputs, by name (see the module's docstring): three, four with an ImageNet branch."""
         return self._run(batch)
 
     def _run(self, batch) -> dict[str, np.ndarray]:
@@ -157,7 +170,7 @@ class LiteRTBackend:
         with self._lock:
             for image in batch:
                 results.append(self._runner(**{self._input: image[np.newaxis]}))
-        return {name: np.concatenate([r[name] for r in results]) for name in OUTPUTS}
+        return {name: np.concatenate([r[name] for r in results]) for name in self.output_names}
 
 
 def load_backend(bundle, backend: str, num_threads: int | None):
@@ -183,12 +196,12 @@ def probabilities_for_files(backend, paths, *, batch_size: int, desc: str = "ima
 
 
 def outputs_for_files(backend, paths, *, batch_size: int, desc: str = "images") -> dict[str, np.ndarray]:
-    """The serving model's probabilities and embedding (what the unknown-photo detector scores) per image file (or
-    image already in memory: anything `images.load_pixels` reads)."""
+    """The serving model's probabilities, embedding and, with an ImageNet branch, ImageNet probabilities (what the
+    unknown-photo detector scores) per image file (or image already in memory: anything `images.load_pixels` reads)."""
 
     def run(batch):
         outputs = backend.outputs(batch)
-        return {name: outputs[name] for name in (PROBABILITIES, EMBEDDING)}
+        return {name: outputs[name] for name in (PROBABILITIES, EMBEDDING, IMAGENET) if name in outputs}
 
     return _over_files(backend, run, paths, batch_size=batch_size, desc=desc)[0]
 

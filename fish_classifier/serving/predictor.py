@@ -22,10 +22,11 @@ from PIL import Image
 
 from fish_classifier.cpus import usable_cpus
 from fish_classifier.images import ImageError, load_pixels, no_content, open_rgb
-from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, read_bundle
+from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, SERVING_MODEL_FILE, BundleError, read_bundle
 from fish_classifier.serving.bundle_schema import apply_temperature
 from fish_classifier.serving.inference import (
     EMBEDDING,
+    IMAGENET,
     PROBABILITIES,
     decoded_batches,
     load_backend,
@@ -88,7 +89,11 @@ class Predictor:
         else:
             outputs = self._backend.outputs(blank)
             _check_widths(bundle, outputs[PROBABILITIES], outputs[EMBEDDING], self.detector)
-            self.detector.score(outputs[EMBEDDING])
+            if self.detector.needs_imagenet and IMAGENET not in outputs:
+                raise BundleError(f"{bundle.path}: the unknown-photo detector scores the ImageNet branch, which only "
+                                  f"{SERVING_MODEL_FILE} has, and the {self.backend} backend runs no such branch; "
+                                  "serve it with the litert backend, or rebuild the bundle with `dvc repro select`")
+            self.detector.score(outputs[EMBEDDING], outputs.get(IMAGENET))
 
     def predict(self, images, top_k: int | None = None, threshold: float | None = None) -> list[Prediction]:
         """One Prediction per image, in input order; an unreadable image gets `error` set instead of a label.
@@ -155,13 +160,14 @@ class Predictor:
         if pixels:
             start = time.perf_counter()
             if self.detector is None:
-                probs, embeddings = self._backend(np.stack(pixels)), None
+                probs, outputs = self._backend(np.stack(pixels)), None
             else:
                 outputs = self._backend.outputs(np.stack(pixels))
-                probs, embeddings = outputs[PROBABILITIES], outputs[EMBEDDING]
+                probs = outputs[PROBABILITIES]
             ranking = time.perf_counter()
             timings.model += ranking - start
-            scores = np.full(len(pixels), math.nan) if embeddings is None else self.detector.score(embeddings)
+            scores = np.full(len(pixels), math.nan) if outputs is None else \
+                self.detector.score(outputs[EMBEDDING], outputs.get(IMAGENET))
             probs = apply_temperature(probs, self.temperature)
             for (i, source, empty), row, score in zip(readable, probs, scores):
                 prediction = ranked(source, row, self.classes, top_k, threshold)

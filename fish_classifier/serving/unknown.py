@@ -16,6 +16,12 @@ knn and the Mahalanobis scores first power-normalise each embedding (sign(x)|x|^
 and scale it to unit length. A power below 1 evens out the few large activations that the fine-tuned
 model gives every fish, so that the many small ones (which differ between a fish and a cat) count too.
 
+With `select.unknown_imagenet_weight` above 0 the score also hears the ImageNet head (the deploy model's ImageNet
+branch, `fish_classifier.model.imagenet_branch`): minus the log of its probability mass on ImageNet's fish and
+crustaceans. Each of the two scores is standardised on the validation fish (centre and scale kept in `standardise`)
+and the sum is own + weight x ImageNet's. A photo whose every layer says "a fish", but whose ImageNet head sees a
+dog, now counts as strange.
+
 A photo is unknown when its score is above the threshold, which is chosen on validation fish only: no
 unknown photo ever tunes it, so its rate on unknowns is out of sample. The detector never changes a label;
 it only says when not to believe one.
@@ -48,12 +54,23 @@ class UnknownDetector:
     k: int = 1
     power: float = 1.0
     threshold: float = float("inf")  # scores above it are unknown; inf until `with_threshold` sets it
+    imagenet_weight: float = 0.0  # > 0: the ImageNet head's score joins in (arrays standardise and imagenet_fish)
 
     def __post_init__(self):
         check_method(self.method)
         _check_arrays(self.method, self.arrays, self.k)
         if math.isnan(self.threshold):
             raise ValueError(f"the unknown-photo threshold must be a number, got {self.threshold}")
+        if not (isinstance(self.imagenet_weight, (int, float)) and 0 <= self.imagenet_weight < math.inf):
+            raise ValueError(f"the detector's imagenet_weight must be a finite number >= 0, got "
+                             f"{self.imagenet_weight!r}")
+        if self.imagenet_weight:
+            _check_imagenet_arrays(self.arrays)
+
+    @property
+    def needs_imagenet(self) -> bool:
+        """Whether it scores the ImageNet head's probabilities too (a model exported with an ImageNet branch)."""
+        return self.imagenet_weight > 0
 
     @property
     def embedding_width(self) -> int:
@@ -64,8 +81,9 @@ class UnknownDetector:
             return int(self.arrays["means"].shape[1])  # (classes, d)
         return int(self.arrays["kernel"].shape[0])  # energy: the head's (d, classes)
 
-    def score(self, embeddings) -> np.ndarray:
-        """One score per embedding row (higher = less like the training fish).
+    def score(self, embeddings, imagenet=None) -> np.ndarray:
+        """One score per embedding row (higher = less like the training fish); `imagenet`: the ImageNet head's
+        probabilities (n, 1000) of the same photos, which a detector that `needs_imagenet` requires.
 
         The products run on BLAS held to one thread: with more, BLAS's worker threads spin for a while after
         each call, taking the cores from the LiteRT interpreter's next photo (a served photo took 64% longer);
@@ -74,7 +92,18 @@ class UnknownDetector:
         leaves the cores to LiteRT) and costs about 10 us a call."""
         x = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
         with _blas().limit(limits=1, user_api="blas"):
-            return self._score(x)
+            own = self._score(x)
+        if not self.needs_imagenet:
+            return own
+        if imagenet is None:
+            raise ValueError("this unknown-photo detector also scores the ImageNet head's probabilities, and none were "
+                             "given: serve it with the bundle's model.tflite, which has the ImageNet branch")
+        centre, scale, imagenet_centre, imagenet_scale = self.arrays["standardise"].astype(np.float64)
+        head = imagenet_score(imagenet, self.arrays["imagenet_fish"])
+        if len(head) != len(own):
+            raise ValueError(f"{len(own)} embeddings but ImageNet probabilities for {len(head)} photos")
+        return ((own - centre) / scale + self.imagenet_weight * (head - imagenet_centre) / imagenet_scale
+                ).astype(np.float32)
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         if self.method == "knn":
@@ -102,12 +131,14 @@ class UnknownDetector:
         return ~(np.asarray(scores) <= self.threshold)
 
     def with_threshold(self, threshold: float) -> "UnknownDetector":
-        return UnknownDetector(self.method, self.arrays, self.k, self.power, _finite_threshold(threshold))
+        return UnknownDetector(self.method, self.arrays, self.k, self.power, _finite_threshold(threshold),
+                               self.imagenet_weight)
 
     def save(self, path) -> Path:
         path = Path(path)
         _finite_threshold(self.threshold)  # an unset (inf) threshold would flag nothing
-        settings = {"method": self.method, "k": self.k, "power": self.power, "threshold": self.threshold}
+        settings = {"method": self.method, "k": self.k, "power": self.power, "threshold": self.threshold,
+                    "imagenet_weight": self.imagenet_weight}
         with open(path, "wb") as f:  # a file object, so NumPy adds no .npz of its own to the name
             np.savez(f, settings=np.array(json.dumps(settings)), **self.arrays)
         return path
@@ -131,7 +162,19 @@ class UnknownDetector:
             raise ValueError(f"the detector's k must be a whole number >= 1, got {k!r}")
         if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 < power <= 1:
             raise ValueError(f"the detector's power must be within (0, 1], got {power!r}")
-        return cls(method, arrays, k, float(power), _finite_threshold(threshold))
+        weight = settings.get("imagenet_weight", 0.0)  # files saved before the ImageNet branch have none
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ValueError(f"the detector's imagenet_weight must be a number, got {weight!r}")
+        return cls(method, arrays, k, float(power), _finite_threshold(threshold), float(weight))
+
+
+def imagenet_score(probabilities, fish_classes) -> np.ndarray:
+    """Minus the log of each row's ImageNet probability mass on `fish_classes` (floored at 1e-9): 0 for a photo the
+    ImageNet head calls a fish outright, about 20 for one it sees nothing of a fish in."""
+    probabilities = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+    if probabilities.ndim != 2 or probabilities.shape[1] <= int(np.max(fish_classes)):
+        raise ValueError(f"expected ImageNet probabilities (n, 1000), got shape {probabilities.shape}")
+    return -np.log(np.clip(probabilities[:, np.asarray(fish_classes, dtype=np.int64)].sum(axis=1), 1e-9, 1.0))
 
 
 def features(embeddings, power: float) -> np.ndarray:
@@ -174,6 +217,20 @@ def _check_arrays(method: str, arrays: dict[str, np.ndarray], k: int) -> None:
     if not fits:
         raise ValueError(f"the {method} detector's arrays do not fit together (k {k}): "
                          + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
+
+
+def _check_imagenet_arrays(arrays: dict[str, np.ndarray]) -> None:
+    """The arrays the ImageNet part of the score needs: four finite standardising numbers, scales above 0, and the
+    ImageNet fish classes as whole numbers within 0..999."""
+    standardise, fish = arrays.get("standardise"), arrays.get("imagenet_fish")
+    if standardise is None or fish is None:
+        raise ValueError("a detector with imagenet_weight above 0 needs the arrays 'standardise' and 'imagenet_fish'")
+    if standardise.dtype.kind not in "fiu" or standardise.shape != (4,) or not np.isfinite(standardise).all() \
+            or not (standardise[[1, 3]] > 0).all():
+        raise ValueError("the detector's 'standardise' must be 4 finite numbers (centre, scale > 0, ImageNet centre, "
+                         f"ImageNet scale > 0), got {standardise!r:.120}")
+    if fish.dtype.kind not in "iu" or fish.ndim != 1 or not len(fish) or fish.min() < 0 or fish.max() > 999:
+        raise ValueError(f"the detector's 'imagenet_fish' must be ImageNet class numbers (0..999), got {fish!r:.120}")
 
 
 def _finite_threshold(threshold) -> float:

@@ -37,3 +37,13 @@ def test_one_short_run_times_every_row_of_a_bundle(colour_bundle, capsys):
     assert out.startswith("colour-test-cnn at 32 px, ") and "the unknown-photo check (" in out
     # One 3x3 conv of 8 filters on 32x32x3 (221,184) and the 8x3 head (24).
     assert latency_floor.multiply_adds(load_model(colour_bundle / "model.keras")) == 221208
+
+
+def test_a_baseline_bundle_is_timed_beside_and_the_ratio_printed(colour_bundle, capsys):
+    latency_floor.main(["--bundle", str(colour_bundle), "--baseline", str(colour_bundle), "--rounds", "1",
+                        "--calls", "2", "--matmul-size", "64"])
+    out = capsys.readouterr().out
+    rows = dict(re.findall(r"^(.+?)\s+(\d+\.\d\d)\s+\d+\.\d\d$", out, flags=re.MULTILINE))
+    assert "baseline" in rows and float(rows["baseline"]) > 0
+    ratio = float(re.search(r"the Predictor's p50 is (\d+\.\d\d)x the baseline bundle's", out).group(1))
+    assert ratio == pytest.approx(float(rows["Predictor"]) / float(rows["baseline"]), abs=0.02)

@@ -18,7 +18,8 @@ from fish_classifier.evaluation.bundle_detector import (
     train_embeddings,
 )
 from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSettings, fit_unknown_detector
-from fish_classifier.serving.inference import EMBEDDING, outputs_for_files
+from fish_classifier.model.imagenet_branch import IMAGENET_FISH_CLASSES
+from fish_classifier.serving.inference import EMBEDDING, IMAGENET, outputs_for_files
 from fish_classifier.serving.unknown import RELATIVE
 
 
@@ -184,3 +185,30 @@ def test_a_small_copy_keeps_the_shape_within_the_side_and_never_enlarges(tmp_pat
     small = small_copy(tmp_path / "wide.png", 64)
     assert small.size == (64, 32) and small.mode == "RGB" and small.getpixel((10, 10)) == (10, 200, 30)
     assert small_copy(Image.new("RGB", (40, 20)), 64).size == (40, 20)
+
+
+class ImageNetBackend(TintBackend):
+    """TintBackend with an ImageNet branch: its head puts a photo's saturation (0 for grey) on ImageNet's fish."""
+
+    def outputs(self, batch):
+        out = super().outputs(batch)
+        pixels = np.asarray(batch, np.float32)
+        saturation = np.clip((pixels.max(axis=3) - pixels.min(axis=3)).mean(axis=(1, 2)) / 160, 1e-6, 1 - 1e-6)
+        probs = np.zeros((len(batch), 1000))
+        probs[:, IMAGENET_FISH_CLASSES[0]], probs[:, 500] = saturation, 1 - saturation
+        return {**out, IMAGENET: probs}
+
+
+def test_with_an_imagenet_weight_every_figure_hears_the_imagenet_head_and_the_record_says_so(project):
+    manifest, unknowns, pool = project
+    settings = UnknownSettings("mahalanobis", 1.0, 1, 0.1, outliers="relative", imagenet_weight=1.0)
+
+    fitted = fit_bundle_detector(ImageNetBackend(), manifest, CLASSES, settings, unknowns=unknowns,
+                                 outlier_paths=pool, catch_all_labels=[CLASSES[0]["label"]], batch_size=8)
+
+    assert fitted.detector.needs_imagenet and fitted.fitted_on("relative")["imagenet_weight"] == 1.0
+    assert fitted.details(settings)["imagenet_weight"] == 1.0  # bundle.json records it as summary.json does
+    assert fitted.figures["flagged"]["not-fish"] == 1.0 and fitted.figures["flagged"]["test fish"] <= 0.1
+    grey = _photos(Path(pool[0]).parent.parent / "grey", [(130, 128, 126)])
+    flags = flag_photos(ImageNetBackend(), fitted.detector, grey + list(manifest["path"].iloc[-1:]), batch_size=2)
+    assert flags.tolist() == [True, False]

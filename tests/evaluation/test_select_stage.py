@@ -28,6 +28,8 @@ def select_project(tmp_path, names=("cnn", "vgg16", "mobilenetv2"), **select) ->
     names = list(names)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["models"] = names
+    for name in names:  # the tiny model stands in for each: none of them starts from ImageNet's weights
+        params["train"][name].update({"weights": "none"} if name != "cnn" else {})
     params["select"].update(metric="macro_f1", threshold_rule="val_flag_rate", val_flag_rate=0.1,
                             unknown_val_flag_rate=0.0, example_size=32, **select)
     params["data"].update(catch_all_labels=[CLASSES[0]["label"]], other_fish_labels=[CLASSES[0]["label"]])
@@ -97,6 +99,10 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     assert result["field"]["deploy bundle"]["flagged"] >= 0.5  # the detector may flag more, never fewer
     summary_text = (tmp_path / "metrics" / "summary.md").read_text()
     assert "| **mobilenetv2** |" in summary_text and "| not-fish | 3 | 100.0% |" in summary_text
+    # Its model did not start from ImageNet's weights: no ImageNet branch, whatever select.unknown_imagenet_weight.
+    assert "No ImageNet branch" in summary_text and result["detector"]["imagenet_weight"] == 0.0
+    serving = json.loads((tmp_path / "models" / "deploy" / "bundle.json").read_text())["serving"]
+    assert "imagenet" not in serving["outputs"]
 
     deploy = tmp_path / "models" / "deploy"
     info = json.loads((deploy / "bundle.json").read_text())
@@ -169,7 +175,7 @@ def test_the_outlier_pool_fits_the_detector_but_never_counts_in_its_figures(tmp_
     detector = json.loads((tmp_path / "metrics" / "summary.json").read_text())["detector"]
     flagged = detector.pop("held_back_flagged")
     assert detector == {"method": "relative_mahalanobis", "outliers": "relative", "asked": "relative",
-                        "outlier_photos": 5, "small_px": 64, "held_back_photos": 3}
+                        "outlier_photos": 5, "small_px": 64, "held_back_photos": 3, "imagenet_weight": 0.0}
     assert flagged * 3 == round(flagged * 3) and f"it flags {flagged:.1%} of them" in text
 
 

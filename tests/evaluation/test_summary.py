@@ -40,6 +40,10 @@ def test_a_detector_fitted_on_the_outlier_pool_says_so_and_that_the_pool_is_not_
     assert ("Fitted on the train fish (as they are and brought down to 64 px, so that a small photo is not taken for "
             "no fish) and on 25 photos that are no fish") in small_too
     assert "Small test fish" not in text
+    assert "No ImageNet branch: `select.unknown_imagenet_weight` is 0, or the deploy model did not start from" in text
+    imagenet = summary_markdown(metrics, "macro_f1", figures, detector={**detector, "imagenet_weight": 0.5})
+    assert ("The score adds, at weight 0.5, the ImageNet head's (minus the log of its probability on ImageNet's fish "
+            "and crustaceans), from a branch of the LiteRT model that shares the deploy model's frozen") in imagenet
     small = summary_markdown(metrics, "macro_f1", {**figures, "images": {**figures["images"], "small test fish": 10},
                                                    "flagged": {**figures["flagged"], "small test fish": 0.1}})
     assert "| small test fish | 10 | 10.0% |" in small

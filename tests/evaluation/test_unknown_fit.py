@@ -10,6 +10,7 @@ from fish_classifier.evaluation.unknown_fit import (
     fit_unknown_detector,
     validation_threshold,
 )
+from fish_classifier.model.imagenet_branch import IMAGENET_FISH_CLASSES
 from fish_classifier.serving.unknown import RELATIVE
 
 
@@ -82,3 +83,32 @@ def test_a_pool_of_one_photo_or_a_method_other_than_mahalanobis_is_refused():
         fit_detector("knn", train, labels, outlier_embeddings=train)
     with pytest.raises(ValueError, match="unknown select.unknown_method 'cosine', expected one of: knn, mahalanobis"):
         fit_detector("cosine", train, labels)
+
+
+def test_the_imagenet_head_flags_what_the_embeddings_alone_take_for_fish():
+    """Photos whose embeddings sit among the fish but whose ImageNet head sees no fish: flagged once the head's
+    score joins in, each part standardised on validation fish."""
+    rng = np.random.default_rng(0)
+    train, labels = clusters(0)
+    val, _ = clusters(1)
+    lookalikes, _ = clusters(2)  # fish-like embeddings, as a dog on a tray might give
+    fish_classes = list(IMAGENET_FISH_CLASSES)
+
+    def probs(fish_mass):
+        rows = rng.dirichlet(np.ones(1000), len(fish_mass))
+        rows[:, fish_classes] *= (fish_mass / rows[:, fish_classes].sum(axis=1))[:, None]
+        others = np.setdiff1d(np.arange(1000), fish_classes)
+        rows[:, others] *= ((1 - fish_mass) / rows[:, others].sum(axis=1))[:, None]
+        return rows
+
+    val_probs, lookalike_probs = probs(rng.uniform(0.3, 0.9, len(val))), probs(np.full(len(lookalikes), 1e-6))
+    alone = fit_unknown_detector(UnknownSettings("mahalanobis", 0.5, 1, 0.01), train, labels, val)
+    both = fit_unknown_detector(UnknownSettings("mahalanobis", 0.5, 1, 0.01, imagenet_weight=1.0), train, labels, val,
+                                val_imagenet=val_probs)
+    assert alone.is_unknown(alone.score(lookalikes)).mean() < 0.1
+    assert both.is_unknown(both.score(lookalikes, lookalike_probs)).mean() > 0.9
+    val_scores = both.score(val, val_probs)
+    assert abs(val_scores.mean()) < 1e-4 and both.is_unknown(val_scores).mean() <= 0.01  # both parts centred on val
+    assert both.imagenet_weight == 1.0 and list(both.arrays["imagenet_fish"]) == fish_classes
+    with pytest.raises(ValueError, match="unknown_imagenet_weight is above 0 but the model gives no ImageNet"):
+        fit_unknown_detector(UnknownSettings("mahalanobis", 0.5, 1, 0.01, imagenet_weight=1.0), train, labels, val)

@@ -135,3 +135,60 @@ def test_the_relative_score_is_the_fish_distance_minus_the_outlier_distance(tmp_
     assert np.allclose(detector.score(photos), alone.score(photos) - outlier, atol=1e-3)
     loaded = UnknownDetector.load(detector.save(tmp_path / "unknown.npz"))
     assert loaded.method == RELATIVE and np.array_equal(loaded.score(photos), detector.score(photos))
+
+
+def _imagenet_probs(fish_mass, rng, classes=1000):
+    """ImageNet probability rows whose mass on classes 0 and 1 (the fish, in these tests) is `fish_mass`."""
+    rows = rng.dirichlet(np.ones(classes - 2), len(fish_mass)) * (1 - np.asarray(fish_mass))[:, None]
+    return np.hstack([np.asarray(fish_mass)[:, None] / 2, np.asarray(fish_mass)[:, None] / 2, rows])
+
+
+def test_with_an_imagenet_weight_the_score_adds_the_standardised_imagenet_score_by_hand(tmp_path):
+    train, labels = clusters(0)
+    plain = fit_detector("mahalanobis", train, labels, power=0.5)
+    arrays = {**plain.arrays, "standardise": np.array([2.0, 4.0, 1.0, 0.5]), "imagenet_fish": np.array([0, 1])}
+    detector = UnknownDetector("mahalanobis", arrays, power=0.5, threshold=0.0, imagenet_weight=0.25)
+    photos = train[:3]
+    probs = _imagenet_probs([0.5, 0.01, 1.0], np.random.default_rng(0))
+    own = plain.score(photos)
+    head = -np.log([0.5, 0.01, 1.0])
+    assert np.allclose(detector.score(photos, probs), (own - 2.0) / 4.0 + 0.25 * (head - 1.0) / 0.5, atol=1e-5)
+    assert detector.needs_imagenet and not plain.needs_imagenet
+    assert np.allclose(plain.score(photos, probs), own)  # a detector without the weight ignores them
+    with pytest.raises(ValueError, match="also scores the ImageNet head's probabilities, and none were given"):
+        detector.score(photos)
+    loaded = UnknownDetector.load(detector.save(tmp_path / "unknown.npz"))
+    assert loaded.imagenet_weight == 0.25 and np.array_equal(loaded.score(photos, probs), detector.score(photos, probs))
+
+
+def test_the_imagenet_score_floors_a_mass_of_zero_and_refuses_rows_that_are_not_imagenets():
+    assert unknown.imagenet_score([[0.0, 0.0, 1.0]], [0, 1]) == pytest.approx([-np.log(1e-9)])
+    with pytest.raises(ValueError, match=r"expected ImageNet probabilities \(n, 1000\), got shape \(1, 3\)"):
+        unknown.imagenet_score([[0.2, 0.3, 0.5]], [0, 999])
+
+
+@pytest.mark.parametrize(
+    ("arrays", "weight", "message"),
+    [
+        ({}, 0.5, "needs the arrays 'standardise' and 'imagenet_fish'"),
+        ({"standardise": np.array([0.0, 0.0, 0.0, 1.0]), "imagenet_fish": np.array([0])}, 0.5,
+         "'standardise' must be 4 finite numbers"),
+        ({"standardise": np.array([0.0, 1.0, 0.0, 1.0]), "imagenet_fish": np.array([1000])}, 0.5,
+         "'imagenet_fish' must be ImageNet class numbers (0..999)"),
+        ({"standardise": np.array([0.0, 1.0, 0.0, 1.0]), "imagenet_fish": np.array([1])}, float("inf"),
+         "imagenet_weight must be a finite number >= 0, got inf"),
+    ],
+    ids=["arrays missing", "scale 0", "class 1000", "infinite weight"],
+)
+def test_a_detector_with_a_bad_imagenet_part_is_refused_naming_it(tmp_path, arrays, weight, message):
+    train, labels = clusters(0)
+    plain = fit_detector("mahalanobis", train, labels, power=0.5)
+    with pytest.raises(ValueError) as error:
+        UnknownDetector("mahalanobis", {**plain.arrays, **arrays}, power=0.5, threshold=0.0, imagenet_weight=weight)
+    assert message in str(error.value)
+
+
+def test_a_detector_file_saved_before_the_imagenet_branch_loads_without_it_and_a_bad_weight_is_refused(tmp_path):
+    assert UnknownDetector.load(_saved(tmp_path)).imagenet_weight == 0.0  # its settings have no imagenet_weight
+    with pytest.raises(ValueError, match="the detector's imagenet_weight must be a number, got 'high'"):
+        UnknownDetector.load(_saved(tmp_path, imagenet_weight="high"))

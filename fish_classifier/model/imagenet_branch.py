@@ -1,0 +1,111 @@
+"""The ImageNet head's view of a photo, as a branch of the deploy model that shares its frozen lower layers.
+
+A fine-tuned backbone keeps its lower layers exactly as ImageNet trained them (training only moves the top
+`fine_tune_layers`). The branch runs those shared layers once, then the ImageNet model's own upper layers and its
+1000-class head, so the unknown-photo detector can ask how much of the photo ImageNet calls a fish
+(`IMAGENET_FISH_CLASSES`) at a small share of a second network's cost: for MobileNetV2 the branch's upper part
+works on 7x7 feature maps.
+
+The shared cut is found from the weights, not from params.yaml: the deepest cut below which every layer of the
+deploy backbone equals the ImageNet model's, so a backbone trained from scratch (`weights: none`) shares nothing and
+is refused. Building needs the ImageNet weights with the head (`include_top=True`), which Keras downloads, or finds
+in `$KERAS_HOME/models`.
+"""
+
+from dataclasses import replace
+
+import keras
+import numpy as np
+
+from fish_classifier.model.zoo import WeightsUnavailableError, zoo_model
+from fish_classifier.serving.inference import FEATURE_LAYER, IMAGENET
+
+# ImageNet's fish and crustaceans: tench, goldfish, great white shark, tiger shark, hammerhead, electric ray,
+# stingray (0-6); Dungeness, rock, fiddler and king crab, American and spiny lobster, crayfish, hermit crab,
+# isopod (118-126); barracouta, eel, coho, rock beauty, anemone fish, sturgeon, gar, lionfish, puffer (389-397).
+# Crustaceans count: a shrimp on a plate gets most of its mass from crayfish and the lobsters.
+IMAGENET_FISH_CLASSES = (*range(0, 7), *range(118, 127), *range(389, 398))
+
+
+def imagenet_model(name: str) -> keras.Model:
+    """Backbone `name` with its ImageNet weights and 1000-class head (Keras' `include_top=True` file)."""
+    spec = zoo_model(name)
+    if spec.from_scratch:
+        raise ValueError(f"{name} has no ImageNet head: the ImageNet branch needs one of the backbones")
+    try:
+        return spec.application(include_top=True, weights="imagenet")
+    except Exception as exc:  # Keras raises a bare Exception when the download fails
+        raise WeightsUnavailableError(
+            f"cannot load {name}'s ImageNet weights with the 1000-class head ({exc}), which the unknown-photo "
+            f"detector's ImageNet branch needs (select.unknown_imagenet_weight). Either put Keras' include_top "
+            f"weights file for {name} in <dir>/models/ and set KERAS_HOME=<dir> (a writable folder), or set "
+            f"select.unknown_imagenet_weight to 0."
+        ) from exc
+
+
+def shared_split(backbone: keras.Model, reference: keras.Model) -> tuple[keras.Model, keras.Model, keras.Model]:
+    """(lower, upper, reference_upper): `backbone` cut at the deepest single-tensor cut below which all its layers'
+    weights equal `reference`'s (layers matched by name), and `reference` (the ImageNet model with its head) cut at
+    the same place. `lower` and `upper` share their layers with `backbone`; ValueError when nothing is shared."""
+    changed = {layer.name for layer in backbone.layers if not _same_weights(layer, reference)}
+    for index in range(len(backbone.layers) - 1, 0, -1):
+        layer = backbone.layers[index]
+        cut = layer.input
+        if isinstance(cut, (list, tuple)):
+            continue
+        try:
+            upper = keras.Model(cut, backbone.output, name=f"{backbone.name}_top")
+        except ValueError:  # some tensor above the cut comes from below it
+            continue
+        if changed <= {above.name for above in upper.layers}:
+            lower = keras.Model(backbone.input, cut, name=f"{backbone.name}_shared")
+            if not lower.weights:
+                break
+            reference_upper = keras.Model(reference.get_layer(layer.name).input, reference.output,
+                                          name="imagenet_top")
+            return lower, upper, reference_upper
+    raise ValueError(f"{backbone.name} shares no layer with {reference.name}: its first layers are not ImageNet's "
+                     "(was it trained with weights: none?), so it has no ImageNet branch to share")
+
+
+def with_imagenet_branch(model, imagenet: keras.Model):
+    """`model`'s graph called anew with its backbone cut where it stops sharing `imagenet`'s weights (`shared_split`),
+    and `imagenet`'s upper layers on the shared ones: (pixels, the feature map, the pooled features, the
+    probabilities, {IMAGENET: the ImageNet probabilities}), which `inference.serving_model` makes its outputs."""
+    [backbone] = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    lower, upper, imagenet_upper = shared_split(backbone, imagenet)
+    pixels = keras.Input(model.input_shape[1:], name=model.inputs[0].name)
+    x, tensors = pixels, {}
+    for layer in model.layers[1:]:  # the chain build_model makes: [mirror pair], preprocess, backbone, pool, ...
+        if layer is backbone:
+            shared = lower(x)
+            x, branch = upper(shared), imagenet_upper(shared)
+        else:
+            tensors[layer.name] = x
+            x = layer(x)
+            if layer.name == FEATURE_LAYER:
+                pooled = x
+    return pixels, tensors[FEATURE_LAYER], pooled, x, {IMAGENET: branch}
+
+
+def _same_weights(layer, reference: keras.Model) -> bool:
+    weights = layer.get_weights()
+    if not weights:
+        return True
+    try:
+        theirs = reference.get_layer(layer.name).get_weights()
+    except ValueError:  # no layer of that name
+        return False
+    return len(theirs) == len(weights) and all(a.shape == b.shape and np.array_equal(a, b)
+                                               for a, b in zip(weights, theirs))
+
+
+def branch_for(name: str, model_settings, unknown):
+    """(`unknown` with its `imagenet_weight` settled, the ImageNet model with its head to branch from or None).
+
+    No branch, and the weight 0, when select.unknown_imagenet_weight is 0 or deploy model `name` did not start from
+    ImageNet's weights (the custom CNN, or `train.<name>.weights` none or a file of its own): then no layer is
+    ImageNet's to share. `model_settings`: train.<name>; `unknown`: the detector's `UnknownSettings`."""
+    if unknown.imagenet_weight <= 0 or zoo_model(name).from_scratch or model_settings.weights != "imagenet":
+        return replace(unknown, imagenet_weight=0.0), None
+    return unknown, imagenet_model(name)
