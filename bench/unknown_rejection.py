@@ -170,7 +170,7 @@ def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[d
     print(f"\nevery method refitted on {len(labels)} train embeddings (each train photo, and it at "
           f"{select.unknown_small_px} px), threshold flagging {rate:.1%} of validation fish")
     widths = {name: max(16, len(name) + 2) for name in groups}
-    print(f"{'method':<34}{'AUROC':>8}" + "".join(f"{name:>{widths[name]}}" for name in groups))
+    print(f"{'method':<46}{'AUROC':>8}" + "".join(f"{name:>{widths[name]}}" for name in groups))
     if pool_embeddings is not None:
         weights = (0.0, 0.25, 0.5, 1.0) if IMAGENET in val else (0.0,)  # the ImageNet head: only with its branch
         candidates += [("mahalanobis", p, "relative", w) for p in (0.5, 0.35) for w in weights]
@@ -186,7 +186,7 @@ def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[d
         area = auroc(scores["dev test fish"], scores[NOT_FISH]) if NOT_FISH in scores else float("nan")
         name = f"{method} p={power:g}" + (f" k={k}" if method == "knn" else f" {k}" if relative else "")
         name += f" + ImageNet {weight:g}" if weight else ""
-        print(f"{name:<34}{area:>8.4f}" + "".join(f"{flagged[g]:>{widths[g]}.1%}" for g in groups))
+        print(f"{name:<46}{area:>8.4f}" + "".join(f"{flagged[g]:>{widths[g]}.1%}" for g in groups))
         table.append({"method": method, "power": power, "k": k, "imagenet_weight": weight, "auroc": area,
                       "flagged": flagged})
     return table
