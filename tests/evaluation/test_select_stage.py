@@ -197,3 +197,54 @@ def shrunk(path: Path, size: int) -> np.ndarray:
         photo = photo.convert("RGB")
         photo.thumbnail((size, size))
         return np.asarray(photo, dtype=np.float64)
+
+
+def fake_imagenet_home(folder):
+    """A KERAS_HOME whose MobileNetV2 weights with the 1000-class head are random ones, under the file name Keras
+    looks for: this machine's stand-in for ImageNet's. Returns (the folder, the model those weights make)."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(0)
+    imagenet = keras.applications.MobileNetV2(include_top=True, weights=None)
+    (folder / "models").mkdir(parents=True)
+    with h5py.File(folder / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, imagenet)
+    return folder, imagenet
+
+
+@pytest.mark.slow
+def test_a_mobilenetv2_from_imagenet_weights_ships_its_imagenet_branch_and_the_detector_hears_it(tmp_path):
+    import keras
+
+    from fish_classifier.model.zoo import build_head, build_model
+    from fish_classifier.serving.predictor import Predictor
+
+    # knn: random weights give embeddings too alike for a Mahalanobis covariance to invert.
+    params = select_project(tmp_path, names=["mobilenetv2"], unknown_method="knn", unknown_outliers="ignore")
+    params["train"]["mobilenetv2"]["weights"] = "imagenet"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    home, imagenet = fake_imagenet_home(tmp_path / "keras-home")
+    # The deploy model: the backbone from those weights, its top block moved as fine-tuning moves it.
+    backbone = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(224, 224, 3))
+    for layer in backbone.layers:
+        if layer.weights:
+            layer.set_weights([w + 0.01 * (layer.name.startswith("block_16")) for w in
+                               imagenet.get_layer(layer.name).get_weights()])
+    build_model("mobilenetv2", len(CLASSES), backbone=backbone, head=build_head(len(CLASSES), 0.1)).save(
+        tmp_path / model_dir("mobilenetv2") / MODEL_FILE)
+
+    run = subprocess.run([sys.executable, str(REPO / "stages" / "select_model.py")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_HOME": str(home)})
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    assert "exported model.tflite (with ImageNet branch)" in run.stdout
+    bundle = json.loads((tmp_path / "models" / "deploy" / "bundle.json").read_text())
+    assert bundle["serving"]["outputs"][-1] == "imagenet" and bundle["serving"]["parity"]["imagenet_max_abs_diff"] < 1e-4
+    assert bundle["unknown"]["imagenet_weight"] == 0.5
+    assert json.loads((tmp_path / "metrics" / "summary.json").read_text())["detector"]["imagenet_weight"] == 0.5
+    assert "The score adds, at weight 0.5, the ImageNet head's" in (tmp_path / "metrics" / "summary.md").read_text()
+    predictor = Predictor(tmp_path / "models" / "deploy", num_threads=1)
+    assert predictor.detector.needs_imagenet and predictor.predict(tinted_image(CLASSES[1]["label"], seed=1))[0].label
