@@ -242,7 +242,8 @@ def test_a_mobilenetv2_from_imagenet_weights_ships_its_imagenet_branch_and_the_d
 
     assert "exported model.tflite (with ImageNet branch)" in run.stdout
     bundle = json.loads((tmp_path / "models" / "deploy" / "bundle.json").read_text())
-    assert bundle["serving"]["outputs"][-1] == "imagenet" and bundle["serving"]["parity"]["imagenet_max_abs_diff"] < 1e-4
+    assert bundle["serving"]["outputs"][-1] == "imagenet"
+    assert bundle["serving"]["parity"]["imagenet_max_abs_diff"] < 1e-4
     assert bundle["unknown"]["imagenet_weight"] == 0.5
     assert json.loads((tmp_path / "metrics" / "summary.json").read_text())["detector"]["imagenet_weight"] == 0.5
     assert "The score adds, at weight 0.5, the ImageNet head's" in (tmp_path / "metrics" / "summary.md").read_text()
