@@ -17,7 +17,7 @@ from dataclasses import replace
 import keras
 import numpy as np
 
-from fish_classifier.model.zoo import WeightsUnavailableError, zoo_model
+from fish_classifier.model.zoo import WeightsUnavailableError, split_for_fine_tuning, zoo_model
 from fish_classifier.serving.inference import FEATURE_LAYER, IMAGENET
 
 # ImageNet's fish and crustaceans: tench, goldfish, great white shark, tiger shark, hammerhead, electric ray,
@@ -47,25 +47,16 @@ def shared_split(backbone: keras.Model, reference: keras.Model) -> tuple[keras.M
     """(lower, upper, reference_upper): `backbone` cut at the deepest single-tensor cut below which all its layers'
     weights equal `reference`'s (layers matched by name), and `reference` (the ImageNet model with its head) cut at
     the same place. `lower` and `upper` share their layers with `backbone`; ValueError when nothing is shared."""
-    changed = {layer.name for layer in backbone.layers if not _same_weights(layer, reference)}
-    for index in range(len(backbone.layers) - 1, 0, -1):
-        layer = backbone.layers[index]
-        cut = layer.input
-        if isinstance(cut, (list, tuple)):
-            continue
-        try:
-            upper = keras.Model(cut, backbone.output, name=f"{backbone.name}_top")
-        except ValueError:  # some tensor above the cut comes from below it
-            continue
-        if changed <= {above.name for above in upper.layers}:
-            lower = keras.Model(backbone.input, cut, name=f"{backbone.name}_shared")
-            if not lower.weights:
-                break
-            reference_upper = keras.Model(reference.get_layer(layer.name).input, reference.output,
-                                          name="imagenet_top")
-            return lower, upper, reference_upper
-    raise ValueError(f"{backbone.name} shares no layer with {reference.name}: its first layers are not ImageNet's "
-                     "(was it trained with weights: none?), so it has no ImageNet branch to share")
+    changed = [index for index, layer in enumerate(backbone.layers) if not _same_weights(layer, reference)]
+    # The cut with the fewest layers above it that still holds every changed layer (none changed: the top one).
+    needed = len(backbone.layers) - min(changed, default=len(backbone.layers) - 1)
+    lower, upper = split_for_fine_tuning(backbone, needed)
+    above = {layer.name for layer in upper.layers}
+    if not lower.weights or not {backbone.layers[index].name for index in changed} <= above:
+        raise ValueError(f"{backbone.name} shares no layer with {reference.name}: its first layers are not "
+                         "ImageNet's (was it trained with weights: none?), so it has no ImageNet branch to share")
+    first = upper.layers[1].name  # the first layer above the cut, whose input the cut is in both models
+    return lower, upper, keras.Model(reference.get_layer(first).input, reference.output, name="imagenet_top")
 
 
 def with_imagenet_branch(model, imagenet: keras.Model):
