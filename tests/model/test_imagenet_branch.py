@@ -2,10 +2,14 @@
 giving the ImageNet model's own answers (a tiny MobileNetV2 with random weights stands in for ImageNet's)."""
 
 import json
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from support import REPO_ROOT
 from support.fixtures_models import CLASSES, probe_images
 
 from fish_classifier.images import load_pixels
@@ -104,7 +108,9 @@ def test_the_exported_branch_gives_the_imagenet_models_own_answers_beside_the_de
     assert serving["parity"]["imagenet_max_abs_diff"] == report["imagenet_max_abs_diff"]
 
 
-def test_a_detector_that_hears_the_imagenet_head_serves_through_litert_only(branch_bundle):
+@pytest.fixture(scope="module")
+def served(branch_bundle):
+    """The branch bundle with a detector that hears the ImageNet head (fitted on random photos), and that detector."""
     from fish_classifier.serving.bundle_writer import add_unknown_detector
 
     folder, _ = branch_bundle
@@ -116,15 +122,56 @@ def test_a_detector_that_hears_the_imagenet_head_serves_through_litert_only(bran
     detector = fit_unknown_detector(settings, train[EMBEDDING], np.arange(30) % 3, val[EMBEDDING],
                                     val_imagenet=val[IMAGENET])
     add_unknown_detector(folder, detector)
+    return folder, detector
 
+
+def test_a_detector_that_hears_the_imagenet_head_serves_through_litert_only(served):
+    folder, detector = served
     photos = probe_images(4)
     predictions = Predictor(folder, num_threads=1).predict(photos)
-    outputs = backend.outputs(np.stack([load_pixels(photo, SIZE) for photo in photos]))
+    outputs = LiteRTBackend(folder / "model.tflite", num_threads=1).outputs(
+        np.stack([load_pixels(photo, SIZE) for photo in photos]))
     np.testing.assert_allclose([p.unknown_score for p in predictions],
                                detector.score(outputs[EMBEDDING], outputs[IMAGENET]), rtol=1e-4, atol=1e-4)
     with pytest.raises(BundleError, match=r"scores the ImageNet branch, which only model.tflite has, and the keras "
                                           r"backend runs no such branch"):
         Predictor(folder, backend="keras")
+
+
+def test_the_branch_bundle_serves_as_the_docker_image_runs_it_without_tensorflow_keras_or_scikit_learn(served):
+    folder, _ = served
+    script = textwrap.dedent(
+        f"""
+        import json
+        import sys
+        from importlib.abc import MetaPathFinder
+
+        class Blocked(MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {{"tensorflow", "keras", "sklearn"}}:
+                    raise ImportError(f"{{name}} is blocked: the serving image does not have it")
+
+        sys.meta_path.insert(0, Blocked())
+        from fish_classifier.serving.predictor import Predictor
+
+        predictor = Predictor({str(folder)!r}, num_threads=1)
+        rows = predictor.predict([{", ".join(repr(str(p)) for p in _saved_probes(folder.parent))}])
+        print(json.dumps([predictor.backend, predictor.detector.needs_imagenet, [r.unknown_score for r in rows]]))
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    backend, needs, scores = json.loads(run.stdout.strip().splitlines()[-1])
+    expected = [r.unknown_score for r in Predictor(folder, num_threads=1).predict(_saved_probes(folder.parent))]
+    assert (backend, needs) == ("litert", True) and np.allclose(scores, expected, atol=1e-4)
+
+
+def _saved_probes(folder) -> list:
+    paths = []
+    for i, photo in enumerate(probe_images(3)):
+        photo.save(folder / f"probe{i}.png")
+        paths.append(folder / f"probe{i}.png")
+    return paths
 
 
 def test_branch_for_builds_one_only_for_a_backbone_from_imagenet_weights_and_settles_the_weight(monkeypatch):
