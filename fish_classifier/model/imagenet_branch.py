@@ -45,18 +45,20 @@ def imagenet_model(name: str) -> keras.Model:
 
 def shared_split(backbone: keras.Model, reference: keras.Model) -> tuple[keras.Model, keras.Model, keras.Model]:
     """(lower, upper, reference_upper): `backbone` cut at the deepest single-tensor cut below which all its layers'
-    weights equal `reference`'s (layers matched by name), and `reference` (the ImageNet model with its head) cut at
-    the same place. `lower` and `upper` share their layers with `backbone`; ValueError when nothing is shared."""
-    changed = [index for index, layer in enumerate(backbone.layers) if not _same_weights(layer, reference)]
+    weights equal `reference`'s, and `reference` (the ImageNet model with its head) cut at the same place. Layers
+    are paired by position, not by name: Keras numbers unnamed layers (InceptionV3's convolutions, EfficientNet's
+    normalization) per session, and the include_top model is the headless one's layers and then its head.
+    `lower` and `upper` share their layers with `backbone`; ValueError when nothing is shared."""
+    twins = _twins(backbone, reference)
+    changed = [index for index, (layer, twin) in enumerate(twins) if not _same_weights(layer, twin)]
     # The cut with the fewest layers above it that still holds every changed layer (none changed: the top one).
     needed = len(backbone.layers) - min(changed, default=len(backbone.layers) - 1)
     lower, upper = split_for_fine_tuning(backbone, needed)
-    above = {layer.name for layer in upper.layers}
-    if not lower.weights or not {backbone.layers[index].name for index in changed} <= above:
+    if not lower.weights or not {id(backbone.layers[index]) for index in changed} <= {id(x) for x in upper.layers}:
         raise ValueError(f"{backbone.name} shares no layer with {reference.name}: its first layers are not "
                          "ImageNet's (was it trained with weights: none?), so it has no ImageNet branch to share")
-    first = upper.layers[1].name  # the first layer above the cut, whose input the cut is in both models
-    return lower, upper, keras.Model(reference.get_layer(first).input, reference.output, name="imagenet_top")
+    first = twins[backbone.layers.index(upper.layers[1])][1]  # the first layer above the cut, in `reference`
+    return lower, upper, keras.Model(first.input, reference.output, name="imagenet_top")
 
 
 def with_imagenet_branch(model, imagenet: keras.Model):
@@ -79,18 +81,6 @@ def with_imagenet_branch(model, imagenet: keras.Model):
     return pixels, tensors[FEATURE_LAYER], pooled, x, {IMAGENET: branch}
 
 
-def _same_weights(layer, reference: keras.Model) -> bool:
-    weights = layer.get_weights()
-    if not weights:
-        return True
-    try:
-        theirs = reference.get_layer(layer.name).get_weights()
-    except ValueError:  # no layer of that name
-        return False
-    return len(theirs) == len(weights) and all(a.shape == b.shape and np.array_equal(a, b)
-                                               for a, b in zip(weights, theirs))
-
-
 def branch_for(name: str, model_settings, unknown):
     """(`unknown` with its `imagenet_weight` settled, the ImageNet model with its head to branch from or None).
 
@@ -100,3 +90,19 @@ def branch_for(name: str, model_settings, unknown):
     if unknown.imagenet_weight <= 0 or zoo_model(name).from_scratch or model_settings.weights != "imagenet":
         return replace(unknown, imagenet_weight=0.0), None
     return unknown, imagenet_model(name)
+
+
+def _twins(backbone: keras.Model, reference: keras.Model) -> list[tuple]:
+    """Each layer of `backbone` with the layer in the same place of `reference`; ValueError when the two are not the
+    same network (a layer of another kind or with weights of other shapes)."""
+    twins = list(zip(backbone.layers, reference.layers))
+    for layer, twin in twins:
+        if type(layer) is not type(twin) or [w.shape for w in layer.weights] != [w.shape for w in twin.weights]:
+            raise ValueError(f"{backbone.name} is not {reference.name} without its head: its layer {layer.name} "
+                             f"({type(layer).__name__}) faces {twin.name} ({type(twin).__name__})")
+    return twins
+
+
+def _same_weights(layer, twin) -> bool:
+    weights, theirs = layer.get_weights(), twin.get_weights()
+    return all(np.array_equal(a, b) for a, b in zip(weights, theirs))

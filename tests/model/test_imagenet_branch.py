@@ -204,3 +204,35 @@ def test_the_imagenet_fish_classes_are_imagenets_fish_and_crustaceans():
     assert len(IMAGENET_FISH_CLASSES) == 25 and len(set(IMAGENET_FISH_CLASSES)) == 25
     assert {0, 1, 6, 118, 124, 126, 389, 397} <= set(IMAGENET_FISH_CLASSES)  # tench .. puffer
     assert not {7, 117, 127, 388, 398} & set(IMAGENET_FISH_CLASSES)  # cock, chambered nautilus, white stork, ...
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "size"), [("vgg16", 32), ("resnet50", 32), ("inceptionv3", 75),
+                                            ("efficientnetb0", 32)])
+def test_every_backbone_of_the_zoo_shares_its_layers_with_its_imagenet_model_and_gives_its_answers(name, size):
+    """The other backbones, whose ImageNet weights this machine lacks: random stand-ins, as for MobileNetV2 above.
+    InceptionV3's and EfficientNet's unnamed layers are numbered anew in each model, so layers pair by place."""
+    import keras
+
+    from fish_classifier.model.imagenet_branch import with_imagenet_branch
+    from fish_classifier.model.zoo import build_head, build_model, zoo_model
+    from fish_classifier.serving.inference import serving_model
+
+    application = zoo_model(name).application
+    keras.utils.set_random_seed(7)
+    imagenet = application(include_top=True, weights=None, input_shape=(size, size, 3))
+    backbone = application(include_top=False, weights=None, input_shape=(size, size, 3))
+    for layer, twin in zip(backbone.layers, imagenet.layers):  # by place: unnamed layers get other names here
+        layer.set_weights(twin.get_weights())
+    top = [layer for layer in backbone.layers if layer.weights][-1]  # "fine-tuned": the last layer with weights moves
+    top.set_weights([w + 0.05 for w in top.get_weights()])
+    model = build_model(name, len(CLASSES), backbone=backbone, head=build_head(len(CLASSES), 0.1))
+
+    serving = serving_model(model, with_imagenet_branch(model, imagenet))
+    pixels = np.random.default_rng(8).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    outputs = serving(pixels, training=False)
+    preprocessed = model.get_layer("preprocess")(pixels)
+    np.testing.assert_allclose(np.asarray(outputs[IMAGENET]), np.asarray(imagenet(preprocessed, training=False)),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(outputs[PROBABILITIES]), np.asarray(model(pixels, training=False)),
+                               rtol=1e-4, atol=1e-5)
