@@ -44,7 +44,7 @@ from fish_classifier.layout import MANIFEST, UNKNOWN_DIR
 from fish_classifier.model.zoo import BACKBONES, build_backbone
 from fish_classifier.params import stage_params
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR
-from fish_classifier.serving.inference import EMBEDDING, IMAGENET, PROBABILITIES, LiteRTBackend, outputs_for_files
+from fish_classifier.serving.inference import EMBEDDING, PROBABILITIES, LiteRTBackend, outputs_for_files
 from fish_classifier.serving.predictor import Predictor
 from fish_classifier.serving.unknown import RELATIVE
 
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
     labels = {split: label_indices(splits[split]["label"], predictor.classes) for split in ("train", "val", "test")}
     power = predictor.detector.power
 
-    rows = {"bundle": {g: predictor.detector.score(bundle[g], outputs[g].get(IMAGENET)) for g in GROUPS},
+    rows = {"bundle": {g: predictor.detector.score_outputs(outputs[g]) for g in GROUPS},
             "imagenet": fitted(imagenet, labels["train"], 1.0)}
     rows["bundle + imagenet"] = {g: standardised(rows["bundle"])[g] + standardised(rows["imagenet"])[g] for g in GROUPS}
     rows["train+val"] = cross_fitted(bundle, labels, power)

@@ -181,7 +181,7 @@ def compare_methods(predictor, manifest, sets, select: SelectSettings) -> list[d
         detector = fit_unknown_detector(settings, train, labels, val[EMBEDDING], head,
                                         outlier_embeddings=pool_embeddings if relative else None,
                                         val_imagenet=val.get(IMAGENET))
-        scores = {name: detector.score(values[EMBEDDING], values.get(IMAGENET)) for name, values in groups.items()}
+        scores = {name: detector.score_outputs(values) for name, values in groups.items()}
         flagged = {name: float(detector.is_unknown(values).mean()) for name, values in scores.items()}
         area = auroc(scores["dev test fish"], scores[NOT_FISH]) if NOT_FISH in scores else float("nan")
         name = f"{method} p={power:g}" + (f" k={k}" if method == "knn" else f" {k}" if relative else "")

@@ -108,18 +108,18 @@ def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], se
     pool = outputs(list(outlier_paths), "outlier pool")[EMBEDDING] if settings.outliers == "relative" else None
     detector = fit_unknown_detector(settings, train, labels, embedded["val"][EMBEDDING], head, outlier_embeddings=pool,
                                     val_imagenet=embedded["val"].get(IMAGENET))
-    scores, pooled = {TEST_FISH: score(detector, embedded["test"])}, 0 if pool is None else len(pool)
+    scores, pooled = {TEST_FISH: detector.score_outputs(embedded["test"])}, 0 if pool is None else len(pool)
     held = None
     if pool is not None and len(held_back_paths):
-        held_scores = score(detector, outputs(list(held_back_paths), HELD_BACK))
+        held_scores = detector.score_outputs(outputs(list(held_back_paths), HELD_BACK))
         held = (len(held_scores), float(detector.is_unknown(held_scores).mean()))
     if not len(unknowns):
         return BundleDetector(detector, scores, None, pooled, small_px, held)
     groups = {group: outputs(rows["path"], group) for group, rows in unknowns.groupby("group") if group in GROUPS}
-    scores |= {group: score(detector, out) for group, out in groups.items()}
+    scores |= {group: detector.score_outputs(out) for group, out in groups.items()}
     if small_px:
         small = [small_copy(path, small_px) for path in fish["test"]["path"]]
-        scores[SMALL_TEST_FISH] = score(detector, outputs(small, SMALL_TEST_FISH))
+        scores[SMALL_TEST_FISH] = detector.score_outputs(outputs(small, SMALL_TEST_FISH))
     elsewhere = groups.get(FISH_ELSEWHERE)
     figures = unknown_figures(detector, settings.val_flag_rate, scores, catch_all_labels=catch_all_labels,
                               fish_elsewhere_labels=None if elsewhere is None else
@@ -151,14 +151,8 @@ def small_copy(source: ImageSource, side: int) -> Image.Image:
 
 def flag_photos(backend, detector: UnknownDetector, paths, *, batch_size: int) -> np.ndarray:
     """The detector's verdict (True: unknown) on each photo of `paths`."""
-    return detector.is_unknown(score(detector, outputs_for_files(backend, list(paths), batch_size=batch_size,
-                                                                 desc="field")))
-
-
-def score(detector: UnknownDetector, outputs: dict[str, np.ndarray]) -> np.ndarray:
-    """The detector's scores of photos from their serving outputs (`outputs_for_files`): the embedding, and the
-    ImageNet probabilities where the model has its ImageNet branch."""
-    return detector.score(outputs[EMBEDDING], outputs.get(IMAGENET))
+    outputs = outputs_for_files(backend, list(paths), batch_size=batch_size, desc="field")
+    return detector.is_unknown(detector.score_outputs(outputs))
 
 
 def head_weights(model_path) -> list[np.ndarray]:

@@ -68,17 +68,17 @@ def with_imagenet_branch(model, imagenet: keras.Model):
     [backbone] = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     lower, upper, imagenet_upper = shared_split(backbone, imagenet)
     pixels = keras.Input(model.input_shape[1:], name=model.inputs[0].name)
-    x, tensors = pixels, {}
+    x = pixels
     for layer in model.layers[1:]:  # the chain build_model makes: [mirror pair], preprocess, backbone, pool, ...
         if layer is backbone:
             shared = lower(x)
             x, branch = upper(shared), imagenet_upper(shared)
+        elif layer.name == FEATURE_LAYER:
+            feature_map = x
+            x = pooled = layer(x)
         else:
-            tensors[layer.name] = x
             x = layer(x)
-            if layer.name == FEATURE_LAYER:
-                pooled = x
-    return pixels, tensors[FEATURE_LAYER], pooled, x, {IMAGENET: branch}
+    return pixels, feature_map, pooled, x, {IMAGENET: branch}
 
 
 def branch_for(name: str, model_settings, unknown):

@@ -93,7 +93,7 @@ class Predictor:
                 raise BundleError(f"{bundle.path}: the unknown-photo detector scores the ImageNet branch, which only "
                                   f"{SERVING_MODEL_FILE} has, and the {self.backend} backend runs no such branch; "
                                   "serve it with the litert backend, or rebuild the bundle with `dvc repro select`")
-            self.detector.score(outputs[EMBEDDING], outputs.get(IMAGENET))
+            self.detector.score_outputs(outputs)
 
     def predict(self, images, top_k: int | None = None, threshold: float | None = None) -> list[Prediction]:
         """One Prediction per image, in input order; an unreadable image gets `error` set instead of a label.
@@ -166,8 +166,7 @@ class Predictor:
                 probs = outputs[PROBABILITIES]
             ranking = time.perf_counter()
             timings.model += ranking - start
-            scores = np.full(len(pixels), math.nan) if outputs is None else \
-                self.detector.score(outputs[EMBEDDING], outputs.get(IMAGENET))
+            scores = np.full(len(pixels), math.nan) if outputs is None else self.detector.score_outputs(outputs)
             probs = apply_temperature(probs, self.temperature)
             for (i, source, empty), row, score in zip(readable, probs, scores):
                 prediction = ranked(source, row, self.classes, top_k, threshold)

@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from fish_classifier.serving.inference import EMBEDDING, IMAGENET
+
 RELATIVE = "relative_mahalanobis"  # mahalanobis against the outlier pool (select.unknown_outliers: relative)
 METHODS = ("knn", "mahalanobis", RELATIVE, "energy")  # the scores a detector file may hold
 _EPS = 1e-12
@@ -104,6 +106,11 @@ class UnknownDetector:
             raise ValueError(f"{len(own)} embeddings but ImageNet probabilities for {len(head)} photos")
         return ((own - centre) / scale + self.imagenet_weight * (head - imagenet_centre) / imagenet_scale
                 ).astype(np.float32)
+
+    def score_outputs(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """`score` of photos from their serving outputs (`inference.outputs_for_files`, a backend's `outputs`): the
+        embedding, and the ImageNet probabilities where the model has its ImageNet branch."""
+        return self.score(outputs[EMBEDDING], outputs.get(IMAGENET))
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         if self.method == "knn":
