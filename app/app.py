@@ -244,7 +244,12 @@ def show_result(result: Result, n_classes: int, unknown_threshold: float | None 
         verdict = columns[-1]
         verdict.subheader(literal(prediction.display_name))
         verdict.metric("Confidence (calibrated)", f"{prediction.confidence:.1%}")
-        if prediction.is_low_confidence:
+        if prediction.doubted:
+            verdict.warning(f"Low confidence: {literal(prediction.display_name)} is the model's answer for any "
+                            f"fish it cannot place, and this photo may still be one of the {n_classes} known species "
+                            "photographed outside a market, which the model learned from market photos only. "
+                            "Check it by eye.")
+        elif prediction.is_low_confidence:
             verdict.warning(
                 f"Low confidence: this photo may not be one of the {n_classes} known species. Check it by eye."
             )

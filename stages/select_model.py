@@ -14,6 +14,7 @@ import pandas as pd
 
 from fish_classifier.data.manifest import CatchAllLabels, example_photos, read_classes, read_manifest, scored_split
 from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, head_weights, outlier_pool_for
+from fish_classifier.evaluation.catch_all_fit import doubt_photos, fit_bundle_doubt
 from fish_classifier.evaluation.field import field_report
 from fish_classifier.evaluation.selection import SelectSettings, choose_model, model_threshold
 from fish_classifier.evaluation.summary import summary, summary_markdown
@@ -26,7 +27,8 @@ from fish_classifier.model.imagenet_branch import branch_for
 from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.serving.bundle import SERVING_MODEL_FILE, UNKNOWN_FILE
 from fish_classifier.serving.bundle_publish import staged_bundle
-from fish_classifier.serving.bundle_writer import add_examples, add_unknown_detector, training_data_hash, write_bundle
+from fish_classifier.serving.bundle_writer import (add_catch_all_doubt, add_examples, add_unknown_detector,
+                                                   training_data_hash, write_bundle)
 from fish_classifier.serving.export import evenly_spaced, export_for_serving
 from fish_classifier.serving.inference import LiteRTBackend
 from fish_classifier.training.settings import TrainedModels, TrainSettings
@@ -62,14 +64,19 @@ def main(argv=None) -> None:
             head=head_weights(deploy / MODEL_FILE) if unknown.method == "energy" else None,
             small_px=select.unknown_small_px, batch_size=select.batch_size)
         add_unknown_detector(deploy, fitted.detector, **fitted.details(unknown))
+        doubt, doubt_figures = fit_bundle_doubt(backend, manifest, classes, params.data.other_fish_labels,
+                                                select.catch_all_doubt_rate, batch_size=select.batch_size)
+        add_catch_all_doubt(deploy, doubt)
         field = field_report(
             {name: pd.read_csv(metrics_dir(name) / FIELD_PREDICTIONS_FILE, keep_default_na=False) for name in names},
             lambda name: model_threshold(name, select), best, params.data.other_fish_labels,
-            lambda paths: flag_photos(backend, fitted.detector, paths, batch_size=select.batch_size))
+            lambda paths: flag_photos(backend, fitted.detector, paths, batch_size=select.batch_size),
+            lambda paths: doubt_photos(backend, doubt, classes, paths, batch_size=select.batch_size))
 
     write_unknown_plots(fitted.scores, fitted.detector, UNKNOWN_METRICS_DIR, bins=select.unknown_histogram_bins,
                         model=best)
-    figures, detector = fitted.figures, fitted.fitted_on(asked=select.unknown_outliers)
+    figures = fitted.figures
+    detector = {**fitted.fitted_on(asked=select.unknown_outliers), "catch_all_doubt": doubt_figures or None}
     SUMMARY_JSON.write_text(json.dumps(summary(metrics, select.metric, threshold, figures, field, detector=detector),
                                        indent=2) + "\n", encoding="utf-8")
     SUMMARY_MD.write_text(summary_markdown(metrics, select.metric, figures, field, detector=detector), encoding="utf-8")

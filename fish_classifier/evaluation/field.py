@@ -8,10 +8,11 @@ BUNDLE = "deploy bundle"  # the row of the deploy bundle, beside the models' row
 
 
 def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels: list[str],
-                  unknown=None) -> dict:
+                  unknown=None, doubted=None) -> dict:
     """What a user photographing fish anywhere would get, from a model's field_predictions.csv (path, label,
     predicted, confidence): a photo is flagged when its confidence is below `threshold` or, given `unknown`
-    (one boolean per photo, the unknown-photo detector's verdict), when it is an unknown photo.
+    (one boolean per photo, the unknown-photo detector's verdict), when it is an unknown photo, or, given
+    `doubted` (the bundle's catch-all doubt, `serving.catch_all`), when its catch-all answer is doubted.
 
     species_right: photos of a named species (a class outside `other_fish_labels`) whose top class is right,
     flagged or not. confidently_wrong: photos whose top class is wrong and that are not flagged. other_fish_ok:
@@ -22,6 +23,8 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
     flagged = predictions["confidence"].to_numpy() < threshold
     if unknown is not None:
         flagged |= np.asarray(unknown, dtype=bool)
+    if doubted is not None:
+        flagged |= np.asarray(doubted, dtype=bool)
     right = labels == predicted
     species, other = ~np.isin(labels, other_fish_labels), np.isin(labels, other_fish_labels)
 
@@ -33,6 +36,7 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
         "species_right": mean(right, species),
         "flagged": mean(flagged, np.ones_like(right)),
         "unknown": None if unknown is None else mean(np.asarray(unknown, dtype=bool), np.ones_like(right)),
+        "doubted": None if doubted is None else mean(np.asarray(doubted, dtype=bool), np.ones_like(right)),
         "confidently_wrong": mean(~right & ~flagged, np.ones_like(right)),
         "other_fish_ok": mean(np.isin(predicted, other_fish_labels) | flagged, other),
         "per_class": {label: {"images": int((labels == label).sum()), "right": mean(right, labels == label),
@@ -42,15 +46,17 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
 
 
 def field_report(predictions: dict[str, pd.DataFrame], threshold_of, selected: str, other_fish_labels: list[str],
-                 flag_photos) -> dict:
+                 flag_photos, doubt_photos=None) -> dict:
     """`field_figures` of every model with field photos (`predictions`: its field_predictions.csv), each flagged by
     its own low-confidence threshold (`threshold_of(name)`), and of the deploy bundle (`selected` with its
-    unknown-photo detector: `flag_photos(paths)` gives its verdicts). Empty without field photos."""
+    unknown-photo detector, `flag_photos(paths)` its verdicts, and its catch-all doubt, `doubt_photos(paths)`).
+    Empty without field photos."""
     field = {name: field_figures(rows, threshold_of(name), other_fish_labels)
              for name, rows in predictions.items() if len(rows)}
     if field:
         rows = predictions[selected]
-        field[BUNDLE] = field_figures(rows, threshold_of(selected), other_fish_labels, flag_photos(rows["path"]))
+        field[BUNDLE] = field_figures(rows, threshold_of(selected), other_fish_labels, flag_photos(rows["path"]),
+                                      None if doubt_photos is None else doubt_photos(rows["path"]))
     return field
 
 
@@ -74,8 +80,12 @@ def field_markdown(figures: dict[str, dict], selected: str) -> list[str]:
             f"{label} {share(c['right'])} right, {share(c['flagged'])} flagged of {c['images']}"
             for label, c in bundle["per_class"].items()) + f". Its unknown-photo detector alone flags "
             f"{share(bundle['unknown'])} of the field photos: fish, so each one it flags is a false alarm."]
+        if bundle.get("doubted") is not None:
+            lines[-1] += (f" Its catch-all doubt flags {share(bundle['doubted'])}: catch-all answers that ImageNet's "
+                          "head does not back.")
     lines += ["", "Species right: the top class is right, flagged or not. Flagged: confidence below the model's "
-              "low-confidence threshold (set on validation) or, for the deploy bundle, an unknown photo. "
+              "low-confidence threshold (set on validation) or, for the deploy bundle, an unknown photo or a doubted "
+              "catch-all answer. "
               "Confidently wrong: wrong and not flagged, out of every field photo.", ""]
     return lines
 

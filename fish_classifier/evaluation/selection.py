@@ -35,6 +35,7 @@ class SelectSettings(Section):
     unknown_small_px: integer(ge=16)  # below images.no_content's 16 px every photo is unknown by rule
     unknown_held_back: Share  # of the outlier pool, kept out of the fit to choose methods and settings by
     unknown_imagenet_weight: number(ge=0)  # the ImageNet head's part in the score; 0: no ImageNet branch
+    catch_all_doubt_rate: Share  # of the validation catch-all answers, flagged when ImageNet's head does not back them
 
     @model_validator(mode="after")
     def _relative_needs_mahalanobis(self):

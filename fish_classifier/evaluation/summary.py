@@ -91,7 +91,19 @@ def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None
 
 def detector_line(detector: dict) -> str:
     """What the unknown-photo detector was fitted on, in a sentence (`detector`: `BundleDetector.fitted_on`)."""
-    return _fitted_line(detector) + " " + _imagenet_line(detector.get("imagenet_weight") or 0.0)
+    return " ".join([_fitted_line(detector), _imagenet_line(detector.get("imagenet_weight") or 0.0),
+                     *([_doubt_line(detector["catch_all_doubt"])] if detector.get("catch_all_doubt") else [])])
+
+
+def _doubt_line(doubt: dict) -> str:
+    flagged = ("" if doubt["test_catch_all_flagged"] is None else
+               f" On the test photos it flags {doubt['test_catch_all_flagged']:.1%} of the "
+               f"{doubt['test_catch_all_answers']} catch-all answers ({doubt['test_flagged']:.1%} of all test photos); "
+               "their answers stay as they are.")
+    return (f"Catch-all answers ({', '.join(doubt['labels'])}) are flagged low-confidence when the ImageNet head puts "
+            f"less than {doubt['threshold']:.3g} on fish that are none of the species (`select.catch_all_doubt_rate`: "
+            f"{doubt['rate']:.0%} of the validation catch-all answers): such a photo may be a named species "
+            "photographed outside the studio." + flagged)
 
 
 def _imagenet_line(weight: float) -> str:

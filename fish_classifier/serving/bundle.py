@@ -132,6 +132,10 @@ def read_bundle(path=DEFAULT_BUNDLE_DIR, *, finished: bool = True) -> Bundle:
         if example.label not in known:
             raise BundleError(f"{path / INFO_FILE}: example {example.file} shows {example.label!r}, "
                               f"not one of the bundle's classes; {_HOW_TO_REBUILD}")
+    doubt = spec.catch_all_doubt
+    if doubt is not None and not set(doubt.labels) <= known:
+        raise BundleError(f"{path / INFO_FILE}: catch_all_doubt names {sorted(set(doubt.labels) - known)}, not among "
+                          f"the bundle's classes; {_HOW_TO_REBUILD}")
     return Bundle(
         path=path,
         model_path=model_path if model_path.is_file() else None,

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from fish_classifier.layout import MODEL_FILE  # a model's file in models/zoo and in the bundle: one name, one home
+from fish_classifier.serving.catch_all import CatchAllDoubt
 
 SERVING_MODEL_FILE = "model.tflite"
 UNKNOWN_FILE = "unknown.npz"
@@ -22,7 +23,7 @@ EXAMPLES_DIR = "examples"
 
 # The bundle format this code writes and reads. Bump it when a reader of the old version would misread
 # or half-serve a new bundle (a new file it must check, a setting it must apply); a reader refuses newer ones.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: catch_all_doubt, which the Predictor must apply
 # The parts `write_bundle` may promise a bundle will have, on top of labels.json (model.keras is never
 # required: the Docker image leaves it out).
 OPTIONAL_PARTS = (SERVING_MODEL_FILE, UNKNOWN_FILE)
@@ -82,6 +83,7 @@ class BundleInfo:
     required: tuple[str, ...]  # the files the bundle must have (read_bundle checks they are in `files`)
     examples: tuple[ExampleEntry, ...] = ()
     unknown: UnknownEntry | None = None  # the unknown-photo detector
+    catch_all_doubt: CatchAllDoubt | None = None  # when a catch-all answer is flagged low-confidence
     metrics: HeadlineMetrics = HeadlineMetrics()
     # Which bundle this is: the sha256 of the training data it was made from, and when (UTC, ISO 8601).
     data_hash: str | None = None
@@ -117,6 +119,7 @@ class BundleInfo:
             required=tuple(required),
             examples=_examples(check, data.get("examples", []), files),
             unknown=_unknown(check, data["unknown"], files) if "unknown" in data else None,
+            catch_all_doubt=_doubt(check, data["catch_all_doubt"]) if "catch_all_doubt" in data else None,
             metrics=_metrics(check, data.get("metrics", {})),
             data_hash=check.optional_text("data_hash", data.get("data_hash")),
             created_at=check.optional_text("created_at", data.get("created_at")),
@@ -245,6 +248,13 @@ def _unknown(check: _Checker, unknown, files: dict) -> UnknownEntry:
         flagged = {group: check.number(f"unknown.figures.flagged[{group!r}]", share, "a share within [0, 1]",
                                        lambda v: 0 <= v <= 1) for group, share in flagged.items()}
     return UnknownEntry(UNKNOWN_FILE, unknown["method"], threshold, flagged)
+
+
+def _doubt(check: _Checker, doubt) -> CatchAllDoubt:
+    try:
+        return CatchAllDoubt.from_json(doubt)
+    except ValueError as exc:
+        check.fail(str(exc))
 
 
 def _metrics(check: _Checker, metrics) -> HeadlineMetrics:

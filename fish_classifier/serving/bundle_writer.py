@@ -97,6 +97,11 @@ def add_unknown_detector(path, detector, **details) -> dict:
                                                  "threshold": detector.threshold, **details})
 
 
+def add_catch_all_doubt(path, doubt) -> dict | None:
+    """Write a `catch_all.CatchAllDoubt` into a bundle's bundle.json, where the Predictor reads it; None: no rule."""
+    return None if doubt is None else update_info(path, catch_all_doubt=doubt.to_json())
+
+
 def add_examples(path, photos, *, size: int) -> list[dict]:
     """Save `photos`, (class entry, image source) pairs, as JPEG thumbnails of at most `size` px a side in the
     bundle's examples/ folder, hashed like the models and listed under `examples`; returns that list."""

@@ -36,6 +36,9 @@ class Prediction:
     unknown_score: float = math.nan
     # Why the photo is unknown whatever the detector says (`fish_classifier.images.no_content`), or None.
     unknown_reason: str | None = None
+    # A catch-all answer the ImageNet branch does not back (`catch_all.CatchAllDoubt`): it may be a named species
+    # photographed outside the studio. Such a prediction is low-confidence too.
+    doubted: bool = False
 
 
 def ranked(source: str, probabilities: np.ndarray, classes: list[dict], top_k: int,

@@ -81,18 +81,23 @@ class Predictor:
                 f"{self._backend.input_size}; run `dvc repro` to rebuild the bundle"
             )
         self.detector = _load_detector(bundle)
+        self.doubt = bundle.spec.catch_all_doubt  # when a catch-all answer is flagged low-confidence
         # Build the graph now (about a second), so the first photo a user sends is as fast as the rest;
         # its outputs show whether the model, the labels and the detector were made for each other.
         blank = np.zeros((1, self.input_size, self.input_size, 3), dtype=np.float32)
-        if self.detector is None:
+        if self.detector is None and self.doubt is None:
             _check_widths(bundle, self._backend(blank), None, None)
-        else:
-            outputs = self._backend.outputs(blank)
-            _check_widths(bundle, outputs[PROBABILITIES], outputs[EMBEDDING], self.detector)
-            if self.detector.needs_imagenet and IMAGENET not in outputs:
-                raise BundleError(f"{bundle.path}: the unknown-photo detector scores the ImageNet branch, which only "
-                                  f"{SERVING_MODEL_FILE} has, and the {self.backend} backend runs no such branch; "
-                                  "serve it with the litert backend, or rebuild the bundle with `dvc repro select`")
+            return
+        outputs = self._backend.outputs(blank)
+        _check_widths(bundle, outputs[PROBABILITIES], outputs.get(EMBEDDING), self.detector)
+        readers = [("the unknown-photo detector scores", self.detector is not None and self.detector.needs_imagenet),
+                   ("catch_all_doubt reads", self.doubt is not None)]
+        for reader, needs_branch in readers:
+            if needs_branch and IMAGENET not in outputs:
+                raise BundleError(f"{bundle.path}: {reader} the ImageNet branch, which only {SERVING_MODEL_FILE} "
+                                  f"has, and the {self.backend} backend runs no such branch; serve it with the litert "
+                                  "backend, or rebuild the bundle with `dvc repro select`")
+        if self.detector is not None:
             self.detector.score_outputs(outputs)
 
     def predict(self, images, top_k: int | None = None, threshold: float | None = None) -> list[Prediction]:
@@ -159,17 +164,22 @@ class Predictor:
         timings.photos += len(images)
         if pixels:
             start = time.perf_counter()
-            if self.detector is None:
+            if self.detector is None and self.doubt is None:
                 probs, outputs = self._backend(np.stack(pixels)), None
             else:
                 outputs = self._backend.outputs(np.stack(pixels))
                 probs = outputs[PROBABILITIES]
             ranking = time.perf_counter()
             timings.model += ranking - start
-            scores = np.full(len(pixels), math.nan) if outputs is None else self.detector.score_outputs(outputs)
+            scores = (np.full(len(pixels), math.nan) if self.detector is None
+                      else self.detector.score_outputs(outputs))
             probs = apply_temperature(probs, self.temperature)
-            for (i, source, empty), row, score in zip(readable, probs, scores):
+            doubted = (np.zeros(len(pixels), dtype=bool) if self.doubt is None else self.doubt.doubts(
+                [self.classes[k]["label"] for k in probs.argmax(axis=1)], outputs[IMAGENET]))
+            for (i, source, empty), row, score, doubt in zip(readable, probs, scores, doubted):
                 prediction = ranked(source, row, self.classes, top_k, threshold)
+                prediction.doubted = bool(doubt)
+                prediction.is_low_confidence = prediction.is_low_confidence or prediction.doubted
                 prediction.is_unknown = empty is not None or bool(self.detector is not None
                                                                   and self.detector.is_unknown(score))
                 prediction.unknown_score, prediction.unknown_reason = float(score), empty

@@ -123,7 +123,7 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     assert set(info["files"]) == {"model.keras", "labels.json", "model.tflite", "unknown.npz",
                                   "examples/0.jpg", "examples/1.jpg", "examples/2.jpg"}
     # Built aside and moved into place whole, promising the parts a killed build would lack.
-    assert info["format_version"] == 1 and info["required"] == ["labels.json", "model.tflite", "unknown.npz"]
+    assert info["format_version"] == 2 and info["required"] == ["labels.json", "model.tflite", "unknown.npz"]
     assert sorted(p.name for p in deploy.parent.iterdir() if p.name.startswith(".")) == []
     assert info["unknown"]["method"] == params["select"]["unknown_method"]
     figures = info["unknown"]["figures"]

@@ -5,6 +5,7 @@ one-line BundleError naming the file, never a traceback. Its temperature means `
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from scipy.special import softmax
 from support.fixtures_models import CLASSES, make_bundle, tinted_image
 
 from fish_classifier.serving.bundle import BundleError, file_sha256, read_bundle
-from fish_classifier.serving.bundle_writer import add_examples, add_file, update_info
+from fish_classifier.serving.bundle_writer import add_catch_all_doubt, add_examples, add_file, update_info
+from fish_classifier.serving.catch_all import CatchAllDoubt
 from fish_classifier.serving.bundle_schema import FORMAT_VERSION, HeadlineMetrics, apply_temperature
 from fish_classifier.serving.predictor import Predictor
 
@@ -48,9 +50,32 @@ def _refused(folder) -> str:
 
 def test_the_bundle_says_its_format_and_the_files_it_must_have(bundle_dir):
     bundle = read_bundle(bundle_dir)
-    assert bundle.spec.format_version == FORMAT_VERSION == 1
+    assert bundle.spec.format_version == FORMAT_VERSION == 2
     assert bundle.spec.required == ("labels.json",)  # make_bundle promises no export
     assert bundle.spec.unknown.method == "mahalanobis" and np.isfinite(bundle.spec.unknown.threshold)
+    assert bundle.spec.catch_all_doubt is None  # none written: no catch-all answer is doubted
+
+
+def test_a_format_1_bundle_from_before_the_catch_all_doubt_still_serves(edited):
+    update_info(edited, format_version=1)
+    assert Predictor(edited).bundle.spec.format_version == 1 and Predictor(edited).doubt is None
+
+
+def test_the_catch_all_doubt_is_read_back_and_a_broken_one_is_refused_naming_it(edited):
+    doubt = CatchAllDoubt((CLASSES[0]["label"],), (1, 2), threshold=0.05, rate=0.25)
+    add_catch_all_doubt(edited, doubt)
+    assert read_bundle(edited).spec.catch_all_doubt == doubt
+    add_catch_all_doubt(edited, replace(doubt, labels=("animal fish",)))
+    assert _refused(edited) == (f"{edited / 'bundle.json'}: catch_all_doubt names ['animal fish'], not among the "
+                                f"bundle's classes; {REBUILD}")
+    update_info(edited, catch_all_doubt={**doubt.to_json(), "threshold": 2})
+    assert _refused(edited) == (f"{edited / 'bundle.json'}: the catch-all doubt's threshold must be a number from 0 "
+                                f"to 1, got 2; {REBUILD}")
+    # The Keras backend has no ImageNet branch to read.
+    add_catch_all_doubt(edited, doubt)
+    with pytest.raises(BundleError, match="catch_all_doubt reads the ImageNet branch, which only model.tflite has, "
+                                          "and the keras backend runs no such branch"):
+        Predictor(edited, backend="keras")
 
 
 PASSWD = "../../../../etc/passwd"
@@ -205,7 +230,7 @@ def test_a_nan_threshold_in_the_detector_file_is_refused_naming_the_file(edited)
 @pytest.mark.parametrize(
     ("version", "problem"),
     [
-        (2, "bundle format 2 is newer than this fish-classifier reads (1); upgrade fish-classifier to serve it, "
+        (3, "bundle format 3 is newer than this fish-classifier reads (2); upgrade fish-classifier to serve it, "
             "or rebuild it with this version (`dvc repro select`)"),
         ("1", "format_version must be a whole number >= 1, got '1'; " + REBUILD),
         (0, "format_version must be a whole number >= 1, got 0; " + REBUILD),
