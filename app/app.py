@@ -244,17 +244,20 @@ def show_result(result: Result, n_classes: int, unknown_threshold: float | None 
         verdict = columns[-1]
         verdict.subheader(literal(prediction.display_name))
         verdict.metric("Confidence (calibrated)", f"{prediction.confidence:.1%}")
-        if prediction.doubted:
-            verdict.warning(f"Low confidence: {literal(prediction.display_name)} is the model's answer for any "
-                            f"fish it cannot place, and this photo may still be one of the {n_classes} known species "
-                            "photographed outside a market, which the model learned from market photos only. "
-                            "Check it by eye.")
-        elif prediction.is_low_confidence:
-            verdict.warning(
-                f"Low confidence: this photo may not be one of the {n_classes} known species. Check it by eye."
-            )
+        if prediction.is_low_confidence:
+            verdict.warning(low_confidence_message(prediction, n_classes))
         verdict.altair_chart(top_k_chart(prediction), width="stretch", height=40 * len(prediction.top_k) + 60)
     return box
+
+
+def low_confidence_message(prediction: Prediction, n_classes: int) -> str:
+    """Why not to trust a low-confidence answer: a doubted catch-all answer (`Prediction.doubted`) may be a known
+    species photographed outside the market, which the model never saw; any other may be no known species."""
+    if prediction.doubted:
+        return (f"Low confidence: {literal(prediction.display_name)} is the model's answer for any fish it cannot "
+                f"place, and this photo may still be one of the {n_classes} known species photographed outside a "
+                "market: the model learned them from market photos only. Check it by eye.")
+    return f"Low confidence: this photo may not be one of the {n_classes} known species. Check it by eye."
 
 
 def show_unknown(result: Result, n_classes: int, threshold: float | None):

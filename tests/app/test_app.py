@@ -519,6 +519,19 @@ def test_results_table_has_one_row_per_file_with_top_k_and_errors(app_module):
     assert math.isnan(csv.loc[1, "confidence"])
 
 
+def test_a_doubted_catch_all_answer_says_it_may_be_a_known_species_photographed_elsewhere(app_module):
+    other = Prediction(source="a", label="animal fish", display_name="Animal fish", confidence=0.99,
+                       is_low_confidence=True, doubted=True)
+    assert app_module.low_confidence_message(other, 11) == (
+        "Low confidence: Animal fish is the model's answer for any fish it cannot place, and this photo may still be "
+        "one of the 11 known species photographed outside a market: the model learned them from market photos only. "
+        "Check it by eye.")
+    unsure = Prediction(source="b", label="test cobalt", display_name="Cobalt testfish", confidence=0.3,
+                        is_low_confidence=True)
+    assert app_module.low_confidence_message(unsure, 11) == (
+        "Low confidence: this photo may not be one of the 11 known species. Check it by eye.")
+
+
 def test_heatmap_overlay_colours_the_hot_region_red_and_leaves_cold_ones_alone(app_module):
     photo = Image.new("RGB", (64, 48), (128, 128, 128))
     cam = np.zeros((4, 4), dtype=np.float32)

@@ -28,3 +28,19 @@ def test_field_figures_on_known_predictions():
     assert "| **mobilenetv2** | 6 | 50.0% | 33.3% | 16.7% | 100.0% |" in text
     assert "| deploy bundle | 6 | 50.0% | 50.0% | 0.0% | 100.0% |" in text
     assert "Its unknown-photo detector alone flags 16.7% of the field photos: fish, so each one it flags" in text
+    assert "catch-all doubt" not in text
+
+
+def test_the_catch_all_doubt_flags_on_top_of_the_detector_and_the_summary_says_how_much():
+    predictions = pd.DataFrame({"label": ["trout", "trout", "other"], "predicted": ["other", "other", "other"],
+                                "confidence": [0.99, 0.99, 0.99]})
+    plain = field_figures(predictions, 0.5, ["other"], unknown=[False, False, False])
+    doubted = field_figures(predictions, 0.5, ["other"], unknown=[False, False, False], doubted=[True, False, True])
+    # Two trout photos taken for other fish: both confidently wrong, until the doubt flags the first.
+    assert plain["confidently_wrong"] == pytest.approx(2 / 3) and plain["doubted"] is None
+    assert doubted["confidently_wrong"] == pytest.approx(1 / 3) and doubted["flagged"] == pytest.approx(2 / 3)
+    assert doubted["doubted"] == pytest.approx(2 / 3) and doubted["other_fish_ok"] == 1.0
+    assert doubted["species_right"] == plain["species_right"] == 0.0  # flagging names nothing right
+    text = summary_markdown({"mobilenetv2": model_scores(0.97, 0.98, 90)}, "macro_f1", None,
+                            {"mobilenetv2": plain, BUNDLE: doubted})
+    assert ("Its catch-all doubt flags 66.7%: catch-all answers that ImageNet's head does not back." in text)

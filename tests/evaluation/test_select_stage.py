@@ -103,6 +103,9 @@ def test_select_stage_bundles_the_winner_of_crafted_metrics_files(tmp_path):
     assert "No ImageNet branch" in summary_text and result["detector"]["imagenet_weight"] == 0.0
     serving = json.loads((tmp_path / "models" / "deploy" / "bundle.json").read_text())["serving"]
     assert "imagenet" not in serving["outputs"]
+    # Nor any catch-all doubt: nothing can back or doubt a catch-all answer.
+    assert result["detector"]["catch_all_doubt"] is None and "Catch-all answers" not in summary_text
+    assert "catch_all_doubt" not in json.loads((tmp_path / "models" / "deploy" / "bundle.json").read_text())
 
     deploy = tmp_path / "models" / "deploy"
     info = json.loads((deploy / "bundle.json").read_text())
@@ -249,3 +252,9 @@ def test_a_mobilenetv2_from_imagenet_weights_ships_its_imagenet_branch_and_the_d
     assert "The score adds, at weight 0.5, the ImageNet head's" in (tmp_path / "metrics" / "summary.md").read_text()
     predictor = Predictor(tmp_path / "models" / "deploy", num_threads=1)
     assert predictor.detector.needs_imagenet and predictor.predict(tinted_image(CLASSES[1]["label"], seed=1))[0].label
+    # The catch-all doubt, set on the validation photos answered with data.other_fish_labels, ships and serves.
+    doubt = json.loads((tmp_path / "metrics" / "summary.json").read_text())["detector"]["catch_all_doubt"]
+    assert bundle["catch_all_doubt"]["labels"] == doubt["labels"] == [CLASSES[0]["label"]]
+    assert bundle["catch_all_doubt"]["threshold"] == doubt["threshold"] and doubt["rate"] == 0.25
+    assert predictor.doubt.threshold == doubt["threshold"] and "Catch-all answers (" in (
+        tmp_path / "metrics" / "summary.md").read_text()

@@ -44,6 +44,16 @@ def test_a_detector_fitted_on_the_outlier_pool_says_so_and_that_the_pool_is_not_
     imagenet = summary_markdown(metrics, "macro_f1", figures, detector={**detector, "imagenet_weight": 0.5})
     assert ("The score adds, at weight 0.5, the ImageNet head's (minus the log of its probability on ImageNet's fish "
             "and crustaceans), from a branch of the LiteRT model that shares the deploy model's frozen") in imagenet
+    assert "Catch-all answers" not in imagenet
+    doubt = {"rate": 0.25, "threshold": 0.0412, "labels": ["animal fish"], "test_flagged": 0.0147,
+             "test_catch_all_answers": 42, "test_catch_all_flagged": 0.1429}
+    doubted = summary_markdown(metrics, "macro_f1", figures,
+                               detector={**detector, "imagenet_weight": 0.5, "catch_all_doubt": doubt})
+    assert ("Catch-all answers (animal fish) are flagged low-confidence when the ImageNet head puts less than 0.0412 "
+            "on fish that are none of the species (`select.catch_all_doubt_rate`: 25% of the validation catch-all "
+            "answers): such a photo may be a named species photographed outside the studio. On the test photos it "
+            "flags 14.3% of the 42 catch-all answers (1.5% of all test photos); their answers stay as they "
+            "are.") in doubted
     small = summary_markdown(metrics, "macro_f1", {**figures, "images": {**figures["images"], "small test fish": 10},
                                                    "flagged": {**figures["flagged"], "small test fish": 0.1}})
     assert "| small test fish | 10 | 10.0% |" in small

@@ -6,11 +6,12 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 from support import REPO_ROOT
-from support.fixtures_models import CLASSES, probe_images
+from support.fixtures_models import CLASSES, LABELS, probe_images
 
 from fish_classifier.images import load_pixels
 from fish_classifier.evaluation.unknown_fit import UnknownSettings, fit_unknown_detector
@@ -236,3 +237,27 @@ def test_every_backbone_of_the_zoo_shares_its_layers_with_its_imagenet_model_and
                                rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(outputs[PROBABILITIES]), np.asarray(model(pixels, training=False)),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_the_predictor_flags_the_catch_all_answers_the_imagenet_head_does_not_back(served, tmp_path):
+    import shutil
+
+    from fish_classifier.serving.bundle_writer import add_catch_all_doubt
+    from fish_classifier.serving.catch_all import IMAGENET_OTHER_FISH_CLASSES, CatchAllDoubt, other_fish_mass
+
+    folder = Path(shutil.copytree(served[0], tmp_path / "deploy"))
+    photos = probe_images(6)
+    outputs = LiteRTBackend(folder / "model.tflite", num_threads=1).outputs(
+        np.stack([load_pixels(photo, SIZE) for photo in photos]))
+    top = [CLASSES[k]["label"] for k in outputs[PROBABILITIES].argmax(axis=1)]
+    assert other_fish_mass(outputs[IMAGENET]).max() < 1  # a random head backs no answer whole
+    # The first photo's answer stands for the catch-all: a threshold of 1 doubts every photo so answered, 0 none.
+    doubt = CatchAllDoubt((top[0],), IMAGENET_OTHER_FISH_CLASSES, threshold=1.0, rate=0.5)
+    add_catch_all_doubt(folder, doubt)
+    predictions = Predictor(folder, num_threads=1).predict(photos)
+    assert [p.doubted for p in predictions] == [label == top[0] for label in top]
+    assert all(p.is_low_confidence for p in predictions if p.doubted)
+    for unbacked in (replace(doubt, threshold=0.0), replace(doubt, labels=tuple(set(LABELS) - set(top)))):
+        add_catch_all_doubt(folder, unbacked)  # nothing below 0, or no photo answered with those labels
+        assert not any(p.doubted for p in Predictor(folder, num_threads=1).predict(photos))
+    assert [p.label for p in predictions] == top  # a doubted answer stays the answer
