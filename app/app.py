@@ -254,9 +254,11 @@ def low_confidence_message(prediction: Prediction, n_classes: int) -> str:
     """Why not to trust a low-confidence answer: a doubted catch-all answer (`Prediction.doubted`) may be a known
     species photographed outside the market, which the model never saw; any other may be no known species."""
     if prediction.doubted:
+        closest = next((display for label, display, _ in prediction.top_k if label != prediction.label), None)
         return (f"Low confidence: {literal(prediction.display_name)} is the model's answer for any fish it cannot "
                 f"place, and this photo may still be one of the {n_classes} known species photographed outside a "
-                "market: the model learned them from market photos only. Check it by eye.")
+                "market" + (f" (the closest: {literal(closest)})" if closest else "")
+                + ": the model learned them from market photos only. Check it by eye.")
     return f"Low confidence: this photo may not be one of the {n_classes} known species. Check it by eye."
 
 

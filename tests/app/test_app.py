@@ -521,11 +521,12 @@ def test_results_table_has_one_row_per_file_with_top_k_and_errors(app_module):
 
 def test_a_doubted_catch_all_answer_says_it_may_be_a_known_species_photographed_elsewhere(app_module):
     other = Prediction(source="a", label="animal fish", display_name="Animal fish", confidence=0.99,
+                       top_k=[("animal fish", "Animal fish", 0.99), ("fish sea_food trout", "Trout", 0.01)],
                        is_low_confidence=True, doubted=True)
     assert app_module.low_confidence_message(other, 11) == (
         "Low confidence: Animal fish is the model's answer for any fish it cannot place, and this photo may still be "
-        "one of the 11 known species photographed outside a market: the model learned them from market photos only. "
-        "Check it by eye.")
+        "one of the 11 known species photographed outside a market (the closest: Trout): the model learned them from "
+        "market photos only. Check it by eye.")
     unsure = Prediction(source="b", label="test cobalt", display_name="Cobalt testfish", confidence=0.3,
                         is_low_confidence=True)
     assert app_module.low_confidence_message(unsure, 11) == (
