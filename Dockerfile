@@ -57,7 +57,7 @@ COPY .streamlit/ .streamlit/
 COPY fish_classifier/__init__.py fish_classifier/cpus.py fish_classifier/images.py fish_classifier/layout.py \
      fish_classifier/
 COPY fish_classifier/serving/__init__.py fish_classifier/serving/bundle.py fish_classifier/serving/bundle_schema.py \
-     fish_classifier/serving/inference.py fish_classifier/serving/litert.py \
+     fish_classifier/serving/catch_all.py fish_classifier/serving/inference.py fish_classifier/serving/litert.py \
      fish_classifier/serving/prediction_row.py fish_classifier/serving/predictor.py fish_classifier/serving/spreadsheet.py \
      fish_classifier/serving/unknown.py \
      fish_classifier/serving/

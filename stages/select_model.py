@@ -1,23 +1,21 @@
 """Stage `select`: rank the evaluated models on validation, bundle the best one for deployment with its
-unknown-photo detector, and write the comparison and the detector's figures.
+unknown-photo detector and catch-all doubt, and write the comparison and the detector's figures.
 
 Reads metrics/models/, models/zoo/ (every model of train.models), data/ (manifests, classes, photos), data/unknown and
-data/outliers; writes models/deploy/ (built aside, moved into place whole: the model, its LiteRT export checked
-against it, an example photo per species, the detector), metrics/summary.json and .md, and metrics/unknown/. The
-detector is fitted on the LiteRT model's outputs (with its ImageNet branch's where it has one) for the train photos
-and data/outliers less `select.unknown_held_back`, its threshold set on validation fish; data/unknown only measures."""
+data/outliers; writes models/deploy/ (built aside, moved into place whole: the model, its LiteRT export checked against
+it, an example photo per species, the detector and the doubt, both fitted on the LiteRT model's outputs, thresholds set
+on validation), metrics/summary.json and .md, and metrics/unknown/. data/unknown and data/field only measure."""
 
-import json
 import sys
 
 import pandas as pd
 
 from fish_classifier.data.manifest import CatchAllLabels, example_photos, read_classes, read_manifest, scored_split
 from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, head_weights, outlier_pool_for
-from fish_classifier.evaluation.catch_all_fit import doubt_photos, fit_bundle_doubt
+from fish_classifier.evaluation.catch_all_fit import add_bundle_doubt, doubt_photos
 from fish_classifier.evaluation.field import field_report
 from fish_classifier.evaluation.selection import SelectSettings, choose_model, model_threshold
-from fish_classifier.evaluation.summary import summary, summary_markdown
+from fish_classifier.evaluation.summary import write_summary
 from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool
 from fish_classifier.evaluation.unknown_report import write_unknown_plots
 from fish_classifier.layout import (AUGMENTED_MANIFEST, CLASSES, DEPLOY_DIR, FIELD_PREDICTIONS_FILE, MANIFEST,
@@ -27,8 +25,7 @@ from fish_classifier.model.imagenet_branch import branch_for
 from fish_classifier.params import stage_arguments, stage_params
 from fish_classifier.serving.bundle import SERVING_MODEL_FILE, UNKNOWN_FILE
 from fish_classifier.serving.bundle_publish import staged_bundle
-from fish_classifier.serving.bundle_writer import (add_catch_all_doubt, add_examples, add_unknown_detector,
-                                                   training_data_hash, write_bundle)
+from fish_classifier.serving.bundle_writer import add_examples, add_unknown_detector, training_data_hash, write_bundle
 from fish_classifier.serving.export import evenly_spaced, export_for_serving
 from fish_classifier.serving.inference import LiteRTBackend
 from fish_classifier.training.settings import TrainedModels, TrainSettings
@@ -64,9 +61,8 @@ def main(argv=None) -> None:
             head=head_weights(deploy / MODEL_FILE) if unknown.method == "energy" else None,
             small_px=select.unknown_small_px, batch_size=select.batch_size)
         add_unknown_detector(deploy, fitted.detector, **fitted.details(unknown))
-        doubt, doubt_figures = fit_bundle_doubt(backend, manifest, classes, params.data.other_fish_labels,
+        doubt, doubt_figures = add_bundle_doubt(deploy, backend, manifest, classes, params.data.other_fish_labels,
                                                 select.catch_all_doubt_rate, batch_size=select.batch_size)
-        add_catch_all_doubt(deploy, doubt)
         field = field_report(
             {name: pd.read_csv(metrics_dir(name) / FIELD_PREDICTIONS_FILE, keep_default_na=False) for name in names},
             lambda name: model_threshold(name, select), best, params.data.other_fish_labels,
@@ -75,11 +71,8 @@ def main(argv=None) -> None:
 
     write_unknown_plots(fitted.scores, fitted.detector, UNKNOWN_METRICS_DIR, bins=select.unknown_histogram_bins,
                         model=best)
-    figures = fitted.figures
     detector = {**fitted.fitted_on(asked=select.unknown_outliers), "catch_all_doubt": doubt_figures or None}
-    SUMMARY_JSON.write_text(json.dumps(summary(metrics, select.metric, threshold, figures, field, detector=detector),
-                                       indent=2) + "\n", encoding="utf-8")
-    SUMMARY_MD.write_text(summary_markdown(metrics, select.metric, figures, field, detector=detector), encoding="utf-8")
+    write_summary(SUMMARY_JSON, SUMMARY_MD, metrics, select.metric, threshold, fitted.figures, field, detector=detector)
     print(fitted.line())
 
 

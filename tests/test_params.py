@@ -307,6 +307,7 @@ RULES = [
     ("select", "select.unknown_held_back", 1.5, "select.unknown_held_back must be a number within [0, 1], got 1.5"),
     ("select", "select.unknown_imagenet_weight", -0.5,
      "select.unknown_imagenet_weight must be a number >= 0, got -0.5"),
+    ("select", "select.catch_all_doubt_rate", 1.5, "select.catch_all_doubt_rate must be a number within [0, 1], got 1.5"),
 ]
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from fish_classifier.data.manifest import scored_split
+from fish_classifier.serving.bundle_writer import add_catch_all_doubt
 from fish_classifier.serving.catch_all import CatchAllDoubt, fit_catch_all_doubt
 from fish_classifier.serving.inference import IMAGENET, PROBABILITIES, outputs_for_files
 
@@ -28,6 +29,14 @@ def fit_bundle_doubt(backend, manifest: pd.DataFrame, classes: list[dict], label
                    "test_flagged": float(doubted.mean()) if len(top) else None,
                    "test_catch_all_answers": int(catch_all.sum()),
                    "test_catch_all_flagged": float(doubted[catch_all].mean()) if catch_all.any() else None}
+
+
+def add_bundle_doubt(deploy, backend, manifest: pd.DataFrame, classes: list[dict], labels: list[str], rate: float, *,
+                     batch_size: int) -> tuple[CatchAllDoubt | None, dict]:
+    """`fit_bundle_doubt`, the rule then written into the bundle at `deploy` (where there is one)."""
+    doubt, figures = fit_bundle_doubt(backend, manifest, classes, labels, rate, batch_size=batch_size)
+    add_catch_all_doubt(deploy, doubt)
+    return doubt, figures
 
 
 def doubt_photos(backend, doubt: CatchAllDoubt | None, classes: list[dict], paths, *, batch_size: int) -> np.ndarray:

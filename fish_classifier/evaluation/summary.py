@@ -1,6 +1,9 @@
 """The comparison of all models that `select` writes: metrics/summary.json (what `dvc metrics show` reports)
 and metrics/summary.md (the table, the field photos' figures and the unknown-photo detector's)."""
 
+import json
+from pathlib import Path
+
 from fish_classifier.evaluation.field import field_markdown, share
 from fish_classifier.evaluation.metrics import HEADLINE_METRICS
 from fish_classifier.evaluation.selection import rank_models
@@ -24,6 +27,15 @@ def summary(metrics: dict[str, dict], metric: str, threshold: float, unknown: di
         **({"unknown": unknown} if unknown else {}),
         **({"field": field} if field else {}),
     }
+
+
+def write_summary(json_path: Path, markdown_path: Path, metrics: dict[str, dict], metric: str, threshold: float,
+                  unknown: dict | None, field: dict | None, *, detector: dict | None) -> None:
+    """Write `summary` to `json_path` and `summary_markdown` to `markdown_path`."""
+    Path(json_path).write_text(json.dumps(summary(metrics, metric, threshold, unknown, field, detector=detector),
+                                          indent=2) + "\n", encoding="utf-8")
+    Path(markdown_path).write_text(summary_markdown(metrics, metric, unknown, field, detector=detector),
+                                   encoding="utf-8")
 
 
 def summary_markdown(metrics: dict[str, dict], metric: str, unknown: dict | None, field: dict | None = None, *,

@@ -178,7 +178,8 @@ def test_the_outlier_pool_fits_the_detector_but_never_counts_in_its_figures(tmp_
     detector = json.loads((tmp_path / "metrics" / "summary.json").read_text())["detector"]
     flagged = detector.pop("held_back_flagged")
     assert detector == {"method": "relative_mahalanobis", "outliers": "relative", "asked": "relative",
-                        "outlier_photos": 5, "small_px": 64, "held_back_photos": 3, "imagenet_weight": 0.0}
+                        "outlier_photos": 5, "small_px": 64, "held_back_photos": 3, "imagenet_weight": 0.0,
+                        "catch_all_doubt": None}  # no ImageNet branch, so no catch-all doubt
     assert flagged * 3 == round(flagged * 3) and f"it flags {flagged:.1%} of them" in text
 
 
