@@ -8,9 +8,9 @@ near 100% even when the photo shows a trout in an angler's hands or shrimp on a 
 A second opinion that has seen fish everywhere is at hand in a bundle with an ImageNet branch: ImageNet's head.
 Where it puts real weight on fish that are none of the named species (goldfish, sharks, rays, eels, reef fish,
 sturgeon, gar), the catch-all answer stands. Where it does not, the answer is flagged low-confidence: the photo may
-be a named species photographed outside the studio. The threshold flags `rate` of the validation photos that the
-model answers with a catch-all class (`select.catch_all_doubt_rate`): what the rule costs is set on validation, and
-the field photos choose nothing.
+be a named species photographed outside the studio. The threshold flags at most `rate` of the validation photos that
+the model answers with a catch-all class (`select.catch_all_doubt_rate`): what the rule costs is set on validation.
+(The rate and the class list were chosen with the field photos in view: docs/field.md says so beside its figures.)
 """
 
 import math
