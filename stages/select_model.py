@@ -12,7 +12,7 @@ import pandas as pd
 
 from fish_classifier.data.manifest import CatchAllLabels, example_photos, read_classes, read_manifest, scored_split
 from fish_classifier.evaluation.bundle_detector import fit_bundle_detector, flag_photos, head_weights, outlier_pool_for
-from fish_classifier.evaluation.catch_all_fit import add_bundle_doubt, doubt_photos
+from fish_classifier.evaluation.catch_all_fit import add_bundle_doubt
 from fish_classifier.evaluation.field import field_report
 from fish_classifier.evaluation.selection import SelectSettings, choose_model, model_threshold
 from fish_classifier.evaluation.summary import write_summary
@@ -61,13 +61,13 @@ def main(argv=None) -> None:
             head=head_weights(deploy / MODEL_FILE) if unknown.method == "energy" else None,
             small_px=select.unknown_small_px, batch_size=select.batch_size)
         add_unknown_detector(deploy, fitted.detector, **fitted.details(unknown))
-        doubt, doubt_figures = add_bundle_doubt(deploy, backend, manifest, classes, params.data.other_fish_labels,
-                                                select.catch_all_doubt_rate, batch_size=select.batch_size)
+        doubt, doubt_figures = add_bundle_doubt(deploy, fitted.fish_outputs, classes, params.data.other_fish_labels,
+                                                select.catch_all_doubt_rate)
         field = field_report(
             {name: pd.read_csv(metrics_dir(name) / FIELD_PREDICTIONS_FILE, keep_default_na=False) for name in names},
             lambda name: model_threshold(name, select), best, params.data.other_fish_labels,
-            lambda paths: flag_photos(backend, fitted.detector, paths, batch_size=select.batch_size),
-            lambda paths: doubt_photos(backend, doubt, classes, paths, batch_size=select.batch_size))
+            lambda paths: flag_photos(backend, fitted.detector, paths, batch_size=select.batch_size, doubt=doubt,
+                                      classes=classes))
 
     write_unknown_plots(fitted.scores, fitted.detector, UNKNOWN_METRICS_DIR, bins=select.unknown_histogram_bins,
                         model=best)

@@ -4,7 +4,7 @@ embeddings. Fitted on the train photos, as they are and brought down to `select.
 threshold set on validation fish; measured on test fish and on data/unknown's groups alone."""
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ from PIL import Image
 
 from fish_classifier.data.manifest import label_indices, scored_split
 from fish_classifier.data.unknown_set import FISH_ELSEWHERE, GROUPS
+from fish_classifier.evaluation.catch_all_fit import doubted_answers
 from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSettings, fit_unknown_detector
 from fish_classifier.evaluation.unknown_report import SMALL_TEST_FISH, TEST_FISH, unknown_figures
 from fish_classifier.images import ImageSource, open_rgb
@@ -32,6 +33,8 @@ class BundleDetector:
     outlier_photos: int  # photos of the pool it was fitted on (0 when they are ignored)
     small_px: int | None = None  # the train fish were fitted brought down to this many px as well (None: as they are)
     held_back: tuple[int, float] | None = None  # pool photos kept out of the fit, and the share of them it flags
+    # The serving outputs of the val and test fish (`outputs_for_files`), which the catch-all doubt reuses.
+    fish_outputs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def line(self) -> str:
         """The detector's figures in one line, for the stage's log."""
@@ -114,7 +117,7 @@ def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], se
         held_scores = detector.score_outputs(outputs(list(held_back_paths), HELD_BACK))
         held = (len(held_scores), float(detector.is_unknown(held_scores).mean()))
     if not len(unknowns):
-        return BundleDetector(detector, scores, None, pooled, small_px, held)
+        return BundleDetector(detector, scores, None, pooled, small_px, held, embedded)
     groups = {group: outputs(rows["path"], group) for group, rows in unknowns.groupby("group") if group in GROUPS}
     scores |= {group: detector.score_outputs(out) for group, out in groups.items()}
     if small_px:
@@ -124,7 +127,7 @@ def fit_bundle_detector(backend, manifest: pd.DataFrame, classes: list[dict], se
     figures = unknown_figures(detector, settings.val_flag_rate, scores, catch_all_labels=catch_all_labels,
                               fish_elsewhere_labels=None if elsewhere is None else
                               [classes[k]["label"] for k in elsewhere[PROBABILITIES].argmax(axis=1)])
-    return BundleDetector(detector, scores, {**figures, "outlier_photos": pooled}, pooled, small_px, held)
+    return BundleDetector(detector, scores, {**figures, "outlier_photos": pooled}, pooled, small_px, held, embedded)
 
 
 def train_embeddings(backend, train: pd.DataFrame, classes: list[dict], small_px: int | None, *,
@@ -149,10 +152,12 @@ def small_copy(source: ImageSource, side: int) -> Image.Image:
     return image
 
 
-def flag_photos(backend, detector: UnknownDetector, paths, *, batch_size: int) -> np.ndarray:
-    """The detector's verdict (True: unknown) on each photo of `paths`."""
+def flag_photos(backend, detector: UnknownDetector, paths, *, batch_size: int, doubt=None,
+                classes=()) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the detector's verdict, True: unknown; the catch-all doubt's, True: doubted, None without `doubt`) on
+    each photo of `paths`, from one run of the model over them. `classes`: the bundle's, which `doubt` needs."""
     outputs = outputs_for_files(backend, list(paths), batch_size=batch_size, desc="field")
-    return detector.is_unknown(detector.score_outputs(outputs))
+    return detector.is_unknown(detector.score_outputs(outputs)), doubted_answers(doubt, classes, outputs)
 
 
 def head_weights(model_path) -> list[np.ndarray]:

@@ -46,17 +46,16 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
 
 
 def field_report(predictions: dict[str, pd.DataFrame], threshold_of, selected: str, other_fish_labels: list[str],
-                 flag_photos, doubt_photos=None) -> dict:
+                 flag_photos) -> dict:
     """`field_figures` of every model with field photos (`predictions`: its field_predictions.csv), each flagged by
     its own low-confidence threshold (`threshold_of(name)`), and of the deploy bundle (`selected` with its
-    unknown-photo detector, `flag_photos(paths)` its verdicts, and its catch-all doubt, `doubt_photos(paths)`).
+    unknown-photo detector and its catch-all doubt: `flag_photos(paths)` gives both verdicts, `(unknown, doubted)`).
     Empty without field photos."""
     field = {name: field_figures(rows, threshold_of(name), other_fish_labels)
              for name, rows in predictions.items() if len(rows)}
     if field:
         rows = predictions[selected]
-        field[BUNDLE] = field_figures(rows, threshold_of(selected), other_fish_labels, flag_photos(rows["path"]),
-                                      None if doubt_photos is None else doubt_photos(rows["path"]))
+        field[BUNDLE] = field_figures(rows, threshold_of(selected), other_fish_labels, *flag_photos(rows["path"]))
     return field
 
 

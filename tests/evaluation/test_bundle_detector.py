@@ -68,7 +68,9 @@ def test_relative_fits_on_the_pool_and_measures_only_test_fish_and_the_unknown_s
     assert fitted.line().startswith("unknown photos (relative_mahalanobis, threshold ")
     # A yellow like the pool's scores above every test fish; a fish of a known tint does not get flagged.
     yellow = _photos(Path(pool[0]).parent.parent / "probe", [(200, 200, 60)])
-    flags = flag_photos(TintBackend(), fitted.detector, yellow + list(manifest["path"].iloc[-1:]), batch_size=2)
+    flags, doubted = flag_photos(TintBackend(), fitted.detector, yellow + list(manifest["path"].iloc[-1:]),
+                                 batch_size=2)
+    assert doubted is None  # no catch-all doubt given
     assert flags.tolist() == [True, False]
 
 
@@ -210,5 +212,5 @@ def test_with_an_imagenet_weight_every_figure_hears_the_imagenet_head_and_the_re
     assert fitted.details(settings)["imagenet_weight"] == 1.0  # bundle.json records it as summary.json does
     assert fitted.figures["flagged"]["not-fish"] == 1.0 and fitted.figures["flagged"]["test fish"] <= 0.1
     grey = _photos(Path(pool[0]).parent.parent / "grey", [(130, 128, 126)])
-    flags = flag_photos(ImageNetBackend(), fitted.detector, grey + list(manifest["path"].iloc[-1:]), batch_size=2)
+    flags, _ = flag_photos(ImageNetBackend(), fitted.detector, grey + list(manifest["path"].iloc[-1:]), batch_size=2)
     assert flags.tolist() == [True, False]
