@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.covariance import LedoitWolf
 
 from fish_classifier.evaluation.thresholds import threshold_at_rate
+from fish_classifier.serving.catch_all import IMAGENET_FISH_CLASSES
 from fish_classifier.serving.unknown import RELATIVE, UnknownDetector, features, imagenet_score
 
 FIT_METHODS = ("knn", "mahalanobis", "energy")  # select.unknown_method
@@ -112,8 +113,6 @@ def fit_unknown_detector(settings: UnknownSettings, train_embeddings, train_labe
 def with_imagenet(detector: UnknownDetector, weight: float, val_embeddings, val_imagenet) -> UnknownDetector:
     """`detector` with the ImageNet head's score added at `weight`, both scores standardised to mean 0 and standard
     deviation 1 on the validation fish, so that the weight says how much the head counts whatever the scores' units."""
-    from fish_classifier.model.imagenet_branch import IMAGENET_FISH_CLASSES
-
     fish = np.array(IMAGENET_FISH_CLASSES, dtype=np.int64)
     own, head = detector.score(val_embeddings), imagenet_score(val_imagenet, fish)
     spread = [max(float(np.std(values)), _EPS) for values in (own, head)]

@@ -2,9 +2,9 @@
 
 A fine-tuned backbone keeps its lower layers exactly as ImageNet trained them (training only moves the top
 `fine_tune_layers`). The branch runs those shared layers once, then the ImageNet model's own upper layers and its
-1000-class head, so the unknown-photo detector can ask how much of the photo ImageNet calls a fish
-(`IMAGENET_FISH_CLASSES`) at a small share of a second network's cost: for MobileNetV2 the branch's upper part
-works on 7x7 feature maps.
+1000-class head, so the unknown-photo detector can ask how much of the photo ImageNet calls a fish (the classes
+that `serving/catch_all.py` lists) at a small share of a second network's cost: for MobileNetV2 the branch's upper
+part works on 7x7 feature maps.
 
 The shared cut is found from the weights, not from params.yaml: the deepest cut below which every layer of the
 deploy backbone equals the ImageNet model's, so a backbone trained from scratch (`weights: none`) shares nothing and
@@ -20,11 +20,7 @@ import numpy as np
 from fish_classifier.model.zoo import WeightsUnavailableError, split_for_fine_tuning, zoo_model
 from fish_classifier.serving.inference import FEATURE_LAYER, IMAGENET
 
-# ImageNet's fish and crustaceans: tench, goldfish, great white shark, tiger shark, hammerhead, electric ray,
-# stingray (0-6); Dungeness, rock, fiddler and king crab, American and spiny lobster, crayfish, hermit crab,
-# isopod (118-126); barracouta, eel, coho, rock beauty, anemone fish, sturgeon, gar, lionfish, puffer (389-397).
-# Crustaceans count: a shrimp on a plate gets most of its mass from crayfish and the lobsters.
-IMAGENET_FISH_CLASSES = (*range(0, 7), *range(118, 127), *range(389, 398))
+
 
 
 def imagenet_model(name: str) -> keras.Model:

@@ -18,11 +18,25 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-# ImageNet's fish that are none of the dataset's species nor look like one: goldfish (1), great white, tiger and
-# hammerhead shark (2-4), electric ray and stingray (5-6), eel (390), rock beauty (392), anemone fish (393),
-# sturgeon (394), gar (395), lionfish (396), puffer (397). Left out: tench, barracouta and coho (a bass, a sea bass
-# or a trout in a hand gets their mass) and the crustaceans (a shrimp's).
-IMAGENET_OTHER_FISH_CLASSES = (1, 2, 3, 4, 5, 6, 390, *range(392, 398))
+# ImageNet-1k's fish and crustaceans, by class index: the one list that the ImageNet branch's fish mass
+# (model/imagenet_branch.py) and this rule both read. Crustaceans count as fish: a shrimp on a plate gets most of
+# its mass from crayfish and the lobsters.
+IMAGENET_FISH = {
+    0: "tench", 1: "goldfish", 2: "great white shark", 3: "tiger shark", 4: "hammerhead", 5: "electric ray",
+    6: "stingray", 118: "Dungeness crab", 119: "rock crab", 120: "fiddler crab", 121: "king crab",
+    122: "American lobster", 123: "spiny lobster", 124: "crayfish", 125: "hermit crab", 126: "isopod",
+    389: "barracouta", 390: "eel", 391: "coho", 392: "rock beauty", 393: "anemone fish", 394: "sturgeon", 395: "gar",
+    396: "lionfish", 397: "puffer",
+}
+IMAGENET_FISH_CLASSES = tuple(sorted(IMAGENET_FISH))
+# Those a named species photographed outside the studio gets its mass from: a bass, a sea bass or a trout in a hand
+# (tench, barracouta, coho), a shrimp (the crustaceans).
+IMAGENET_SPECIES_LOOKALIKES = ("tench", "barracouta", "coho", "Dungeness crab", "rock crab", "fiddler crab",
+                               "king crab", "American lobster", "spiny lobster", "crayfish", "hermit crab", "isopod")
+# The rest are fish that are none of the dataset's species nor look like one: goldfish, sharks, rays, eel, rock
+# beauty, anemone fish, sturgeon, gar, lionfish, puffer. Their mass backs a catch-all answer.
+IMAGENET_OTHER_FISH_CLASSES = tuple(c for c in IMAGENET_FISH_CLASSES
+                                    if IMAGENET_FISH[c] not in IMAGENET_SPECIES_LOOKALIKES)
 IMAGENET_CLASSES = 1000
 
 

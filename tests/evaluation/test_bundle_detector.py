@@ -18,7 +18,7 @@ from fish_classifier.evaluation.bundle_detector import (
     train_embeddings,
 )
 from fish_classifier.evaluation.unknown_fit import EmptyOutlierPool, UnknownSettings, fit_unknown_detector
-from fish_classifier.model.imagenet_branch import IMAGENET_FISH_CLASSES
+from fish_classifier.serving.catch_all import IMAGENET_FISH_CLASSES
 from fish_classifier.serving.inference import EMBEDDING, IMAGENET, outputs_for_files
 from fish_classifier.serving.unknown import RELATIVE
 

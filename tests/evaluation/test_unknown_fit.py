@@ -10,7 +10,7 @@ from fish_classifier.evaluation.unknown_fit import (
     fit_unknown_detector,
     validation_threshold,
 )
-from fish_classifier.model.imagenet_branch import IMAGENET_FISH_CLASSES
+from fish_classifier.serving.catch_all import IMAGENET_FISH_CLASSES
 from fish_classifier.serving.unknown import RELATIVE
 
 

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 from fish_classifier.serving.catch_all import (
+    IMAGENET_FISH,
+    IMAGENET_FISH_CLASSES,
     IMAGENET_OTHER_FISH_CLASSES,
+    IMAGENET_SPECIES_LOOKALIKES,
     CatchAllDoubt,
     fit_catch_all_doubt,
     other_fish_mass,
@@ -19,6 +22,18 @@ def imagenet(masses) -> np.ndarray:
     probs = np.zeros((len(masses), 1000))
     probs[:, 1], probs[:, 0] = masses, 1 - np.asarray(masses)
     return probs
+
+
+def test_the_imagenet_fish_classes_are_imagenets_fish_and_crustaceans():
+    assert len(IMAGENET_FISH_CLASSES) == 25 and len(set(IMAGENET_FISH_CLASSES)) == 25
+    assert {0, 1, 6, 118, 124, 126, 389, 397} <= set(IMAGENET_FISH_CLASSES)  # tench .. puffer
+    assert not {7, 117, 127, 388, 398} & set(IMAGENET_FISH_CLASSES)  # cock, chambered nautilus, white stork, ...
+
+
+def test_the_other_fish_are_the_fish_less_the_species_lookalikes_each_of_which_is_named_right():
+    assert set(IMAGENET_SPECIES_LOOKALIKES) <= set(IMAGENET_FISH.values())  # a misspelt name would leave a class in
+    assert IMAGENET_OTHER_FISH_CLASSES == (1, 2, 3, 4, 5, 6, 390, 392, 393, 394, 395, 396, 397)
+    assert [IMAGENET_FISH[c] for c in (0, 124, 389, 391)] == ["tench", "crayfish", "barracouta", "coho"]
 
 
 def test_the_mass_is_imagenets_probability_on_the_other_fish_and_nothing_else():
