@@ -4,8 +4,9 @@ params, changing only the seed, and score each run the way the `evaluate` stage 
 On 408 test photos one photo is 0.25% of accuracy, and an ECE rests on a handful of errors. This
 shows how many photos the seed alone moves, so a single run's score, or a target such as 0.99, can
 be read against that spread. Prints per seed: test accuracy, macro F1, errors on validation and on
-test, the temperature fitted on validation, and the test ECE before and after it; then min, mean
-and max. Needs the dev data prepared and the model's weights (README: "Offline, from the dev zip").
+test, the temperature fitted on validation, and the test ECE before and after it; with field photos
+(`data/field`, from `data.field_source`), the share of its named species' photos named right, as
+`evaluate` scores it (on 67 photos one is 1.5 points); then min, mean and max. Needs the dev data prepared and the model's weights (README: "Offline, from the dev zip").
 From the repo root:
 
     python bench/seed_spread.py --model mobilenetv2 --seeds 42 1 2 3 4
@@ -17,9 +18,10 @@ import time
 
 import numpy as np
 
-from fish_classifier.layout import AUGMENTED_MANIFEST, CLASSES, MANIFEST, composite_set
+from fish_classifier.layout import AUGMENTED_MANIFEST, CLASSES, FIELD_MANIFEST, MANIFEST, composite_set
 
-COLUMNS = ("accuracy", "macro_f1", "val_errors", "test_errors", "temperature", "ece_before", "ece_after")
+COLUMNS = ("accuracy", "macro_f1", "val_errors", "test_errors", "temperature", "ece_before", "ece_after",
+           "field_species_right")
 
 
 def main(argv=None) -> None:
@@ -49,19 +51,21 @@ def main(argv=None) -> None:
 def train_and_score(name: str, seed: int) -> dict:
     """Train `name` with `seed` as `train@<name>` would, then score it as `evaluate@<name>` does."""
     import keras
+    import pandas as pd
 
     from fish_classifier.data.augment import AugmentSettings
-    from fish_classifier.data.manifest import read_manifest
-    from fish_classifier.evaluation.metrics import EvaluateSettings, calibration_report, headline
+    from fish_classifier.data.manifest import CatchAllLabels, label_indices, read_manifest
+    from fish_classifier.evaluation.metrics import EvaluateSettings, calibration_report, field_scores, headline
     from fish_classifier.evaluation.predictions import predict_split
     from fish_classifier.params import read_params
-    from fish_classifier.serving.inference import KerasBackend
+    from fish_classifier.serving.inference import KerasBackend, probabilities_for_files
     from fish_classifier.training.pixels import load_training_data
     from fish_classifier.training.settings import TrainSettings
     from fish_classifier.training.trainer import train_model
 
     keras.backend.clear_session()
-    params = read_params(augment=AugmentSettings, train=TrainSettings.for_model(name), evaluate=EvaluateSettings)
+    params = read_params(augment=AugmentSettings, train=TrainSettings.for_model(name), evaluate=EvaluateSettings,
+                         data=CatchAllLabels)
     data = load_training_data(MANIFEST, AUGMENTED_MANIFEST, CLASSES, composite_set(name))  # as stages/train.py
     model = train_model(name, data, params.train, seed, augmentation=params.augment.augmentation)
 
@@ -78,7 +82,16 @@ def train_and_score(name: str, seed: int) -> dict:
     report = headline(y_test, test_probs.argmax(axis=1), len(data.classes))
     calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins,
                                      params.evaluate.temperature_prior_sigma)
+    field = pd.read_csv(FIELD_MANIFEST, dtype=str, keep_default_na=False) if FIELD_MANIFEST.is_file() else None
+    species_right = float("nan")  # no field photos
+    if field is not None and len(field):
+        field_probs, _ = probabilities_for_files(backend, field["path"], batch_size=batch_size,
+                                                 desc=f"seed {seed} field")
+        scores = field_scores(field["label"], label_indices(field["label"], data.classes),
+                              field_probs.argmax(axis=1), data.classes, params.data.other_fish_labels)
+        species_right = scores["species_accuracy"] if scores["species_accuracy"] is not None else float("nan")
     return {
+        "field_species_right": species_right,
         "accuracy": report["accuracy"],
         "macro_f1": report["macro_f1"],
         "test_errors": int((test_probs.argmax(axis=1) != y_test).sum()),

@@ -1,5 +1,7 @@
 """bench/seed_spread.py, tiny: one seed of the CNN trained as `train@cnn` and scored as `evaluate@cnn`."""
 
+import math
+
 import pytest
 from support.benches import load_bench
 
@@ -12,6 +14,36 @@ def test_one_seed_is_trained_and_scored(tiny_project):
     assert 0 <= row["accuracy"] <= 1 and 0 <= row["macro_f1"] <= 1
     assert row["test_errors"] == round((1 - row["accuracy"]) * 12)  # 4 test photos of each of 3 colours
     assert row["temperature"] > 0 and 0 <= row["ece_after"] <= 1
+    assert math.isnan(row["field_species_right"])  # no field photos
+
+
+def test_with_field_photos_it_gives_the_share_of_named_species_photos_named_right(tiny_project, monkeypatch):
+    """Three field photos: red and green are named species, blue stands for the catch-all (`other_fish_labels`). A
+    model that answers red for every photo names one of the two species photos right: 0.5, blue left out."""
+    red, green, blue = "zebra red", "alpha green", "mid blue"
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    from fish_classifier.layout import FIELD_MANIFEST, MANIFEST
+    from fish_classifier.serving import inference
+
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["data"]["other_fish_labels"] = [blue]
+    (tiny_project / "params.yaml").write_text(yaml.safe_dump(params))
+    test = pd.read_csv(MANIFEST).query("split == 'test'")
+    field = pd.concat([test[test["label"] == label].head(1) for label in (red, green, blue)])
+    FIELD_MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+    field[["path", "label"]].assign(origin="field_source").to_csv(FIELD_MANIFEST, index=False)
+    order = sorted([red, green, blue])  # the classes' order
+
+    def always_red(backend, paths, **kwargs):
+        probs = np.zeros((len(paths), 3))
+        probs[:, order.index(red)] = 1.0
+        return probs, 0.0
+
+    monkeypatch.setattr(inference, "probabilities_for_files", always_red)
+    assert seed_spread.train_and_score("cnn", seed=0)["field_species_right"] == 0.5
 
 
 def test_an_unknown_model_is_refused_with_the_choices(tiny_project):
