@@ -6,7 +6,8 @@ shows how many photos the seed alone moves, so a single run's score, or a target
 be read against that spread. Prints per seed: test accuracy, macro F1, errors on validation and on
 test, the temperature fitted on validation, and the test ECE before and after it; with field photos
 (`data/field`, from `data.field_source`), the share of its named species' photos named right, as
-`evaluate` scores it (on 67 photos one is 1.5 points); then min, mean and max. Needs the dev data prepared and the model's weights (README: "Offline, from the dev zip").
+`evaluate` scores it (on 67 photos one is 1.5 points); then min, mean and max. Needs the dev data
+prepared and the model's weights (README: "Offline, from the dev zip").
 From the repo root:
 
     python bench/seed_spread.py --model mobilenetv2 --seeds 42 1 2 3 4
@@ -82,14 +83,15 @@ def train_and_score(name: str, seed: int) -> dict:
     report = headline(y_test, test_probs.argmax(axis=1), len(data.classes))
     calibration = calibration_report(val_probs, y_val, test_probs, y_test, bins,
                                      params.evaluate.temperature_prior_sigma)
-    field = pd.read_csv(FIELD_MANIFEST, dtype=str, keep_default_na=False) if FIELD_MANIFEST.is_file() else None
-    species_right = float("nan")  # no field photos
-    if field is not None and len(field):
+    field = pd.read_csv(FIELD_MANIFEST, dtype=str, keep_default_na=False) if FIELD_MANIFEST.is_file() else []
+    species_right = float("nan")  # no field photos, or none of a named species
+    if len(field):
         field_probs, _ = probabilities_for_files(backend, field["path"], batch_size=batch_size,
                                                  desc=f"seed {seed} field")
         scores = field_scores(field["label"], label_indices(field["label"], data.classes),
                               field_probs.argmax(axis=1), data.classes, params.data.other_fish_labels)
-        species_right = scores["species_accuracy"] if scores["species_accuracy"] is not None else float("nan")
+        if scores["species_accuracy"] is not None:
+            species_right = scores["species_accuracy"]
     return {
         "field_species_right": species_right,
         "accuracy": report["accuracy"],

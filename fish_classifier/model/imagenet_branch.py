@@ -21,8 +21,6 @@ from fish_classifier.model.zoo import WeightsUnavailableError, split_for_fine_tu
 from fish_classifier.serving.inference import FEATURE_LAYER, IMAGENET
 
 
-
-
 def imagenet_model(name: str) -> keras.Model:
     """Backbone `name` with its ImageNet weights and 1000-class head (Keras' `include_top=True` file)."""
     spec = zoo_model(name)

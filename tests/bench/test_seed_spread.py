@@ -2,8 +2,14 @@
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
+import yaml
 from support.benches import load_bench
+
+from fish_classifier.layout import FIELD_MANIFEST, MANIFEST
+from fish_classifier.serving import inference
 
 seed_spread = load_bench("seed_spread")
 
@@ -21,13 +27,6 @@ def test_with_field_photos_it_gives_the_share_of_named_species_photos_named_righ
     """Three field photos: red and green are named species, blue stands for the catch-all (`other_fish_labels`). A
     model that answers red for every photo names one of the two species photos right: 0.5, blue left out."""
     red, green, blue = "zebra red", "alpha green", "mid blue"
-    import numpy as np
-    import pandas as pd
-    import yaml
-
-    from fish_classifier.layout import FIELD_MANIFEST, MANIFEST
-    from fish_classifier.serving import inference
-
     params = yaml.safe_load((tiny_project / "params.yaml").read_text())
     params["data"]["other_fish_labels"] = [blue]
     (tiny_project / "params.yaml").write_text(yaml.safe_dump(params))
