@@ -4,6 +4,8 @@ as `select` reports it: per model, and for the deploy bundle with its unknown-ph
 import numpy as np
 import pandas as pd
 
+from fish_classifier.serving.prediction_row import parse_top_k
+
 BUNDLE = "deploy bundle"  # the row of the deploy bundle, beside the models' rows
 
 
@@ -15,7 +17,9 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
     `doubted` (the bundle's catch-all doubt, `serving.catch_all`), when its catch-all answer is doubted.
 
     species_right: photos of a named species (a class outside `other_fish_labels`) whose top class is right,
-    flagged or not. confidently_wrong: photos whose top class is wrong and that are not flagged. other_fish_ok:
+    flagged or not. closest_species_right: photos of a named species whose first class in the ranking (the
+    `top_k` column, when there is one) that is not a catch-all is right: the species the app names beside a doubted
+    catch-all answer, and what the model knows of the species once the catch-all is left out. confidently_wrong: photos whose top class is wrong and that are not flagged. other_fish_ok:
     photos of `other_fish_labels` that get one of those labels or are flagged. unknown: the share `unknown` flags
     alone (None without it).
     """
@@ -34,6 +38,8 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
     return {
         "images": int(len(labels)),
         "species_right": mean(right, species),
+        "closest_species_right": (mean(_closest_species(predictions["top_k"], other_fish_labels) == labels, species)
+                                  if "top_k" in predictions else None),
         "flagged": mean(flagged, np.ones_like(right)),
         "unknown": None if unknown is None else mean(np.asarray(unknown, dtype=bool), np.ones_like(right)),
         "doubted": None if doubted is None else mean(np.asarray(doubted, dtype=bool), np.ones_like(right)),
@@ -43,6 +49,12 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
                               "flagged": mean(flagged, labels == label)}
                       for label in sorted(set(labels))},
     }
+
+
+def _closest_species(top_k: pd.Series, other_fish_labels: list[str]) -> np.ndarray:
+    """Each photo's first ranked class that is none of `other_fish_labels`, or None when its top_k holds none."""
+    return np.array([next((label for label, _ in parse_top_k(text) if label not in other_fish_labels), None)
+                     for text in top_k], dtype=object)
 
 
 def field_report(predictions: dict[str, pd.DataFrame], threshold_of, selected: str, other_fish_labels: list[str],
@@ -67,11 +79,13 @@ def field_markdown(figures: dict[str, dict], selected: str) -> list[str]:
                 "name fish photographed outside the studio is not measured.", ""]
     lines = ["## Field photos", "",
              "Species photographed outside the studio (`data.field_source`). They train nothing and choose nothing.",
-             "", "| Model | Photos | Species right | Flagged | Confidently wrong | Other fish: catch-all or flagged |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "", "| Model | Photos | Species right | Closest species right | Flagged | Confidently wrong "
+             "| Other fish: catch-all or flagged |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, row in figures.items():
         label = f"**{name}**" if name == selected else name
-        lines.append(f"| {label} | {row['images']} | {share(row['species_right'])} | {share(row['flagged'])} "
+        lines.append(f"| {label} | {row['images']} | {share(row['species_right'])} "
+                     f"| {share(row.get('closest_species_right'))} | {share(row['flagged'])} "
                      f"| {share(row['confidently_wrong'])} | {share(row['other_fish_ok'])} |")
     bundle = figures.get(BUNDLE)
     if bundle:
@@ -82,7 +96,9 @@ def field_markdown(figures: dict[str, dict], selected: str) -> list[str]:
         if bundle.get("doubted") is not None:
             lines[-1] += (f" Its catch-all doubt flags {share(bundle['doubted'])}: catch-all answers that ImageNet's "
                           "head does not back.")
-    lines += ["", "Species right: the top class is right, flagged or not. Flagged: confidence below the model's "
+    lines += ["", "Species right: the top class is right, flagged or not. Closest species right: the first class "
+              "in the ranking that is not the catch-all is right (the species the app names beside a doubted "
+              "catch-all answer); the gap between the two is what the catch-all class takes. Flagged: confidence below the model's "
               "low-confidence threshold (set on validation) or, for the deploy bundle, an unknown photo or a doubted "
               "catch-all answer. "
               "Confidently wrong: wrong and not flagged, out of every field photo.", ""]

@@ -25,10 +25,27 @@ def test_field_figures_on_known_predictions():
     assert unknown["unknown"] == pytest.approx(1 / 6) and figures["unknown"] is None  # the detector alone
     text = summary_markdown({"mobilenetv2": model_scores(0.97, 0.98, 90)}, "macro_f1", None,
                             {"mobilenetv2": figures, BUNDLE: unknown})
-    assert "| **mobilenetv2** | 6 | 50.0% | 33.3% | 16.7% | 100.0% |" in text
-    assert "| deploy bundle | 6 | 50.0% | 50.0% | 0.0% | 100.0% |" in text
+    assert "| **mobilenetv2** | 6 | 50.0% | n/a | 33.3% | 16.7% | 100.0% |" in text  # no top_k column: n/a
+    assert "| deploy bundle | 6 | 50.0% | n/a | 50.0% | 0.0% | 100.0% |" in text
     assert "Its unknown-photo detector alone flags 16.7% of the field photos: fish, so each one it flags" in text
     assert "catch-all doubt" not in text
+
+
+def test_the_closest_species_is_the_first_ranked_class_that_is_not_the_catch_all():
+    predictions = pd.DataFrame({
+        "label": ["trout", "trout", "bass", "bass", "other"],
+        "predicted": ["other", "other", "bass", "other", "other"],
+        "confidence": [0.9, 0.9, 0.9, 0.9, 0.9],
+        "top_k": ["other:0.9000; trout:0.0800; bass:0.0200", "other:0.9000; bass:0.0600; trout:0.0400",
+                  "bass:0.9000; trout:0.1000", "other:0.9000; also other:0.1000", "other:0.9000; bass:0.1000"],
+    })
+    figures = field_figures(predictions, 0.5, ["other", "also other"])
+    # Of the four species photos, one is right at the top; left the catch-alls out, the first trout and the first
+    # bass are right too. The last bass has no species in its ranking, so nothing is named right.
+    assert figures["species_right"] == 0.25 and figures["closest_species_right"] == 0.5
+    text = summary_markdown({"mobilenetv2": model_scores(0.97, 0.98, 90)}, "macro_f1", None,
+                            {"mobilenetv2": figures})
+    assert "| **mobilenetv2** | 5 | 25.0% | 50.0% | 0.0% | 60.0% | 100.0% |" in text
 
 
 def test_the_catch_all_doubt_flags_on_top_of_the_detector_and_the_summary_says_how_much():

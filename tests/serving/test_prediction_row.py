@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from fish_classifier.serving.prediction_row import COLUMNS, Prediction, csv_cells, prediction_row, ranked, readable
+from fish_classifier.serving.prediction_row import (COLUMNS, Prediction, csv_cells, parse_top_k, prediction_row, ranked,
+                                                    readable)
 
 CLASSES = [{"label": "x", "display": "Ex"}, {"label": "y", "display": "Why"}, {"label": "z", "display": "Zed"}]
 
@@ -24,6 +25,14 @@ def test_a_named_photo_has_its_species_and_no_closest_one():
     assert (row["path"], row["predicted"], row["species"], row["closest_species"]) == ("a.jpg", "y", "Why", "")
     assert (row["low_confidence"], row["unknown"], row["top_k"], row["error"]) == (False, False,
                                                                                   "y:0.7000; z:0.2000", "")
+
+
+def test_the_top_k_column_reads_back_as_it_was_written():
+    row = prediction_row(ranked("a.jpg", np.array([0.1, 0.7, 0.2]), CLASSES, top_k=3))
+    assert parse_top_k(row["top_k"]) == [("y", 0.7), ("z", 0.2), ("x", 0.1)]
+    assert parse_top_k("animal fish:0.9000; fish sea_food trout:0.1000") == [("animal fish", 0.9),
+                                                                              ("fish sea_food trout", 0.1)]
+    assert parse_top_k("") == [] and parse_top_k(math.nan) == []  # an unreadable photo's empty cell, as pandas reads it
 
 
 def test_an_unknown_photo_names_no_species_only_the_closest_one():
