@@ -23,7 +23,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from fish_classifier.images import IMAGE_EXTENSIONS, ImageError, open_rgb
 from fish_classifier.serving.bundle import DEFAULT_BUNDLE_DIR, BundleError, Example, HeadlineMetrics
-from fish_classifier.serving.prediction_row import COLUMNS, SHARE_COLUMNS, csv_cells, prediction_row
+from fish_classifier.serving.prediction_row import COLUMNS, SHARE_COLUMNS, closest_species, csv_cells, prediction_row
 from fish_classifier.serving.predictor import Prediction, Predictor
 # The app's own modules, beside this file: `streamlit run` puts the script's folder on sys.path.
 import feedback
@@ -254,7 +254,7 @@ def low_confidence_message(prediction: Prediction, n_classes: int) -> str:
     """Why not to trust a low-confidence answer: a doubted catch-all answer (`Prediction.doubted`) may be a known
     species photographed outside the market, which the model never saw; any other may be no known species."""
     if prediction.doubted:
-        closest = next((display for label, display, _ in prediction.top_k if label != prediction.label), None)
+        closest = closest_species(prediction)
         return (f"Low confidence: {literal(prediction.display_name)} is the model's answer for any fish it cannot "
                 f"place, and this photo may still be one of the {n_classes} known species photographed outside a "
                 "market" + (f" (the closest: {literal(closest)})" if closest else "")

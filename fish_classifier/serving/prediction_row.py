@@ -2,7 +2,9 @@
 CSV and `evaluate`'s predictions.csv are all made of `prediction_row`s.
 
 An unknown photo's row names no species: `predicted` and `species` are empty, and `closest_species` holds the
-species it is nearest to, which is not an answer (the top-k still lists every label with its probability).
+species it is nearest to, which is not an answer (the top-k still lists every label with its probability). A
+doubted catch-all answer (`Prediction.doubted`) keeps its answer, and `closest_species` holds the first other class
+of its ranking: the named species the photo may be, photographed outside the studio.
 A file that could not be read has only its `path` and `error`.
 
 Serving code, so that `fish-classifier predict` writes its rows (their top-k column with `format_top_k`) without
@@ -80,7 +82,7 @@ def prediction_row(prediction: Prediction, source: str | None = None) -> dict:
         "path": prediction.source if source is None else source,
         "predicted": prediction.label if named else "",
         "species": prediction.display_name if named else "",
-        "closest_species": prediction.display_name if prediction.is_unknown and not failed else "",
+        "closest_species": "" if failed else closest_species(prediction),
         "confidence": prediction.confidence,
         "low_confidence": None if failed else prediction.is_low_confidence,
         "unknown": None if failed else prediction.is_unknown,
@@ -89,6 +91,16 @@ def prediction_row(prediction: Prediction, source: str | None = None) -> dict:
         "top_k": format_top_k((label, probability) for label, _, probability in prediction.top_k),
         "error": prediction.error or "",
     }
+
+
+def closest_species(prediction: Prediction) -> str:
+    """The display name of the species a photo is nearest to, when its answer is not one: an unknown photo's top
+    class, or a doubted catch-all answer's first other class in the ranking; "" for any other photo."""
+    if prediction.is_unknown:
+        return prediction.display_name or ""
+    if prediction.doubted:
+        return next((display for label, display, _ in prediction.top_k if label != prediction.label), "")
+    return ""
 
 
 def csv_cells(row: dict) -> dict:

@@ -238,6 +238,7 @@ def test_the_predictor_flags_the_catch_all_answers_the_imagenet_head_does_not_ba
 
     from fish_classifier.serving.bundle_writer import add_catch_all_doubt
     from fish_classifier.serving.catch_all import IMAGENET_OTHER_FISH_CLASSES, CatchAllDoubt, other_fish_mass
+    from fish_classifier.serving.prediction_row import prediction_row
 
     folder = Path(shutil.copytree(served[0], tmp_path / "deploy"))
     photos = probe_images(6)
@@ -251,6 +252,9 @@ def test_the_predictor_flags_the_catch_all_answers_the_imagenet_head_does_not_ba
     predictions = Predictor(folder, num_threads=1).predict(photos)
     assert [p.doubted for p in predictions] == [label == top[0] for label in top]
     assert all(p.is_low_confidence for p in predictions if p.doubted)
+    # Its CSV row keeps the answer and names the species ranked next, as the app's message does.
+    first = predictions[0]
+    assert prediction_row(first)["closest_species"] == first.top_k[1][1] != first.display_name
     for unbacked in (replace(doubt, threshold=0.0), replace(doubt, labels=tuple(set(LABELS) - set(top)))):
         add_catch_all_doubt(folder, unbacked)  # nothing below 0, or no photo answered with those labels
         assert not any(p.doubted for p in Predictor(folder, num_threads=1).predict(photos))

@@ -27,6 +27,16 @@ def test_a_named_photo_has_its_species_and_no_closest_one():
                                                                                   "y:0.7000; z:0.2000", "")
 
 
+def test_a_doubted_catch_all_answer_keeps_its_answer_and_names_the_closest_other_class():
+    prediction = ranked("deck.jpg", np.array([0.9, 0.02, 0.08]), CLASSES, top_k=3, threshold=0.5)
+    prediction.doubted = prediction.is_low_confidence = True
+    row = prediction_row(prediction)
+    assert (row["predicted"], row["species"], row["closest_species"]) == ("x", "Ex", "Zed")
+    assert row["low_confidence"] is True
+    prediction.top_k = prediction.top_k[:1]  # a ranking of one class has no other to name
+    assert prediction_row(prediction)["closest_species"] == ""
+
+
 def test_the_top_k_column_reads_back_as_it_was_written():
     row = prediction_row(ranked("a.jpg", np.array([0.1, 0.7, 0.2]), CLASSES, top_k=3))
     assert parse_top_k(row["top_k"]) == [("y", 0.7), ("z", 0.2), ("x", 0.1)]
