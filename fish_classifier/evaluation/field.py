@@ -18,10 +18,11 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
 
     species_right: photos of a named species (a class outside `other_fish_labels`) whose top class is right,
     flagged or not. closest_species_right: photos of a named species whose first class in the ranking (the
-    `top_k` column, when there is one) that is not a catch-all is right: the species the app names beside a doubted
-    catch-all answer, and what the model knows of the species once the catch-all is left out. confidently_wrong: photos whose top class is wrong and that are not flagged. other_fish_ok:
-    photos of `other_fish_labels` that get one of those labels or are flagged. unknown: the share `unknown` flags
-    alone (None without it).
+    `top_k` column; None without one) that is not a catch-all is right: the species the app names beside a
+    doubted catch-all answer, and what the model knows of the species once the catch-all is left out.
+    confidently_wrong: photos whose top class is wrong and that are not flagged. other_fish_ok: photos of
+    `other_fish_labels` that get one of those labels or are flagged. unknown: the share `unknown` flags alone
+    (None without it).
     """
     labels, predicted = predictions["label"].to_numpy(), predictions["predicted"].to_numpy()
     flagged = predictions["confidence"].to_numpy() < threshold
@@ -98,10 +99,10 @@ def field_markdown(figures: dict[str, dict], selected: str) -> list[str]:
                           "head does not back.")
     lines += ["", "Species right: the top class is right, flagged or not. Closest species right: the first class "
               "in the ranking that is not the catch-all is right (the species the app names beside a doubted "
-              "catch-all answer); the gap between the two is what the catch-all class takes. Flagged: confidence below the model's "
-              "low-confidence threshold (set on validation) or, for the deploy bundle, an unknown photo or a doubted "
-              "catch-all answer. "
-              "Confidently wrong: wrong and not flagged, out of every field photo.", ""]
+              "catch-all answer); the gap between the two is what the catch-all class takes. Flagged: confidence "
+              "below the model's low-confidence threshold (set on validation) or, for the deploy bundle, an unknown "
+              "photo or a doubted catch-all answer. Confidently wrong: wrong and not flagged, out of every field "
+              "photo.", ""]
     return lines
 
 
