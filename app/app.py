@@ -151,7 +151,8 @@ def heatmap_overlay(photo: Image.Image, cam: np.ndarray, opacity: float = HEATMA
 
 def results_table(results: list[tuple[str, Prediction]]) -> pd.DataFrame:
     """One `prediction_row` per uploaded file, named as uploaded: the same columns as `fish-classifier predict`'s CSV
-    (an unknown photo's species empty, its closest species beside; a file that could not be read, its error)."""
+    (an unknown photo's species empty, its closest species beside; a doubted catch-all answer, the closest species
+    beside it; a file that could not be read, its error)."""
     return pd.DataFrame([prediction_row(prediction, source=name) for name, prediction in results], columns=COLUMNS)
 
 
