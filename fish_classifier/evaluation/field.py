@@ -39,8 +39,9 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
     return {
         "images": int(len(labels)),
         "species_right": mean(right, species),
-        "closest_species_right": (mean(_closest_species(predictions["top_k"], other_fish_labels) == labels, species)
-                                  if "top_k" in predictions else None),
+        "closest_species_right": (closest_species_right(
+            labels, [[label for label, _ in parse_top_k(text)] for text in predictions["top_k"]], other_fish_labels)
+            if "top_k" in predictions else None),
         "flagged": mean(flagged, np.ones_like(right)),
         "unknown": None if unknown is None else mean(np.asarray(unknown, dtype=bool), np.ones_like(right)),
         "doubted": None if doubted is None else mean(np.asarray(doubted, dtype=bool), np.ones_like(right)),
@@ -52,10 +53,15 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
     }
 
 
-def _closest_species(top_k: pd.Series, other_fish_labels: list[str]) -> np.ndarray:
-    """Each photo's first ranked class that is none of `other_fish_labels`, or None when its top_k holds none."""
-    return np.array([next((label for label, _ in parse_top_k(text) if label not in other_fish_labels), None)
-                     for text in top_k], dtype=object)
+def closest_species_right(labels, rankings, other_fish_labels: list[str]) -> float | None:
+    """The share of the photos of a named species (`labels[i]` outside `other_fish_labels`) whose first ranked class
+    that is none of `other_fish_labels` is their own; `rankings[i]`: photo i's class labels, most likely first (a
+    ranking with no such class names nothing right). None without a photo of a named species."""
+    labels = np.asarray(labels, dtype=object)
+    closest = np.array([next((label for label in ranking if label not in other_fish_labels), None)
+                        for ranking in rankings], dtype=object)
+    species = ~np.isin(labels, other_fish_labels)
+    return float((closest == labels)[species].mean()) if species.any() else None
 
 
 def field_report(predictions: dict[str, pd.DataFrame], threshold_of, selected: str, other_fish_labels: list[str],

@@ -20,12 +20,13 @@ def test_one_seed_is_trained_and_scored(tiny_project):
     assert 0 <= row["accuracy"] <= 1 and 0 <= row["macro_f1"] <= 1
     assert row["test_errors"] == round((1 - row["accuracy"]) * 12)  # 4 test photos of each of 3 colours
     assert row["temperature"] > 0 and 0 <= row["ece_after"] <= 1
-    assert math.isnan(row["field_species_right"])  # no field photos
+    assert math.isnan(row["field_species_right"]) and math.isnan(row["field_closest_right"])  # no field photos
 
 
 def test_with_field_photos_it_gives_the_share_of_named_species_photos_named_right(tiny_project, monkeypatch):
     """Three field photos: red and green are named species, blue stands for the catch-all (`other_fish_labels`). A
-    model that answers red for every photo names one of the two species photos right: 0.5, blue left out."""
+    model that answers red for every photo names one of the two species photos right: 0.5, blue left out. One that
+    answers blue, then green, then red names none right, and its closest species (green) one of the two."""
     red, green, blue = "zebra red", "alpha green", "mid blue"
     params = yaml.safe_load((tiny_project / "params.yaml").read_text())
     params["data"]["other_fish_labels"] = [blue]
@@ -42,7 +43,17 @@ def test_with_field_photos_it_gives_the_share_of_named_species_photos_named_righ
         return probs, 0.0
 
     monkeypatch.setattr(inference, "probabilities_for_files", always_red)
-    assert seed_spread.train_and_score("cnn", seed=0)["field_species_right"] == 0.5
+    row = seed_spread.train_and_score("cnn", seed=0)
+    assert row["field_species_right"] == 0.5 and row["field_closest_right"] == 0.5
+
+    def catch_all_then_green(backend, paths, **kwargs):
+        probs = np.zeros((len(paths), 3))
+        probs[:, [order.index(blue), order.index(green), order.index(red)]] = [0.6, 0.3, 0.1]
+        return probs, 0.0
+
+    monkeypatch.setattr(inference, "probabilities_for_files", catch_all_then_green)
+    row = seed_spread.train_and_score("cnn", seed=0)
+    assert row["field_species_right"] == 0.0 and row["field_closest_right"] == 0.5
 
 
 def test_an_unknown_model_is_refused_with_the_choices(tiny_project):
