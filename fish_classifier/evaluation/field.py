@@ -104,11 +104,11 @@ def field_markdown(figures: dict[str, dict], selected: str) -> list[str]:
             lines[-1] += (f" Its catch-all doubt flags {share(bundle['doubted'])}: catch-all answers that ImageNet's "
                           "head does not back.")
     lines += ["", "Species right: the top class is right, flagged or not. Closest species right: the first class "
-              "in the ranking that is not the catch-all is right (the species the app names beside a doubted "
-              "catch-all answer); the gap between the two is what the catch-all class takes. Flagged: confidence "
-              "below the model's low-confidence threshold (set on validation) or, for the deploy bundle, an unknown "
-              "photo or a doubted catch-all answer. Confidently wrong: wrong and not flagged, out of every field "
-              "photo.", ""]
+              "in the ranking (the `evaluate.top_k` classes each prediction lists) that is not the catch-all is "
+              "right (the species the app names beside a doubted catch-all answer); the gap between the two is what "
+              "the catch-all class takes. Flagged: confidence below the model's low-confidence threshold (set on "
+              "validation) or, for the deploy bundle, an unknown photo or a doubted catch-all answer. Confidently "
+              "wrong: wrong and not flagged, out of every field photo.", ""]
     return lines
 
 
