@@ -6,8 +6,8 @@ shows how many photos the seed alone moves, so a single run's score, or a target
 be read against that spread. Prints per seed: test accuracy, macro F1, errors on validation and on
 test, the temperature fitted on validation, and the test ECE before and after it; with field photos
 (`data/field`, from `data.field_source`), the share of its named species' photos named right, as
-`evaluate` scores it (on 67 photos one is 1.5 points), and the share whose first ranked class that is not the
-catch-all is right (`select`'s closest species right); then min, mean and max. Needs the dev data
+`evaluate` scores it (on 67 photos one is 1.5 points), and the share whose most likely class that is not the
+catch-all is right (the closest species right of `summary.md`); then min, mean and max. Needs the dev data
 prepared and the model's weights (README: "Offline, from the dev zip").
 From the repo root:
 
@@ -57,7 +57,6 @@ def train_and_score(name: str, seed: int) -> dict:
 
     from fish_classifier.data.augment import AugmentSettings
     from fish_classifier.data.manifest import CatchAllLabels, label_indices, read_manifest
-    from fish_classifier.evaluation.field import closest_species_right
     from fish_classifier.evaluation.metrics import EvaluateSettings, calibration_report, field_scores, headline
     from fish_classifier.evaluation.predictions import predict_split
     from fish_classifier.params import read_params
@@ -90,13 +89,10 @@ def train_and_score(name: str, seed: int) -> dict:
     if len(field):
         field_probs, _ = probabilities_for_files(backend, field["path"], batch_size=batch_size,
                                                  desc=f"seed {seed} field")
-        other_fish = params.data.other_fish_labels
-        scores = field_scores(field["label"], label_indices(field["label"], data.classes),
-                              field_probs.argmax(axis=1), data.classes, other_fish)
+        scores = field_scores(field["label"], label_indices(field["label"], data.classes), field_probs,
+                              data.classes, params.data.other_fish_labels)
         if scores["species_accuracy"] is not None:
-            species_right = scores["species_accuracy"]
-            rankings = [[data.classes[k]["label"] for k in np.argsort(-row, kind="stable")] for row in field_probs]
-            closest_right = closest_species_right(field["label"], rankings, other_fish)
+            species_right, closest_right = scores["species_accuracy"], scores["closest_species_accuracy"]
     return {
         "field_species_right": species_right,
         "field_closest_right": closest_right,

@@ -67,7 +67,7 @@ def main(argv=None) -> None:
             {name: pd.read_csv(metrics_dir(name) / FIELD_PREDICTIONS_FILE, keep_default_na=False) for name in names},
             lambda name: model_threshold(name, select), best, params.data.other_fish_labels,
             lambda paths: flag_photos(backend, fitted.detector, paths, batch_size=select.batch_size, doubt=doubt,
-                                      classes=classes))
+                                      classes=classes), metrics)
 
     write_unknown_plots(fitted.scores, fitted.detector, UNKNOWN_METRICS_DIR, bins=select.unknown_histogram_bins,
                         model=best)

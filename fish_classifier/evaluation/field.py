@@ -4,8 +4,6 @@ as `select` reports it: per model, and for the deploy bundle with its unknown-ph
 import numpy as np
 import pandas as pd
 
-from fish_classifier.serving.prediction_row import parse_top_k
-
 BUNDLE = "deploy bundle"  # the row of the deploy bundle, beside the models' rows
 
 
@@ -17,12 +15,9 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
     `doubted` (the bundle's catch-all doubt, `serving.catch_all`), when its catch-all answer is doubted.
 
     species_right: photos of a named species (a class outside `other_fish_labels`) whose top class is right,
-    flagged or not. closest_species_right: photos of a named species whose first class in the ranking (the
-    `top_k` column; None without one) that is not a catch-all is right: the species the app names beside a
-    doubted catch-all answer, and what the model knows of the species once the catch-all is left out.
-    confidently_wrong: photos whose top class is wrong and that are not flagged. other_fish_ok: photos of
-    `other_fish_labels` that get one of those labels or are flagged. unknown: the share `unknown` flags alone
-    (None without it).
+    flagged or not. confidently_wrong: photos whose top class is wrong and that are not flagged. other_fish_ok:
+    photos of `other_fish_labels` that get one of those labels or are flagged. unknown: the share `unknown` flags
+    alone (None without it).
     """
     labels, predicted = predictions["label"].to_numpy(), predictions["predicted"].to_numpy()
     flagged = predictions["confidence"].to_numpy() < threshold
@@ -39,9 +34,6 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
     return {
         "images": int(len(labels)),
         "species_right": mean(right, species),
-        "closest_species_right": (closest_species_right(
-            labels, [[label for label, _ in parse_top_k(text)] for text in predictions["top_k"]], other_fish_labels)
-            if "top_k" in predictions else None),
         "flagged": mean(flagged, np.ones_like(right)),
         "unknown": None if unknown is None else mean(np.asarray(unknown, dtype=bool), np.ones_like(right)),
         "doubted": None if doubted is None else mean(np.asarray(doubted, dtype=bool), np.ones_like(right)),
@@ -53,28 +45,22 @@ def field_figures(predictions: pd.DataFrame, threshold: float, other_fish_labels
     }
 
 
-def closest_species_right(labels, rankings, other_fish_labels: list[str]) -> float | None:
-    """The share of the photos of a named species (`labels[i]` outside `other_fish_labels`) whose first ranked class
-    that is none of `other_fish_labels` is their own; `rankings[i]`: photo i's class labels, most likely first (a
-    ranking with no such class names nothing right). None without a photo of a named species."""
-    labels = np.asarray(labels, dtype=object)
-    closest = np.array([next((label for label in ranking if label not in other_fish_labels), None)
-                        for ranking in rankings], dtype=object)
-    species = ~np.isin(labels, other_fish_labels)
-    return float((closest == labels)[species].mean()) if species.any() else None
-
-
 def field_report(predictions: dict[str, pd.DataFrame], threshold_of, selected: str, other_fish_labels: list[str],
-                 flag_photos) -> dict:
+                 flag_photos, metrics: dict[str, dict]) -> dict:
     """`field_figures` of every model with field photos (`predictions`: its field_predictions.csv), each flagged by
     its own low-confidence threshold (`threshold_of(name)`), and of the deploy bundle (`selected` with its
     unknown-photo detector and its catch-all doubt: `flag_photos(paths)` gives both verdicts, `(unknown, doubted)`).
-    Empty without field photos."""
-    field = {name: field_figures(rows, threshold_of(name), other_fish_labels)
+    Each also gets its model's closest species right, as `evaluate` scored it (`metrics[name]`: the model's
+    metrics.json, whose field scores come from `metrics.field_scores`). Empty without field photos."""
+    def closest(name):
+        return {"closest_species_right": metrics[name].get("field", {}).get("closest_species_accuracy")}
+
+    field = {name: {**field_figures(rows, threshold_of(name), other_fish_labels), **closest(name)}
              for name, rows in predictions.items() if len(rows)}
     if field:
         rows = predictions[selected]
-        field[BUNDLE] = field_figures(rows, threshold_of(selected), other_fish_labels, *flag_photos(rows["path"]))
+        field[BUNDLE] = {**field_figures(rows, threshold_of(selected), other_fish_labels, *flag_photos(rows["path"])),
+                         **closest(selected)}
     return field
 
 
@@ -103,12 +89,11 @@ def field_markdown(figures: dict[str, dict], selected: str) -> list[str]:
         if bundle.get("doubted") is not None:
             lines[-1] += (f" Its catch-all doubt flags {share(bundle['doubted'])}: catch-all answers that ImageNet's "
                           "head does not back.")
-    lines += ["", "Species right: the top class is right, flagged or not. Closest species right: the first class "
-              "in the ranking (the `evaluate.top_k` classes each prediction lists) that is not the catch-all is "
-              "right (the species the app names beside a doubted catch-all answer); the gap between the two is what "
-              "the catch-all class takes. Flagged: confidence below the model's low-confidence threshold (set on "
-              "validation) or, for the deploy bundle, an unknown photo or a doubted catch-all answer. Confidently "
-              "wrong: wrong and not flagged, out of every field photo.", ""]
+    lines += ["", "Species right: the top class is right, flagged or not. Closest species right: the most likely "
+              "class that is not the catch-all is right (the species the app names beside a doubted catch-all "
+              "answer); the gap between the two is what the catch-all class takes. Flagged: confidence below the "
+              "model's low-confidence threshold (set on validation) or, for the deploy bundle, an unknown photo or a "
+              "doubted catch-all answer. Confidently wrong: wrong and not flagged, out of every field photo.", ""]
     return lines
 
 

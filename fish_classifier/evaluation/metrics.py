@@ -58,12 +58,18 @@ def per_class_table(y_true, y_pred, classes: list[dict]) -> pd.DataFrame:
     )
 
 
-def field_scores(labels, y_true, y_pred, classes: list[dict], other_fish_labels: list[str]) -> dict:
-    """How a model names the field photos (species photographed outside the studio): overall accuracy, the
-    accuracy on the photos of a named species (a class outside `other_fish_labels`, which name no species),
-    and each class's accuracy ({label: {images, accuracy}}). `labels[i]` is photo i's true label."""
-    labels, right = np.asarray(labels), np.asarray(y_true) == np.asarray(y_pred)
+def field_scores(labels, y_true, probabilities, classes: list[dict], other_fish_labels: list[str]) -> dict:
+    """How a model names the field photos (species photographed outside the studio), from its `probabilities`
+    (n, classes): overall accuracy, the accuracy on the photos of a named species (a class outside
+    `other_fish_labels`, which name no species), the closest species accuracy on them (the most likely class
+    that is none of `other_fish_labels`: the species the app names beside a doubted catch-all answer, and what the
+    model knows of the species once the catch-all is left out), and each class's accuracy ({label: {images,
+    accuracy}}). `labels[i]` is photo i's true label, `y_true[i]` its class index."""
+    probabilities, y_true = np.asarray(probabilities), np.asarray(y_true)
+    labels, right = np.asarray(labels), y_true == probabilities.argmax(axis=1)
     species = ~np.isin(labels, other_fish_labels)
+    named = ~np.isin([c["label"] for c in classes], other_fish_labels)
+    closest_right = y_true == np.where(named, probabilities, -np.inf).argmax(axis=1)
     per_class = {c["label"]: {"images": int((labels == c["label"]).sum()),
                               "accuracy": float(right[labels == c["label"]].mean())}
                  for c in classes if (labels == c["label"]).any()}
@@ -72,6 +78,7 @@ def field_scores(labels, y_true, y_pred, classes: list[dict], other_fish_labels:
         "accuracy": float(right.mean()) if len(labels) else None,
         "species_images": int(species.sum()),
         "species_accuracy": float(right[species].mean()) if species.any() else None,
+        "closest_species_accuracy": float(closest_right[species].mean()) if species.any() else None,
         "per_class": per_class,
     }
 

@@ -100,7 +100,7 @@ def evaluate_model(backend, model_path, manifest: pd.DataFrame, classes: list[di
         images_per_second=round(len(test.y_true) / test.seconds, 2),
         model_size_mb=round(Path(model_path).stat().st_size / 1e6, 2),
         calibration=calibration,
-        field=field_scores(field["label"], y_field, field_probs.argmax(axis=1), classes, other_fish_labels),
+        field=field_scores(field["label"], y_field, field_probs, classes, other_fish_labels),
     )
     return ModelReport(
         metrics=metrics,

@@ -65,14 +65,6 @@ def format_top_k(top_k) -> str:
     return "; ".join(f"{label}:{probability:.4f}" for label, probability in top_k)
 
 
-def parse_top_k(text: str) -> list[tuple[str, float]]:
-    """`format_top_k`'s column back into (label, probability) pairs, most likely first; [] for an empty cell."""
-    if not isinstance(text, str) or not text.strip():
-        return []
-    pairs = [item.rsplit(":", 1) for item in text.split("; ")]
-    return [(label, float(probability)) for label, probability in pairs]
-
-
 def prediction_row(prediction: Prediction, source: str | None = None) -> dict:
     """`prediction` as one row of COLUMNS, numbers as numbers (NaN where there is none, None where a yes or no
     does not apply); `source` names the photo instead of `prediction.source` (the app: the upload's name)."""

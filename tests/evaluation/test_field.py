@@ -1,8 +1,10 @@
+import numpy as np
 import pandas as pd
 import pytest
 from support.model_metrics import model_scores
 
-from fish_classifier.evaluation.field import BUNDLE, field_figures
+from fish_classifier.evaluation.field import BUNDLE, field_figures, field_report
+from fish_classifier.evaluation.metrics import field_scores
 from fish_classifier.evaluation.summary import summary_markdown
 
 
@@ -31,20 +33,24 @@ def test_field_figures_on_known_predictions():
     assert "catch-all doubt" not in text
 
 
-def test_the_closest_species_is_the_first_ranked_class_that_is_not_the_catch_all():
-    predictions = pd.DataFrame({
-        "label": ["trout", "trout", "bass", "bass", "other"],
-        "predicted": ["other", "other", "bass", "other", "other"],
-        "confidence": [0.9, 0.9, 0.9, 0.9, 0.9],
-        "top_k": ["other:0.9000; trout:0.0800; bass:0.0200", "other:0.9000; bass:0.0600; trout:0.0400",
-                  "bass:0.9000; trout:0.1000", "other:0.9000; also other:0.1000", "other:0.9000; bass:0.1000"],
-    })
-    figures = field_figures(predictions, 0.5, ["other", "also other"])
+def test_the_closest_species_is_the_most_likely_class_that_is_not_the_catch_all():
+    classes = [{"label": label} for label in ("other", "also other", "trout", "bass")]
+    labels = ["trout", "trout", "bass", "bass", "other"]
+    probabilities = np.array([[0.9, 0.0, 0.08, 0.02], [0.9, 0.0, 0.04, 0.06], [0.0, 0.0, 0.1, 0.9],
+                              [0.8, 0.15, 0.04, 0.01], [0.9, 0.0, 0.0, 0.1]])
+    scores = field_scores(labels, [2, 2, 3, 3, 0], probabilities, classes, ["other", "also other"])
     # Of the four species photos, one is right at the top; left the catch-alls out, the first trout and the first
-    # bass are right too. The last bass has no species in its ranking, so nothing is named right.
-    assert figures["species_right"] == 0.25 and figures["closest_species_right"] == 0.5
+    # bass are right too. The last bass is then taken for a trout, so nothing names it right.
+    assert scores["species_accuracy"] == 0.25 and scores["closest_species_accuracy"] == 0.5
+    predictions = pd.DataFrame({"path": [f"{i}.jpg" for i in range(5)], "label": labels,
+                                "predicted": [classes[k]["label"] for k in probabilities.argmax(axis=1)],
+                                "confidence": probabilities.max(axis=1)})
+    figures = field_report({"mobilenetv2": predictions}, lambda name: 0.5, "mobilenetv2", ["other", "also other"],
+                           lambda paths: (None, None), {"mobilenetv2": {"field": scores}})
+    assert figures["mobilenetv2"]["species_right"] == 0.25
+    assert figures["mobilenetv2"]["closest_species_right"] == figures[BUNDLE]["closest_species_right"] == 0.5
     text = summary_markdown({"mobilenetv2": model_scores(0.97, 0.98, 90)}, "macro_f1", None,
-                            {"mobilenetv2": figures})
+                            {"mobilenetv2": figures["mobilenetv2"]})
     assert "| **mobilenetv2** | 5 | 25.0% | 50.0% | 0.0% | 60.0% | 100.0% |" in text
 
 

@@ -5,8 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from fish_classifier.serving.prediction_row import (COLUMNS, Prediction, csv_cells, parse_top_k, prediction_row, ranked,
-                                                    readable)
+from fish_classifier.serving.prediction_row import COLUMNS, Prediction, csv_cells, prediction_row, ranked, readable
 
 CLASSES = [{"label": "x", "display": "Ex"}, {"label": "y", "display": "Why"}, {"label": "z", "display": "Zed"}]
 
@@ -35,14 +34,6 @@ def test_a_doubted_catch_all_answer_keeps_its_answer_and_names_the_closest_other
     assert row["low_confidence"] is True
     prediction.top_k = prediction.top_k[:1]  # a ranking of one class has no other to name
     assert prediction_row(prediction)["closest_species"] == ""
-
-
-def test_the_top_k_column_reads_back_as_it_was_written():
-    row = prediction_row(ranked("a.jpg", np.array([0.1, 0.7, 0.2]), CLASSES, top_k=3))
-    assert parse_top_k(row["top_k"]) == [("y", 0.7), ("z", 0.2), ("x", 0.1)]
-    assert parse_top_k("animal fish:0.9000; fish sea_food trout:0.1000") == [("animal fish", 0.9),
-                                                                              ("fish sea_food trout", 0.1)]
-    assert parse_top_k("") == [] and parse_top_k(math.nan) == []  # an unreadable photo's empty cell, as pandas reads it
 
 
 def test_an_unknown_photo_names_no_species_only_the_closest_one():
