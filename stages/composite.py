@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         per_class = settings.per_class if backgrounds else 0
         composites, uncut = composite_train(manifest, backgrounds, COMPOSITED_DIR, settings=settings.model_copy(
             update={"per_class": per_class}), catch_all_labels=params.data.catch_all_labels, seed=params.base.seed,
-            workers=cpu_threads())
+            workers=cpu_threads(), scene_labels=params.data.other_fish_labels)
     write_manifest(composites, COMPOSITED_MANIFEST)
     draw_composites(manifest, composites, settings, COMPOSITE_MASKS_PLOT)
 

@@ -252,6 +252,8 @@ RULES = [
     ("composite", "composite.soften", 2, "composite.soften must be a number within [0, 1] (chance that a composite "
                                          "is brought down to its background's sharpness), got 2"),
     ("composite", "composite.catch_all", "no", "composite.catch_all must be true or false, got 'no'"),
+    ("composite", "composite.scene_share", 1.5, "composite.scene_share must be a number within [0, 1] (share of "
+                                                "composites put onto a train photo of a class naming no species), got 1.5"),
     ("composite", "composite.max_blur", -1, "composite.max_blur must be a number >= 0 (px, Gaussian radius), got -1"),
     ("composite", "composite.jpeg_quality", [10, 100],
      "composite.jpeg_quality must be [lowest, highest], integers within [1, 95], got [10, 100]"),

@@ -85,6 +85,7 @@ class CompositeSettings(Section):
     occlusion: number(ge=0, le=1, meaning=" (chance that a patch covers part of the fish)")
     soften: number(ge=0, le=1, meaning=" (chance that a composite is brought down to its background's sharpness)")
     catch_all: Flag  # also composite the catch-all classes' photos (a soft oval of each), so no class owns the look
+    scene_share: number(ge=0, le=1, meaning=" (share of composites put onto a train photo of a class naming no species)")
     max_blur: number(ge=0, meaning=" (px, Gaussian radius)")
     jpeg_quality: Annotated[list[Annotated[int, Field(strict=True, ge=1, le=95)]], Field(min_length=2, max_length=2),
                             Rule("[lowest, highest], integers within [1, 95]", holds=lambda q: q[0] <= q[1])]
@@ -199,10 +200,14 @@ def select_backgrounds(photos: list[Path], root: Path, patterns: list[str]) -> l
 
 def composite_train(manifest: pd.DataFrame, backgrounds: list[Path], out_dir: str | Path, *,
                     settings: CompositeSettings, catch_all_labels: list[str], seed: int, workers: int = 1,
-                    repo_root: str | Path = ".") -> tuple[pd.DataFrame, list[dict]]:
+                    scene_labels: list[str] = (), repo_root: str | Path = ".") -> tuple[pd.DataFrame, list[dict]]:
     """Write `per_class` composites of each train class under out_dir/<label>/: the studio classes' fish cut
     out; the `catch_all_labels` photos (no plain background to cut from) as a soft oval of the whole photo,
     when `settings.catch_all` is on, so that the composites' look tells no class from another.
+
+    A `settings.scene_share` of them go onto a train photo of the `scene_labels` classes (fish photographed
+    anywhere, that name no species) in place of a background photo: a market species held by an angler or on a
+    plate is still that species, so the catch-all class cannot be told by its settings either.
 
     Returns their manifest rows and the train photos no subject could be cut out of (path, reason).
     Paths in `manifest` and in the result are relative to `repo_root`.
@@ -218,8 +223,9 @@ def composite_train(manifest: pd.DataFrame, backgrounds: list[Path], out_dir: st
         sources = sorted(originals.loc[originals["label"] == label, "path"])
         jobs += [(label, i, sources[i % len(sources)]) for i in range(settings.per_class)]
     backgrounds = sorted(str(p) for p in backgrounds)
-    work = [(label, i, source, seed, backgrounds, settings, label in catch_all_labels, str(out_dir), str(repo_root))
-            for label, i, source in jobs]
+    scenes = sorted(str(repo_root / p) for p in originals.loc[originals["label"].isin(scene_labels), "path"])
+    work = [(label, i, source, seed, (backgrounds, scenes), settings, label in catch_all_labels, str(out_dir),
+             str(repo_root)) for label, i, source in jobs]
     rows, failed = [], []
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         for row in tqdm(pool.map(_make_one, work, chunksize=8), total=len(work), desc="composite", unit="image"):
@@ -254,13 +260,16 @@ def composite_rng(seed: int, label: str, index: int) -> np.random.Generator:
 
 
 def _make_one(job) -> dict:
-    label, index, source, seed, backgrounds, settings, whole, out_dir, repo_root = job
+    label, index, source, seed, (backgrounds, scenes), settings, whole, out_dir, repo_root = job
     image = open_rgb(Path(repo_root) / source)
     mask = oval_mask(image.size) if whole else fish_mask(image, settings)
     if mask is None:
         return {"path": source, "reason": "no single subject stands out from the photo's border"}
     rng = composite_rng(seed, label, index)
     background, cover = (open_rgb(backgrounds[k]) for k in rng.integers(len(backgrounds), size=2))
+    scene_rng = np.random.default_rng([seed, zlib.crc32(label.encode("utf-8")), index, 1])  # leaves rng's stream be
+    if scenes and not whole and scene_rng.random() < settings.scene_share:  # a real photo of another fish, fish and all
+        background = open_rgb(scenes[scene_rng.integers(len(scenes))])
     data = composite_photo(cut_out(image, mask), background, cover, settings, rng)
     target = Path(out_dir) / label / f"{Path(source).stem}-comp{index:04d}.jpg"
     target.parent.mkdir(parents=True, exist_ok=True)

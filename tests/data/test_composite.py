@@ -22,7 +22,7 @@ from fish_classifier.params import ParamsError, check_params
 
 SETTINGS = dict(per_class=3, size=64, background_classes=[], mask_distance=30, min_mask_share=0.02,
                 max_mask_share=0.7, min_scale=0.4, max_scale=1.0, max_rotation=45, brightness=0.3, contrast=0.3,
-                saturation=0.3, occlusion=0.5, catch_all=False, max_blur=1.5, soften=0.5, jpeg_quality=[40, 95], shown=4)
+                saturation=0.3, occlusion=0.5, catch_all=False, scene_share=0.0, max_blur=1.5, soften=0.5, jpeg_quality=[40, 95], shown=4)
 
 
 def settings(**changes) -> CompositeSettings:
@@ -137,6 +137,24 @@ def test_composite_train_makes_per_class_composites_of_the_studio_classes_only_t
                                     catch_all_labels=["animal fish"], seed=7, repo_root=tmp_path)
     assert frame["label"].value_counts().to_dict() == {"animal fish": 3, "fish sea_food shrimp": 3,
                                                        "fish sea_food trout": 3}
+
+
+def test_scene_share_puts_the_fish_onto_the_photos_of_the_classes_naming_no_species(tmp_path):
+    manifest, backgrounds = _studio_tree(tmp_path, ["animal fish", "fish sea_food trout"])
+    for path in manifest.loc[manifest["label"] == "animal fish", "path"]:  # a red scene; the backgrounds are green
+        Image.new("RGB", (128, 128), (200, 30, 30)).save(tmp_path / path)
+
+    def border_colours(share, labels):
+        frame, _ = composite_train(manifest, backgrounds, tmp_path / f"out{share}", settings=settings(scene_share=share),
+                                   catch_all_labels=["animal fish"], scene_labels=labels, seed=3, repo_root=tmp_path)
+        assert frame["label"].eq("fish sea_food trout").all() and len(frame) == 3
+        photos = [np.asarray(Image.open(tmp_path / path), dtype=float) for path in frame["path"]]
+        return [np.median(np.concatenate([p[0], p[-1], p[:, 0], p[:, -1]]), axis=0) for p in photos]
+
+    for red, green, _ in border_colours(1.0, ["animal fish"]):
+        assert red > 150 and green < 80
+    for red, green, _ in border_colours(0.0, ["animal fish"]) + border_colours(1.0, []):
+        assert red < 100 and green > 90  # no share, or no class to take scenes from: the background photos
 
 
 def test_oval_mask_fills_the_middle_and_leaves_the_corners():
