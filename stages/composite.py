@@ -4,7 +4,10 @@ setting. Writes data/composited/<label>/*.jpg with data/composited/manifest.csv,
 data/composite_masks.png (cut-outs and composites side by side, to check the masks by eye).
 
 The catch-all classes (params `data.catch_all_labels`) have no plain background to cut from: with
-`composite.catch_all` a soft oval of each photo is composited instead, so that no class owns the composites' look. Knobs: params `composite` and `base.seed`. An empty `data.background_source` makes no composites.
+`composite.catch_all` a soft oval of each photo is composited instead, so that no class owns the composites' look.
+With `composite.scene_share`, that share of the composites goes onto a train photo of `data.other_fish_labels`
+(a real photo of another fish) instead. Knobs: params `composite` and `base.seed`. An empty
+`data.background_source` makes no composites.
 
     python stages/composite.py
 """
