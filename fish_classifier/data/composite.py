@@ -1,9 +1,8 @@
 """Fish cut out of the studio and put somewhere else: composites that stop a model leaning on the setting.
 
 Every market species in the dataset lies on the same blue tray, in the same light, so a model can name
-the tray instead of the fish. The studio's plain background makes each fish easy to cut out: the border's
-colours (tray, shadow, the black corners of the dataset's rotations) are clustered, the pixels far from
-all of them seed OpenCV's GrabCut, and its largest region, holes filled, is the fish (`fish_mask`).
+the tray instead of the fish. The studio's plain background makes each fish easy to cut out
+(`fish_classifier.data.fish_mask`).
 `composite_photo` then pastes the cut-out onto a real background at a random scale, angle and place,
 with lighting and colour shifts, a chance of something covering part of it, blur and JPEG artefacts.
 
@@ -20,7 +19,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
-import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance, ImageFilter
@@ -28,13 +26,11 @@ from pydantic import ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from fish_classifier.contact_sheet import draw_contact_sheet, side_by_side, thumbnail
+from fish_classifier.data.fish_mask import cut_out, fish_mask, oval_mask
 from fish_classifier.data.unzip import UnpackLimits
 from fish_classifier.data.manifest import MANIFEST_COLUMNS, CatchAllLabels
 from fish_classifier.images import open_rgb
 from fish_classifier.params import Flag, Rule, Section, integer, number, refuse, text
-
-BORDER_CLUSTERS = 4  # the tray, its shadow and highlights, and the rotation corners
-
 
 class CompositeSourceSettings(UnpackLimits, CatchAllLabels):
     """What the composite stage reads from params.yaml's `data`: the backgrounds' source, how much a zip of it
@@ -98,57 +94,6 @@ class CompositeSettings(Section):
         if self.min_mask_share >= self.max_mask_share:
             raise refuse("min_mask_share", self.min_mask_share, f"< max_mask_share ({self.max_mask_share})")
         return self
-
-
-def fish_mask(image: Image.Image, settings: CompositeSettings) -> np.ndarray | None:
-    """The subject of a studio photo as a boolean (height, width) mask, or None when no single subject
-    covering between `min_mask_share` and `max_mask_share` of the photo stands out from its border."""
-    pixels = np.asarray(image.convert("RGB"))
-    height, width = pixels.shape[:2]
-    lab = cv2.cvtColor(pixels, cv2.COLOR_RGB2LAB).astype(np.float32)
-    ring = np.zeros((height, width), bool)
-    band = max(2, min(height, width) // 32)
-    ring[:band], ring[-band:], ring[:, :band], ring[:, -band:] = True, True, True, True
-    cv2.setRNGSeed(0)  # k-means and GrabCut draw from OpenCV's generator: the same mask every run
-    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
-    clusters = min(BORDER_CLUSTERS, int(ring.sum()))
-    _, _, centres = cv2.kmeans(lab[ring], clusters, None, criteria, 3, cv2.KMEANS_PP_CENTERS)
-    distance = np.min(np.linalg.norm(lab[:, :, None, :] - centres[None, None], axis=3), axis=2)
-    far = settings.mask_distance
-    seed = _largest_region(cv2.morphologyEx((distance > far).astype(np.uint8), cv2.MORPH_OPEN, _disc(3)))
-    if seed is None:
-        return None
-    # GrabCut refines the seed: certain inside its eroded core, likely near it, certain on the border colours.
-    labels = np.full((height, width), cv2.GC_PR_BGD, np.uint8)
-    labels[distance < far / 2] = cv2.GC_BGD
-    labels[cv2.dilate(seed, _disc(5)) > 0] = cv2.GC_PR_FGD
-    labels[cv2.erode(seed, _disc(5)) > 0] = cv2.GC_FGD
-    labels[ring] = cv2.GC_BGD
-    cv2.grabCut(pixels, labels, None, np.zeros((1, 65)), np.zeros((1, 65)), 3, cv2.GC_INIT_WITH_MASK)
-    subject = ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).astype(np.uint8)
-    region = _largest_region(cv2.morphologyEx(subject, cv2.MORPH_CLOSE, _disc(5)))
-    if region is None:
-        return None
-    mask = _fill_holes(region)
-    share = mask.mean()
-    return mask if settings.min_mask_share <= share <= settings.max_mask_share else None
-
-
-def oval_mask(size: tuple[int, int], share: float = 0.9) -> np.ndarray:
-    """An oval filling `share` of each side of a (width, height) photo: the cut-out of a photo with no plain
-    background, whose subject is most often in the middle."""
-    width, height = size
-    y, x = np.ogrid[:height, :width]
-    return ((x - (width - 1) / 2) / (share * width / 2)) ** 2 + ((y - (height - 1) / 2) / (share * height / 2)) ** 2 <= 1
-
-
-def cut_out(image: Image.Image, mask: np.ndarray) -> Image.Image:
-    """The masked subject as RGBA, cropped to its bounding box, its edge softened by a pixel."""
-    alpha = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(1))
-    rgba = image.convert("RGB").copy()
-    rgba.putalpha(alpha)
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return rgba.crop((cols[0], rows[0], cols[-1] + 1, rows[-1] + 1))
 
 
 def composite_photo(fish: Image.Image, background: Image.Image, cover: Image.Image, settings: CompositeSettings,
@@ -254,9 +199,10 @@ def draw_composites(manifest: pd.DataFrame, composites: pd.DataFrame, settings: 
                        cell_inches=(3.0, 1.9))
 
 
-def composite_rng(seed: int, label: str, index: int) -> np.random.Generator:
-    """The generator of composite `index` of class `label`: the same numbers in any order, on any process."""
-    return np.random.default_rng([seed, zlib.crc32(label.encode("utf-8")), index])
+def composite_rng(seed: int, label: str, index: int, *stream: int) -> np.random.Generator:
+    """The generator of composite `index` of class `label`: the same numbers in any order, on any process;
+    `stream` gives it further generators that leave the first one's numbers as they are."""
+    return np.random.default_rng([seed, zlib.crc32(label.encode("utf-8")), index, *stream])
 
 
 def _make_one(job) -> dict:
@@ -267,7 +213,7 @@ def _make_one(job) -> dict:
         return {"path": source, "reason": "no single subject stands out from the photo's border"}
     rng = composite_rng(seed, label, index)
     background, cover = (open_rgb(backgrounds[k]) for k in rng.integers(len(backgrounds), size=2))
-    scene_rng = np.random.default_rng([seed, zlib.crc32(label.encode("utf-8")), index, 1])  # leaves rng's stream be
+    scene_rng = composite_rng(seed, label, index, 1)
     if scenes and not whole and scene_rng.random() < settings.scene_share:  # a real photo of another fish, fish and all
         background = open_rgb(scenes[scene_rng.integers(len(scenes))])
     data = composite_photo(cut_out(image, mask), background, cover, settings, rng)
@@ -289,21 +235,3 @@ def _fit_longer_side(size: tuple[int, int], longer: int) -> tuple[int, int]:
     w, h = size
     factor = max(1, longer) / max(w, h)
     return max(1, round(w * factor)), max(1, round(h * factor))
-
-
-def _disc(diameter: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter, diameter))
-
-
-def _largest_region(binary: np.ndarray) -> np.ndarray | None:
-    count, regions, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
-    if count < 2:
-        return None
-    return (regions == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])).astype(np.uint8)
-
-
-def _fill_holes(region: np.ndarray) -> np.ndarray:
-    """`region` with every hole inside it filled: whatever the flood from outside cannot reach."""
-    padded = np.pad(1 - region, 1, constant_values=1).astype(np.uint8)
-    cv2.floodFill(padded, None, (0, 0), 2)
-    return (padded[1:-1, 1:-1] != 2)

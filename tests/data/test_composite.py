@@ -3,7 +3,7 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from fish_classifier.data.composite import (
     CompositeSettings,
@@ -11,56 +11,14 @@ from fish_classifier.data.composite import (
     composite_photo,
     composite_rng,
     composite_train,
-    cut_out,
     draw_composites,
-    fish_mask,
-    oval_mask,
     select_backgrounds,
 )
+from fish_classifier.data.fish_mask import cut_out, fish_mask
 from fish_classifier.data.manifest import MANIFEST_COLUMNS
 from fish_classifier.params import ParamsError, check_params
+from support.studio import SETTINGS, settings, studio_photo
 
-SETTINGS = dict(per_class=3, size=64, background_classes=[], mask_distance=30, min_mask_share=0.02,
-                max_mask_share=0.7, min_scale=0.4, max_scale=1.0, max_rotation=45, brightness=0.3, contrast=0.3,
-                saturation=0.3, occlusion=0.5, catch_all=False, scene_share=0.0, max_blur=1.5, soften=0.5, jpeg_quality=[40, 95], shown=4)
-
-
-def settings(**changes) -> CompositeSettings:
-    return CompositeSettings(**{**SETTINGS, **changes})
-
-
-def studio_photo(seed=0, size=128):
-    """A studio photo as the dataset's look: a fish-coloured ellipse on a noisy blue tray, black rotation corners.
-    Returns the photo and the ellipse's true mask."""
-    rng = np.random.default_rng(seed)
-    tray = np.clip(rng.normal((40, 70, 150), 12, (size, size, 3)), 0, 255).astype(np.uint8)
-    photo = Image.fromarray(tray)
-    draw = ImageDraw.Draw(photo)
-    corner = size // 5
-    for x, y in ((0, 0), (size, 0), (0, size), (size, size)):  # the black triangles a rotation leaves
-        draw.polygon([(x, y), (abs(x - corner), y), (x, abs(y - corner))], fill=(0, 0, 0))
-    truth = Image.new("L", photo.size)
-    box = (size * 0.25, size * 0.4, size * 0.8, size * 0.62)
-    draw.ellipse(box, fill=(205, 160, 95))
-    ImageDraw.Draw(truth).ellipse(box, fill=255)
-    return photo, np.asarray(truth) > 0
-
-
-def test_the_mask_covers_the_fish_on_a_studio_like_photo_and_nothing_of_the_tray():
-    photo, truth = studio_photo()
-    mask = fish_mask(photo, settings())
-    assert mask is not None and mask.shape == truth.shape
-    overlap = (mask & truth).sum() / (mask | truth).sum()
-    assert overlap > 0.9, overlap
-    assert mask[truth].mean() > 0.95  # the fish is covered
-    assert not mask[:10].any() and not mask[-10:].any()  # the tray and the black corners are not
-
-
-def test_a_photo_with_no_subject_or_all_subject_is_not_cut_out():
-    plain = Image.new("RGB", (64, 64), (40, 70, 150))
-    assert fish_mask(plain, settings()) is None
-    photo, _ = studio_photo()
-    assert fish_mask(photo, settings(max_mask_share=0.05)) is None  # the fish covers more than 5%
 
 
 def test_the_same_seed_gives_the_same_composite_bytes_and_another_seed_another():
@@ -88,15 +46,6 @@ def test_a_softened_composite_is_no_sharper_than_its_background():
     sharp = composite_photo(fish, scene, scene, calm.model_copy(update={"soften": 0.0}), composite_rng(1, "t", 0))
     soft = composite_photo(fish, scene, scene, calm.model_copy(update={"soften": 1.0}), composite_rng(1, "t", 0))
     assert sharpness(soft) < 0.8 * sharpness(sharp)
-
-
-def test_cut_out_is_cropped_to_the_fish_with_its_mask_as_alpha():
-    photo, truth = studio_photo()
-    fish = cut_out(photo, truth)
-    rows, cols = np.flatnonzero(truth.any(axis=1)), np.flatnonzero(truth.any(axis=0))
-    assert fish.mode == "RGBA" and fish.size == (cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1)
-    alpha = np.asarray(fish.getchannel("A"))
-    assert alpha[alpha.shape[0] // 2, alpha.shape[1] // 2] == 255 and alpha[0, 0] < 128
 
 
 def _studio_tree(root, labels, per_label=2):
@@ -155,12 +104,6 @@ def test_scene_share_puts_the_fish_onto_the_photos_of_the_classes_naming_no_spec
         assert red > 150 and green < 80
     for red, green, _ in border_colours(0.0, ["animal fish"]) + border_colours(1.0, []):
         assert red < 100 and green > 90  # no share, or no class to take scenes from: the background photos
-
-
-def test_oval_mask_fills_the_middle_and_leaves_the_corners():
-    mask = oval_mask((40, 20))
-    assert mask.shape == (20, 40) and mask[10, 20] and not mask[0, 0] and not mask[19, 39]
-    assert 0.55 < mask.mean() < 0.7  # pi/4 of the 0.9 x 0.9 box: about 0.64
 
 
 def test_composite_train_without_backgrounds_says_what_to_set(tmp_path):
