@@ -212,11 +212,11 @@ def _make_one(job) -> dict:
     if mask is None:
         return {"path": source, "reason": "no single subject stands out from the photo's border"}
     rng = composite_rng(seed, label, index)
-    background, cover = (open_rgb(backgrounds[k]) for k in rng.integers(len(backgrounds), size=2))
+    background, cover = (backgrounds[k] for k in rng.integers(len(backgrounds), size=2))
     scene_rng = composite_rng(seed, label, index, 1)
     if scenes and not whole and scene_rng.random() < settings.scene_share:  # a real photo of another fish, fish and all
-        background = open_rgb(scenes[scene_rng.integers(len(scenes))])
-    data = composite_photo(cut_out(image, mask), background, cover, settings, rng)
+        background = scenes[scene_rng.integers(len(scenes))]
+    data = composite_photo(cut_out(image, mask), open_rgb(background), open_rgb(cover), settings, rng)
     target = Path(out_dir) / label / f"{Path(source).stem}-comp{index:04d}.jpg"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)

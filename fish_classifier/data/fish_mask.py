@@ -11,6 +11,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 from PIL import Image, ImageFilter
+from scipy import ndimage
 
 BORDER_CLUSTERS = 4  # the tray, its shadow and highlights, and the rotation corners
 
@@ -52,7 +53,7 @@ def fish_mask(image: Image.Image, settings: MaskSettings) -> np.ndarray | None:
     region = _largest_region(cv2.morphologyEx(subject, cv2.MORPH_CLOSE, _disc(5)))
     if region is None:
         return None
-    mask = _fill_holes(region)
+    mask = ndimage.binary_fill_holes(region)
     share = mask.mean()
     return mask if settings.min_mask_share <= share <= settings.max_mask_share else None
 
@@ -62,7 +63,8 @@ def oval_mask(size: tuple[int, int], share: float = 0.9) -> np.ndarray:
     background, whose subject is most often in the middle."""
     width, height = size
     y, x = np.ogrid[:height, :width]
-    return ((x - (width - 1) / 2) / (share * width / 2)) ** 2 + ((y - (height - 1) / 2) / (share * height / 2)) ** 2 <= 1
+    across, down = (x - (width - 1) / 2) / (share * width / 2), (y - (height - 1) / 2) / (share * height / 2)
+    return across**2 + down**2 <= 1
 
 
 def cut_out(image: Image.Image, mask: np.ndarray) -> Image.Image:
@@ -83,10 +85,3 @@ def _largest_region(binary: np.ndarray) -> np.ndarray | None:
     if count < 2:
         return None
     return (regions == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])).astype(np.uint8)
-
-
-def _fill_holes(region: np.ndarray) -> np.ndarray:
-    """`region` with every hole inside it filled: whatever the flood from outside cannot reach."""
-    padded = np.pad(1 - region, 1, constant_values=1).astype(np.uint8)
-    cv2.floodFill(padded, None, (0, 0), 2)
-    return (padded[1:-1, 1:-1] != 2)

@@ -8,7 +8,8 @@ from fish_classifier.data.composite import CompositeSettings
 
 SETTINGS = dict(per_class=3, size=64, background_classes=[], mask_distance=30, min_mask_share=0.02,
                 max_mask_share=0.7, min_scale=0.4, max_scale=1.0, max_rotation=45, brightness=0.3, contrast=0.3,
-                saturation=0.3, occlusion=0.5, catch_all=False, scene_share=0.0, max_blur=1.5, soften=0.5, jpeg_quality=[40, 95], shown=4)
+                saturation=0.3, occlusion=0.5, catch_all=False, scene_share=0.0, max_blur=1.5, soften=0.5,
+                jpeg_quality=[40, 95], shown=4)
 
 
 def settings(**changes) -> CompositeSettings:
